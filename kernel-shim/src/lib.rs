@@ -1,0 +1,11 @@
+//! kernel-shim: the tiny kernel.
+//!
+//! It owns boot, page tables and the TLB, threads and scheduling, IPC endpoints, and turning
+//! user page faults into messages to the pager. It never decides where anything is mapped and
+//! keeps no regions, copy-on-write state or break: that is memd's.
+//!
+//! The [`paging`] module is host-testable and used as is by the kernel and by the hosted
+//! testbed's emulated MMU.
+#![cfg_attr(not(test), no_std)]
+
+pub mod paging;

@@ -1,0 +1,182 @@
+//! `VmError`: what went wrong, in Rust, and its errno on the wire.
+//!
+//! memd answers with Linux's errno values where Linux defines the case (so several errors share
+//! `EINVAL`); the reply also carries the precise variant as a one-byte detail, so a client gets
+//! back exactly the `VmError` memd raised.
+
+use syscall::error::{EACCES, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSYS, ESRCH};
+
+/// Result of a memory operation.
+pub type VmResult<T> = Result<T, VmError>;
+
+/// Why a memory operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmError {
+    /// An address outside the user half, or a range that wraps around (`EINVAL`).
+    InvalidAddress,
+    /// A zero or overflowing length (`EINVAL`).
+    InvalidSize,
+    /// An address that must be page aligned is not (`EINVAL`).
+    NotAligned,
+    /// Unknown or contradictory flag bits (`EINVAL`).
+    InvalidFlags,
+    /// No free frames or no free address range (`ENOMEM`).
+    OutOfMemory,
+    /// A per-process limit (address space or data size) would be exceeded (`ENOMEM`).
+    LimitExceeded,
+    /// The protection asked for is not allowed for this memory (`EACCES`).
+    PermissionDenied,
+    /// Part of the range is not mapped (`ENOMEM`, as Linux's mprotect).
+    RegionNotFound,
+    /// `MAP_FIXED_NOREPLACE` over an existing mapping (`EEXIST`).
+    AlreadyMapped,
+    /// The process named does not exist (`ESRCH`).
+    NoSuchProcess,
+    /// A message memd does not understand (`ENOSYS`).
+    BadRequest,
+    /// A lent buffer too small or not usable (`EFAULT`).
+    BadBuffer,
+    /// Any other errno, as received.
+    Other(i32),
+}
+
+impl VmError {
+    /// The errno value memd puts on the wire for this error.
+    pub fn errno(self) -> i32 {
+        match self {
+            VmError::InvalidAddress
+            | VmError::InvalidSize
+            | VmError::NotAligned
+            | VmError::InvalidFlags => EINVAL,
+            VmError::OutOfMemory | VmError::LimitExceeded | VmError::RegionNotFound => ENOMEM,
+            VmError::PermissionDenied => EACCES,
+            VmError::AlreadyMapped => EEXIST,
+            VmError::NoSuchProcess => ESRCH,
+            VmError::BadRequest => ENOSYS,
+            VmError::BadBuffer => EFAULT,
+            VmError::Other(errno) => errno,
+        }
+    }
+
+    /// The one-byte detail that names the variant on the wire (0 for `Other`).
+    pub fn detail(self) -> u8 {
+        match self {
+            VmError::InvalidAddress => 1,
+            VmError::InvalidSize => 2,
+            VmError::NotAligned => 3,
+            VmError::InvalidFlags => 4,
+            VmError::OutOfMemory => 5,
+            VmError::LimitExceeded => 6,
+            VmError::PermissionDenied => 7,
+            VmError::RegionNotFound => 8,
+            VmError::AlreadyMapped => 9,
+            VmError::NoSuchProcess => 10,
+            VmError::BadRequest => 11,
+            VmError::BadBuffer => 12,
+            VmError::Other(_) => 0,
+        }
+    }
+
+    /// Rebuilds the error from an errno and the detail byte; a detail that does not agree with
+    /// the errno is ignored, so a plain errno (detail 0) gives the most likely variant.
+    pub fn from_wire(errno: i32, detail: u8) -> VmError {
+        let precise = match detail {
+            1 => VmError::InvalidAddress,
+            2 => VmError::InvalidSize,
+            3 => VmError::NotAligned,
+            4 => VmError::InvalidFlags,
+            5 => VmError::OutOfMemory,
+            6 => VmError::LimitExceeded,
+            7 => VmError::PermissionDenied,
+            8 => VmError::RegionNotFound,
+            9 => VmError::AlreadyMapped,
+            10 => VmError::NoSuchProcess,
+            11 => VmError::BadRequest,
+            12 => VmError::BadBuffer,
+            _ => return VmError::from(syscall::error::Error::new(errno)),
+        };
+        if precise.errno() == errno {
+            precise
+        } else {
+            VmError::from(syscall::error::Error::new(errno))
+        }
+    }
+}
+
+impl From<syscall::error::Error> for VmError {
+    fn from(error: syscall::error::Error) -> VmError {
+        match error.errno {
+            EINVAL => VmError::InvalidFlags,
+            ENOMEM => VmError::OutOfMemory,
+            EACCES => VmError::PermissionDenied,
+            EEXIST => VmError::AlreadyMapped,
+            ESRCH => VmError::NoSuchProcess,
+            ENOSYS => VmError::BadRequest,
+            EFAULT => VmError::BadBuffer,
+            errno => VmError::Other(errno),
+        }
+    }
+}
+
+impl From<VmError> for syscall::error::Error {
+    fn from(error: VmError) -> syscall::error::Error {
+        syscall::error::Error::new(error.errno())
+    }
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let text = match self {
+            VmError::InvalidAddress => "invalid address",
+            VmError::InvalidSize => "invalid size",
+            VmError::NotAligned => "address not page aligned",
+            VmError::InvalidFlags => "invalid flags",
+            VmError::OutOfMemory => "out of memory",
+            VmError::LimitExceeded => "memory limit exceeded",
+            VmError::PermissionDenied => "permission denied",
+            VmError::RegionNotFound => "range not mapped",
+            VmError::AlreadyMapped => "range already mapped",
+            VmError::NoSuchProcess => "no such process",
+            VmError::BadRequest => "request not understood",
+            VmError::BadBuffer => "bad buffer",
+            VmError::Other(errno) => return write!(f, "errno {errno}"),
+        };
+        f.write_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_survives_the_wire() {
+        let all = [
+            VmError::InvalidAddress,
+            VmError::InvalidSize,
+            VmError::NotAligned,
+            VmError::InvalidFlags,
+            VmError::OutOfMemory,
+            VmError::LimitExceeded,
+            VmError::PermissionDenied,
+            VmError::RegionNotFound,
+            VmError::AlreadyMapped,
+            VmError::NoSuchProcess,
+            VmError::BadRequest,
+            VmError::BadBuffer,
+            VmError::Other(99),
+        ];
+        for e in all {
+            assert_eq!(VmError::from_wire(e.errno(), e.detail()), e);
+        }
+    }
+
+    #[test]
+    fn plain_errno_maps_to_a_variant() {
+        assert_eq!(VmError::from_wire(ENOMEM, 0), VmError::OutOfMemory);
+        assert_eq!(VmError::from_wire(EEXIST, 0), VmError::AlreadyMapped);
+        // A detail that contradicts the errno is not trusted.
+        assert_eq!(VmError::from_wire(EEXIST, 5), VmError::AlreadyMapped);
+        assert_eq!(syscall::error::Error::from(VmError::NotAligned).errno, EINVAL);
+    }
+}

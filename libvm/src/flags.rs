@@ -1,0 +1,103 @@
+//! Protection and mapping flags, and their `MapFlags` form on the wire.
+
+use bitflags::bitflags;
+use syscall::flag::MapFlags;
+
+bitflags! {
+    /// What a process may do with a range of memory.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct ProtectionFlags: u8 {
+        /// No access at all.
+        const NONE = 0;
+        /// Loads.
+        const READ = 1;
+        /// Stores.
+        const WRITE = 2;
+        /// Instruction fetches.
+        const EXECUTE = 4;
+        /// Loads and stores.
+        const READ_WRITE = Self::READ.bits() | Self::WRITE.bits();
+        /// Loads and instruction fetches.
+        const READ_EXEC = Self::READ.bits() | Self::EXECUTE.bits();
+        /// Everything.
+        const READ_WRITE_EXEC = Self::READ.bits() | Self::WRITE.bits() | Self::EXECUTE.bits();
+    }
+}
+
+bitflags! {
+    /// How `mmap` places and backs a mapping (Linux's bit values).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct MmapFlags: u32 {
+        /// Writes are seen by every process that maps the same memory.
+        const SHARED = 0x01;
+        /// Writes are private to the process (copy-on-write after fork).
+        const PRIVATE = 0x02;
+        /// Place exactly at the address given, replacing what is there.
+        const FIXED = 0x10;
+        /// Not backed by a file: zero filled on first touch.
+        const ANONYMOUS = 0x20;
+        /// Back every page now instead of on first touch.
+        const POPULATE = 0x8000;
+        /// Place exactly at the address given, refusing with `AlreadyMapped` if anything is there.
+        const FIXED_NOREPLACE = 0x10_0000;
+    }
+}
+
+impl MmapFlags {
+    /// Anonymous private memory: the common `mmap(NULL, len, prot, MAP_PRIVATE|MAP_ANONYMOUS)`.
+    pub const fn anonymous_private() -> MmapFlags {
+        MmapFlags::ANONYMOUS.union(MmapFlags::PRIVATE)
+    }
+
+    /// Anonymous shared memory: shared with children across fork.
+    pub const fn anonymous_shared() -> MmapFlags {
+        MmapFlags::ANONYMOUS.union(MmapFlags::SHARED)
+    }
+
+    /// These flags with `FIXED` added.
+    pub const fn fixed(self) -> MmapFlags {
+        self.union(MmapFlags::FIXED)
+    }
+
+    /// These flags with `FIXED_NOREPLACE` added.
+    pub const fn fixed_noreplace(self) -> MmapFlags {
+        self.union(MmapFlags::FIXED_NOREPLACE)
+    }
+
+    /// These flags with `POPULATE` added.
+    pub const fn populate(self) -> MmapFlags {
+        self.union(MmapFlags::POPULATE)
+    }
+}
+
+impl ProtectionFlags {
+    /// The `PROT_*` bits of redox_syscall's `MapFlags`.
+    pub fn to_map_flags(self) -> MapFlags {
+        let mut m = MapFlags::PROT_NONE;
+        if self.contains(ProtectionFlags::READ) {
+            m |= MapFlags::PROT_READ;
+        }
+        if self.contains(ProtectionFlags::WRITE) {
+            m |= MapFlags::PROT_WRITE;
+        }
+        if self.contains(ProtectionFlags::EXECUTE) {
+            m |= MapFlags::PROT_EXEC;
+        }
+        m
+    }
+
+    /// Reads the `PROT_*` bits of `MapFlags`, ignoring every other bit.
+    pub fn from_map_flags(m: MapFlags) -> ProtectionFlags {
+        let mut p = ProtectionFlags::NONE;
+        if m.contains(MapFlags::PROT_READ) {
+            p |= ProtectionFlags::READ;
+        }
+        if m.contains(MapFlags::PROT_WRITE) {
+            p |= ProtectionFlags::WRITE;
+        }
+        if m.contains(MapFlags::PROT_EXEC) {
+            p |= ProtectionFlags::EXECUTE;
+        }
+        p
+    }
+}

@@ -1,0 +1,572 @@
+//! The wire format between libvm and memd: one definition for both sides.
+//!
+//! A request is a redox_syscall [`Sqe`]: `opcode` names the operation, `args` carry its
+//! operands, `caller` is stamped by the transport with the sender's badge (a client's own value
+//! is overwritten, never trusted). A reply is a [`Cqe`]: `result` holds the value, or `-errno`;
+//! `extra_raw[0]` holds the [`VmError`] detail byte. Both fit in registers (8 and 2 words).
+//! Bulk answers (statistics, region listings) are written as little-endian `u64` words into a
+//! buffer the client lends for the call.
+//!
+//! | opcode | request | args | reply value |
+//! |---|---|---|---|
+//! | 1 `MMAP` | map memory | addr, len, `MapFlags` (prot and map bits), extra (`EXTRA_*`) | address |
+//! | 2 `MUNMAP` | unmap | addr, len | 0 |
+//! | 3 `MPROTECT` | change protection | addr, len, `MapFlags` (prot bits) | 0 |
+//! | 4 `BRK` | set or query the break | addr (0 queries) | new break |
+//! | 5 `SBRK` | move the break | increment (two's complement) | old break |
+//! | 6 `MADVISE` | advice | addr, len, advice (`MADV_*`) | 0 |
+//! | 7 `FORK` | copy this address space | - | child pid |
+//! | 8 `GLOBAL_STATS` | system statistics | - (bulk: [`GlobalStats`]) | words written |
+//! | 9 `PROCESS_STATS` | one process | pid (0: self) (bulk: [`ProcessStats`]) | words written |
+//! | 10 `REGIONS` | region map | pid (0: self), from address (bulk: [`RegionInfo`]s) | regions written |
+
+use crate::error::VmError;
+use crate::flags::{MmapFlags, ProtectionFlags};
+use syscall::flag::MapFlags;
+pub use syscall::schemev2::{Cqe, Sqe};
+
+/// `MMAP`: map memory.
+pub const MMAP: u8 = 1;
+/// `MUNMAP`: unmap memory.
+pub const MUNMAP: u8 = 2;
+/// `MPROTECT`: change protection.
+pub const MPROTECT: u8 = 3;
+/// `BRK`: set or query the program break.
+pub const BRK: u8 = 4;
+/// `SBRK`: move the program break by an increment.
+pub const SBRK: u8 = 5;
+/// `MADVISE`: advice about a range.
+pub const MADVISE: u8 = 6;
+/// `FORK`: copy the caller's address space into a new process.
+pub const FORK: u8 = 7;
+/// `GLOBAL_STATS`: system-wide statistics.
+pub const GLOBAL_STATS: u8 = 8;
+/// `PROCESS_STATS`: one process's statistics.
+pub const PROCESS_STATS: u8 = 9;
+/// `REGIONS`: a process's region map.
+pub const REGIONS: u8 = 10;
+
+/// Extra mmap bit: anonymous memory (the only kind a client may ask for).
+pub const EXTRA_ANONYMOUS: u64 = 1;
+/// Extra mmap bit: back every page now.
+pub const EXTRA_POPULATE: u64 = 2;
+
+/// `madvise`: no special treatment.
+pub const MADV_NORMAL: u64 = 0;
+/// `madvise`: the range will be needed soon: back it now.
+pub const MADV_WILLNEED: u64 = 3;
+/// `madvise`: drop the contents; private anonymous memory reads as zero afterwards.
+pub const MADV_DONTNEED: u64 = 4;
+
+/// A decoded, validated request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Map `len` bytes at or near `addr`.
+    Mmap {
+        /// Hint or fixed address (0: anywhere).
+        addr: usize,
+        /// Length in bytes (rounded up to pages).
+        len: usize,
+        /// Protection.
+        prot: ProtectionFlags,
+        /// Placement and backing.
+        flags: MmapFlags,
+    },
+    /// Unmap `[addr, addr + len)`.
+    Munmap {
+        /// Page-aligned start.
+        addr: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// Change the protection of `[addr, addr + len)`.
+    Mprotect {
+        /// Page-aligned start.
+        addr: usize,
+        /// Length in bytes.
+        len: usize,
+        /// New protection.
+        prot: ProtectionFlags,
+    },
+    /// Set the break (0 queries it).
+    Brk {
+        /// The new break.
+        addr: usize,
+    },
+    /// Move the break.
+    Sbrk {
+        /// Bytes to add (negative: release).
+        increment: isize,
+    },
+    /// Advice about `[addr, addr + len)`.
+    Madvise {
+        /// Page-aligned start.
+        addr: usize,
+        /// Length in bytes.
+        len: usize,
+        /// One of the `MADV_*` values.
+        advice: u64,
+    },
+    /// Fork the caller's address space.
+    Fork,
+    /// System statistics into the lent buffer.
+    GlobalStats,
+    /// A process's statistics into the lent buffer.
+    ProcessStats {
+        /// The process (0: the caller).
+        pid: u64,
+    },
+    /// A process's regions that end above `from`, into the lent buffer.
+    Regions {
+        /// The process (0: the caller).
+        pid: u64,
+        /// Lowest address of interest.
+        from: usize,
+    },
+}
+
+fn sqe(opcode: u8, args: [u64; 6]) -> Sqe {
+    Sqe {
+        opcode,
+        args,
+        ..Sqe::default()
+    }
+}
+
+const PROT_BITS: usize = 0x0007_0000;
+const MAP_BITS: usize = 0x000F;
+
+impl Request {
+    /// Encodes the request (the `caller` field is left for the transport to stamp).
+    pub fn encode(&self) -> Sqe {
+        match *self {
+            Request::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+            } => {
+                let mut m = prot.to_map_flags();
+                if flags.contains(MmapFlags::SHARED) {
+                    m |= MapFlags::MAP_SHARED;
+                }
+                if flags.contains(MmapFlags::PRIVATE) {
+                    m |= MapFlags::MAP_PRIVATE;
+                }
+                if flags.contains(MmapFlags::FIXED_NOREPLACE) {
+                    m |= MapFlags::MAP_FIXED_NOREPLACE;
+                } else if flags.contains(MmapFlags::FIXED) {
+                    m |= MapFlags::MAP_FIXED;
+                }
+                let mut extra = 0;
+                if flags.contains(MmapFlags::ANONYMOUS) {
+                    extra |= EXTRA_ANONYMOUS;
+                }
+                if flags.contains(MmapFlags::POPULATE) {
+                    extra |= EXTRA_POPULATE;
+                }
+                sqe(
+                    MMAP,
+                    [addr as u64, len as u64, m.bits() as u64, extra, 0, 0],
+                )
+            }
+            Request::Munmap { addr, len } => sqe(MUNMAP, [addr as u64, len as u64, 0, 0, 0, 0]),
+            Request::Mprotect { addr, len, prot } => sqe(
+                MPROTECT,
+                [
+                    addr as u64,
+                    len as u64,
+                    prot.to_map_flags().bits() as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+            Request::Brk { addr } => sqe(BRK, [addr as u64, 0, 0, 0, 0, 0]),
+            Request::Sbrk { increment } => sqe(SBRK, [increment as i64 as u64, 0, 0, 0, 0, 0]),
+            Request::Madvise { addr, len, advice } => {
+                sqe(MADVISE, [addr as u64, len as u64, advice, 0, 0, 0])
+            }
+            Request::Fork => sqe(FORK, [0; 6]),
+            Request::GlobalStats => sqe(GLOBAL_STATS, [0; 6]),
+            Request::ProcessStats { pid } => sqe(PROCESS_STATS, [pid, 0, 0, 0, 0, 0]),
+            Request::Regions { pid, from } => sqe(REGIONS, [pid, from as u64, 0, 0, 0, 0]),
+        }
+    }
+
+    /// Decodes and checks the shape of a request: the opcode, flag bits, and that unused
+    /// arguments are zero. Addresses and lengths are checked by memd against the address
+    /// space. Never panics, whatever the bytes.
+    pub fn decode(sqe: &Sqe) -> Result<Request, VmError> {
+        let a = sqe.args;
+        let unused = |from: usize| -> Result<(), VmError> {
+            if a[from..].iter().all(|&w| w == 0) {
+                Ok(())
+            } else {
+                Err(VmError::BadRequest)
+            }
+        };
+        let word = |w: u64| usize::try_from(w).map_err(|_| VmError::InvalidAddress);
+        match sqe.opcode {
+            MMAP => {
+                unused(4)?;
+                let bits = usize::try_from(a[2]).map_err(|_| VmError::InvalidFlags)?;
+                if bits & !(PROT_BITS | MAP_BITS) != 0 || a[3] & !(EXTRA_ANONYMOUS | EXTRA_POPULATE) != 0
+                {
+                    return Err(VmError::InvalidFlags);
+                }
+                let m = MapFlags::from_bits_retain(bits);
+                let mut flags = MmapFlags::empty();
+                if m.contains(MapFlags::MAP_SHARED) {
+                    flags |= MmapFlags::SHARED;
+                }
+                if m.contains(MapFlags::MAP_PRIVATE) {
+                    flags |= MmapFlags::PRIVATE;
+                }
+                match bits & MapFlags::MAP_FIXED_NOREPLACE.bits() {
+                    0 => {}
+                    0x4 => flags |= MmapFlags::FIXED,
+                    0xC => flags |= MmapFlags::FIXED_NOREPLACE,
+                    _ => return Err(VmError::InvalidFlags),
+                }
+                if a[3] & EXTRA_ANONYMOUS != 0 {
+                    flags |= MmapFlags::ANONYMOUS;
+                }
+                if a[3] & EXTRA_POPULATE != 0 {
+                    flags |= MmapFlags::POPULATE;
+                }
+                Ok(Request::Mmap {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    prot: ProtectionFlags::from_map_flags(m),
+                    flags,
+                })
+            }
+            MUNMAP => {
+                unused(2)?;
+                Ok(Request::Munmap {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                })
+            }
+            MPROTECT => {
+                unused(3)?;
+                let bits = usize::try_from(a[2]).map_err(|_| VmError::InvalidFlags)?;
+                if bits & !PROT_BITS != 0 {
+                    return Err(VmError::InvalidFlags);
+                }
+                Ok(Request::Mprotect {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    prot: ProtectionFlags::from_map_flags(MapFlags::from_bits_retain(bits)),
+                })
+            }
+            BRK => {
+                unused(1)?;
+                Ok(Request::Brk { addr: word(a[0])? })
+            }
+            SBRK => {
+                unused(1)?;
+                let increment =
+                    isize::try_from(a[0] as i64).map_err(|_| VmError::InvalidSize)?;
+                Ok(Request::Sbrk { increment })
+            }
+            MADVISE => {
+                unused(3)?;
+                if !matches!(a[2], MADV_NORMAL | MADV_WILLNEED | MADV_DONTNEED) {
+                    return Err(VmError::InvalidFlags);
+                }
+                Ok(Request::Madvise {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    advice: a[2],
+                })
+            }
+            FORK => {
+                unused(0)?;
+                Ok(Request::Fork)
+            }
+            GLOBAL_STATS => {
+                unused(0)?;
+                Ok(Request::GlobalStats)
+            }
+            PROCESS_STATS => {
+                unused(1)?;
+                Ok(Request::ProcessStats { pid: a[0] })
+            }
+            REGIONS => {
+                unused(2)?;
+                Ok(Request::Regions {
+                    pid: a[0],
+                    from: word(a[1])?,
+                })
+            }
+            _ => Err(VmError::BadRequest),
+        }
+    }
+}
+
+/// Largest errno a reply may carry; results above `usize::MAX - MAX_ERRNO` are errors.
+const MAX_ERRNO: u64 = 4095;
+
+/// Encodes a reply to the request whose tag is `tag`.
+pub fn encode_reply(tag: u32, result: Result<u64, VmError>) -> Cqe {
+    let (value, detail) = match result {
+        Ok(v) => (v, 0),
+        Err(e) => ((e.errno() as i64).wrapping_neg() as u64, e.detail()),
+    };
+    Cqe {
+        flags: 0,
+        extra_raw: [detail, 0, 0],
+        tag,
+        result: value,
+    }
+}
+
+/// Decodes a reply: the value, or the error memd raised.
+pub fn decode_reply(cqe: &Cqe) -> Result<u64, VmError> {
+    if cqe.result > u64::MAX - MAX_ERRNO {
+        let errno = cqe.result.wrapping_neg() as i32;
+        Err(VmError::from_wire(errno, cqe.extra_raw[0]))
+    } else {
+        Ok(cqe.result)
+    }
+}
+
+/// A structure sent as little-endian `u64` words in a lent buffer.
+pub trait Words: Sized {
+    /// Number of words.
+    const WORDS: usize;
+    /// Writes the words into `buf`; `false` if it is too small.
+    fn write_to(&self, buf: &mut [u8]) -> bool;
+    /// Reads the words from `buf`; `None` if it is too small.
+    fn read_from(buf: &[u8]) -> Option<Self>;
+}
+
+macro_rules! wire_struct {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident: u64,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name { $($(#[$fm])* pub $field: u64,)* }
+
+        impl Words for $name {
+            const WORDS: usize = [$(stringify!($field)),*].len();
+            fn write_to(&self, buf: &mut [u8]) -> bool {
+                if buf.len() < Self::WORDS * 8 {
+                    return false;
+                }
+                let mut chunks = buf.chunks_exact_mut(8);
+                $(
+                    if let Some(c) = chunks.next() {
+                        c.copy_from_slice(&self.$field.to_le_bytes());
+                    }
+                )*
+                true
+            }
+            fn read_from(buf: &[u8]) -> Option<Self> {
+                if buf.len() < Self::WORDS * 8 {
+                    return None;
+                }
+                let mut chunks = buf.chunks_exact(8);
+                let mut next = || {
+                    let mut w = [0u8; 8];
+                    if let Some(c) = chunks.next() {
+                        w.copy_from_slice(c);
+                    }
+                    u64::from_le_bytes(w)
+                };
+                Some($name { $($field: next(),)* })
+            }
+        }
+    };
+}
+
+wire_struct! {
+    /// System-wide statistics (like `free` and `vmstat`).
+    pub struct GlobalStats {
+        /// Frames memd was given.
+        pub frames_total: u64,
+        /// Frames free now.
+        pub frames_free: u64,
+        /// Frames in use now.
+        pub frames_used: u64,
+        /// Frames the kernel holds for page tables.
+        pub page_table_frames: u64,
+        /// Faults resolved by a zero-filled frame.
+        pub faults_zero_fill: u64,
+        /// Faults resolved by copy-on-write (a copy or a regained write access).
+        pub faults_cow: u64,
+        /// Faults resolved by mapping an existing shared frame.
+        pub faults_shared: u64,
+        /// Faults refused: no mapping (MAPERR).
+        pub faults_maperr: u64,
+        /// Faults refused: protection (ACCERR).
+        pub faults_accerr: u64,
+        /// Frames copied for copy-on-write.
+        pub cow_copies: u64,
+        /// mmap calls served.
+        pub ops_mmap: u64,
+        /// munmap calls served.
+        pub ops_munmap: u64,
+        /// mprotect calls served.
+        pub ops_mprotect: u64,
+        /// brk and sbrk calls served.
+        pub ops_brk: u64,
+        /// madvise calls served.
+        pub ops_madvise: u64,
+        /// forks performed.
+        pub ops_fork: u64,
+        /// Requests refused with an error.
+        pub ops_failed: u64,
+        /// Processes alive.
+        pub processes: u64,
+        /// Bytes of frames in use (the seed's `total_allocated`).
+        pub total_allocated: u64,
+    }
+}
+
+wire_struct! {
+    /// One process's statistics (like `ps`).
+    pub struct ProcessStats {
+        /// The process.
+        pub pid: u64,
+        /// Regions in its address space (the seed's `region_count`).
+        pub region_count: u64,
+        /// Pages covered by its regions (VSZ; the seed's `mapped_pages`).
+        pub mapped_pages: u64,
+        /// Pages backed by a frame (RSS).
+        pub resident_pages: u64,
+        /// Resident pages whose frame is shared with another mapping.
+        pub shared_pages: u64,
+        /// Resident pages whose frame only this process maps.
+        pub private_pages: u64,
+        /// Bytes between the heap start and the break.
+        pub heap_bytes: u64,
+        /// Bytes of frames it maps (resident pages times the page size).
+        pub total_allocated: u64,
+    }
+}
+
+wire_struct! {
+    /// One region of a process's address space (like a line of `pmap`).
+    pub struct RegionInfo {
+        /// First byte.
+        pub start: u64,
+        /// One past the last byte.
+        pub end: u64,
+        /// `ProtectionFlags` bits.
+        pub prot: u64,
+        /// Kind code (memd's `RegionKind` as a number).
+        pub kind: u64,
+        /// 1 when shared, 0 when private.
+        pub shared: u64,
+        /// Pages backed by a frame.
+        pub resident_pages: u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let all = [
+            Request::Mmap {
+                addr: 0x4000_0000,
+                len: 8192,
+                prot: ProtectionFlags::READ_WRITE,
+                flags: MmapFlags::anonymous_private().fixed_noreplace().populate(),
+            },
+            Request::Mmap {
+                addr: 0,
+                len: 1,
+                prot: ProtectionFlags::READ_EXEC,
+                flags: MmapFlags::anonymous_shared().fixed(),
+            },
+            Request::Munmap { addr: 4096, len: 4096 },
+            Request::Mprotect {
+                addr: 4096,
+                len: 4096,
+                prot: ProtectionFlags::NONE,
+            },
+            Request::Brk { addr: 0 },
+            Request::Sbrk { increment: -4096 },
+            Request::Madvise {
+                addr: 4096,
+                len: 4096,
+                advice: MADV_DONTNEED,
+            },
+            Request::Fork,
+            Request::GlobalStats,
+            Request::ProcessStats { pid: 3 },
+            Request::Regions { pid: 0, from: 0x1000 },
+        ];
+        for r in all {
+            assert_eq!(Request::decode(&r.encode()), Ok(r));
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let mut s = Request::Munmap { addr: 0, len: 1 }.encode();
+        s.args[5] = 1;
+        assert_eq!(Request::decode(&s), Err(VmError::BadRequest));
+        s.opcode = 200;
+        assert_eq!(Request::decode(&s), Err(VmError::BadRequest));
+        let mut m = Request::Mmap {
+            addr: 0,
+            len: 4096,
+            prot: ProtectionFlags::READ,
+            flags: MmapFlags::anonymous_private(),
+        }
+        .encode();
+        m.args[2] |= 0x100;
+        assert_eq!(Request::decode(&m), Err(VmError::InvalidFlags));
+        m.args[2] &= !0x100;
+        m.args[3] = 0x80;
+        assert_eq!(Request::decode(&m), Err(VmError::InvalidFlags));
+        let mut a = Request::Madvise {
+            addr: 0,
+            len: 1,
+            advice: MADV_NORMAL,
+        }
+        .encode();
+        a.args[2] = 77;
+        assert_eq!(Request::decode(&a), Err(VmError::InvalidFlags));
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for r in [
+            Ok(0),
+            Ok(0x7fff_ffff_f000),
+            Ok(0x1_ffff_fff4),
+            Err(VmError::AlreadyMapped),
+            Err(VmError::NotAligned),
+            Err(VmError::Other(200)),
+        ] {
+            assert_eq!(decode_reply(&encode_reply(7, r)), r);
+        }
+    }
+
+    #[test]
+    fn stats_round_trip_and_short_buffers_are_refused() {
+        let s = ProcessStats {
+            pid: 1,
+            region_count: 2,
+            mapped_pages: 3,
+            resident_pages: 4,
+            shared_pages: 5,
+            private_pages: 6,
+            heap_bytes: 7,
+            total_allocated: 8,
+        };
+        let mut buf = [0u8; 64];
+        assert!(s.write_to(&mut buf));
+        assert_eq!(ProcessStats::read_from(&buf), Some(s));
+        assert!(!s.write_to(&mut buf[..63]));
+        assert_eq!(ProcessStats::read_from(&buf[..10]), None);
+        assert_eq!(GlobalStats::WORDS, 19);
+    }
+}

@@ -1,0 +1,5 @@
+//! memd: the memory daemon.
+#![cfg_attr(not(test), no_std)]
+extern crate alloc;
+
+pub mod kernel;
