@@ -4,8 +4,10 @@
 //! user page faults into messages to the pager. It never decides where anything is mapped and
 //! keeps no regions, copy-on-write state or break: that is memd's.
 //!
-//! The [`paging`] module is host-testable and used as is by the kernel and by the hosted
+//! The [`abi`] module is the one definition of the system-call ABI (numbers, message layouts,
+//! batch format), shared with user space. The [`paging`] module is host-testable and used as is by the kernel and by the hosted
 //! testbed's emulated MMU.
 #![cfg_attr(not(test), no_std)]
 
+pub mod abi;
 pub mod paging;

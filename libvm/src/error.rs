@@ -177,6 +177,9 @@ mod tests {
         assert_eq!(VmError::from_wire(EEXIST, 0), VmError::AlreadyMapped);
         // A detail that contradicts the errno is not trusted.
         assert_eq!(VmError::from_wire(EEXIST, 5), VmError::AlreadyMapped);
-        assert_eq!(syscall::error::Error::from(VmError::NotAligned).errno, EINVAL);
+        assert_eq!(
+            syscall::error::Error::from(VmError::NotAligned).errno,
+            EINVAL
+        );
     }
 }

@@ -19,6 +19,12 @@
 //! | 8 `GLOBAL_STATS` | system statistics | - (bulk: [`GlobalStats`]) | words written |
 //! | 9 `PROCESS_STATS` | one process | pid (0: self) (bulk: [`ProcessStats`]) | words written |
 //! | 10 `REGIONS` | region map | pid (0: self), from address (bulk: [`RegionInfo`]s) | regions written |
+//! | 11 `SPAWN` | start a boot module as a child | its name, NUL padded, in the six args (≤ 47 bytes) | child pid |
+//! | 12 `WAIT` | wait for a child to die | child pid (bulk: fault address, if 8 bytes lent) | [`wait_status`] word |
+//!
+//! On the metal the 8 words of an `Sqe` travel in registers ([`sqe_to_words`]): word 0 holds
+//! opcode, flags and tag, words 1..7 the args, word 7 the caller (the kernel's badge). A reply
+//! is the 2 words of a `Cqe` ([`cqe_to_words`]).
 
 use crate::error::VmError;
 use crate::flags::{MmapFlags, ProtectionFlags};
@@ -45,6 +51,80 @@ pub const GLOBAL_STATS: u8 = 8;
 pub const PROCESS_STATS: u8 = 9;
 /// `REGIONS`: a process's region map.
 pub const REGIONS: u8 = 10;
+/// `SPAWN`: start a boot module as a child of the caller.
+pub const SPAWN: u8 = 11;
+/// `WAIT`: wait until a child has died; its status.
+pub const WAIT: u8 = 12;
+
+/// Longest module name a `SPAWN` carries (six words, NUL padded, one NUL at least).
+pub const MAX_NAME: usize = 47;
+
+/// The status word a `WAIT` answers with.
+///
+/// | bits | meaning |
+/// |---|---|
+/// | 0..32 | exit code, or the exception vector that killed it (14: page fault) |
+/// | 32 | [`KILLED`](wait_status::KILLED): killed, not exited |
+/// | 40..48 | memd's reason for a refused page fault ([`MAPERR`](wait_status::MAPERR), [`ACCERR`](wait_status::ACCERR), [`OOM`](wait_status::OOM)); 0 otherwise |
+/// | 48..56 | the access that faulted ([`READ`](wait_status::READ), [`WRITE`](wait_status::WRITE), [`EXEC`](wait_status::EXEC)) |
+pub mod wait_status {
+    /// Killed rather than exited.
+    pub const KILLED: u64 = 1 << 32;
+    /// Shift of the fault reason.
+    pub const REASON_SHIFT: u32 = 40;
+    /// Shift of the fault access.
+    pub const ACCESS_SHIFT: u32 = 48;
+    /// Reason: nothing mapped at the address (`SEGV_MAPERR`).
+    pub const MAPERR: u64 = 1;
+    /// Reason: the protection forbids the access (`SEGV_ACCERR`).
+    pub const ACCERR: u64 = 2;
+    /// Reason: no frame could be had.
+    pub const OOM: u64 = 3;
+    /// Access: a load.
+    pub const READ: u64 = 1;
+    /// Access: a store.
+    pub const WRITE: u64 = 2;
+    /// Access: an instruction fetch.
+    pub const EXEC: u64 = 3;
+
+    /// The status of an exit with `code`.
+    pub const fn exited(code: u32) -> u64 {
+        code as u64
+    }
+
+    /// The status of a kill for a page fault memd refused.
+    pub const fn fault(reason: u64, access: u64) -> u64 {
+        KILLED | 14 | (reason & 0xFF) << REASON_SHIFT | (access & 0xFF) << ACCESS_SHIFT
+    }
+
+    /// The exit code, if it exited.
+    pub const fn code(status: u64) -> Option<u32> {
+        if status & KILLED == 0 {
+            Some(status as u32)
+        } else {
+            None
+        }
+    }
+
+    /// The fault reason of a kill (0 if none).
+    pub const fn reason(status: u64) -> u64 {
+        (status >> REASON_SHIFT) & 0xFF
+    }
+
+    /// The faulting access of a kill (0 if none).
+    pub const fn access(status: u64) -> u64 {
+        (status >> ACCESS_SHIFT) & 0xFF
+    }
+}
+
+// The kernel builds these requests itself for redox_syscall's routed memory calls.
+const _: () = {
+    use kernel_shim::abi::routed;
+    assert!(MMAP == routed::MMAP);
+    assert!(MUNMAP == routed::MUNMAP);
+    assert!(MPROTECT == routed::MPROTECT);
+    assert!(EXTRA_ANONYMOUS == routed::EXTRA_ANONYMOUS);
+};
 
 /// Extra mmap bit: anonymous memory (the only kind a client may ask for).
 pub const EXTRA_ANONYMOUS: u64 = 1;
@@ -123,6 +203,39 @@ pub enum Request {
         /// Lowest address of interest.
         from: usize,
     },
+    /// Start the boot module `name` as a child of the caller.
+    Spawn {
+        /// The module's name, NUL padded (at most [`MAX_NAME`] bytes before the first NUL).
+        name: [u8; 48],
+    },
+    /// Wait until child `pid` has died.
+    Wait {
+        /// The child.
+        pid: u64,
+    },
+}
+
+impl Request {
+    /// A `Spawn` of the module `name`; `None` if it is longer than [`MAX_NAME`] or holds a NUL.
+    pub fn spawn(name: &str) -> Option<Request> {
+        if name.len() > MAX_NAME || name.as_bytes().contains(&0) {
+            return None;
+        }
+        let mut n = [0u8; 48];
+        n[..name.len()].copy_from_slice(name.as_bytes());
+        Some(Request::Spawn { name: n })
+    }
+
+    /// The name of a `Spawn` (up to its first NUL); `None` for other requests or bad UTF-8.
+    pub fn spawn_name(&self) -> Option<&str> {
+        match self {
+            Request::Spawn { name } => {
+                let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+                core::str::from_utf8(&name[..n]).ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 fn sqe(opcode: u8, args: [u64; 6]) -> Sqe {
@@ -191,6 +304,14 @@ impl Request {
             Request::GlobalStats => sqe(GLOBAL_STATS, [0; 6]),
             Request::ProcessStats { pid } => sqe(PROCESS_STATS, [pid, 0, 0, 0, 0, 0]),
             Request::Regions { pid, from } => sqe(REGIONS, [pid, from as u64, 0, 0, 0, 0]),
+            Request::Spawn { name } => {
+                let mut args = [0u64; 6];
+                for (w, c) in args.iter_mut().zip(name.chunks_exact(8)) {
+                    *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+                }
+                sqe(SPAWN, args)
+            }
+            Request::Wait { pid } => sqe(WAIT, [pid, 0, 0, 0, 0, 0]),
         }
     }
 
@@ -211,7 +332,8 @@ impl Request {
             MMAP => {
                 unused(4)?;
                 let bits = usize::try_from(a[2]).map_err(|_| VmError::InvalidFlags)?;
-                if bits & !(PROT_BITS | MAP_BITS) != 0 || a[3] & !(EXTRA_ANONYMOUS | EXTRA_POPULATE) != 0
+                if bits & !(PROT_BITS | MAP_BITS) != 0
+                    || a[3] & !(EXTRA_ANONYMOUS | EXTRA_POPULATE) != 0
                 {
                     return Err(VmError::InvalidFlags);
                 }
@@ -267,8 +389,7 @@ impl Request {
             }
             SBRK => {
                 unused(1)?;
-                let increment =
-                    isize::try_from(a[0] as i64).map_err(|_| VmError::InvalidSize)?;
+                let increment = isize::try_from(a[0] as i64).map_err(|_| VmError::InvalidSize)?;
                 Ok(Request::Sbrk { increment })
             }
             MADVISE => {
@@ -301,8 +422,71 @@ impl Request {
                     from: word(a[1])?,
                 })
             }
+            SPAWN => {
+                let mut name = [0u8; 48];
+                for (c, w) in name.chunks_exact_mut(8).zip(a) {
+                    c.copy_from_slice(&w.to_le_bytes());
+                }
+                // A NUL must end the name, and only NULs may follow it.
+                let n = name
+                    .iter()
+                    .position(|&c| c == 0)
+                    .ok_or(VmError::BadRequest)?;
+                if n == 0 || name[n..].iter().any(|&c| c != 0) {
+                    return Err(VmError::BadRequest);
+                }
+                Ok(Request::Spawn { name })
+            }
+            WAIT => {
+                unused(1)?;
+                Ok(Request::Wait { pid: a[0] })
+            }
             _ => Err(VmError::BadRequest),
         }
+    }
+}
+
+/// The 8 register words of a request: word 0 = opcode | flags << 8 | reserved << 16 |
+/// tag << 32 (redox_syscall's `Sqe` layout, little endian), words 1..7 = args, word 7 = caller.
+pub fn sqe_to_words(s: &Sqe) -> [u64; 8] {
+    let a = s.args;
+    let w0 = s.opcode as u64
+        | (s.sqe_flags.bits() as u64) << 8
+        | (s._rsvd as u64) << 16
+        | (s.tag as u64) << 32;
+    [w0, a[0], a[1], a[2], a[3], a[4], a[5], s.caller]
+}
+
+/// The request of 8 register words (see [`sqe_to_words`]).
+pub fn sqe_from_words(w: &[u64; 8]) -> Sqe {
+    Sqe {
+        opcode: w[0] as u8,
+        sqe_flags: syscall::schemev2::SqeFlags::from_bits_retain((w[0] >> 8) as u8),
+        _rsvd: (w[0] >> 16) as u16,
+        tag: (w[0] >> 32) as u32,
+        args: [w[1], w[2], w[3], w[4], w[5], w[6]],
+        caller: w[7],
+    }
+}
+
+/// The 2 register words of a reply: flags | extra << 8 | tag << 32, then the result.
+pub fn cqe_to_words(c: &Cqe) -> [u64; 2] {
+    let e = c.extra_raw;
+    let w0 = c.flags as u64
+        | (e[0] as u64) << 8
+        | (e[1] as u64) << 16
+        | (e[2] as u64) << 24
+        | (c.tag as u64) << 32;
+    [w0, c.result]
+}
+
+/// The reply of 2 register words (see [`cqe_to_words`]).
+pub fn cqe_from_words(w: [u64; 2]) -> Cqe {
+    Cqe {
+        flags: w[0] as u8,
+        extra_raw: [(w[0] >> 8) as u8, (w[0] >> 16) as u8, (w[0] >> 24) as u8],
+        tag: (w[0] >> 32) as u32,
+        result: w[1],
     }
 }
 
@@ -484,7 +668,10 @@ mod tests {
                 prot: ProtectionFlags::READ_EXEC,
                 flags: MmapFlags::anonymous_shared().fixed(),
             },
-            Request::Munmap { addr: 4096, len: 4096 },
+            Request::Munmap {
+                addr: 4096,
+                len: 4096,
+            },
             Request::Mprotect {
                 addr: 4096,
                 len: 4096,
@@ -500,7 +687,13 @@ mod tests {
             Request::Fork,
             Request::GlobalStats,
             Request::ProcessStats { pid: 3 },
-            Request::Regions { pid: 0, from: 0x1000 },
+            Request::Regions {
+                pid: 0,
+                from: 0x1000,
+            },
+            Request::spawn("hello").unwrap(),
+            Request::spawn(core::str::from_utf8(&[b'x'; MAX_NAME]).unwrap()).unwrap(),
+            Request::Wait { pid: 9 },
         ];
         for r in all {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
@@ -534,6 +727,53 @@ mod tests {
         .encode();
         a.args[2] = 77;
         assert_eq!(Request::decode(&a), Err(VmError::InvalidFlags));
+    }
+
+    #[test]
+    fn spawn_names_are_checked() {
+        assert!(Request::spawn(core::str::from_utf8(&[b'x'; 48]).unwrap()).is_none());
+        assert!(Request::spawn("a\0b").is_none());
+        assert_eq!(
+            Request::spawn("memtest").unwrap().spawn_name(),
+            Some("memtest")
+        );
+        let mut s = Request::spawn("ab").unwrap().encode();
+        s.args[5] = 0x41 << 56;
+        assert_eq!(Request::decode(&s), Err(VmError::BadRequest));
+        s.args = [0; 6];
+        assert_eq!(Request::decode(&s), Err(VmError::BadRequest));
+        s.args = [u64::MAX; 6];
+        assert_eq!(Request::decode(&s), Err(VmError::BadRequest));
+    }
+
+    #[test]
+    fn words_round_trip() {
+        let mut s = Request::Mmap {
+            addr: 0x4000_0000,
+            len: 8192,
+            prot: ProtectionFlags::READ_WRITE,
+            flags: MmapFlags::anonymous_private(),
+        }
+        .encode();
+        s.tag = 0xDEAD_BEEF;
+        s.caller = 0x10001;
+        let w = sqe_to_words(&s);
+        assert_eq!(w[0], kernel_shim::abi::sqe_word0(MMAP, 0, 0xDEAD_BEEF));
+        assert_eq!(sqe_to_words(&sqe_from_words(&w)), w);
+        let c = encode_reply(7, Err(VmError::AlreadyMapped));
+        let back = cqe_from_words(cqe_to_words(&c));
+        assert_eq!(decode_reply(&back), Err(VmError::AlreadyMapped));
+        assert_eq!(back.tag, 7);
+    }
+
+    #[test]
+    fn wait_statuses_decode() {
+        assert_eq!(wait_status::code(wait_status::exited(7)), Some(7));
+        let k = wait_status::fault(wait_status::ACCERR, wait_status::WRITE);
+        assert_eq!(wait_status::code(k), None);
+        assert_eq!(wait_status::reason(k), wait_status::ACCERR);
+        assert_eq!(wait_status::access(k), wait_status::WRITE);
+        assert_eq!(k as u32, 14);
     }
 
     #[test]

@@ -1,5 +1,31 @@
-//! memd: the memory daemon.
+//! memd: the memory daemon, pager of every other process.
+//!
+//! It owns the address spaces of all clients as region databases, the physical frames given
+//! to it at boot (with reference counts), placement policy, lazy zero fill, copy-on-write,
+//! shared-memory objects, the break, fork and exit of process images, and statistics.
+//!
+//! It never touches hardware: page tables change only through the [`kernel::Kernel`] trait
+//! (system calls into kernel-shim on the metal, the emulated kernel of the hosted testbed), and
+//! it never trusts a pid or address a client claims — identity is the kernel's badge on each
+//! message, and every field is validated before anything is changed.
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
+pub mod brk;
+pub mod daemon;
+pub mod fault;
+pub mod frames;
+pub mod handler;
+pub mod image;
 pub mod kernel;
+pub mod layout;
+pub mod mmap;
+pub mod process;
+pub mod region;
+pub mod shared;
+pub mod space;
+pub mod stats;
+
+pub use daemon::{Config, Death, Memd, Pid};
+pub use fault::{Access, FaultKill, FaultOutcome, FaultReason};
+pub use space::Limits;

@@ -1,0 +1,259 @@
+//! The kernel's ABI, written once: system-call numbers, the token bits and word layouts of the
+//! messages the kernel sends the pager, the `space_apply` batch format, the pager's window and
+//! boot pack, and the redox_syscall memory calls the kernel routes to the pager.
+//!
+//! Used by the kernel itself, by the ring-3 runtime of the test programs, by memd's metal side
+//! and by libvm's system-call transport. Only constants and plain functions: host-testable.
+//!
+//! System calls: `syscall` with the number in rax and arguments in rdi, rsi, rdx, r10, r8, r9
+//! (IPC also r12..r15); rax returns a value or -errno; rcx and r11 are clobbered.
+//!
+//! | nr | name | arguments | returns | who |
+//! |---|---|---|---|---|
+//! | 0 | `debug_write` | ptr, len (≤ 1 MiB) | len | any |
+//! | 1 | `debug_read` | ptr, len | bytes read, 0 if none waiting (never blocks) | any |
+//! | 2 | `exit` | code | does not return; the space ends with its last thread | any |
+//! | 3 | `clock` | — | nanoseconds since boot (1 ms steps) | any |
+//! | 4 | `yield` | — | 0 | any |
+//! | 10 | `ipc_call` | ep, words 0..7 in rsi rdx r10 r8 r9 r12 r13, lend ptr r14, len r15 | 0; reply in rdi, rsi | any |
+//! | 11 | `ipc_receive` | ep | token; words 0..8 in rdi rsi rdx r10 r8 r9 r12 r13 (word 7 = sender badge), r14 = length of the lent buffer | owner of ep |
+//! | 12 | `ipc_reply` | token, w0, w1 | 0 | receiving space |
+//! | 13 | `ipc_read` | token, offset, dst, len | len (from the lent buffer) | receiving space |
+//! | 14 | `ipc_write` | token, offset, src, len | len (into the lent buffer) | receiving space |
+//! | 15 | `endpoint_create` | — | endpoint number (caller's space receives) | any |
+//! | 20 | `space_create` | — | space id | pager |
+//! | 21 | `space_destroy` | space | 0 | pager |
+//! | 22 | `space_apply` | space, ops, count | 0 (rdx = ops done) | pager |
+//! | 23 | `thread_start` | space, rip, rsp, arg | thread id | pager |
+//! | 24 | `thread_clone` | token, space, w0 | thread id | pager |
+//! | 25 | `pager_info` | buf, len | number of frame ranges | pager |
+//! | 26 | `bootpack_info` | — | bytes of the boot pack mapped read-only at [`BOOTPACK_BASE`] (0: none) | pager |
+//! | 27 | `page_table_frames` | — | kernel-pool frames held as page tables | pager |
+//! | [`SYS_FMAP`] | redox `fmap` | fd (must be `!0`: anonymous), `&Map`, size of `Map` | address | any (routed to the pager) |
+//! | [`SYS_FUNMAP`] | redox `funmap` | addr, len | 0 | any (routed to the pager) |
+//! | [`SYS_MPROTECT`] | redox `mprotect` | addr, len, `MapFlags` | 0 | any (routed to the pager) |
+
+/// `debug_write(ptr, len)`.
+pub const DEBUG_WRITE: u64 = 0;
+/// `debug_read(ptr, len)`.
+pub const DEBUG_READ: u64 = 1;
+/// `exit(code)`.
+pub const EXIT: u64 = 2;
+/// `clock()`.
+pub const CLOCK: u64 = 3;
+/// `yield()`.
+pub const YIELD: u64 = 4;
+/// `ipc_call(ep, w0..w6, lend, lend_len)`.
+pub const IPC_CALL: u64 = 10;
+/// `ipc_receive(ep)`.
+pub const IPC_RECEIVE: u64 = 11;
+/// `ipc_reply(token, w0, w1)`.
+pub const IPC_REPLY: u64 = 12;
+/// `ipc_read(token, offset, dst, len)`.
+pub const IPC_READ: u64 = 13;
+/// `ipc_write(token, offset, src, len)`.
+pub const IPC_WRITE: u64 = 14;
+/// `endpoint_create()`.
+pub const ENDPOINT_CREATE: u64 = 15;
+/// `space_create()`.
+pub const SPACE_CREATE: u64 = 20;
+/// `space_destroy(space)`.
+pub const SPACE_DESTROY: u64 = 21;
+/// `space_apply(space, ops, count)`.
+pub const SPACE_APPLY: u64 = 22;
+/// `thread_start(space, rip, rsp, arg)`.
+pub const THREAD_START: u64 = 23;
+/// `thread_clone(token, space, w0)`.
+pub const THREAD_CLONE: u64 = 24;
+/// `pager_info(buf, len)`.
+pub const PAGER_INFO: u64 = 25;
+/// `bootpack_info()`.
+pub const BOOTPACK_INFO: u64 = 26;
+/// `page_table_frames()`.
+pub const PAGE_TABLE_FRAMES: u64 = 27;
+
+/// redox_syscall's `SYS_FMAP` (`SYS_CLASS_FILE | SYS_ARG_SLICE | 900`): anonymous `fmap` is
+/// routed to the pager as an `MMAP` request.
+pub const SYS_FMAP: u64 = 0x2000_0000 | 0x0100_0000 | 900;
+/// redox_syscall's `SYS_FUNMAP` (`SYS_CLASS_FILE | 92`): routed as `MUNMAP`.
+pub const SYS_FUNMAP: u64 = 0x2000_0000 | 92;
+/// redox_syscall's `SYS_MPROTECT` (125): routed as `MPROTECT`.
+pub const SYS_MPROTECT: u64 = 125;
+/// Size of redox_syscall's `Map` (offset, size, flags, address: four words).
+pub const REDOX_MAP_SIZE: u64 = 32;
+/// The file descriptor of an anonymous `fmap`.
+pub const ANONYMOUS_FD: u64 = u64::MAX;
+
+/// Opcodes of the pager requests the kernel builds for the routed calls. They are libvm's
+/// `proto::{MMAP, MUNMAP, MPROTECT}` (libvm checks the equality at compile time).
+pub mod routed {
+    /// `MMAP`: args addr, len, `MapFlags` bits, extra.
+    pub const MMAP: u8 = 1;
+    /// `MUNMAP`: args addr, len.
+    pub const MUNMAP: u8 = 2;
+    /// `MPROTECT`: args addr, len, `MapFlags` bits.
+    pub const MPROTECT: u8 = 3;
+    /// `MMAP` extra bit: anonymous memory.
+    pub const EXTRA_ANONYMOUS: u64 = 1;
+}
+
+/// Word 0 of an 8-word message in redox_syscall's `Sqe` layout: opcode (bits 0..8), flags
+/// (8..16), reserved (16..32), tag (32..64). Words 1..7 are the six args, word 7 the caller.
+pub fn sqe_word0(opcode: u8, flags: u8, tag: u32) -> u64 {
+    opcode as u64 | (flags as u64) << 8 | (tag as u64) << 32
+}
+
+/// The pager's endpoint, created by the kernel at boot.
+pub const PAGER_ENDPOINT: u64 = 0;
+
+/// Token bit of a fault message; reply word 0 = 0 resumes the thread, anything else kills it
+/// with that reason.
+pub const TOKEN_FAULT: u64 = 1 << 62;
+/// Token bit of an exit notice (no reply).
+pub const TOKEN_EXIT: u64 = 1 << 61;
+
+/// Fault message, word 0: the exception vector.
+pub const FAULT_VECTOR: usize = 0;
+/// Fault message, word 1: the address (CR2 for a page fault, else RIP).
+pub const FAULT_ADDR: usize = 1;
+/// Fault message, word 2: the access kind (`ACCESS_*` bits).
+pub const FAULT_ACCESS: usize = 2;
+/// Fault message, word 3: RIP.
+pub const FAULT_RIP: usize = 3;
+/// Fault message, word 4: the thread id.
+pub const FAULT_THREAD: usize = 4;
+/// Fault message, word 5: the CPU error code.
+pub const FAULT_ERROR: usize = 5;
+/// Every message, word 7: the badge of the sender's space (stamped by the kernel).
+pub const MSG_BADGE: usize = 7;
+/// Exit notice, word 0: the exit code ([`KILLED`] `| reason` when the kernel killed it).
+pub const EXIT_CODE: usize = 0;
+/// Exit notice, word 4: the thread id.
+pub const EXIT_THREAD: usize = 4;
+
+/// Access kind bit: the access was a write.
+pub const ACCESS_WRITE: u64 = 1;
+/// Access kind bit: the access was an instruction fetch.
+pub const ACCESS_EXEC: u64 = 2;
+/// Access kind bit: the page was present (a protection violation, not a missing page).
+pub const ACCESS_PRESENT: u64 = 4;
+
+/// The page-fault vector.
+pub const PAGE_FAULT: u64 = 14;
+/// Exit code bit: the thread was killed; the low 32 bits are the reason.
+pub const KILLED: u64 = 1 << 32;
+
+/// `space_apply` operation kind: map `page` to frame `a` with protection `b`, replacing.
+pub const OP_MAP: u64 = 1;
+/// `space_apply` operation kind: unmap the mapped pages of `a` pages from `page`.
+pub const OP_UNMAP: u64 = 2;
+/// `space_apply` operation kind: set protection `b` on the mapped pages of `a` pages.
+pub const OP_PROTECT: u64 = 3;
+/// Protection bit of a `space_apply` operation: readable.
+pub const PROT_READ: u64 = 1;
+/// Protection bit: writable.
+pub const PROT_WRITE: u64 = 2;
+/// Protection bit: executable.
+pub const PROT_EXEC: u64 = 4;
+/// The most operations of one batch.
+pub const MAX_BATCH: u64 = 1 << 16;
+/// The most pages one unmap or protect operation may cover (4 GiB).
+pub const MAX_RANGE_PAGES: u64 = 1 << 20;
+
+/// Where the pager's window onto its frames starts: frame `f` is at `WINDOW_BASE + f`.
+pub const WINDOW_BASE: u64 = 0x0000_4000_0000_0000;
+/// Where the boot pack is mapped read-only in the pager, when the pager loads the programs.
+pub const BOOTPACK_BASE: u64 = 0x0000_3000_0000_0000;
+/// The most frame ranges `pager_info` reports.
+pub const MAX_PAGER_RANGES: usize = 16;
+/// The kernel command-line word that makes module 0 the only program the kernel loads and
+/// maps the boot pack into it: the pager starts the others.
+pub const PAGER_LOADS_FLAG: &str = "modules=pager";
+
+/// The boot pack: the runner packs the boot programs into QEMU's one `-initrd` module.
+///
+/// ```text
+/// 0      "BOOTPACK"
+/// 8      count: u64 (little endian)
+/// 16     count entries of 64 bytes: offset u64, length u64, name [u8; 48] (NUL padded)
+/// ...    program bytes, at offsets from the start of the pack
+/// ```
+pub mod bootpack {
+    /// The magic that opens a pack.
+    pub const MAGIC: &[u8; 8] = b"BOOTPACK";
+    /// The most programs of a pack.
+    pub const MAX_PROGRAMS: usize = 16;
+
+    /// One program of the pack: its bytes and its name.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Program<'a> {
+        /// The ELF file.
+        pub bytes: &'a [u8],
+        /// Its name.
+        pub name: &'a str,
+    }
+
+    fn word(b: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(
+            b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+        ))
+    }
+
+    /// The programs of a pack, each checked to lie inside it; `None` if it is not a pack.
+    pub fn parse(pack: &[u8]) -> Option<impl Iterator<Item = Program<'_>>> {
+        if pack.get(..8)? != MAGIC {
+            return None;
+        }
+        let count = (word(pack, 8)? as usize).min(MAX_PROGRAMS);
+        Some((0..count).filter_map(move |i| {
+            let e = 16 + 64 * i;
+            let offset = word(pack, e)? as usize;
+            let len = word(pack, e + 8)? as usize;
+            let bytes = pack.get(offset..offset.checked_add(len)?)?;
+            let name = pack.get(e + 16..e + 64)?;
+            let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+            Some(Program {
+                bytes,
+                name: core::str::from_utf8(&name[..n]).unwrap_or("?"),
+            })
+        }))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_pack_parses_and_garbage_does_not() {
+            let mut p = std::vec![0u8; 16 + 64 + 4];
+            p[..8].copy_from_slice(MAGIC);
+            p[8] = 1;
+            p[16] = 80;
+            p[24] = 4;
+            p[32..35].copy_from_slice(b"abc");
+            p[80..84].copy_from_slice(b"\x7fELF");
+            let v: std::vec::Vec<_> = parse(&p).unwrap().collect();
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].name, "abc");
+            assert_eq!(v[0].bytes, b"\x7fELF");
+            p[24] = 200;
+            assert_eq!(parse(&p).unwrap().count(), 0);
+            assert!(parse(b"BOOT").is_none());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routed_numbers_do_not_collide_with_the_kernel_calls() {
+        for n in [SYS_FMAP, SYS_FUNMAP, SYS_MPROTECT] {
+            assert!(n > PAGE_TABLE_FRAMES);
+        }
+        assert_eq!(SYS_FMAP, 0x2100_0384);
+        assert_eq!(SYS_FUNMAP, 0x2000_005C);
+        assert_eq!(sqe_word0(1, 2, 3), 0x0000_0003_0000_0201);
+    }
+}

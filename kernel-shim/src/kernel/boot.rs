@@ -1,0 +1,183 @@
+//! Boot: the PVH entry point, the boot page tables and the switch to long mode.
+//!
+//! QEMU (`-kernel`) finds the `XEN_ELFNOTE_PHYS32_ENTRY` note, loads the ELF at its physical
+//! addresses and jumps to [`pvh_start`] in 32-bit protected mode, paging off, with `ebx` holding
+//! the physical address of the `hvm_start_info` block.
+//!
+//! The boot code builds the kernel's own page tables by hand, with 2 MiB pages:
+//!
+//! ```text
+//! PML4[0]   -> identity map of the first 4 GiB (used only until the first switch of CR3)
+//! PML4[256] -> physical memory window: 0xFFFF_8000_0000_0000 + phys, first 4 GiB, supervisor
+//! PML4[511] -> kernel image: 0xFFFF_FFFF_8000_0000 + phys, first 1 GiB, supervisor
+//! ```
+//!
+//! It enables PAE, long mode, NX, `syscall`, write protection and SSE, loads a minimal GDT,
+//! and jumps to `kmain_entry` in the higher half on the kernel stack.
+
+use core::arch::global_asm;
+
+/// Where the physical memory window starts.
+pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
+/// How many bytes of physical memory the boot page tables put in the window.
+pub const PHYS_WINDOW_SIZE: u64 = 4 << 30;
+
+/// Size of the kernel stack (one per CPU; the kernel never blocks on it).
+pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
+
+// The PVH note, the 32-bit entry and the trampoline to 64-bit code.
+global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .p2align 2
+    .long 4
+    .long 8
+    .long 18
+    .asciz "Xen"
+    .p2align 2
+    .quad pvh_start
+    .p2align 2
+
+    .section .boot.bss, "aw", @nobits
+    .p2align 12
+boot_pml4:    .skip 4096
+boot_pdpt_lo: .skip 4096
+boot_pdpt_hi: .skip 4096
+boot_pd:      .skip 4 * 4096
+
+    .section .boot.data, "aw"
+    .p2align 3
+boot_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+boot_gdt_ptr:
+    .word 23
+    .long boot_gdt
+
+    .section .boot.text, "ax"
+    .code32
+    .global pvh_start
+pvh_start:
+    cli
+    cld
+    mov esi, ebx
+
+    mov edi, offset boot_pml4
+    mov ecx, 7 * 1024
+    xor eax, eax
+    rep stosd
+
+    mov eax, offset boot_pdpt_lo
+    or eax, 3
+    mov dword ptr [boot_pml4], eax
+    mov dword ptr [boot_pml4 + 256 * 8], eax
+    mov eax, offset boot_pdpt_hi
+    or eax, 3
+    mov dword ptr [boot_pml4 + 511 * 8], eax
+
+    mov eax, offset boot_pd
+    or eax, 3
+    mov dword ptr [boot_pdpt_lo], eax
+    mov dword ptr [boot_pdpt_hi + 510 * 8], eax
+    add eax, 4096
+    mov dword ptr [boot_pdpt_lo + 8], eax
+    add eax, 4096
+    mov dword ptr [boot_pdpt_lo + 16], eax
+    add eax, 4096
+    mov dword ptr [boot_pdpt_lo + 24], eax
+
+    mov edi, offset boot_pd
+    xor ecx, ecx
+2:
+    mov eax, ecx
+    shl eax, 21
+    or eax, 0x83
+    mov dword ptr [edi + ecx * 8], eax
+    inc ecx
+    cmp ecx, 2048
+    jne 2b
+
+    mov eax, cr4
+    or eax, 0x620
+    mov cr4, eax
+    mov eax, offset boot_pml4
+    mov cr3, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 0x901
+    wrmsr
+    mov eax, cr0
+    and eax, 0xFFFFFFF3
+    or eax, 0x80010003
+    mov cr0, eax
+
+    lgdt [boot_gdt_ptr]
+    mov eax, 0x08
+    push eax
+    mov eax, offset boot_long
+    push eax
+    retf
+
+    .code64
+boot_long:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    movabs rsp, offset kernel_stack_top
+    mov edi, esi
+    movabs rax, offset {entry}
+    call rax
+3:
+    hlt
+    jmp 3b
+
+    .section .bss.kernel_stack, "aw", @nobits
+    .p2align 12
+    .global kernel_stack_bottom
+kernel_stack_bottom:
+    .skip {stack_size}
+    .global kernel_stack_top
+kernel_stack_top:
+
+    .section .text
+    "#,
+    entry = sym super::kmain_entry,
+    stack_size = const KERNEL_STACK_SIZE,
+);
+
+unsafe extern "C" {
+    /// Top of the kernel stack (defined above).
+    #[link_name = "kernel_stack_top"]
+    static KERNEL_STACK_TOP: u8;
+    /// First byte of the kernel image in physical memory.
+    #[link_name = "__kernel_phys_start"]
+    static KERNEL_PHYS_START: u8;
+    /// First byte after the kernel image in physical memory.
+    #[link_name = "__kernel_phys_end"]
+    static KERNEL_PHYS_END: u8;
+}
+
+/// The address just past the kernel stack: where every entry from ring 3 starts.
+pub fn kernel_stack_top() -> u64 {
+    // Only the address of the linker-defined symbol is taken, never its value.
+    &raw const KERNEL_STACK_TOP as u64
+}
+
+/// The physical range `[start, end)` the kernel image occupies.
+pub fn kernel_image() -> (u64, u64) {
+    // The linker-script symbols are absolute with physical values: the address is the value.
+    (
+        &raw const KERNEL_PHYS_START as u64,
+        &raw const KERNEL_PHYS_END as u64,
+    )
+}
+
+/// The kernel-virtual address of physical address `phys` in the physical memory window.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    PHYS_OFFSET + phys
+}

@@ -1,0 +1,28 @@
+//! Error numbers returned to processes (negated in rax): redox_syscall's values.
+
+/// An error number.
+pub type Errno = u64;
+
+/// Operation not permitted (a capability the caller lacks).
+pub const EPERM: Errno = 1;
+/// No such thread or space.
+pub const ESRCH: Errno = 3;
+/// Bad file descriptor (a routed `fmap` that is not anonymous).
+pub const EBADF: Errno = 9;
+/// Out of kernel memory.
+pub const ENOMEM: Errno = 12;
+/// Bad user address.
+pub const EFAULT: Errno = 14;
+/// Invalid argument.
+pub const EINVAL: Errno = 22;
+/// The endpoint's owner is gone.
+pub const EPIPE: Errno = 32;
+/// No such system call.
+pub const ENOSYS: Errno = 38;
+/// A length over the limit.
+pub const E2BIG: Errno = 7;
+
+/// The value of rax for a failed call.
+pub fn to_rax(e: Errno) -> u64 {
+    e.wrapping_neg()
+}

@@ -1,0 +1,214 @@
+//! The kernel proper.
+//!
+//! Design principles:
+//! - **Tiny and policy-free.** The kernel knows address spaces (page tables), threads, IPC
+//!   endpoints and the CPU. It never decides where anything is mapped and keeps no regions,
+//!   copy-on-write state or break: every memory decision is the pager's (memd).
+//! - **Decode, then perform.** Every system call checks all its arguments first (user pointers,
+//!   lengths, ranges, badges, capabilities) and only then changes state.
+//! - **A process cannot make the kernel panic.** Anything a process passes in is an
+//!   *allegation* until checked; every failure is an error code or, for faults, a message to
+//!   the pager. Only the kernel's own bugs stop the machine (with a full report).
+//! - **Simple over clever.** One CPU, interrupts off in the kernel, one kernel stack, no
+//!   kernel threads, fixed-size tables, no heap.
+//!
+//! The kernel never: allocates user memory on its own (beyond loading the boot modules it is
+//! given), maps kernel memory or page-table pages into ring 3, trusts an identity a process
+//! claims (the badge of a message is stamped by the kernel), or blocks on its own stack.
+
+#[macro_use]
+pub mod serial;
+pub mod boot;
+pub mod bootinfo;
+pub mod bootpack;
+pub mod elf;
+pub mod errno;
+pub mod exceptions;
+pub mod fault;
+pub mod frames;
+pub mod gdt;
+pub mod global;
+pub mod ipc;
+pub mod memory;
+pub mod pager;
+pub mod power;
+pub mod pt;
+pub mod redox;
+pub mod sched;
+pub mod space;
+pub mod state;
+pub mod syscall;
+pub mod thread;
+pub mod timer;
+pub mod trap;
+pub mod usercopy;
+
+use bootinfo::{BootInfo, E820_RAM};
+use global::Global;
+use state::Kernel;
+use trap::{SYSCALL_VECTOR, TrapFrame};
+
+/// All kernel state. Reached only through [`kernel`], once per entry.
+static KERNEL: Global<Kernel> = Global::new(Kernel::new());
+
+/// The kernel state, for the one entry in progress.
+///
+/// # Safety
+/// Call once per kernel entry and keep the reference only until the entry ends (one CPU,
+/// interrupts off: no other reference can exist).
+unsafe fn kernel() -> &'static mut Kernel {
+    // SAFETY: per the function's contract.
+    unsafe { &mut *KERNEL.as_ptr() }
+}
+
+/// The 64-bit entry from the boot trampoline; `start_info` is the physical address of the PVH
+/// start-info block.
+pub extern "C" fn kmain_entry(start_info: u64) -> ! {
+    serial::init();
+    kprintln!("kernel-shim: long mode, serial up");
+    gdt::init(boot::kernel_stack_top());
+    trap::init_idt();
+    trap::init_syscall();
+    kprintln!("kernel-shim: GDT, TSS, IDT, syscall ready");
+
+    let Some(info) = BootInfo::read(start_info) else {
+        kprintln!(
+            "kernel-shim: no PVH start info at {:#x}; boot with qemu -kernel",
+            start_info
+        );
+        power::exit(power::EXIT_FATAL);
+    };
+    let (kstart, kend) = boot::kernel_image();
+    kprintln!(
+        "kernel-shim: image {:#x}..{:#x}, cmdline \"{}\"",
+        kstart,
+        kend,
+        info.cmdline()
+    );
+    let mut ram = 0;
+    for r in info.memory() {
+        kprintln!(
+            "  memory {:#012x}..{:#012x} {}",
+            r.start,
+            r.start + r.len,
+            if r.kind == E820_RAM {
+                "ram"
+            } else {
+                "reserved"
+            }
+        );
+        if r.kind == E820_RAM {
+            ram += r.len;
+        }
+    }
+    kprintln!("kernel-shim: {} KiB of RAM", ram / 1024);
+    for (i, m) in info.modules().iter().enumerate() {
+        kprintln!("  module {} at {:#x}, {} bytes", i, m.start, m.len);
+    }
+
+    if info.has_flag("selftest=kernel-fault") {
+        kprintln!("kernel-shim: self test: touching an unmapped kernel address");
+        // SAFETY: deliberately faulting: the address is in an absent PML4 slot, so the read
+        // raises #PF, which the kernel reports before halting. Nothing is ever read.
+        unsafe { core::ptr::read_volatile(0xFFFF_9000_0000_0000 as *const u64) };
+    }
+
+    // SAFETY: the first and only reference during boot; interrupts are still off.
+    let k = unsafe { kernel() };
+    k.kernel_root = pt::active();
+    pt::init();
+    memory::split(k, &info);
+    timer::init();
+    start_programs(k, &info);
+    sched::run(k)
+}
+
+/// Loads the programs of the boot pack (module 0): the first is the pager, which gets the
+/// pager endpoint and its window onto the frames it was given.
+///
+/// With [`kernel_shim::abi::PAGER_LOADS_FLAG`] on the command line the kernel loads only the
+/// pager and maps the whole boot pack read-only into it at
+/// [`kernel_shim::abi::BOOTPACK_BASE`]: the pager (memd) starts the other programs itself.
+fn start_programs(k: &mut Kernel, info: &BootInfo) {
+    let Some(m) = info.modules().first() else {
+        return;
+    };
+    if m.start
+        .checked_add(m.len)
+        .is_none_or(|end| end > boot::PHYS_WINDOW_SIZE)
+    {
+        kprintln!("kernel-shim: boot module outside the window; ignored");
+        return;
+    }
+    // SAFETY: the module lies in RAM inside the window (checked above) and the kernel keeps
+    // it reserved (never in the pool nor the pager's ranges), so nothing writes it.
+    let pack = unsafe {
+        core::slice::from_raw_parts(boot::phys_to_virt(m.start) as *const u8, m.len as usize)
+    };
+    let Some(programs) = bootpack::parse(pack) else {
+        kprintln!("kernel-shim: module 0 is not a boot pack; ignored");
+        return;
+    };
+    let pager_loads = info.has_flag(kernel_shim::abi::PAGER_LOADS_FLAG);
+    for (i, p) in programs.enumerate() {
+        let is_pager = i == 0;
+        if pager_loads && !is_pager {
+            break;
+        }
+        match elf::load(k, p.bytes, is_pager) {
+            Ok(s) => {
+                kprintln!(
+                    "kernel-shim: started {} as space {:#x}{}",
+                    p.name,
+                    k.badge(s),
+                    if is_pager { " (pager)" } else { "" }
+                );
+                if is_pager {
+                    let ep = ipc::open(k, s);
+                    if ep != Some(ipc::PAGER_ENDPOINT) || !pager::map_window(k, s) {
+                        kprintln!("kernel-shim: cannot set up the pager");
+                        power::exit(power::EXIT_FATAL);
+                    }
+                    if pager_loads && !pager::map_bootpack(k, s, m.start, m.len) {
+                        kprintln!("kernel-shim: cannot map the boot pack into the pager");
+                        power::exit(power::EXIT_FATAL);
+                    }
+                }
+            }
+            Err(e) => kprintln!("kernel-shim: cannot load {}: {}", p.name, e),
+        }
+    }
+    if pager_loads {
+        kprintln!("kernel-shim: the pager starts the other programs");
+    }
+}
+
+/// The common entry from every stub and from `syscall`. Never returns: it resumes a thread or
+/// idles.
+pub extern "C" fn dispatch(frame: &mut TrapFrame) -> ! {
+    if !frame.is_user() {
+        // Interrupts are never enabled in ring 0: any entry from it is a kernel bug.
+        exceptions::kernel_fault(frame);
+    }
+    // SAFETY: the one reference of this entry.
+    let k = unsafe { kernel() };
+    let Some(t) = k.current else {
+        exceptions::kernel_fault(frame);
+    };
+    k.threads[t].frame = *frame;
+    match frame.vector {
+        SYSCALL_VECTOR => syscall::handle(k, t),
+        timer::TIMER_VECTOR => sched::tick(k),
+        v if v >= 32 => timer::end_of_interrupt(v),
+        _ => fault::user_fault(k, t),
+    }
+    sched::run(k)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    kprintln!();
+    kprintln!("KERNEL PANIC: {}", info);
+    kprintln!("kernel halted");
+    power::exit(power::EXIT_FATAL)
+}

@@ -1,0 +1,143 @@
+//! The kernel's use of `kernel_shim::paging` for user address spaces: the physical window,
+//! the kernel pool as the table allocator, access bits to page-table flags, and the switch of
+//! the active space (CR3).
+//!
+//! Tables are kernel-pool frames reached through the window; the upper half (PML4 entries
+//! 256..512) is copied from the kernel's own PML4 at creation and never changed.
+
+use super::boot::{PHYS_OFFSET, PHYS_WINDOW_SIZE};
+use super::frames::FramePool;
+use super::global::Global;
+use kernel_shim::paging::{
+    self, Mapper, PageTableFlags, PhysWindow, TableAlloc, page_table_create, page_table_destroy,
+    page_table_translate,
+};
+use x86_64::PhysAddr;
+use x86_64::registers::control::Cr3;
+use x86_64::structures::paging::PhysFrame;
+
+/// The end of the user half: user addresses are below.
+pub const USER_TOP: u64 = paging::USER_END;
+
+/// Access bits of a user mapping (the bits of libvm's `ProtectionFlags`).
+pub mod prot {
+    /// Loads.
+    pub const READ: u8 = 1;
+    /// Stores.
+    pub const WRITE: u8 = 2;
+    /// Instruction fetches.
+    pub const EXEC: u8 = 4;
+}
+
+static WINDOW: Global<Option<PhysWindow>> = Global::new(None);
+
+/// Sets up the window onto physical memory (the boot tables' physmap). Call once at boot.
+pub fn init() {
+    // SAFETY: the boot page tables map physical [0, PHYS_WINDOW_SIZE) read/write at
+    // PHYS_OFFSET for the kernel's whole life, and the kernel reaches page-table frames only
+    // through this window. Boot is single-threaded, so the write to WINDOW races nothing.
+    unsafe { *WINDOW.as_ptr() = Some(paging::init_virtual_memory(PHYS_OFFSET, PHYS_WINDOW_SIZE)) };
+}
+
+/// The window onto physical memory.
+pub fn window() -> PhysWindow {
+    // SAFETY: written once by `init` at boot, only read afterwards.
+    match unsafe { *WINDOW.as_ptr() } {
+        Some(w) => w,
+        None => panic!("pt::window before pt::init"),
+    }
+}
+
+impl TableAlloc for FramePool {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        self.alloc().map(PhysAddr::new)
+    }
+
+    fn free_table(&mut self, frame: PhysAddr) {
+        self.free(frame.as_u64());
+    }
+}
+
+/// The leaf flags of a user mapping with access `p`.
+pub fn flags(p: u8) -> PageTableFlags {
+    let mut f = PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE;
+    if p & prot::WRITE != 0 {
+        f |= PageTableFlags::WRITABLE;
+    }
+    if p & prot::EXEC == 0 {
+        f |= PageTableFlags::NO_EXECUTE;
+    }
+    f
+}
+
+/// A new user PML4 whose upper half is `kernel_root`'s.
+pub fn create(pool: &mut FramePool, kernel_root: u64) -> Option<u64> {
+    page_table_create(window(), pool, Some(PhysAddr::new(kernel_root)))
+        .ok()
+        .map(|r| r.as_u64())
+}
+
+/// Frees every user table of `root` and `root` itself (not the mapped frames). No CPU may
+/// run on `root` any more (see [`leave`]).
+pub fn destroy(pool: &mut FramePool, root: u64) {
+    // A table outside the window would be a kernel bug; nothing more can be freed then.
+    let _ = page_table_destroy(window(), PhysAddr::new(root), pool);
+}
+
+/// A batch of changes to the space `root`.
+pub fn mapper(pool: &mut FramePool, root: u64) -> Mapper<'_, FramePool> {
+    Mapper::new(window(), PhysAddr::new(root), pool)
+}
+
+/// Ends a batch on `root`: one flush for the whole batch if `root` is the active space (the
+/// TLB holds only the active space's user entries, as CR3 is reloaded on every switch).
+pub fn finish(m: Mapper<'_, FramePool>, root: u64) {
+    let flush = m.finish();
+    if active() == root {
+        flush.flush_local();
+    } else {
+        flush.ignore();
+    }
+}
+
+/// The frame and access of user page `va`, if it is mapped for ring 3.
+pub fn translate(root: u64, va: u64) -> Option<(u64, u8)> {
+    if va >= USER_TOP {
+        return None;
+    }
+    let t = page_table_translate(window(), PhysAddr::new(root), va)?;
+    if !t.user {
+        return None;
+    }
+    let mut p = prot::READ;
+    if t.writable {
+        p |= prot::WRITE;
+    }
+    if t.executable {
+        p |= prot::EXEC;
+    }
+    Some((t.frame.as_u64(), p))
+}
+
+/// The PML4 in CR3.
+pub fn active() -> u64 {
+    Cr3::read_raw().0.start_address().as_u64()
+}
+
+/// Makes `root` the active address space (reloading CR3 only when it changes).
+pub fn activate(root: u64) {
+    let (frame, flags) = Cr3::read_raw();
+    if frame.start_address().as_u64() != root {
+        let new = PhysFrame::containing_address(PhysAddr::new(root));
+        // SAFETY: `root` is a PML4 made by `create`, whose upper half is the kernel's, so the
+        // kernel keeps running unchanged after the switch.
+        unsafe { Cr3::write_raw(new, flags) };
+    }
+}
+
+/// Switches to `kernel_root` if `root` is the active space (before `root` is destroyed).
+pub fn leave(root: u64, kernel_root: u64) {
+    if active() == root {
+        activate(kernel_root);
+    }
+}

@@ -1,0 +1,46 @@
+//! Address spaces: a PML4 sharing the kernel half, a generation for unforgeable badges, a
+//! count of threads, and (for the boot programs the kernel loaded itself) the frames of the
+//! image.
+
+/// The most address spaces that exist at once.
+pub const MAX_SPACES: usize = 32;
+
+/// One address space.
+#[derive(Clone, Copy, Debug)]
+pub struct Space {
+    /// Whether the slot is in use.
+    pub live: bool,
+    /// Bumped when the slot is freed, so an old badge never names a new space.
+    pub generation: u16,
+    /// Physical address of the PML4.
+    pub root: u64,
+    /// Threads living in it.
+    pub threads: u32,
+    /// Kernel-pool frames of a boot program's image and stack: (first, count). The kernel
+    /// frees them and the space itself when its last thread ends.
+    pub image: Option<(u64, usize)>,
+}
+
+impl Space {
+    /// An unused slot.
+    pub const FREE: Space = Space {
+        live: false,
+        generation: 1,
+        root: 0,
+        threads: 0,
+        image: None,
+    };
+}
+
+/// The badge of a space, stamped by the kernel on every message its threads send, and the id
+/// the pager names it by: generation and slot (never 0).
+pub fn badge(index: usize, generation: u16) -> u64 {
+    ((generation as u64) << 16) | index as u64
+}
+
+/// The slot a badge names, if that space is alive with that generation.
+pub fn lookup(spaces: &[Space], id: u64) -> Option<usize> {
+    let index = (id & 0xFFFF) as usize;
+    let s = spaces.get(index)?;
+    (id >> 32 == 0 && s.live && s.generation == ((id >> 16) & 0xFFFF) as u16).then_some(index)
+}

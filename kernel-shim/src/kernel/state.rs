@@ -1,0 +1,246 @@
+//! The kernel's state and the operations every part shares: creating and ending threads,
+//! ending spaces, and queueing a blocked sender on an endpoint.
+
+use super::frames::FramePool;
+use super::ipc::{self, Endpoint, MAX_ENDPOINTS, PAGER_ENDPOINT};
+use super::pt;
+use super::space::{self, MAX_SPACES, Space};
+use super::thread::{MAX_THREADS, MsgKind, Queue, State, Thread, thread_id};
+use super::trap::TrapFrame;
+
+/// The most physical ranges handed to the pager.
+pub const MAX_PAGER_RANGES: usize = kernel_shim::abi::MAX_PAGER_RANGES;
+
+/// Everything the kernel knows.
+pub struct Kernel {
+    /// Frames for page tables and boot images.
+    pub frames: FramePool,
+    /// Address spaces.
+    pub spaces: [Space; MAX_SPACES],
+    /// Threads.
+    pub threads: [Thread; MAX_THREADS],
+    /// IPC endpoints.
+    pub endpoints: [Endpoint; MAX_ENDPOINTS],
+    /// Threads ready to run.
+    pub run_queue: Queue,
+    /// The thread on the CPU (or the one that was, until the scheduler picks the next).
+    pub current: Option<usize>,
+    /// Whether the current thread must give up the CPU at the end of this entry.
+    pub preempt: bool,
+    /// Ticks left in the current thread's slice.
+    pub slice_left: u32,
+    /// The thread whose x87/SSE state is in the FPU registers.
+    pub fpu_owner: Option<usize>,
+    /// Timer ticks since boot.
+    pub ticks: u64,
+    /// The kernel's PML4 (boot tables), template of every space's upper half.
+    pub kernel_root: u64,
+    /// The pager's space.
+    pub pager: Option<usize>,
+    /// The physical ranges handed to the pager: the only frames it may map.
+    pub pager_ranges: [(u64, u64); MAX_PAGER_RANGES],
+    /// Entries used in `pager_ranges`.
+    pub pager_ranges_len: usize,
+    /// Bytes of the boot pack mapped read-only into the pager (0: none).
+    pub bootpack_len: u64,
+}
+
+impl Kernel {
+    /// The state before boot.
+    pub const fn new() -> Kernel {
+        Kernel {
+            frames: FramePool::new(),
+            spaces: [Space::FREE; MAX_SPACES],
+            threads: [Thread::FREE; MAX_THREADS],
+            endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
+            run_queue: Queue::EMPTY,
+            current: None,
+            preempt: false,
+            slice_left: 0,
+            fpu_owner: None,
+            ticks: 0,
+            kernel_root: 0,
+            pager: None,
+            pager_ranges: [(0, 0); MAX_PAGER_RANGES],
+            pager_ranges_len: 0,
+            bootpack_len: 0,
+        }
+    }
+
+    /// The badge of space `s`.
+    pub fn badge(&self, s: usize) -> u64 {
+        space::badge(s, self.spaces[s].generation)
+    }
+
+    /// The id of thread `t`.
+    pub fn thread_id(&self, t: usize) -> u64 {
+        thread_id(t, self.threads[t].generation)
+    }
+
+    /// Whether space `s` is the pager.
+    pub fn is_pager(&self, s: usize) -> bool {
+        self.pager == Some(s)
+    }
+
+    /// The pager's ranges.
+    pub fn pager_ranges(&self) -> &[(u64, u64)] {
+        &self.pager_ranges[..self.pager_ranges_len]
+    }
+
+    /// A new empty space; its slot.
+    pub fn create_space(&mut self) -> Option<usize> {
+        let s = self.spaces.iter().position(|s| !s.live)?;
+        let root = pt::create(&mut self.frames, self.kernel_root)?;
+        let sp = &mut self.spaces[s];
+        sp.live = true;
+        sp.root = root;
+        sp.threads = 0;
+        sp.image = None;
+        Some(s)
+    }
+
+    /// A new thread in space `s` with registers `frame` and FPU state `fpu`, put on the run
+    /// queue; its slot.
+    pub fn create_thread(
+        &mut self,
+        s: usize,
+        frame: TrapFrame,
+        fpu: super::thread::Fpu,
+    ) -> Option<usize> {
+        let t = self.threads.iter().position(|t| t.state == State::Free)?;
+        let th = &mut self.threads[t];
+        th.space = s;
+        th.frame = frame;
+        th.fpu = fpu;
+        th.next = None;
+        th.msg = [0; 8];
+        th.kind = MsgKind::Call;
+        th.lend = (0, 0);
+        th.routed = false;
+        self.spaces[s].threads += 1;
+        self.make_ready(t);
+        Some(t)
+    }
+
+    /// Puts thread `t` on the run queue.
+    pub fn make_ready(&mut self, t: usize) {
+        self.threads[t].state = State::Ready;
+        self.run_queue.push(&mut self.threads, t);
+    }
+
+    /// Takes thread `t` off whatever queue it waits on.
+    fn unqueue(&mut self, t: usize) {
+        match self.threads[t].state {
+            State::Ready => {
+                self.run_queue.remove(&mut self.threads, t);
+            }
+            State::SendBlocked(ep) => {
+                self.endpoints[ep as usize]
+                    .senders
+                    .remove(&mut self.threads, t);
+            }
+            State::RecvBlocked(ep) => {
+                self.endpoints[ep as usize]
+                    .receivers
+                    .remove(&mut self.threads, t);
+            }
+            _ => {}
+        }
+    }
+
+    fn free_thread(&mut self, t: usize) {
+        if self.fpu_owner == Some(t) {
+            self.fpu_owner = None;
+        }
+        let th = &mut self.threads[t];
+        th.state = State::Free;
+        th.generation = th.generation.wrapping_add(1).max(1);
+        th.next = None;
+    }
+
+    /// Ends thread `t` with `code`. When it was the last of its space: a boot program's space
+    /// is destroyed at once; and the pager (if any, and not the one ending) gets an exit
+    /// notice with the space's badge, so it can reclaim what it mapped there.
+    pub fn end_thread(&mut self, t: usize, code: u64) {
+        self.unqueue(t);
+        let s = self.threads[t].space;
+        self.spaces[s].threads -= 1;
+        let last = self.spaces[s].threads == 0;
+        let badge = self.badge(s);
+        let tid = self.thread_id(t);
+        if !last {
+            self.free_thread(t);
+            return;
+        }
+        if self.is_pager(s) {
+            kprintln!(
+                "kernel-shim: the pager (space {:#x}) ended with code {:#x}",
+                badge,
+                code
+            );
+            self.pager = None;
+            self.free_thread(t);
+            self.end_space(s);
+            return;
+        }
+        if self.spaces[s].image.is_some() {
+            self.end_space(s);
+        }
+        if self.pager.is_some() {
+            let th = &mut self.threads[t];
+            th.msg = [code, 0, 0, 0, tid, 1, 0, badge];
+            th.kind = MsgKind::Exit;
+            th.lend = (0, 0);
+            ipc::send(self, t, PAGER_ENDPOINT);
+        } else {
+            self.free_thread(t);
+        }
+    }
+
+    /// Kills thread `t`, saying why on the console; the exit code is `1 << 32 | reason`.
+    pub fn kill(&mut self, t: usize, why: &str, reason: u64) {
+        let s = self.threads[t].space;
+        kprintln!(
+            "kernel-shim: killed thread {:#x} of space {:#x}: {} (reason {})",
+            self.thread_id(t),
+            self.badge(s),
+            why,
+            reason
+        );
+        self.end_thread(t, (1 << 32) | reason);
+    }
+
+    /// Ends space `s`: its threads end without notice, its endpoints close, its tables (and a
+    /// boot image) return to the kernel pool.
+    pub fn end_space(&mut self, s: usize) {
+        if !self.spaces[s].live {
+            return;
+        }
+        for t in 0..MAX_THREADS {
+            let th = &self.threads[t];
+            if th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {
+                self.unqueue(t);
+                self.free_thread(t);
+            }
+        }
+        for ep in 0..MAX_ENDPOINTS {
+            if self.endpoints[ep].live && self.endpoints[ep].owner == s {
+                ipc::close(self, ep);
+            }
+        }
+        if self.is_pager(s) {
+            self.pager = None;
+        }
+        let sp = self.spaces[s];
+        if let Some((first, count)) = sp.image {
+            self.frames.free_contiguous(first, count);
+        }
+        pt::leave(sp.root, self.kernel_root);
+        pt::destroy(&mut self.frames, sp.root);
+        let sp = &mut self.spaces[s];
+        sp.live = false;
+        sp.threads = 0;
+        sp.image = None;
+        sp.generation = sp.generation.wrapping_add(1).max(1);
+    }
+}

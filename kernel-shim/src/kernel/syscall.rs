@@ -1,0 +1,105 @@
+//! The system calls: `syscall` with the number in rax and arguments in rdi, rsi, rdx, r10, r8,
+//! r9 (IPC also r12..r15). rax returns a value or -errno; rcx and r11 are clobbered.
+//!
+//! The table of every call, its arguments and who may make it is in [`kernel_shim::abi`], the
+//! one definition user space shares; this file dispatches on those numbers. redox_syscall's
+//! `fmap`/`funmap`/`mprotect` numbers are routed to the pager ([`super::redox`]).
+
+use super::errno::{E2BIG, ENOMEM, ENOSYS, Errno, to_rax};
+use super::state::Kernel;
+use super::timer::TICK_NS;
+use super::{ipc, pager, redox, serial, usercopy};
+use kernel_shim::abi as nr;
+
+/// The largest `debug_write`.
+pub const MAX_DEBUG_WRITE: u64 = 1 << 20;
+
+/// What a call left the caller to do.
+enum Done {
+    /// Return `value` in rax.
+    Value(u64),
+    /// The caller blocked (or ended); its registers are set by whoever wakes it.
+    Blocked,
+}
+
+/// Runs the system call of thread `t` (its registers are saved in its frame).
+pub fn handle(k: &mut Kernel, t: usize) {
+    let f = k.threads[t].frame;
+    let result: Result<Done, Errno> = match f.rax {
+        nr::DEBUG_WRITE => debug_write(k, t).map(Done::Value),
+        nr::DEBUG_READ => debug_read(k, t).map(Done::Value),
+        nr::EXIT => {
+            k.end_thread(t, f.rdi);
+            Ok(Done::Blocked)
+        }
+        nr::CLOCK => Ok(Done::Value(k.ticks * TICK_NS)),
+        nr::YIELD => {
+            k.preempt = true;
+            Ok(Done::Value(0))
+        }
+        nr::IPC_CALL => ipc::call(k, t).map(|()| Done::Blocked),
+        nr::IPC_RECEIVE => ipc::receive(k, t).map(|()| Done::Blocked),
+        nr::IPC_REPLY => ipc::reply(k, t).map(|()| Done::Value(0)),
+        nr::IPC_READ => ipc::transfer(k, t, false).map(Done::Value),
+        nr::IPC_WRITE => ipc::transfer(k, t, true).map(Done::Value),
+        nr::ENDPOINT_CREATE => ipc::open(k, k.threads[t].space)
+            .map(|e| Done::Value(e as u64))
+            .ok_or(ENOMEM),
+        nr::SPACE_CREATE => pager::space_create(k, t).map(Done::Value),
+        nr::SPACE_DESTROY => pager::space_destroy(k, t).map(Done::Value),
+        nr::SPACE_APPLY => pager::space_apply(k, t).map(Done::Value),
+        nr::THREAD_START => pager::thread_start(k, t).map(Done::Value),
+        nr::THREAD_CLONE => pager::thread_clone(k, t).map(Done::Value),
+        nr::PAGER_INFO => pager::pager_info(k, t).map(Done::Value),
+        nr::BOOTPACK_INFO => pager::bootpack_info(k, t).map(Done::Value),
+        nr::PAGE_TABLE_FRAMES => pager::page_table_frames(k, t).map(Done::Value),
+        n if redox::is_routed(n) => redox::route(k, t, n).map(|()| Done::Blocked),
+        _ => Err(ENOSYS),
+    };
+    match result {
+        Ok(Done::Value(v)) => k.threads[t].frame.rax = v,
+        Ok(Done::Blocked) => {}
+        Err(e) => k.threads[t].frame.rax = to_rax(e),
+    }
+}
+
+fn debug_write(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    let f = k.threads[t].frame;
+    let (ptr, len) = (f.rdi, f.rsi);
+    usercopy::check_range(ptr, len)?;
+    if len > MAX_DEBUG_WRITE {
+        return Err(E2BIG);
+    }
+    let root = k.spaces[k.threads[t].space].root;
+    let mut buf = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        usercopy::copy_in(root, ptr + done, &mut buf[..n])?;
+        serial::write_bytes(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(len)
+}
+
+fn debug_read(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    let f = k.threads[t].frame;
+    let (ptr, len) = (f.rdi, f.rsi.min(256));
+    usercopy::check_range(ptr, f.rsi)?;
+    let root = k.spaces[k.threads[t].space].root;
+    let mut buf = [0u8; 256];
+    // Check that the whole destination is writable before taking bytes off the UART.
+    usercopy::copy_out(root, ptr, &buf[..len as usize])?;
+    let mut n = 0;
+    while n < len as usize {
+        match serial::read_byte() {
+            Some(b) => {
+                buf[n] = b;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    usercopy::copy_out(root, ptr, &buf[..n])?;
+    Ok(n as u64)
+}

@@ -1,0 +1,184 @@
+//! Threads: saved registers, FPU/SSE state, and the queue links the scheduler and the IPC
+//! endpoints thread them on.
+
+use super::trap::TrapFrame;
+use core::arch::asm;
+
+/// The most threads that exist at once.
+pub const MAX_THREADS: usize = 64;
+
+/// What a thread is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The slot is unused.
+    Free,
+    /// On the run queue.
+    Ready,
+    /// On the CPU.
+    Running,
+    /// Queued on endpoint `.0` with a message (a call, a fault or an exit notice).
+    SendBlocked(u16),
+    /// Its message to endpoint `.0` was received; waiting for the reply.
+    ReplyBlocked(u16),
+    /// Waiting to receive on endpoint `.0`.
+    RecvBlocked(u16),
+}
+
+/// What a blocked sender's message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgKind {
+    /// An `ipc_call` from the thread.
+    Call,
+    /// A fault of the thread, sent by the kernel to the pager.
+    Fault,
+    /// The thread's exit (last of its space), sent by the kernel to the pager; no reply.
+    Exit,
+}
+
+/// The 512-byte `fxsave` area.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct Fpu(pub [u8; 512]);
+
+impl Fpu {
+    /// The state after `fninit` with SSE exceptions masked (FCW 0x37F, MXCSR 0x1F80).
+    pub const fn initial() -> Fpu {
+        let mut a = [0u8; 512];
+        a[0] = 0x7F;
+        a[1] = 0x03;
+        a[24] = 0x80;
+        a[25] = 0x1F;
+        Fpu(a)
+    }
+
+    /// Saves this CPU's x87/SSE registers here.
+    pub fn save(&mut self) {
+        // SAFETY: the area is 512 bytes and 16-byte aligned, as fxsave requires; CR4.OSFXSR is
+        // set at boot.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
+    }
+
+    /// Loads this CPU's x87/SSE registers from here.
+    pub fn restore(&self) {
+        // SAFETY: as in `save`; the area holds a state written by fxsave or `initial` (MXCSR
+        // reserved bits clear), so fxrstor cannot fault.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+    }
+}
+
+/// One thread.
+#[derive(Clone, Copy)]
+pub struct Thread {
+    /// What it is doing.
+    pub state: State,
+    /// Bumped when the slot is freed, so stale ids and tokens never match a new thread.
+    pub generation: u16,
+    /// Index of its address space.
+    pub space: usize,
+    /// Its registers while it is not on the CPU.
+    pub frame: TrapFrame,
+    /// Its x87/SSE registers while another thread owns the FPU.
+    pub fpu: Fpu,
+    /// Next thread in the queue it is on.
+    pub next: Option<u16>,
+    /// The message it sends while blocked as a sender (word 7 = its badge).
+    pub msg: [u64; 8],
+    /// What `msg` is.
+    pub kind: MsgKind,
+    /// The buffer lent with its call: (user address, length), checked at call time.
+    pub lend: (u64, u64),
+    /// Whether its call is a redox memory call the kernel routed to the pager: the reply's
+    /// result word becomes its rax.
+    pub routed: bool,
+}
+
+impl Thread {
+    /// An unused slot.
+    pub const FREE: Thread = Thread {
+        state: State::Free,
+        generation: 1,
+        space: 0,
+        frame: TrapFrame::ZERO,
+        fpu: Fpu::initial(),
+        next: None,
+        msg: [0; 8],
+        kind: MsgKind::Call,
+        lend: (0, 0),
+        routed: false,
+    };
+}
+
+/// A thread's id as processes see it: generation and slot.
+pub fn thread_id(index: usize, generation: u16) -> u64 {
+    ((generation as u64) << 16) | index as u64
+}
+
+/// The slot and generation of a thread id (the slot may be out of range).
+pub fn split_id(id: u64) -> (usize, u16) {
+    ((id & 0xFFFF) as usize, ((id >> 16) & 0xFFFF) as u16)
+}
+
+/// A FIFO of threads, linked through [`Thread::next`]; a thread is on at most one queue.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Queue {
+    head: Option<u16>,
+    tail: Option<u16>,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub const EMPTY: Queue = Queue {
+        head: None,
+        tail: None,
+    };
+
+    /// Appends thread `t`.
+    pub fn push(&mut self, threads: &mut [Thread], t: usize) {
+        threads[t].next = None;
+        match self.tail {
+            Some(last) => threads[last as usize].next = Some(t as u16),
+            None => self.head = Some(t as u16),
+        }
+        self.tail = Some(t as u16);
+    }
+
+    /// Takes the first thread.
+    pub fn pop(&mut self, threads: &mut [Thread]) -> Option<usize> {
+        let first = self.head? as usize;
+        self.head = threads[first].next;
+        if self.head.is_none() {
+            self.tail = None;
+        }
+        threads[first].next = None;
+        Some(first)
+    }
+
+    /// Removes thread `t` wherever it is; whether it was there.
+    pub fn remove(&mut self, threads: &mut [Thread], t: usize) -> bool {
+        let mut prev: Option<usize> = None;
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            let c = c as usize;
+            if c == t {
+                let next = threads[c].next;
+                match prev {
+                    Some(p) => threads[p].next = next,
+                    None => self.head = next,
+                }
+                if self.tail == Some(c as u16) {
+                    self.tail = prev.map(|p| p as u16);
+                }
+                threads[c].next = None;
+                return true;
+            }
+            prev = Some(c);
+            cur = threads[c].next;
+        }
+        false
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}

@@ -1,0 +1,293 @@
+//! Entry and exit: the interrupt descriptor table, the exception/IRQ stubs, the `syscall`
+//! entry, and the way back to ring 3.
+//!
+//! Every entry builds the same [`TrapFrame`] at the top of the kernel stack and calls
+//! [`super::dispatch`], which never returns: it ends by [`resume`]-ing a thread (copying that
+//! thread's saved frame back onto the stack). The kernel keeps no state on
+//! its stack between entries, so one kernel stack serves every thread.
+
+use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CS, USER_CS, USER_SS};
+use super::global::Global;
+use core::arch::{global_asm, naked_asm};
+
+/// The `vector` value of a frame built by the `syscall` entry.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+/// How many IDT vectors have stubs: the 32 exceptions and the 16 legacy PIC interrupts.
+pub const STUB_COUNT: usize = 48;
+
+/// The registers of a thread, as saved on entry to the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Interrupt vector, or [`SYSCALL_VECTOR`].
+    pub vector: u64,
+    /// CPU error code (0 where the CPU pushes none).
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const FRAME_WORDS: usize = size_of::<TrapFrame>() / 8;
+
+impl TrapFrame {
+    /// All zero (not a valid frame to resume).
+    pub const ZERO: TrapFrame = TrapFrame {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error: 0,
+        rip: 0,
+        cs: 0,
+        rflags: 0,
+        rsp: 0,
+        ss: 0,
+    };
+
+    /// A fresh ring-3 frame starting at `rip` with stack `rsp`, interrupts enabled.
+    pub fn user(rip: u64, rsp: u64) -> TrapFrame {
+        TrapFrame {
+            rip,
+            rsp,
+            cs: USER_CS as u64,
+            ss: USER_SS as u64,
+            rflags: 0x202,
+            ..TrapFrame::default()
+        }
+    }
+
+    /// Whether the frame was saved while running in ring 3.
+    pub fn is_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+// Stubs: push a zero error code where the CPU pushes none, push the vector, join `trap_common`.
+// Each stub is 16 bytes, so stub `n` is at `trap_stubs + 16 * n`.
+global_asm!(
+    r#"
+    .section .text
+    .p2align 4
+    .global trap_stubs
+trap_stubs:
+    .set vec, 0
+    .rept {count}
+    .p2align 4
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    push vec
+    .else
+    push 0
+    push vec
+    .endif
+    jmp trap_common
+    .set vec, vec + 1
+    .endr
+
+    .p2align 4
+    .global trap_common
+trap_common:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    cld
+    call {dispatch}
+    ud2
+    "#,
+    count = const STUB_COUNT,
+    dispatch = sym super::dispatch,
+);
+
+unsafe extern "C" {
+    #[link_name = "trap_stubs"]
+    static TRAP_STUBS: u8;
+}
+
+/// The user stack pointer between `syscall` and the push of the frame (one CPU).
+static SYSCALL_USER_RSP: Global<u64> = Global::new(0);
+
+/// The `syscall` entry (LSTAR): builds a [`TrapFrame`] with vector [`SYSCALL_VECTOR`].
+///
+/// The CPU has put the return address in rcx and the flags in r11, and masked IF (SFMASK).
+#[unsafe(naked)]
+pub extern "C" fn syscall_entry() {
+    naked_asm!(
+        "mov [rip + {scratch}], rsp",
+        "movabs rsp, offset kernel_stack_top",
+        "push {user_ss}",
+        "push qword ptr [rip + {scratch}]",
+        "push r11",
+        "push {user_cs}",
+        "push rcx",
+        "push 0",
+        "push {vector}",
+        "jmp trap_common",
+        scratch = sym SYSCALL_USER_RSP,
+        user_ss = const USER_SS as u64,
+        user_cs = const USER_CS as u64,
+        vector = const SYSCALL_VECTOR,
+    )
+}
+
+/// Returns to ring 3 with the registers of `frame`: the frame is copied to the top of the
+/// kernel stack and popped; a frame saved by `syscall` leaves by `sysretq` (rcx and r11 are
+/// clobbered, as the system-call ABI says), any other by `iretq`.
+///
+/// # Safety
+/// `frame` must be a valid ring-3 frame (user selectors, lower-half rip, sane rflags) that
+/// does not live on the kernel stack.
+#[unsafe(naked)]
+pub unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
+    naked_asm!(
+        "mov rsi, rdi",
+        "movabs rdi, offset kernel_stack_top",
+        "sub rdi, {size}",
+        "mov rsp, rdi",
+        "mov ecx, {words}",
+        "rep movsq",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        "cmp qword ptr [rsp], {vector}",
+        "jne 2f",
+        "mov rcx, [rsp + 16]",
+        "bt rcx, 47",
+        "jc 2f",
+        "mov r11, [rsp + 32]",
+        "mov rsp, [rsp + 40]",
+        "sysretq",
+        "2:",
+        "add rsp, 16",
+        "iretq",
+        size = const size_of::<TrapFrame>(),
+        words = const FRAME_WORDS,
+        vector = const SYSCALL_VECTOR,
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    zero: u32,
+}
+
+const EMPTY_GATE: Gate = Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    attributes: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    zero: 0,
+};
+
+static IDT: Global<[Gate; 256]> = Global::new([EMPTY_GATE; 256]);
+
+/// Fills and loads the IDT: every stub as an interrupt gate (IF cleared on entry, DPL 0 so
+/// `int n` from ring 3 is a #GP); double faults on their own stack.
+pub fn init_idt() {
+    let base = &raw const TRAP_STUBS as u64;
+    let idt = IDT.as_ptr();
+    for n in 0..STUB_COUNT {
+        let addr = base + 16 * n as u64;
+        let gate = Gate {
+            offset_low: addr as u16,
+            selector: KERNEL_CS,
+            ist: if n == 8 { DOUBLE_FAULT_IST } else { 0 },
+            attributes: 0x8E,
+            offset_mid: (addr >> 16) as u16,
+            offset_high: (addr >> 32) as u32,
+            zero: 0,
+        };
+        // SAFETY: boot, before interrupts are enabled: nothing else uses the IDT.
+        unsafe { (*idt)[n] = gate };
+    }
+    #[repr(C, packed(2))]
+    struct Ptr {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Ptr {
+        limit: (size_of::<[Gate; 256]>() - 1) as u16,
+        base: idt as u64,
+    };
+    // SAFETY: the IDT is a static with valid gates for the installed vectors.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr) };
+}
+
+/// Programs the `syscall` MSRs: STAR selectors, LSTAR entry, SFMASK clearing IF, DF, TF, AC.
+pub fn init_syscall() {
+    use x86_64::registers::model_specific::Msr;
+    // sysret loads CS = base + 16 and SS = base + 8 (user code 0x20, user data 0x18), syscall
+    // loads CS = KERNEL_CS and SS = KERNEL_CS + 8.
+    let sysret_base: u64 = 0x10;
+    let star = (sysret_base << 48) | ((KERNEL_CS as u64) << 32);
+    // SAFETY: the MSRs exist on every x86_64 CPU (EFER.SCE was set at boot); the entry point
+    // is a valid naked function and the selectors match the GDT.
+    unsafe {
+        Msr::new(0xC000_0081).write(star);
+        Msr::new(0xC000_0082).write(syscall_entry as *const () as u64);
+        Msr::new(0xC000_0084).write(0x4_0700);
+    }
+}

@@ -1,0 +1,364 @@
+//! A batch of changes to one user address space.
+
+use super::addr::{self, entry_span, table_index, user_page, user_range};
+use super::error::PagingError;
+use super::flush::Flush;
+use super::table_alloc::{TableAlloc, new_table};
+use super::translate::{Translation, page_table_translate};
+use super::window::PhysWindow;
+use x86_64::structures::paging::PageTableFlags;
+use x86_64::structures::paging::page_table::PageTableEntry;
+use x86_64::{PhysAddr, VirtAddr};
+
+/// Flags of the entries that link tables: the leaf entry decides what an access may do.
+const TABLE_FLAGS: PageTableFlags = PageTableFlags::PRESENT
+    .union(PageTableFlags::WRITABLE)
+    .union(PageTableFlags::USER_ACCESSIBLE);
+
+/// A batch of changes to the user half of one address space, with the TLB flush it owes.
+///
+/// Every change is applied at once; the invalidations collect in the batch and
+/// [`finish`](Mapper::finish) hands them over as one [`Flush`]. Dropping a mapper without
+/// calling `finish` loses them.
+#[must_use = "a batch's TLB flush comes from finish()"]
+pub struct Mapper<'a, A: TableAlloc + ?Sized> {
+    window: PhysWindow,
+    root: PhysAddr,
+    alloc: &'a mut A,
+    flush: Flush,
+}
+
+impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
+    /// Starts a batch on the space whose PML4 is at `root`; new tables come from `alloc`.
+    pub fn new(window: PhysWindow, root: PhysAddr, alloc: &'a mut A) -> Mapper<'a, A> {
+        Mapper {
+            window,
+            root,
+            alloc,
+            flush: Flush::new(),
+        }
+    }
+
+    /// Maps the page at `virt` to the frame at `phys` with leaf `flags`, creating the tables
+    /// on the way. Refuses with `AlreadyMapped` if the page is mapped, and with `InvalidFlags`
+    /// if `flags` lacks `PRESENT`. On error nothing has changed. Needs no flush.
+    pub fn map(
+        &mut self,
+        virt: u64,
+        phys: PhysAddr,
+        flags: PageTableFlags,
+    ) -> Result<(), PagingError> {
+        self.set_leaf(virt, phys, flags, false).map(drop)
+    }
+
+    /// Maps like [`map`](Mapper::map) but replaces an existing mapping of the page, and
+    /// returns its frame (the page is then recorded for the flush).
+    pub fn remap(
+        &mut self,
+        virt: u64,
+        phys: PhysAddr,
+        flags: PageTableFlags,
+    ) -> Result<Option<PhysAddr>, PagingError> {
+        self.set_leaf(virt, phys, flags, true)
+    }
+
+    /// Unmaps the page at `virt`, returning its frame and leaf flags, and frees the tables
+    /// that became empty.
+    pub fn unmap(&mut self, virt: u64) -> Result<(PhysAddr, PageTableFlags), PagingError> {
+        let page = user_page(virt)?;
+        let path = Path::walk(self.window, self.root, virt)?;
+        let pt = path.table(1).ok_or(PagingError::NotMapped)?;
+        let leaf = self.window.entry(pt, table_index(virt, 1))?;
+        if !leaf.flags().contains(PageTableFlags::PRESENT) {
+            return Err(PagingError::NotMapped);
+        }
+        self.window
+            .put_entry(pt, table_index(virt, 1), PageTableEntry::new())?;
+        self.flush.page(page);
+        for level in 1..4 {
+            let table = path.tables[usize::from(level) - 1];
+            if !self.is_empty(table)? {
+                break;
+            }
+            let parent = path.tables[usize::from(level)];
+            self.window
+                .put_entry(parent, table_index(virt, level + 1), PageTableEntry::new())?;
+            self.alloc.free_table(table);
+        }
+        Ok((leaf.addr(), leaf.flags()))
+    }
+
+    /// Unmaps every present page of the `pages` pages at `virt`, calling `f` with each page
+    /// and its frame, and returns how many there were.
+    ///
+    /// Absent tables are skipped whole (a 1 GiB hole costs one entry read), and tables that
+    /// become empty are freed. Stops at the first huge page met (`HugePage`), with the pages
+    /// before it unmapped and recorded.
+    pub fn unmap_range(
+        &mut self,
+        virt: u64,
+        pages: u64,
+        mut f: impl FnMut(VirtAddr, PhysAddr),
+    ) -> Result<u64, PagingError> {
+        let end = user_range(virt, pages)?;
+        let mut count = 0;
+        self.unmap_in(self.root, 4, virt, end, &mut f, &mut count)?;
+        Ok(count)
+    }
+
+    /// Sets the leaf flags of the mapped page at `virt` (keeping its frame) and returns the
+    /// old ones.
+    pub fn protect(
+        &mut self,
+        virt: u64,
+        flags: PageTableFlags,
+    ) -> Result<PageTableFlags, PagingError> {
+        protect_page(self.window, self.root, virt, flags, &mut self.flush)
+    }
+
+    /// Sets the leaf flags of every present page of the `pages` pages at `virt` and returns
+    /// how many there were. Absent pages and tables are skipped.
+    pub fn protect_range(
+        &mut self,
+        virt: u64,
+        pages: u64,
+        flags: PageTableFlags,
+    ) -> Result<u64, PagingError> {
+        let end = user_range(virt, pages)?;
+        let flags = leaf_flags(flags)?;
+        let mut count = 0;
+        self.protect_in(self.root, 4, virt, end, flags, &mut count)?;
+        Ok(count)
+    }
+
+    /// Translates `virt` as the tables stand now (see [`page_table_translate`]).
+    pub fn translate(&self, virt: u64) -> Option<Translation> {
+        page_table_translate(self.window, self.root, virt)
+    }
+
+    /// Ends the batch: the TLB invalidations its changes need.
+    pub fn finish(self) -> Flush {
+        self.flush
+    }
+
+    /// Writes the leaf entry of `virt`; the common part of `map` and `remap`.
+    fn set_leaf(
+        &mut self,
+        virt: u64,
+        phys: PhysAddr,
+        flags: PageTableFlags,
+        replace: bool,
+    ) -> Result<Option<PhysAddr>, PagingError> {
+        // Decode: check everything and find what is missing.
+        let page = user_page(virt)?;
+        addr::frame(self.window, phys)?;
+        let flags = leaf_flags(flags)?;
+        let path = Path::walk(self.window, self.root, virt)?;
+        let old = match path.table(1) {
+            Some(pt) => {
+                let leaf = self.window.entry(pt, table_index(virt, 1))?;
+                let present = leaf.flags().contains(PageTableFlags::PRESENT);
+                if present && !replace {
+                    return Err(PagingError::AlreadyMapped);
+                }
+                present.then(|| leaf.addr())
+            }
+            None => None,
+        };
+        // Take every missing table before linking any, so a failure changes nothing.
+        let missing = usize::from(path.lowest) - 1;
+        let mut new = [PhysAddr::zero(); 3];
+        for n in 0..missing {
+            match new_table(self.window, self.alloc) {
+                Ok(table) => new[n] = table,
+                Err(error) => {
+                    new[..n]
+                        .iter()
+                        .for_each(|&table| self.alloc.free_table(table));
+                    return Err(error);
+                }
+            }
+        }
+        // Perform: every table below was checked above, so these writes cannot fail.
+        let mut level = path.lowest;
+        let mut table = path.tables[usize::from(level) - 1];
+        for &child in &new[..missing] {
+            self.window
+                .put_entry(table, table_index(virt, level), entry(child, TABLE_FLAGS))?;
+            table = child;
+            level -= 1;
+        }
+        self.window
+            .put_entry(table, table_index(virt, 1), entry(phys, flags))?;
+        if old.is_some() {
+            self.flush.page(page);
+        }
+        Ok(old)
+    }
+
+    /// Unmaps the present pages of `[start, end)` under the level-`level` table at `table`
+    /// and returns whether any entry of that table was cleared.
+    fn unmap_in<F: FnMut(VirtAddr, PhysAddr)>(
+        &mut self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        f: &mut F,
+        count: &mut u64,
+    ) -> Result<bool, PagingError> {
+        let span = entry_span(level);
+        let mut cleared = false;
+        let mut at = start;
+        while at < end {
+            let next = (at & !(span - 1)) + span;
+            let index = table_index(at, level);
+            let entry = self.window.entry(table, index)?;
+            if entry.flags().contains(PageTableFlags::PRESENT) {
+                if level == 1 {
+                    self.window.put_entry(table, index, PageTableEntry::new())?;
+                    let page = VirtAddr::new(at);
+                    self.flush.page(page);
+                    f(page, entry.addr());
+                    *count += 1;
+                    cleared = true;
+                } else {
+                    let child = table_of(&entry)?;
+                    if self.unmap_in(child, level - 1, at, next.min(end), f, count)?
+                        && self.is_empty(child)?
+                    {
+                        self.window.put_entry(table, index, PageTableEntry::new())?;
+                        self.alloc.free_table(child);
+                        cleared = true;
+                    }
+                }
+            }
+            at = next;
+        }
+        Ok(cleared)
+    }
+
+    /// Sets `flags` on the present pages of `[start, end)` under the level-`level` table at
+    /// `table`.
+    fn protect_in(
+        &mut self,
+        table: PhysAddr,
+        level: u8,
+        start: u64,
+        end: u64,
+        flags: PageTableFlags,
+        count: &mut u64,
+    ) -> Result<(), PagingError> {
+        let span = entry_span(level);
+        let mut at = start;
+        while at < end {
+            let next = (at & !(span - 1)) + span;
+            let index = table_index(at, level);
+            let entry = self.window.entry(table, index)?;
+            if entry.flags().contains(PageTableFlags::PRESENT) {
+                if level == 1 {
+                    self.window
+                        .with_table(table, |t| t[index].set_flags(flags))?;
+                    self.flush.page(VirtAddr::new(at));
+                    *count += 1;
+                } else {
+                    let child = table_of(&entry)?;
+                    self.protect_in(child, level - 1, at, next.min(end), flags, count)?;
+                }
+            }
+            at = next;
+        }
+        Ok(())
+    }
+
+    /// Whether every entry of the table at `table` is zero.
+    fn is_empty(&self, table: PhysAddr) -> Result<bool, PagingError> {
+        self.window.with_table(table, |t| t.is_empty())
+    }
+}
+
+/// Sets the leaf flags of the mapped page at `virt` in the space at `root`, recording the
+/// page in `flush`, and returns the old flags.
+pub(super) fn protect_page(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+    flags: PageTableFlags,
+    flush: &mut Flush,
+) -> Result<PageTableFlags, PagingError> {
+    let page = user_page(virt)?;
+    let flags = leaf_flags(flags)?;
+    let pt = Path::walk(window, root, virt)?
+        .table(1)
+        .ok_or(PagingError::NotMapped)?;
+    let index = table_index(virt, 1);
+    let old = window.entry(pt, index)?.flags();
+    if !old.contains(PageTableFlags::PRESENT) {
+        return Err(PagingError::NotMapped);
+    }
+    window.with_table(pt, |t| t[index].set_flags(flags))?;
+    flush.page(page);
+    Ok(old)
+}
+
+/// The tables on the way to one page, as far as they exist.
+struct Path {
+    /// `tables[level - 1]` is the level-`level` table, for levels `lowest..=4`.
+    tables: [PhysAddr; 4],
+    /// The lowest level whose table exists (1 when the PT exists).
+    lowest: u8,
+}
+
+impl Path {
+    /// Follows the entries of `virt` down from the PML4 at `root` while they are present.
+    fn walk(window: PhysWindow, root: PhysAddr, virt: u64) -> Result<Path, PagingError> {
+        let mut path = Path {
+            tables: [root; 4],
+            lowest: 4,
+        };
+        while path.lowest > 1 {
+            let level = path.lowest;
+            let entry = window.entry(
+                path.tables[usize::from(level) - 1],
+                table_index(virt, level),
+            )?;
+            if !entry.flags().contains(PageTableFlags::PRESENT) {
+                break;
+            }
+            path.tables[usize::from(level) - 2] = table_of(&entry)?;
+            path.lowest -= 1;
+        }
+        Ok(path)
+    }
+
+    /// The level-`level` table, if it exists.
+    fn table(&self, level: u8) -> Option<PhysAddr> {
+        (level >= self.lowest).then(|| self.tables[usize::from(level) - 1])
+    }
+}
+
+/// The table a present PML4, PDPT or PD entry points to.
+fn table_of(entry: &PageTableEntry) -> Result<PhysAddr, PagingError> {
+    if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+        Err(PagingError::HugePage)
+    } else {
+        Ok(entry.addr())
+    }
+}
+
+/// Checks leaf flags: `PRESENT` set, and no bit that is not a flag (it would land in the
+/// address field).
+fn leaf_flags(flags: PageTableFlags) -> Result<PageTableFlags, PagingError> {
+    if flags.contains(PageTableFlags::PRESENT) && PageTableFlags::all().contains(flags) {
+        Ok(flags)
+    } else {
+        Err(PagingError::InvalidFlags)
+    }
+}
+
+/// An entry pointing at the page-aligned `addr` with `flags`.
+fn entry(addr: PhysAddr, flags: PageTableFlags) -> PageTableEntry {
+    let mut entry = PageTableEntry::new();
+    entry.set_addr(addr, flags);
+    entry
+}

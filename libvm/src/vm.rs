@@ -1,0 +1,493 @@
+//! `Vm`: the memory calls of one process, over one transport.
+//!
+//! Each method encodes a [`Request`], makes one call through the transport and decodes the
+//! reply; an error memd raised comes back as the same [`VmError`]. Nothing memd checks is
+//! checked here (alignment, lengths, flags, limits: all memd's); libvm only refuses what would
+//! make it misbehave itself: a bulk answer shorter than the structure it should hold, or a
+//! region listing that does not move forward, is [`VmError::BadBuffer`].
+//!
+//! | method | request | reply value |
+//! |---|---|---|
+//! | [`Vm::mmap`] | `MMAP` | address |
+//! | [`Vm::munmap`], [`Vm::mprotect`], [`Vm::madvise`] | `MUNMAP`, `MPROTECT`, `MADVISE` | 0 |
+//! | [`Vm::brk`] | `BRK` | new break |
+//! | [`Vm::sbrk`] | `SBRK` | old break |
+//! | [`Vm::fork`] | `FORK` | child pid |
+//! | [`Vm::global_stats`], [`Vm::process_stats`] | `GLOBAL_STATS`, `PROCESS_STATS` | words written |
+//! | [`Vm::regions`] | `REGIONS`, repeated | entries written per call |
+//! | [`Vm::spawn`] | `SPAWN` | child pid |
+//! | [`Vm::wait`] | `WAIT` | [`proto::wait_status`] word (and the fault address) |
+
+use crate::error::{VmError, VmResult};
+use crate::flags::{MmapFlags, ProtectionFlags};
+use crate::proto::{self, GlobalStats, ProcessStats, RegionInfo, Request, Words};
+use crate::transport::Transport;
+use alloc::vec::Vec;
+use syscall::error::EOVERFLOW;
+
+/// Region entries asked for per `REGIONS` call (the lent buffer holds this many).
+pub const REGIONS_PER_CALL: usize = 64;
+
+/// Bytes of one `RegionInfo` on the wire.
+const REGION_BYTES: usize = RegionInfo::WORDS * 8;
+
+/// Bytes of the buffer lent for a statistics call: room for the largest structure.
+const STATS_BYTES: usize = 8 * if GlobalStats::WORDS > ProcessStats::WORDS {
+    GlobalStats::WORDS
+} else {
+    ProcessStats::WORDS
+};
+
+/// The seed's summary of the caller's memory, taken from its [`ProcessStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes of frames the process maps (resident pages times the page size).
+    pub total_allocated: usize,
+    /// Regions in its address space.
+    pub region_count: usize,
+    /// Pages covered by its regions, resident or not.
+    pub mapped_pages: usize,
+}
+
+/// The memory calls of one process, bound to the transport that reaches memd.
+#[derive(Clone, Debug)]
+pub struct Vm<T: Transport> {
+    transport: T,
+}
+
+/// A reply value as a `usize` (every value fits on x86_64; elsewhere `EOVERFLOW`).
+fn to_usize(value: u64) -> VmResult<usize> {
+    usize::try_from(value).map_err(|_| VmError::Other(EOVERFLOW))
+}
+
+impl<T: Transport> Vm<T> {
+    /// A handle whose calls go through `transport`.
+    pub const fn new(transport: T) -> Vm<T> {
+        Vm { transport }
+    }
+
+    /// The transport the calls go through.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// One call: encode, send with `bulk` lent, decode the reply value.
+    fn call(&self, request: Request, bulk: &mut [u8]) -> VmResult<u64> {
+        proto::decode_reply(&self.transport.call(&request.encode(), bulk))
+    }
+
+    /// Maps `length` bytes with protection `prot`, at `addr` if `flags` has `FIXED` or
+    /// `FIXED_NOREPLACE`, else where memd places it (`addr` is then a hint, 0 for none).
+    /// Returns the address of the mapping.
+    pub fn mmap(
+        &self,
+        addr: usize,
+        length: usize,
+        prot: ProtectionFlags,
+        flags: MmapFlags,
+    ) -> VmResult<usize> {
+        let request = Request::Mmap {
+            addr,
+            len: length,
+            prot,
+            flags,
+        };
+        to_usize(self.call(request, &mut [])?)
+    }
+
+    /// [`Vm::mmap`], returning the mapping as a pointer (with exposed provenance: the memory
+    /// was not allocated by Rust).
+    pub fn mmap_ptr(
+        &self,
+        addr: usize,
+        length: usize,
+        prot: ProtectionFlags,
+        flags: MmapFlags,
+    ) -> VmResult<*mut u8> {
+        self.mmap(addr, length, prot, flags)
+            .map(core::ptr::with_exposed_provenance_mut)
+    }
+
+    /// Unmaps every page of `[addr, addr + length)`; pages not mapped are skipped.
+    pub fn munmap(&self, addr: usize, length: usize) -> VmResult<()> {
+        self.call(Request::Munmap { addr, len: length }, &mut [])
+            .map(|_| ())
+    }
+
+    /// Sets the protection of `[addr, addr + length)` to `prot`.
+    pub fn mprotect(&self, addr: usize, length: usize, prot: ProtectionFlags) -> VmResult<()> {
+        let request = Request::Mprotect {
+            addr,
+            len: length,
+            prot,
+        };
+        self.call(request, &mut []).map(|_| ())
+    }
+
+    /// Sets the program break to `addr` (0 only asks for it). Returns the break now.
+    pub fn brk(&self, addr: usize) -> VmResult<usize> {
+        to_usize(self.call(Request::Brk { addr }, &mut [])?)
+    }
+
+    /// Moves the program break by `increment` bytes (negative releases). Returns the old
+    /// break, which is the start of the new memory when growing.
+    pub fn sbrk(&self, increment: isize) -> VmResult<usize> {
+        to_usize(self.call(Request::Sbrk { increment }, &mut [])?)
+    }
+
+    /// Gives `advice` (one of [`proto::MADV_NORMAL`], [`proto::MADV_WILLNEED`],
+    /// [`proto::MADV_DONTNEED`]) about `[addr, addr + length)`.
+    pub fn madvise(&self, addr: usize, length: usize, advice: u64) -> VmResult<()> {
+        let request = Request::Madvise {
+            addr,
+            len: length,
+            advice,
+        };
+        self.call(request, &mut []).map(|_| ())
+    }
+
+    /// Copies the caller's address space into a new process (private memory copy-on-write,
+    /// shared memory shared). Returns the child's pid.
+    pub fn fork(&self) -> VmResult<u64> {
+        self.call(Request::Fork, &mut [])
+    }
+
+    /// Starts the boot module `name` as a child process (on the metal; memd's core alone
+    /// refuses it). Returns the child's pid.
+    pub fn spawn(&self, name: &str) -> VmResult<u64> {
+        let request = Request::spawn(name).ok_or(VmError::InvalidSize)?;
+        self.call(request, &mut [])
+    }
+
+    /// Waits until child `pid` has died (on the metal). Returns its [`proto::wait_status`]
+    /// word and, for a refused page fault, the faulting address (else 0).
+    pub fn wait(&self, pid: u64) -> VmResult<(u64, u64)> {
+        let mut addr = [0u8; 8];
+        let status = self.call(Request::Wait { pid }, &mut addr)?;
+        Ok((status, u64::from_le_bytes(addr)))
+    }
+
+    /// One statistics structure, read from a lent buffer of exactly its size.
+    fn bulk<W: Words>(&self, request: Request) -> VmResult<W> {
+        const { assert!(W::WORDS * 8 <= STATS_BYTES) };
+        let mut buf = [0u8; STATS_BYTES];
+        let lent = &mut buf[..W::WORDS * 8];
+        let written = self.call(request, lent)?;
+        if written < W::WORDS as u64 {
+            return Err(VmError::BadBuffer);
+        }
+        W::read_from(lent).ok_or(VmError::BadBuffer)
+    }
+
+    /// System-wide statistics.
+    pub fn global_stats(&self) -> VmResult<GlobalStats> {
+        self.bulk(Request::GlobalStats)
+    }
+
+    /// Statistics of process `pid` (0: the caller).
+    pub fn process_stats(&self, pid: u64) -> VmResult<ProcessStats> {
+        self.bulk(Request::ProcessStats { pid })
+    }
+
+    /// Every region of process `pid` (0: the caller), lowest first, asked for
+    /// [`REGIONS_PER_CALL`] at a time until a call returns fewer. Each call asks for the
+    /// regions ending above the end of the last one received, so the listing is consistent per
+    /// call but not a snapshot if the address space changes between calls.
+    pub fn regions(&self, pid: u64) -> VmResult<Vec<RegionInfo>> {
+        let mut buf = [0u8; REGIONS_PER_CALL * REGION_BYTES];
+        let mut regions = Vec::new();
+        let mut from = 0usize;
+        loop {
+            let written = self.call(Request::Regions { pid, from }, &mut buf)?;
+            let written = usize::try_from(written)
+                .ok()
+                .filter(|&n| n <= REGIONS_PER_CALL)
+                .ok_or(VmError::BadBuffer)?;
+            for entry in buf.chunks_exact(REGION_BYTES).take(written) {
+                regions.push(RegionInfo::read_from(entry).ok_or(VmError::BadBuffer)?);
+            }
+            if written < REGIONS_PER_CALL {
+                return Ok(regions);
+            }
+            let next = regions
+                .last()
+                .and_then(|last| usize::try_from(last.end).ok())
+                .ok_or(VmError::BadBuffer)?;
+            if next <= from {
+                // memd answered with regions that do not end above `from`: asking again
+                // would never finish.
+                return Err(VmError::BadBuffer);
+            }
+            from = next;
+        }
+    }
+
+    /// The seed's summary of the caller's memory.
+    pub fn memory_stats(&self) -> VmResult<MemoryStats> {
+        let stats = self.process_stats(0)?;
+        Ok(MemoryStats {
+            total_allocated: to_usize(stats.total_allocated)?,
+            region_count: to_usize(stats.region_count)?,
+            mapped_pages: to_usize(stats.mapped_pages)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Cqe, MADV_DONTNEED, Sqe, encode_reply};
+    use crate::transport::doubles::{Recorder, answering};
+
+    fn same(a: &Sqe, b: &Sqe) -> bool {
+        a[..] == b[..]
+    }
+
+    const ALL_ERRORS: [VmError; 13] = [
+        VmError::InvalidAddress,
+        VmError::InvalidSize,
+        VmError::NotAligned,
+        VmError::InvalidFlags,
+        VmError::OutOfMemory,
+        VmError::LimitExceeded,
+        VmError::PermissionDenied,
+        VmError::RegionNotFound,
+        VmError::AlreadyMapped,
+        VmError::NoSuchProcess,
+        VmError::BadRequest,
+        VmError::BadBuffer,
+        VmError::Other(123),
+    ];
+
+    /// Every method once: the request it must send and the buffer length it must lend.
+    fn every_call<T: Transport>(vm: &Vm<T>) -> [(VmResult<u64>, Request, usize); 9] {
+        let prot = ProtectionFlags::READ_WRITE;
+        let flags = MmapFlags::anonymous_private().fixed();
+        [
+            (
+                vm.mmap(0x4000_0000, 8192, prot, flags).map(|v| v as u64),
+                Request::Mmap {
+                    addr: 0x4000_0000,
+                    len: 8192,
+                    prot,
+                    flags,
+                },
+                0,
+            ),
+            (
+                vm.munmap(0x4000_1000, 4096).map(|_| 0),
+                Request::Munmap {
+                    addr: 0x4000_1000,
+                    len: 4096,
+                },
+                0,
+            ),
+            (
+                vm.mprotect(0x4000_0000, 4096, ProtectionFlags::READ)
+                    .map(|_| 0),
+                Request::Mprotect {
+                    addr: 0x4000_0000,
+                    len: 4096,
+                    prot: ProtectionFlags::READ,
+                },
+                0,
+            ),
+            (
+                vm.brk(0x1000_2000).map(|v| v as u64),
+                Request::Brk { addr: 0x1000_2000 },
+                0,
+            ),
+            (
+                vm.sbrk(-4096).map(|v| v as u64),
+                Request::Sbrk { increment: -4096 },
+                0,
+            ),
+            (
+                vm.madvise(0x4000_0000, 4096, MADV_DONTNEED).map(|_| 0),
+                Request::Madvise {
+                    addr: 0x4000_0000,
+                    len: 4096,
+                    advice: MADV_DONTNEED,
+                },
+                0,
+            ),
+            (vm.fork(), Request::Fork, 0),
+            (
+                vm.global_stats().map(|s| s.frames_total),
+                Request::GlobalStats,
+                GlobalStats::WORDS * 8,
+            ),
+            (
+                vm.process_stats(7).map(|s| s.pid),
+                Request::ProcessStats { pid: 7 },
+                ProcessStats::WORDS * 8,
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_method_sends_exactly_its_request() {
+        let memd = answering(Ok(0x4000_0000));
+        let vm = Vm::new(&memd);
+        let calls = every_call(&vm);
+        let sent = memd.sent();
+        assert_eq!(sent.len(), calls.len());
+        for ((_, request, lent), (sqe, len)) in calls.iter().zip(&sent) {
+            assert!(same(sqe, &request.encode()), "{request:?}: sent {sqe:?}");
+            assert_eq!(*len, *lent, "{request:?}");
+            assert_eq!(Request::decode(sqe), Ok(*request));
+        }
+        // The mmap words as memd reads them.
+        assert_eq!(sent[0].0.opcode, proto::MMAP);
+        assert_eq!(sent[0].0.args[..2], [0x4000_0000, 8192]);
+        assert_eq!(sent[0].0.args[3], proto::EXTRA_ANONYMOUS);
+        assert_eq!(sent[4].0.args[0], (-4096i64) as u64);
+    }
+
+    #[test]
+    fn reply_values_come_back() {
+        let vm = Vm::new(answering(Ok(0x1000_3000)));
+        assert_eq!(
+            vm.mmap(0, 1, ProtectionFlags::READ, MmapFlags::anonymous_private()),
+            Ok(0x1000_3000)
+        );
+        assert_eq!(
+            vm.mmap_ptr(0, 1, ProtectionFlags::READ, MmapFlags::anonymous_private())
+                .map(|p| p.addr()),
+            Ok(0x1000_3000)
+        );
+        assert_eq!(vm.brk(0), Ok(0x1000_3000));
+        assert_eq!(vm.sbrk(4096), Ok(0x1000_3000));
+        assert_eq!(vm.fork(), Ok(0x1000_3000));
+        assert_eq!(vm.munmap(0x1000, 1), Ok(()));
+    }
+
+    #[test]
+    fn every_error_comes_back_from_every_method() {
+        for error in ALL_ERRORS {
+            let vm = Vm::new(answering(Err(error)));
+            for (result, request, _) in every_call(&vm) {
+                assert_eq!(result, Err(error), "{request:?}");
+            }
+            assert_eq!(vm.regions(0), Err(error));
+            assert_eq!(vm.memory_stats(), Err(error));
+        }
+    }
+
+    /// A memd double writing `stats` and claiming `words` were written.
+    fn writing<W: Words + Copy>(stats: W, words: u64) -> impl Fn(&Sqe, &mut [u8]) -> Cqe {
+        move |sqe: &Sqe, bulk: &mut [u8]| {
+            let wrote = stats.write_to(bulk);
+            encode_reply(
+                sqe.tag,
+                if wrote {
+                    Ok(words)
+                } else {
+                    Err(VmError::BadBuffer)
+                },
+            )
+        }
+    }
+
+    #[test]
+    fn stats_are_decoded_and_short_answers_refused() {
+        let stats = ProcessStats {
+            pid: 4,
+            region_count: 5,
+            mapped_pages: 6,
+            resident_pages: 3,
+            shared_pages: 1,
+            private_pages: 2,
+            heap_bytes: 8192,
+            total_allocated: 3 * 4096,
+        };
+        let full = Vm::new(Recorder::new(writing(stats, ProcessStats::WORDS as u64)));
+        assert_eq!(full.process_stats(0), Ok(stats));
+        assert_eq!(
+            full.memory_stats(),
+            Ok(MemoryStats {
+                total_allocated: 3 * 4096,
+                region_count: 5,
+                mapped_pages: 6,
+            })
+        );
+        let (sqe, _) = full.transport().sent()[1];
+        assert!(same(&sqe, &Request::ProcessStats { pid: 0 }.encode()));
+
+        let short = Vm::new(Recorder::new(writing(
+            stats,
+            ProcessStats::WORDS as u64 - 1,
+        )));
+        assert_eq!(short.process_stats(0), Err(VmError::BadBuffer));
+        assert_eq!(short.memory_stats(), Err(VmError::BadBuffer));
+
+        let global = GlobalStats {
+            frames_total: 1000,
+            total_allocated: 77,
+            ..GlobalStats::default()
+        };
+        let full = Vm::new(Recorder::new(writing(global, GlobalStats::WORDS as u64)));
+        assert_eq!(full.global_stats(), Ok(global));
+        let short = Vm::new(Recorder::new(writing(global, 3)));
+        assert_eq!(short.global_stats(), Err(VmError::BadBuffer));
+    }
+
+    /// A memd double holding `count` one-page regions, 2 pages apart, answering `REGIONS` as
+    /// memd does: the regions ending above `from`, as many as the buffer holds.
+    fn region_map(count: u64) -> impl Fn(&Sqe, &mut [u8]) -> Cqe {
+        move |sqe: &Sqe, bulk: &mut [u8]| {
+            let from = sqe.args[1];
+            let mut written = 0;
+            let above = (0..count)
+                .map(|i| RegionInfo {
+                    start: 0x4000_0000 + i * 0x2000,
+                    end: 0x4000_1000 + i * 0x2000,
+                    prot: 3,
+                    kind: 2,
+                    shared: i % 2,
+                    resident_pages: i,
+                })
+                .filter(|r| r.end > from);
+            for (region, chunk) in above.zip(bulk.chunks_exact_mut(REGION_BYTES)) {
+                region.write_to(chunk);
+                written += 1;
+            }
+            encode_reply(sqe.tag, Ok(written))
+        }
+    }
+
+    #[test]
+    fn regions_page_through_the_whole_map() {
+        for (count, calls) in [(0u64, 1usize), (5, 1), (64, 2), (150, 3), (256, 5)] {
+            let vm = Vm::new(Recorder::new(region_map(count)));
+            let regions = vm.regions(3).unwrap();
+            assert_eq!(regions.len() as u64, count);
+            for (i, r) in regions.iter().enumerate() {
+                assert_eq!(r.start, 0x4000_0000 + i as u64 * 0x2000);
+                assert_eq!(r.resident_pages, i as u64);
+            }
+            let sent = vm.transport().sent();
+            assert_eq!(sent.len(), calls, "{count} regions");
+            for (k, (sqe, lent)) in sent.iter().enumerate() {
+                let from = if k == 0 {
+                    0
+                } else {
+                    regions[k * REGIONS_PER_CALL - 1].end as usize
+                };
+                assert!(same(sqe, &Request::Regions { pid: 3, from }.encode()));
+                assert_eq!(*lent, REGIONS_PER_CALL * REGION_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn regions_refuse_answers_that_would_misbehave() {
+        // More entries than the buffer holds.
+        let vm = Vm::new(answering(Ok(REGIONS_PER_CALL as u64 + 1)));
+        assert_eq!(vm.regions(0), Err(VmError::BadBuffer));
+        // A full buffer of regions that do not move past `from`: would ask forever.
+        let vm = Vm::new(answering(Ok(REGIONS_PER_CALL as u64)));
+        assert_eq!(vm.regions(0), Err(VmError::BadBuffer));
+        assert_eq!(vm.transport().sent().len(), 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! Page faults: resolved by a zero-filled frame, a shared-object frame or a copy-on-write, or
+//! refused with a reason that kills the process.
+
+use crate::daemon::{Death, Memd, Pid};
+use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
+use crate::region::Region;
+use crate::space::{AddressSpace, page_prot};
+use crate::stats::bump;
+use alloc::vec::Vec;
+use libvm::ProtectionFlags;
+
+/// The access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A load.
+    Read,
+    /// A store.
+    Write,
+    /// An instruction fetch.
+    Execute,
+}
+
+/// Why a fault was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultReason {
+    /// No region covers the address (`SEGV_MAPERR`).
+    MapErr,
+    /// A region covers it but forbids the access (`SEGV_ACCERR`).
+    AccErr,
+    /// The fault was legal but no frame could be had.
+    OutOfMemory,
+}
+
+/// A refused fault: the process is killed for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FaultKill {
+    /// The faulting address.
+    pub addr: u64,
+    /// The access.
+    pub access: Access,
+    /// Why it was refused.
+    pub reason: FaultReason,
+}
+
+/// What memd answers to a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// The page is mapped now: resume the thread.
+    Resolved,
+    /// Kill the process (memd has already released its memory).
+    Kill(FaultKill),
+}
+
+/// Whether `prot` allows `access` (on x86, any present page is readable).
+pub fn allows(prot: ProtectionFlags, access: Access) -> bool {
+    match access {
+        Access::Read => prot != ProtectionFlags::NONE,
+        Access::Write => prot.contains(ProtectionFlags::WRITE),
+        Access::Execute => prot.contains(ProtectionFlags::EXECUTE),
+    }
+}
+
+impl<K: Kernel> Memd<K> {
+    /// Resolves a page fault of process `pid` at `addr`, or kills the process.
+    pub fn handle_fault(&self, pid: Pid, addr: u64, access: Access) -> FaultOutcome {
+        let Ok(process) = self.process(pid) else {
+            return FaultOutcome::Kill(FaultKill {
+                addr,
+                access,
+                reason: FaultReason::MapErr,
+            });
+        };
+        let result = {
+            let mut space = process.lock();
+            self.resolve(&mut space, addr, access)
+        };
+        match result {
+            Ok(()) => FaultOutcome::Resolved,
+            Err(reason) => {
+                match reason {
+                    FaultReason::MapErr => bump(&self.counters.maperr),
+                    FaultReason::AccErr => bump(&self.counters.accerr),
+                    FaultReason::OutOfMemory => {}
+                }
+                let kill = FaultKill {
+                    addr,
+                    access,
+                    reason,
+                };
+                self.terminate(pid, Death::Killed(kill));
+                FaultOutcome::Kill(kill)
+            }
+        }
+    }
+
+    fn resolve(
+        &self,
+        space: &mut AddressSpace,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), FaultReason> {
+        let region = *space.regions.find(addr).ok_or(FaultReason::MapErr)?;
+        if !allows(region.prot, access) {
+            return Err(FaultReason::AccErr);
+        }
+        let page = addr & !(PAGE_SIZE - 1);
+        match space.pages.get(&page).copied() {
+            None => self.fill(space, &region, page),
+            Some(frame) => self.refault(space, &region, page, frame, access),
+        }
+    }
+
+    /// First touch of `page`: a shared-object frame, or a new zeroed one.
+    fn fill(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+    ) -> Result<(), FaultReason> {
+        let frame = if region.object != 0 {
+            let index = region.offset + (page - region.start) / PAGE_SIZE;
+            let mut objects = self.objects.lock();
+            let object = objects.get_mut(region.object).ok_or(FaultReason::MapErr)?;
+            let mut frames = self.frames.lock();
+            match object.pages.get(&index) {
+                Some(&frame) => {
+                    frames.share(frame).map_err(|_| FaultReason::OutOfMemory)?;
+                    bump(&self.counters.shared);
+                    frame
+                }
+                None => {
+                    let frame = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
+                    // The object holds one reference, the mapping another.
+                    frames.share(frame).map_err(|_| FaultReason::OutOfMemory)?;
+                    drop(frames);
+                    self.kernel.zero_frame(frame);
+                    object.pages.insert(index, frame);
+                    bump(&self.counters.zero_fill);
+                    frame
+                }
+            }
+        } else {
+            let frame = self.frames.lock().alloc().ok_or(FaultReason::OutOfMemory)?;
+            self.kernel.zero_frame(frame);
+            bump(&self.counters.zero_fill);
+            frame
+        };
+        let op = PageOp::Map {
+            page,
+            frame,
+            prot: page_prot(region, 1),
+        };
+        if self.kernel.apply(space.space, &[op]).is_err() {
+            self.release_frame(frame);
+            return Err(FaultReason::OutOfMemory);
+        }
+        space.pages.insert(page, frame);
+        Ok(())
+    }
+
+    /// A fault on a resident page: copy-on-write, or a spurious fault (another thread resolved
+    /// it first), answered by mapping the page again.
+    fn refault(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+        frame: u64,
+        access: Access,
+    ) -> Result<(), FaultReason> {
+        let refcount = self.frames.lock().refcount(frame);
+        if access != Access::Write || region.object != 0 || refcount <= 1 {
+            if access == Access::Write && region.object == 0 {
+                // The last owner of a copy-on-write frame just regains write access.
+                bump(&self.counters.cow);
+            }
+            let op = PageOp::Map {
+                page,
+                frame,
+                prot: page_prot(region, refcount),
+            };
+            return self
+                .kernel
+                .apply(space.space, &[op])
+                .map_err(|_| FaultReason::OutOfMemory);
+        }
+        let copy = self.frames.lock().alloc().ok_or(FaultReason::OutOfMemory)?;
+        self.kernel.copy_frame(copy, frame);
+        let op = PageOp::Map {
+            page,
+            frame: copy,
+            prot: region.prot,
+        };
+        if self.kernel.apply(space.space, &[op]).is_err() {
+            let _ = self.frames.lock().release(copy);
+            return Err(FaultReason::OutOfMemory);
+        }
+        let _ = self.frames.lock().release(frame);
+        space.pages.insert(page, copy);
+        bump(&self.counters.cow);
+        bump(&self.counters.cow_copies);
+        Ok(())
+    }
+
+    /// Drops one mapping's reference on `frame` of `region`.
+    pub(crate) fn release_frame(&self, frame: u64) {
+        let _ = self.frames.lock().release(frame);
+    }
+
+    /// Backs every page of `[start, end)` now (`MAP_POPULATE`, `MADV_WILLNEED`), stopping
+    /// quietly at the first page that cannot be had, as Linux does.
+    pub(crate) fn populate(&self, space: &mut AddressSpace, start: u64, end: u64) {
+        let mut page = start;
+        let mut batch: Vec<u64> = Vec::new();
+        while page < end {
+            if !space.pages.contains_key(&page) {
+                batch.push(page);
+            }
+            page += PAGE_SIZE;
+        }
+        for page in batch {
+            let access = match space.regions.find(page) {
+                Some(r) if r.prot.contains(ProtectionFlags::WRITE) => Access::Write,
+                Some(r) if r.prot != ProtectionFlags::NONE => Access::Read,
+                _ => continue,
+            };
+            if self.resolve(space, page, access).is_err() {
+                break;
+            }
+        }
+    }
+}

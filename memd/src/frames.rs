@@ -1,0 +1,365 @@
+//! The physical frame allocator: the frames the kernel gave memd at boot, each with a
+//! reference count.
+//!
+//! A frame is free (count 0) or in use by `count` mappings or owners; copy-on-write and shared
+//! memory raise the count with [`FrameAllocator::share`], and a frame goes back to the free
+//! list when [`FrameAllocator::release`] drops its count to 0. Free frames are kept on a stack
+//! (last freed, first reused), which keeps recently used frames warm in the caches.
+//!
+//! Frames are indexed densely, in address order, across the free physical ranges given at boot;
+//! an address is turned into its index with a binary search over those ranges (a handful).
+//!
+//! Frames are **not zeroed** here: memd zeroes a frame through the kernel trait
+//! (`Kernel::zero_frame`) when it hands the frame to a process, so a frame allocated here
+//! still holds whatever its last user left in it.
+//!
+//! Misuse (an address memd does not own, releasing or sharing a free frame) is answered with a
+//! [`FrameError`]; nothing here panics.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::kernel::{FrameAddr, PAGE_SIZE};
+
+/// Most frames one allocator manages (frame indices are `u32`); frames beyond are ignored.
+pub const MAX_FRAMES: u64 = u32::MAX as u64;
+
+/// Why the allocator refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The address is not a page-aligned address of a frame this allocator manages.
+    NotOwned,
+    /// The frame is free: it cannot be shared or released.
+    NotAllocated,
+    /// The frame's reference count is at its maximum (`u32::MAX`).
+    TooManyRefs,
+    /// Not enough free frames for the request.
+    OutOfFrames,
+}
+
+/// One run of managed frames, at consecutive addresses and consecutive indices.
+#[derive(Clone, Copy, Debug)]
+struct FrameRange {
+    /// Address of the first frame.
+    base: u64,
+    /// Number of frames.
+    frames: u64,
+    /// Index of the first frame.
+    first: u64,
+}
+
+/// Hands out physical frames and counts their references.
+pub struct FrameAllocator {
+    /// Managed runs, sorted by address and by index, not overlapping.
+    ranges: Vec<FrameRange>,
+    /// Reference count of every frame, by index; 0 = free.
+    refs: Vec<u32>,
+    /// Indices of the free frames; the next allocation pops the last one.
+    free_list: Vec<u32>,
+}
+
+impl FrameAllocator {
+    /// An allocator over the free physical ranges `[start, end)` of `ranges`, in any order.
+    ///
+    /// Each range is rounded inward to whole frames; empty ranges are ignored, as are the frame
+    /// at physical address 0, overlaps between ranges (a frame is managed once) and frames past
+    /// [`MAX_FRAMES`]. Fresh allocations come in increasing address order.
+    pub fn new(ranges: &[(u64, u64)]) -> FrameAllocator {
+        let mut clean: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter_map(|&(start, end)| {
+                let start = round_up(start.max(PAGE_SIZE))?;
+                let end = end & !(PAGE_SIZE - 1);
+                (start < end).then_some((start, end))
+            })
+            .collect();
+        clean.sort_unstable();
+
+        let mut runs = Vec::with_capacity(clean.len());
+        let mut total = 0;
+        let mut prev_end = 0;
+        for (start, end) in clean {
+            let start = start.max(prev_end);
+            if start >= end {
+                continue;
+            }
+            let frames = ((end - start) / PAGE_SIZE).min(MAX_FRAMES - total);
+            if frames == 0 {
+                break;
+            }
+            runs.push(FrameRange {
+                base: start,
+                frames,
+                first: total,
+            });
+            total += frames;
+            prev_end = end;
+        }
+
+        // `total <= MAX_FRAMES`, so every index fits a `u32`.
+        let total = total as u32;
+        FrameAllocator {
+            ranges: runs,
+            refs: alloc::vec![0; total as usize],
+            free_list: (0..total).rev().collect(),
+        }
+    }
+
+    /// A free frame, now with count 1, or `None` when every frame is in use. Not zeroed.
+    pub fn alloc(&mut self) -> Option<FrameAddr> {
+        let index = self.free_list.pop()?;
+        if let Some(count) = self.refs.get_mut(index as usize) {
+            *count = 1;
+        }
+        self.address_of(u64::from(index))
+    }
+
+    /// Appends `n` free frames, each now with count 1, to `out`; or, when fewer than `n` are
+    /// free, allocates nothing and leaves `out` unchanged. Not zeroed.
+    pub fn alloc_many(&mut self, n: usize, out: &mut Vec<FrameAddr>) -> Result<(), FrameError> {
+        if n > self.free_list.len() {
+            return Err(FrameError::OutOfFrames);
+        }
+        out.try_reserve(n).map_err(|_| FrameError::OutOfFrames)?;
+        for _ in 0..n {
+            if let Some(frame) = self.alloc() {
+                out.push(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// The reference count of `frame`: 0 when it is free or not managed here.
+    pub fn refcount(&self, frame: FrameAddr) -> u32 {
+        self.index_of(frame)
+            .and_then(|i| self.refs.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// Adds a reference to an allocated frame; returns the new count.
+    pub fn share(&mut self, frame: FrameAddr) -> Result<u32, FrameError> {
+        let count = self.count_mut(frame)?;
+        if *count == u32::MAX {
+            return Err(FrameError::TooManyRefs);
+        }
+        *count += 1;
+        Ok(*count)
+    }
+
+    /// Drops a reference to an allocated frame; returns the new count. At 0 the frame is free
+    /// again, and the next [`FrameAllocator::alloc`] returns it.
+    pub fn release(&mut self, frame: FrameAddr) -> Result<u32, FrameError> {
+        let count = self.count_mut(frame)?;
+        *count -= 1;
+        let now = *count;
+        if now == 0
+            && let Some(index) = self.index_of(frame)
+        {
+            // Index fits a `u32` (at most `MAX_FRAMES` frames); the list has room for every
+            // frame, so this push never allocates.
+            self.free_list.push(index as u32);
+        }
+        Ok(now)
+    }
+
+    /// Whether `frame` is a page-aligned address of a frame managed here (free or not).
+    pub fn owns(&self, frame: FrameAddr) -> bool {
+        self.index_of(frame).is_some()
+    }
+
+    /// Number of frames managed.
+    pub fn total(&self) -> u64 {
+        self.refs.len() as u64
+    }
+
+    /// Number of free frames.
+    pub fn free(&self) -> u64 {
+        self.free_list.len() as u64
+    }
+
+    /// Number of frames in use (count above 0).
+    pub fn used(&self) -> u64 {
+        self.total() - self.free()
+    }
+
+    /// The count of an allocated frame, for changing.
+    fn count_mut(&mut self, frame: FrameAddr) -> Result<&mut u32, FrameError> {
+        let index = self.index_of(frame).ok_or(FrameError::NotOwned)?;
+        match self.refs.get_mut(index) {
+            Some(count) if *count > 0 => Ok(count),
+            Some(_) => Err(FrameError::NotAllocated),
+            None => Err(FrameError::NotOwned),
+        }
+    }
+
+    /// The index of `frame`, if it is a managed frame's address.
+    fn index_of(&self, frame: FrameAddr) -> Option<usize> {
+        if !frame.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        let after = self.ranges.partition_point(|r| r.base <= frame);
+        let run = self.ranges.get(after.checked_sub(1)?)?;
+        let offset = (frame - run.base) / PAGE_SIZE;
+        (offset < run.frames).then(|| (run.first + offset) as usize)
+    }
+
+    /// The address of the frame with index `index`.
+    fn address_of(&self, index: u64) -> Option<FrameAddr> {
+        let after = self.ranges.partition_point(|r| r.first <= index);
+        let run = self.ranges.get(after.checked_sub(1)?)?;
+        let offset = index - run.first;
+        (offset < run.frames).then(|| run.base + offset * PAGE_SIZE)
+    }
+}
+
+impl fmt::Debug for FrameAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameAllocator")
+            .field("ranges", &self.ranges)
+            .field("total", &self.total())
+            .field("free", &self.free())
+            .finish()
+    }
+}
+
+/// `addr` rounded up to a page boundary, or `None` past the top of the address space.
+fn round_up(addr: u64) -> Option<u64> {
+    addr.checked_add(PAGE_SIZE - 1)
+        .map(|a| a & !(PAGE_SIZE - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = PAGE_SIZE;
+
+    #[test]
+    fn counts_and_rounding() {
+        // [0x1800, 0x5800) rounds to [0x2000, 0x5000): 3 frames.
+        let frames = FrameAllocator::new(&[(0x1800, 0x5800), (0x9000, 0x9000), (0xA000, 0xAFFF)]);
+        assert_eq!(frames.total(), 3);
+        assert_eq!(frames.free(), 3);
+        assert_eq!(frames.used(), 0);
+        assert!(frames.owns(0x2000));
+        assert!(frames.owns(0x4000));
+        assert!(!frames.owns(0x1000));
+        assert!(!frames.owns(0x5000));
+        assert!(!frames.owns(0xA000));
+        assert!(!frames.owns(0x2001));
+    }
+
+    #[test]
+    fn every_frame_allocated_exactly_once() {
+        let mut frames = FrameAllocator::new(&[(0x10_0000, 0x20_0000)]);
+        let total = frames.total();
+        assert_eq!(total, 256);
+        let mut got = Vec::new();
+        while let Some(f) = frames.alloc() {
+            assert!(frames.owns(f));
+            assert_eq!(frames.refcount(f), 1);
+            got.push(f);
+        }
+        assert_eq!(got.len() as u64, total);
+        assert_eq!(frames.used(), total);
+        assert_eq!(frames.free(), 0);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, got, "fresh frames come in address order, once each");
+    }
+
+    #[test]
+    fn release_in_any_order_and_lifo_reuse() {
+        let mut frames = FrameAllocator::new(&[(0, 8 * P)]);
+        let all: Vec<_> = core::iter::from_fn(|| frames.alloc()).collect();
+        assert_eq!(all.len(), 7);
+        for &f in [all[3], all[0], all[6]].iter() {
+            assert_eq!(frames.release(f), Ok(0));
+            assert_eq!(frames.refcount(f), 0);
+        }
+        assert_eq!(frames.free(), 3);
+        assert_eq!(frames.alloc(), Some(all[6]));
+        assert_eq!(frames.alloc(), Some(all[0]));
+        assert_eq!(frames.alloc(), Some(all[3]));
+        assert_eq!(frames.alloc(), None);
+    }
+
+    #[test]
+    fn shared_frame_freed_at_zero() {
+        let mut frames = FrameAllocator::new(&[(P, 3 * P)]);
+        let f = frames.alloc().unwrap();
+        assert_eq!(frames.share(f), Ok(2));
+        assert_eq!(frames.share(f), Ok(3));
+        assert_eq!(frames.refcount(f), 3);
+        assert_eq!(frames.release(f), Ok(2));
+        assert_eq!(frames.release(f), Ok(1));
+        assert_eq!(frames.used(), 1);
+        assert_eq!(frames.release(f), Ok(0));
+        assert_eq!(frames.used(), 0);
+        assert_eq!(frames.alloc(), Some(f));
+    }
+
+    #[test]
+    fn misuse_is_an_error() {
+        let mut frames = FrameAllocator::new(&[(P, 3 * P)]);
+        assert_eq!(frames.release(P), Err(FrameError::NotAllocated));
+        assert_eq!(frames.share(P), Err(FrameError::NotAllocated));
+        assert_eq!(frames.release(10 * P), Err(FrameError::NotOwned));
+        assert_eq!(frames.share(0), Err(FrameError::NotOwned));
+        assert_eq!(frames.release(P + 8), Err(FrameError::NotOwned));
+        assert_eq!(frames.refcount(10 * P), 0);
+        let f = frames.alloc().unwrap();
+        assert_eq!(frames.release(f), Ok(0));
+        assert_eq!(frames.release(f), Err(FrameError::NotAllocated));
+        assert_eq!(frames.free(), 2, "a double release does not free twice");
+    }
+
+    #[test]
+    fn alloc_many_is_all_or_nothing() {
+        let mut frames = FrameAllocator::new(&[(P, 5 * P)]);
+        let mut out = vec![0xdead_0000];
+        assert_eq!(frames.alloc_many(5, &mut out), Err(FrameError::OutOfFrames));
+        assert_eq!(out, [0xdead_0000]);
+        assert_eq!(frames.free(), 4);
+        assert_eq!(frames.alloc_many(3, &mut out), Ok(()));
+        assert_eq!(out, [0xdead_0000, P, 2 * P, 3 * P]);
+        assert!(out[1..].iter().all(|&f| frames.refcount(f) == 1));
+        assert_eq!(frames.alloc_many(0, &mut out), Ok(()));
+        assert_eq!(frames.alloc_many(2, &mut out), Err(FrameError::OutOfFrames));
+        assert_eq!(frames.alloc_many(1, &mut out), Ok(()));
+        assert_eq!(frames.free(), 0);
+    }
+
+    #[test]
+    fn several_ranges_with_gaps() {
+        // Out of order, overlapping, and with a gap in between.
+        let mut frames =
+            FrameAllocator::new(&[(0x10_0000, 0x10_3000), (0x1000, 0x3000), (0x2000, 0x4000)]);
+        assert_eq!(frames.total(), 6);
+        let all: Vec<_> = core::iter::from_fn(|| frames.alloc()).collect();
+        assert_eq!(
+            all,
+            [0x1000, 0x2000, 0x3000, 0x10_0000, 0x10_1000, 0x10_2000]
+        );
+        assert!(!frames.owns(0x4000));
+        assert!(!frames.owns(0xF_F000));
+        assert_eq!(frames.release(0x10_1000), Ok(0));
+        assert_eq!(frames.release(0x3000), Ok(0));
+        assert_eq!(frames.refcount(0x10_1000), 0);
+        assert_eq!(frames.refcount(0x10_2000), 1);
+        assert_eq!(frames.alloc(), Some(0x3000));
+        assert_eq!(frames.alloc(), Some(0x10_1000));
+    }
+
+    #[test]
+    fn frame_zero_is_never_handed_out() {
+        let mut frames = FrameAllocator::new(&[(0, P), (0, 2 * P)]);
+        assert_eq!(frames.total(), 1);
+        assert!(!frames.owns(0));
+        assert_eq!(frames.alloc(), Some(P));
+        assert_eq!(frames.alloc(), None);
+        let empty = FrameAllocator::new(&[(0, P), (5, 9), (u64::MAX - 5, u64::MAX)]);
+        assert_eq!(empty.total(), 0);
+    }
+}

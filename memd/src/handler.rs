@@ -1,0 +1,84 @@
+//! The request handler: decode and validate a message, perform it, encode the reply.
+//!
+//! The caller's identity is the badge the kernel stamped (`caller`), never a field the client
+//! wrote. A malformed or hostile message gets an error reply, never a panic.
+
+use crate::daemon::{Memd, Pid};
+use crate::kernel::Kernel;
+use crate::stats::bump;
+use libvm::VmError;
+use libvm::proto::{self, Cqe, RegionInfo, Request, Sqe, Words};
+
+/// Most regions one `REGIONS` reply carries, whatever the buffer size.
+const MAX_REGIONS_PER_REPLY: usize = 256;
+
+impl<K: Kernel> Memd<K> {
+    /// Serves one request from process `caller` (the kernel's badge); `bulk` is the buffer the
+    /// client lent for the call.
+    pub fn handle(&self, caller: Pid, request: &Sqe, bulk: &mut [u8]) -> Cqe {
+        let result = Request::decode(request).and_then(|r| self.perform(caller, r, bulk));
+        if result.is_err() {
+            bump(&self.counters.failed);
+        }
+        proto::encode_reply(request.tag, result)
+    }
+
+    fn perform(&self, caller: Pid, request: Request, bulk: &mut [u8]) -> Result<u64, VmError> {
+        let target = |pid: u64| if pid == 0 { caller } else { pid };
+        match request {
+            Request::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+            } => self.mmap(caller, addr as u64, len as u64, prot, flags),
+            Request::Munmap { addr, len } => {
+                self.munmap(caller, addr as u64, len as u64).map(|_| 0)
+            }
+            Request::Mprotect { addr, len, prot } => self
+                .mprotect(caller, addr as u64, len as u64, prot)
+                .map(|_| 0),
+            Request::Brk { addr } => self.brk(caller, addr as u64),
+            Request::Sbrk { increment } => self.sbrk(caller, increment as i64),
+            Request::Madvise { addr, len, advice } => self
+                .madvise(caller, addr as u64, len as u64, advice)
+                .map(|_| 0),
+            Request::Fork => self.fork(caller),
+            // Boot modules and deferred replies are the metal side's (`metal/serve.rs`); the
+            // core alone cannot start a program or block a caller.
+            Request::Spawn { .. } | Request::Wait { .. } => Err(VmError::BadRequest),
+            Request::GlobalStats => {
+                self.process(caller)?;
+                write_bulk(&self.global_stats(), bulk)
+            }
+            Request::ProcessStats { pid } => {
+                self.process(caller)?;
+                write_bulk(&self.process_stats(target(pid))?, bulk)
+            }
+            Request::Regions { pid, from } => {
+                self.process(caller)?;
+                let room = (bulk.len() / (RegionInfo::WORDS * 8)).min(MAX_REGIONS_PER_REPLY);
+                if room == 0 {
+                    return Err(VmError::BadBuffer);
+                }
+                let mut infos = alloc::vec![RegionInfo::default(); room];
+                let n = self.regions(target(pid), from as u64, &mut infos)?;
+                for (info, chunk) in infos[..n]
+                    .iter()
+                    .zip(bulk.chunks_exact_mut(RegionInfo::WORDS * 8))
+                {
+                    info.write_to(chunk);
+                }
+                Ok(n as u64)
+            }
+        }
+    }
+}
+
+fn write_bulk<T: Words>(value: &T, bulk: &mut [u8]) -> Result<u64, VmError> {
+    if value.write_to(bulk) {
+        Ok(T::WORDS as u64)
+    } else {
+        Err(VmError::BadBuffer)
+    }
+}

@@ -1,0 +1,113 @@
+//! Program images: the segments of a program loaded as Code and Data regions of a process.
+//!
+//! A segment's pages are backed at once (the bytes come from a boot module that memd reads,
+//! not from a file system it could page in from later); they are private, so a fork shares
+//! them copy-on-write like any other private memory.
+
+use crate::daemon::{Memd, Pid};
+use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
+use crate::layout::{self, check_user_range, page_round_up};
+use crate::region::{Region, RegionKind};
+use alloc::vec::Vec;
+use libvm::{ProtectionFlags, VmError};
+
+/// One loadable segment of a program.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// Virtual address of its first byte (need not be page aligned).
+    pub vaddr: u64,
+    /// Bytes it covers in memory (at least `data.len()`; the rest reads as zero).
+    pub mem_size: u64,
+    /// Its bytes from the image.
+    pub data: &'a [u8],
+    /// Its protection.
+    pub prot: ProtectionFlags,
+}
+
+impl<K: Kernel> Memd<K> {
+    /// Loads a segment into process `pid`: a Code region if executable, else Data, backed now.
+    /// Refused with nothing changed if it overlaps a region or memory is short.
+    pub fn load_segment(&self, pid: Pid, segment: &Segment) -> Result<(), VmError> {
+        if segment.mem_size < segment.data.len() as u64 || segment.mem_size == 0 {
+            return Err(VmError::InvalidSize);
+        }
+        let start = segment.vaddr & !(PAGE_SIZE - 1);
+        let last = segment
+            .vaddr
+            .checked_add(segment.mem_size)
+            .ok_or(VmError::InvalidSize)?;
+        let end = page_round_up(last).ok_or(VmError::InvalidSize)?;
+        check_user_range(start, end - start)?;
+        if start < layout::MIN_ADDR {
+            return Err(VmError::InvalidAddress);
+        }
+        let process = self.process(pid)?;
+        let mut space = process.lock();
+        if !space.regions.is_free(start, end) {
+            return Err(VmError::AlreadyMapped);
+        }
+        let pages = ((end - start) / PAGE_SIZE) as usize;
+        let mut frames = Vec::new();
+        self.frames
+            .lock()
+            .alloc_many(pages, &mut frames)
+            .map_err(|_| VmError::OutOfMemory)?;
+        let mut ops = Vec::with_capacity(pages);
+        for (i, &frame) in frames.iter().enumerate() {
+            let page = start + i as u64 * PAGE_SIZE;
+            self.kernel.zero_frame(frame);
+            // The part of the segment's bytes that falls in this page.
+            let lo = page.max(segment.vaddr);
+            let hi = (page + PAGE_SIZE).min(segment.vaddr + segment.data.len() as u64);
+            if lo < hi {
+                let from = (lo - segment.vaddr) as usize;
+                let to = (hi - segment.vaddr) as usize;
+                self.kernel
+                    .write_frame(frame, (lo - page) as usize, &segment.data[from..to]);
+            }
+            if segment.prot != ProtectionFlags::NONE {
+                ops.push(PageOp::Map {
+                    page,
+                    frame,
+                    prot: segment.prot,
+                });
+            }
+        }
+        if self.kernel.apply(space.space, &ops).is_err() {
+            let _ = self.kernel.apply(
+                space.space,
+                &[PageOp::Unmap {
+                    page: start,
+                    pages: pages as u64,
+                }],
+            );
+            let mut allocator = self.frames.lock();
+            for frame in frames {
+                let _ = allocator.release(frame);
+            }
+            return Err(VmError::OutOfMemory);
+        }
+        for (i, frame) in frames.into_iter().enumerate() {
+            space.pages.insert(start + i as u64 * PAGE_SIZE, frame);
+        }
+        space.add_region(Region {
+            start,
+            end,
+            prot: segment.prot,
+            kind: if segment.prot.contains(ProtectionFlags::EXECUTE) {
+                RegionKind::Code
+            } else {
+                RegionKind::Data
+            },
+            shared: false,
+            object: 0,
+            offset: 0,
+        });
+        // The heap starts above the image when the image reaches into the heap area.
+        if end > space.heap_start && space.brk == space.heap_start && end <= layout::MMAP_BASE {
+            space.heap_start = end;
+            space.brk = end;
+        }
+        Ok(())
+    }
+}

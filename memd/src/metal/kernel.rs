@@ -1,0 +1,104 @@
+//! memd's [`Kernel`] on the metal: kernel-shim's pager system calls (`space_create`,
+//! `space_destroy`, `space_apply`, `page_table_frames`) and the window onto memd's frames, which
+//! the kernel maps read/write at [`WINDOW_BASE`] + physical address before memd starts.
+
+use super::sys::{call, syscall4};
+use kernel_shim::abi::{self as nr, OP_MAP, OP_PROTECT, OP_UNMAP, WINDOW_BASE};
+use libvm::ProtectionFlags;
+use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
+
+/// Operations sent per `space_apply` call from a stack buffer.
+const CHUNK: usize = 64;
+
+/// The kernel capability of memd on the metal.
+pub struct MetalKernel;
+
+fn errno_of(ret: i64) -> KernelError {
+    match ret.unsigned_abs() {
+        12 => KernelError::OutOfMemory,
+        3 => KernelError::NoSuchSpace,
+        _ => KernelError::Refused,
+    }
+}
+
+fn prot_bits(p: ProtectionFlags) -> u64 {
+    u64::from(p.bits()) & (nr::PROT_READ | nr::PROT_WRITE | nr::PROT_EXEC)
+}
+
+fn encode(op: &PageOp) -> [u64; 4] {
+    match *op {
+        PageOp::Map { page, frame, prot } => [OP_MAP, page, frame, prot_bits(prot)],
+        PageOp::Unmap { page, pages } => [OP_UNMAP, page, pages, 0],
+        PageOp::Protect { page, pages, prot } => [OP_PROTECT, page, pages, prot_bits(prot)],
+    }
+}
+
+/// The window address of `frame` at `offset`.
+fn window(frame: FrameAddr, offset: usize) -> *mut u8 {
+    (WINDOW_BASE + frame + offset as u64) as *mut u8
+}
+
+impl Kernel for MetalKernel {
+    fn create_space(&self) -> Result<SpaceId, KernelError> {
+        let r = call(nr::SPACE_CREATE, 0, 0, 0, 0);
+        if r < 0 {
+            Err(errno_of(r))
+        } else {
+            Ok(r as u64)
+        }
+    }
+
+    fn destroy_space(&self, space: SpaceId) {
+        call(nr::SPACE_DESTROY, space, 0, 0, 0);
+    }
+
+    fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<(), BatchError> {
+        // One call per chunk; memd's batches are mostly a handful of operations. (A batch longer
+        // than a chunk is flushed once per chunk.)
+        let mut done = 0;
+        for chunk in ops.chunks(CHUNK) {
+            let mut words = [[0u64; 4]; CHUNK];
+            for (w, op) in words.iter_mut().zip(chunk) {
+                *w = encode(op);
+            }
+            let (r, n) = syscall4(
+                nr::SPACE_APPLY,
+                space,
+                words.as_ptr() as u64,
+                chunk.len() as u64,
+                0,
+            );
+            if r < 0 {
+                return Err(BatchError {
+                    done: done + n as usize,
+                    error: errno_of(r),
+                });
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn page_table_frames(&self) -> u64 {
+        call(nr::PAGE_TABLE_FRAMES, 0, 0, 0, 0).max(0) as u64
+    }
+
+    fn zero_frame(&self, frame: FrameAddr) {
+        // SAFETY: `frame` is one of memd's frames (the allocator hands out no other), mapped
+        // read/write in the window for good; no process writes it through memd's mapping.
+        unsafe { core::ptr::write_bytes(window(frame, 0), 0, PAGE_SIZE as usize) };
+    }
+
+    fn copy_frame(&self, dst: FrameAddr, src: FrameAddr) {
+        // SAFETY: as `zero_frame`; two distinct frames (memd copies into a fresh one).
+        unsafe {
+            core::ptr::copy_nonoverlapping(window(src, 0), window(dst, 0), PAGE_SIZE as usize)
+        };
+    }
+
+    fn write_frame(&self, frame: FrameAddr, offset: usize, bytes: &[u8]) {
+        let len = bytes.len().min((PAGE_SIZE as usize).saturating_sub(offset));
+        // SAFETY: as `zero_frame`; the write stays inside the frame (clamped above).
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), window(frame, offset), len) };
+    }
+}

@@ -1,0 +1,126 @@
+//! memd on the metal: the first ring-3 task, pager of every other.
+//!
+//! How it starts (see `_start`):
+//! 1. `pager_info`: the free physical ranges the kernel handed it, all mapped read/write in
+//!    its window at `WINDOW_BASE + physical address` before it ran.
+//! 2. It keeps the first [`HEAP_BYTES`] + [`STACK_BYTES`] of the largest range for itself —
+//!    memory mapped eagerly (through the window), so memd never faults — and moves its stack
+//!    there.
+//! 3. The rest of the frames go to memd's core ([`memd::Memd::new`]) over [`kernel::MetalKernel`].
+//! 4. `bootpack_info`: the boot pack the kernel mapped read-only at `BOOTPACK_BASE`; memd starts
+//!    module 1 (the first program after itself); the others wait to be `SPAWN`ed by name.
+//! 5. [`serve::Server::run`]: requests, faults and exit notices, forever.
+//!
+//! One concept per file: [`sys`] (raw system calls), [`heap`] (memd's allocator), [`kernel`]
+//! (the `Kernel` trait), [`loader`] (ELF boot modules), [`procs`] (parents, children, waits),
+//! [`serve`] (the loop).
+
+pub mod heap;
+pub mod kernel;
+pub mod loader;
+pub mod procs;
+pub mod serve;
+pub mod sys;
+
+use alloc::vec::Vec;
+use kernel_shim::abi::{self as nr, BOOTPACK_BASE, MAX_PAGER_RANGES, WINDOW_BASE};
+use sys::println;
+
+/// Bytes of memd's own heap (region maps, page maps, process records of every process).
+pub const HEAP_BYTES: u64 = 12 << 20;
+/// Bytes of memd's own stack.
+pub const STACK_BYTES: u64 = 256 << 10;
+
+#[global_allocator]
+static HEAP: heap::MemdHeap = heap::MemdHeap::new();
+
+/// The entry: rdi = memd's badge, rdx = 1 (the pager).
+#[unsafe(no_mangle)]
+pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
+    if pager != 1 {
+        println!("memd: not started as the pager");
+        sys::exit(1);
+    }
+    let mut info = [0u64; 2 + 2 * MAX_PAGER_RANGES];
+    let n = sys::call(
+        nr::PAGER_INFO,
+        info.as_mut_ptr() as u64,
+        (info.len() * 8) as u64,
+        0,
+        0,
+    );
+    if n <= 0 || info[0] != WINDOW_BASE {
+        println!("memd: no frames ({})", n);
+        sys::exit(1);
+    }
+    let n = n as usize;
+    let largest = (0..n).max_by_key(|&i| info[3 + 2 * i]).unwrap_or(0);
+    let (start, len) = (info[2 + 2 * largest], info[3 + 2 * largest]);
+    let own = HEAP_BYTES + STACK_BYTES;
+    if len < 2 * own {
+        println!("memd: the largest range ({} bytes) is too small", len);
+        sys::exit(1);
+    }
+    // SAFETY: the first `own` bytes of the range are memd's frames, mapped read/write in the
+    // window for good; they are taken out of the range given to the frame allocator below, so
+    // nothing else ever uses them.
+    unsafe { HEAP.init((WINDOW_BASE + start) as usize, HEAP_BYTES as usize) };
+    let mut ranges = Vec::with_capacity(n);
+    for i in 0..n {
+        let (s, l) = (info[2 + 2 * i], info[3 + 2 * i]);
+        if i == largest {
+            ranges.push((s + own, s + l));
+        } else {
+            ranges.push((s, s + l));
+        }
+    }
+    let ranges = alloc::boxed::Box::leak(ranges.into_boxed_slice());
+    println!("memd: pager {:#x}, {} frame ranges", badge, n);
+    let stack_top = WINDOW_BASE + start + own;
+    // SAFETY: switches to memd's own stack (above, mapped and unused) and calls `serve_main`,
+    // which never returns; nothing on the boot stack is used afterwards except `ranges`, which
+    // lives in the heap.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "call {main}",
+            "ud2",
+            top = in(reg) stack_top,
+            main = sym serve_main,
+            in("rdi") ranges.as_ptr(),
+            in("rsi") ranges.len(),
+            options(noreturn),
+        )
+    }
+}
+
+extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
+    // SAFETY: the leaked slice `_start` passed: valid for good.
+    let ranges = unsafe { core::slice::from_raw_parts(ranges, n) };
+    let memd = memd::Memd::new(kernel::MetalKernel, ranges, memd::Config::default());
+    let pack_len = sys::call(nr::BOOTPACK_INFO, 0, 0, 0, 0).max(0) as usize;
+    // SAFETY: the kernel mapped `pack_len` bytes of the boot pack read-only at BOOTPACK_BASE
+    // for good, and nothing writes them.
+    let pack: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(BOOTPACK_BASE as *const u8, pack_len) };
+    let stats = memd.global_stats();
+    println!(
+        "memd: ready: {} frames ({} KiB), heap {} KiB, boot pack {} bytes",
+        stats.frames_total,
+        stats.frames_total * 4,
+        HEAP_BYTES / 1024,
+        pack_len
+    );
+    let mut server = serve::Server::new(memd, pack);
+    server.start_index(1);
+    if server.alive() == 0 {
+        println!("memd: nothing to run");
+    }
+    server.run()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("memd: PANIC: {}", info);
+    sys::exit(101)
+}

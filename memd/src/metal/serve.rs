@@ -1,0 +1,252 @@
+//! The receive/reply loop: every message on the pager's endpoint, one at a time.
+//!
+//! | message | what memd does |
+//! |---|---|
+//! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down and the thread is told to die (reply 14) |
+//! | fault, any other exception | reply with the vector: the kernel kills the thread, the exit notice follows |
+//! | exit notice (`TOKEN_EXIT`) | [`Memd::exit`]: every frame returned, the kernel space destroyed; a waiting parent is answered |
+//! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid |
+//! | call `SPAWN` | start the named boot module as a child ([`super::loader`]) |
+//! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies |
+//! | any other call | [`Memd::handle`], with the lent buffer copied in and out |
+//!
+//! The caller's identity is the kernel's badge (word 7), mapped to memd's pid; a badge memd
+//! does not know gets `ESRCH` (calls) or dies (faults).
+
+use super::kernel::MetalKernel;
+use super::loader;
+use super::procs::{Answer, Procs, Waiter};
+use super::sys::{self, println};
+use alloc::vec::Vec;
+use kernel_shim::abi::bootpack::{self, Program};
+use kernel_shim::abi::{
+    self as nr, ACCESS_EXEC, ACCESS_WRITE, KILLED, PAGE_FAULT, TOKEN_EXIT, TOKEN_FAULT,
+};
+use libvm::VmError;
+use libvm::proto::{self, Request, Sqe, wait_status};
+use memd::{Access, FaultOutcome, FaultReason, Memd, Pid};
+
+/// The most bytes of a lent buffer memd copies in and out.
+const MAX_BULK: usize = 16 * 1024;
+
+/// memd on the metal: the core, the processes, the boot pack.
+pub struct Server {
+    memd: Memd<MetalKernel>,
+    procs: Procs,
+    pack: &'static [u8],
+    bulk: Vec<u8>,
+}
+
+fn reply_cqe(token: u64, tag: u32, result: Result<u64, VmError>) {
+    let w = proto::cqe_to_words(&proto::encode_reply(tag, result));
+    sys::reply(token, w[0], w[1]);
+}
+
+fn answer(a: Answer) {
+    if a.waiter.lend >= 8 {
+        sys::ipc_write(a.waiter.token, 0, &a.addr.to_le_bytes());
+    }
+    reply_cqe(a.waiter.token, a.waiter.tag, Ok(a.status));
+}
+
+impl Server {
+    /// A server over `memd`, with the boot pack `pack` (empty if none).
+    pub fn new(memd: Memd<MetalKernel>, pack: &'static [u8]) -> Server {
+        Server {
+            memd,
+            procs: Procs::default(),
+            pack,
+            bulk: alloc::vec![0; MAX_BULK],
+        }
+    }
+
+    /// The boot module named `name` (never memd itself, module 0).
+    fn module(&self, name: &str) -> Option<Program<'static>> {
+        bootpack::parse(self.pack)?.skip(1).find(|p| p.name == name)
+    }
+
+    /// Starts the module at `index` of the pack (for the first program at boot).
+    pub fn start_index(&mut self, index: usize) {
+        let Some(p) = bootpack::parse(self.pack).and_then(|mut it| it.nth(index)) else {
+            return;
+        };
+        match self.start(p, None) {
+            Ok(pid) => println!("memd: started {} as pid {}", p.name, pid),
+            Err(e) => println!("memd: cannot start {}: {}", p.name, e),
+        }
+    }
+
+    fn start(
+        &mut self,
+        p: Program<'static>,
+        parent: Option<Pid>,
+    ) -> Result<Pid, loader::LoadError> {
+        let pid = loader::start(&self.memd, p.bytes)?;
+        if let Ok(space) = self.memd.space_of(pid) {
+            self.procs.add(pid, space, parent);
+        }
+        Ok(pid)
+    }
+
+    /// Serves messages forever.
+    pub fn run(&mut self) -> ! {
+        loop {
+            let m = sys::receive();
+            if m.token < 0 {
+                continue;
+            }
+            let token = m.token as u64;
+            let badge = m.words[nr::MSG_BADGE];
+            if token & TOKEN_FAULT != 0 {
+                self.fault(token, badge, &m.words);
+            } else if token & TOKEN_EXIT != 0 {
+                self.exited(badge, m.words[nr::EXIT_CODE]);
+            } else {
+                self.request(token, badge, &m.words, m.lend);
+            }
+        }
+    }
+
+    fn died(&mut self, pid: Pid, status: u64, addr: u64) {
+        let _ = self.memd.reap(pid);
+        if let Some(a) = self.procs.died(pid, status, addr) {
+            answer(a);
+        }
+    }
+
+    fn fault(&mut self, token: u64, badge: u64, w: &[u64; 8]) {
+        let vector = w[nr::FAULT_VECTOR];
+        let Some(pid) = self.procs.pid_of(badge) else {
+            sys::reply(token, PAGE_FAULT, 0);
+            return;
+        };
+        if vector != PAGE_FAULT {
+            // The kernel kills the thread; its exit notice brings the status.
+            sys::reply(token, vector.max(1), 0);
+            return;
+        }
+        let addr = w[nr::FAULT_ADDR];
+        let bits = w[nr::FAULT_ACCESS];
+        let access = if bits & ACCESS_EXEC != 0 {
+            Access::Execute
+        } else if bits & ACCESS_WRITE != 0 {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        match self.memd.handle_fault(pid, addr, access) {
+            FaultOutcome::Resolved => {
+                sys::reply(token, 0, 0);
+            }
+            FaultOutcome::Kill(kill) => {
+                let (reason, why) = match kill.reason {
+                    FaultReason::MapErr => (wait_status::MAPERR, "nothing mapped"),
+                    FaultReason::AccErr => (wait_status::ACCERR, "protection"),
+                    FaultReason::OutOfMemory => (wait_status::OOM, "out of memory"),
+                };
+                let (acc, what) = match kill.access {
+                    Access::Read => (wait_status::READ, "read"),
+                    Access::Write => (wait_status::WRITE, "write"),
+                    Access::Execute => (wait_status::EXEC, "execute"),
+                };
+                println!(
+                    "memd: killed pid {} (space {:#x}): {} at {:#x} ({})",
+                    pid, badge, what, addr, why
+                );
+                // The space is gone already (its memory returned); the reply only tells a
+                // kernel that still holds the thread to end it.
+                sys::reply(token, PAGE_FAULT, 0);
+                self.died(pid, wait_status::fault(reason, acc), addr);
+            }
+        }
+    }
+
+    fn exited(&mut self, badge: u64, code: u64) {
+        let Some(pid) = self.procs.pid_of(badge) else {
+            return;
+        };
+        let status = if code & KILLED != 0 {
+            KILLED | (code & 0xFFFF_FFFF)
+        } else {
+            wait_status::exited(code as u32)
+        };
+        let _ = self.memd.exit(pid, code as i32);
+        self.died(pid, status, 0);
+    }
+
+    fn request(&mut self, token: u64, badge: u64, w: &[u64; 8], lend: u64) {
+        let sqe: Sqe = proto::sqe_from_words(w);
+        let tag = sqe.tag;
+        let Some(pid) = self.procs.pid_of(badge) else {
+            reply_cqe(token, tag, Err(VmError::NoSuchProcess));
+            return;
+        };
+        match Request::decode(&sqe) {
+            Ok(Request::Fork) => self.fork(token, tag, pid),
+            Ok(r @ Request::Spawn { .. }) => {
+                let name = r.spawn_name().unwrap_or("");
+                let result = match self.module(name) {
+                    Some(p) => self.start(p, Some(pid)).map_err(|e| match e {
+                        loader::LoadError::Vm(v) => v,
+                        loader::LoadError::Thread(_) => VmError::OutOfMemory,
+                        loader::LoadError::BadElf(_) => VmError::BadRequest,
+                    }),
+                    None => Err(VmError::NoSuchProcess),
+                };
+                reply_cqe(token, tag, result);
+            }
+            Ok(Request::Wait { pid: child }) => {
+                let waiter = Waiter { token, tag, lend };
+                match self.procs.wait(pid, child, waiter) {
+                    Ok(Some(a)) => answer(a),
+                    Ok(None) => {}
+                    Err(e) => reply_cqe(token, tag, Err(e)),
+                }
+            }
+            _ => {
+                let n = (lend as usize).min(MAX_BULK);
+                let writes = matches!(
+                    sqe.opcode,
+                    proto::GLOBAL_STATS | proto::PROCESS_STATS | proto::REGIONS
+                );
+                let bulk = &mut self.bulk[..n];
+                bulk.fill(0);
+                if writes && n > 0 && sys::ipc_read(token, 0, bulk) < 0 {
+                    reply_cqe(token, tag, Err(VmError::BadBuffer));
+                    return;
+                }
+                let cqe = self.memd.handle(pid, &sqe, bulk);
+                if writes && n > 0 && proto::decode_reply(&cqe).is_ok() {
+                    sys::ipc_write(token, 0, bulk);
+                }
+                let r = proto::cqe_to_words(&cqe);
+                sys::reply(token, r[0], r[1]);
+            }
+        }
+    }
+
+    fn fork(&mut self, token: u64, tag: u32, parent: Pid) {
+        let child = match self.memd.fork(parent) {
+            Ok(c) => c,
+            Err(e) => return reply_cqe(token, tag, Err(e)),
+        };
+        let Ok(space) = self.memd.space_of(child) else {
+            return reply_cqe(token, tag, Err(VmError::OutOfMemory));
+        };
+        // In the child the call returns the reply (tag, 0).
+        let w0 = proto::cqe_to_words(&proto::encode_reply(tag, Ok(0)))[0];
+        let t = sys::call(nr::THREAD_CLONE, token, space, w0, 0);
+        if t < 0 {
+            let _ = self.memd.exit(child, -1);
+            let _ = self.memd.reap(child);
+            return reply_cqe(token, tag, Err(VmError::OutOfMemory));
+        }
+        self.procs.add(child, space, Some(parent));
+        reply_cqe(token, tag, Ok(child));
+    }
+
+    /// Processes alive.
+    pub fn alive(&self) -> usize {
+        self.procs.alive()
+    }
+}

@@ -1,0 +1,141 @@
+//! Process images: spawn an empty one, fork one copy-on-write, tear one down at exit or kill.
+
+use crate::daemon::{Death, Memd, Pid};
+use crate::kernel::{Kernel, PageOp};
+use crate::layout;
+use crate::region::{Region, RegionKind};
+use crate::space::{AddressSpace, page_prot, sync_ops};
+use crate::stats::bump;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use libvm::{ProtectionFlags, VmError};
+use spin::Mutex;
+
+/// Size of the stack region a new process gets (backed lazily, page by page).
+pub const STACK_SIZE: u64 = layout::STACK_MAX;
+
+impl<K: Kernel> Memd<K> {
+    /// Creates a process with an empty image: a stack below `STACK_TOP` (with an unmapped guard
+    /// page under it) and an empty heap at `HEAP_START`.
+    pub fn spawn(&self) -> Result<Pid, VmError> {
+        let space = self
+            .kernel
+            .create_space()
+            .map_err(|_| VmError::OutOfMemory)?;
+        let pid = self.new_pid();
+        let mut image = AddressSpace::new(pid, space, self.config.limits);
+        image.add_region(Region {
+            start: layout::STACK_TOP - STACK_SIZE,
+            end: layout::STACK_TOP,
+            prot: ProtectionFlags::READ_WRITE,
+            kind: RegionKind::Stack,
+            shared: false,
+            object: 0,
+            offset: 0,
+        });
+        self.processes
+            .write()
+            .insert(pid, Arc::new(Mutex::new(image)));
+        Ok(pid)
+    }
+
+    /// Forks process `parent`: private memory becomes copy-on-write in both, shared memory
+    /// stays shared. Returns the child's pid.
+    pub fn fork(&self, parent: Pid) -> Result<Pid, VmError> {
+        bump(&self.counters.fork);
+        let process = self.process(parent)?;
+        let space = process.lock();
+        let child_space = self
+            .kernel
+            .create_space()
+            .map_err(|_| VmError::OutOfMemory)?;
+        let pid = self.new_pid();
+        let mut child = AddressSpace::new(pid, child_space, space.limits);
+        child.regions = space.regions.clone();
+        child.mapped_bytes = space.mapped_bytes;
+        child.heap_start = space.heap_start;
+        child.brk = space.brk;
+        child.pages = space.pages.clone();
+        {
+            let mut objects = self.objects.lock();
+            for r in space.regions.iter().filter(|r| r.object != 0) {
+                objects.add_mapped(r.object, r.pages());
+            }
+            let mut frames = self.frames.lock();
+            for &frame in child.pages.values() {
+                let _ = frames.share(frame);
+            }
+        }
+        // The child maps every resident page, writable only where shared memory allows it.
+        let mut child_ops = Vec::with_capacity(child.pages.len());
+        for region in child.regions.iter() {
+            if region.prot == ProtectionFlags::NONE {
+                continue;
+            }
+            for (page, frame) in child.resident(region.start, region.end) {
+                child_ops.push(PageOp::Map {
+                    page,
+                    frame,
+                    prot: page_prot(region, 2),
+                });
+            }
+        }
+        if self.kernel.apply(child_space, &child_ops).is_err() {
+            drop(space);
+            self.teardown(child);
+            return Err(VmError::OutOfMemory);
+        }
+        // The parent loses write access to what is now copy-on-write.
+        let mut parent_ops = Vec::new();
+        {
+            let frames = self.frames.lock();
+            sync_ops(
+                &space,
+                0,
+                layout::USER_END,
+                |f| frames.refcount(f),
+                false,
+                &mut parent_ops,
+            );
+        }
+        parent_ops.retain(|op| !matches!(op, PageOp::Unmap { .. }));
+        let _ = self.kernel.apply(space.space, &parent_ops);
+        drop(space);
+        self.processes
+            .write()
+            .insert(pid, Arc::new(Mutex::new(child)));
+        Ok(pid)
+    }
+
+    /// Process `pid` exited with `status`: every frame it held is returned.
+    pub fn exit(&self, pid: Pid, status: i32) -> Result<(), VmError> {
+        if self.terminate(pid, Death::Exited(status)) {
+            Ok(())
+        } else {
+            Err(VmError::NoSuchProcess)
+        }
+    }
+
+    /// Removes process `pid`, records how it died and returns its memory; `false` if there
+    /// was no such process.
+    pub(crate) fn terminate(&self, pid: Pid, death: Death) -> bool {
+        let Some(process) = self.processes.write().remove(&pid) else {
+            return false;
+        };
+        self.dead.lock().insert(pid, death);
+        let image = core::mem::replace(
+            &mut *process.lock(),
+            AddressSpace::new(pid, 0, self.config.limits),
+        );
+        self.teardown(image);
+        true
+    }
+
+    /// Returns every frame and object share of an address space and destroys its kernel space.
+    fn teardown(&self, mut image: AddressSpace) {
+        self.kernel.destroy_space(image.space);
+        let regions: Vec<Region> = image.regions.iter().copied().collect();
+        self.drop_pages(&mut image, &regions);
+        debug_assert!(image.pages.is_empty());
+    }
+}

@@ -1,0 +1,153 @@
+//! `AddressSpace`: one process's memory as memd keeps it — its regions, which pages are backed
+//! by which frame, its break and its limits.
+//!
+//! The hardware page tables are derived from this: a resident page is mapped iff its region's
+//! protection is not `NONE`, writable iff the region allows writes and the frame is not shared
+//! copy-on-write.
+
+use crate::daemon::Pid;
+use crate::kernel::{FrameAddr, PAGE_SIZE, PageOp, SpaceId};
+use crate::layout;
+use crate::region::{Region, RegionMap};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use libvm::ProtectionFlags;
+
+/// Per-process limits (like `RLIMIT_AS` and `RLIMIT_DATA`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of address space the regions may cover.
+    pub address_space: u64,
+    /// Most bytes the heap may hold (break minus heap start).
+    pub data: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            address_space: layout::USER_END,
+            data: layout::MMAP_BASE - layout::HEAP_START,
+        }
+    }
+}
+
+/// One process's address space.
+pub struct AddressSpace {
+    /// The process.
+    pub pid: Pid,
+    /// The kernel's address space.
+    pub space: SpaceId,
+    /// Its regions.
+    pub regions: RegionMap,
+    /// Resident pages: page address to frame.
+    pub pages: BTreeMap<u64, FrameAddr>,
+    /// Bytes covered by regions.
+    pub mapped_bytes: u64,
+    /// First byte of the heap.
+    pub heap_start: u64,
+    /// The break.
+    pub brk: u64,
+    /// Its limits.
+    pub limits: Limits,
+}
+
+impl AddressSpace {
+    /// An empty address space of process `pid` in kernel space `space`.
+    pub fn new(pid: Pid, space: SpaceId, limits: Limits) -> AddressSpace {
+        AddressSpace {
+            pid,
+            space,
+            regions: RegionMap::new(),
+            pages: BTreeMap::new(),
+            mapped_bytes: 0,
+            heap_start: layout::HEAP_START,
+            brk: layout::HEAP_START,
+            limits,
+        }
+    }
+
+    /// Adds a region (the range must be free), merging it with compatible neighbours.
+    pub fn add_region(&mut self, region: Region) {
+        self.mapped_bytes += region.end - region.start;
+        let inserted = self.regions.insert(region);
+        debug_assert!(inserted.is_ok(), "region added over another");
+        self.regions.merge_around(region.start, region.end);
+    }
+
+    /// Removes every region piece inside `[start, end)` and returns them.
+    pub fn remove_regions(&mut self, start: u64, end: u64) -> Vec<Region> {
+        let removed = self.regions.remove_range(start, end);
+        for r in &removed {
+            self.mapped_bytes -= r.end - r.start;
+        }
+        removed
+    }
+
+    /// Resident pages in `[start, end)`.
+    pub fn resident(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, FrameAddr)> + '_ {
+        self.pages.range(start..end).map(|(&p, &f)| (p, f))
+    }
+}
+
+/// The access a resident page of `region` gets in the page tables, given its frame's reference
+/// count: copy-on-write frames (private, shared by several mappings) are never writable. (A
+/// write-only copy-on-write page is mapped readable: x86 cannot express write-only, and a
+/// present page is always readable.)
+pub fn page_prot(region: &Region, refcount: u32) -> ProtectionFlags {
+    if region.object == 0 && refcount > 1 && region.prot.contains(ProtectionFlags::WRITE) {
+        (region.prot - ProtectionFlags::WRITE) | ProtectionFlags::READ
+    } else {
+        region.prot
+    }
+}
+
+/// Appends the operations that bring the page tables of `[start, end)` in line with the
+/// regions, for pages resident there: one `Unmap` where the protection is `NONE`, and
+/// `Protect` ranges (coalesced runs of equal access) or `Map`s elsewhere. `remap` chooses `Map`
+/// (pages not currently in the page tables) over `Protect` (pages that are).
+pub fn sync_ops(
+    space: &AddressSpace,
+    start: u64,
+    end: u64,
+    refcount: impl Fn(FrameAddr) -> u32,
+    remap: bool,
+    ops: &mut Vec<PageOp>,
+) {
+    let mut run: Option<(u64, u64, ProtectionFlags)> = None;
+    for region in space.regions.overlapping(start, end) {
+        let (lo, hi) = (region.start.max(start), region.end.min(end));
+        if region.prot == ProtectionFlags::NONE {
+            flush_run(&mut run, ops);
+            ops.push(PageOp::Unmap {
+                page: lo,
+                pages: (hi - lo) / PAGE_SIZE,
+            });
+            continue;
+        }
+        for (page, frame) in space.resident(lo, hi) {
+            let prot = page_prot(region, refcount(frame));
+            if remap {
+                ops.push(PageOp::Map { page, frame, prot });
+                continue;
+            }
+            match run {
+                Some((s, e, p)) if e == page && p == prot => run = Some((s, e + PAGE_SIZE, p)),
+                _ => {
+                    flush_run(&mut run, ops);
+                    run = Some((page, page + PAGE_SIZE, prot));
+                }
+            }
+        }
+    }
+    flush_run(&mut run, ops);
+}
+
+fn flush_run(run: &mut Option<(u64, u64, ProtectionFlags)>, ops: &mut Vec<PageOp>) {
+    if let Some((s, e, prot)) = run.take() {
+        ops.push(PageOp::Protect {
+            page: s,
+            pages: (e - s) / PAGE_SIZE,
+            prot,
+        });
+    }
+}

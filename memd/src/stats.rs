@@ -1,0 +1,128 @@
+//! Statistics: event counters for the whole system, and the figures of each process, computed
+//! from its address space when asked.
+
+use crate::daemon::{Memd, Pid};
+use crate::kernel::{Kernel, PAGE_SIZE};
+use crate::space::AddressSpace;
+use core::sync::atomic::{AtomicU64, Ordering};
+use libvm::VmError;
+use libvm::proto::{GlobalStats, ProcessStats, RegionInfo};
+
+/// Event counters, bumped without a lock.
+#[derive(Default)]
+pub struct Counters {
+    /// Faults resolved with a zero-filled frame.
+    pub zero_fill: AtomicU64,
+    /// Faults resolved by copy-on-write.
+    pub cow: AtomicU64,
+    /// Faults resolved by mapping an existing shared-object frame.
+    pub shared: AtomicU64,
+    /// Faults refused: nothing mapped there.
+    pub maperr: AtomicU64,
+    /// Faults refused: protection.
+    pub accerr: AtomicU64,
+    /// Frames copied for copy-on-write.
+    pub cow_copies: AtomicU64,
+    /// mmap calls.
+    pub mmap: AtomicU64,
+    /// munmap calls.
+    pub munmap: AtomicU64,
+    /// mprotect calls.
+    pub mprotect: AtomicU64,
+    /// brk and sbrk calls.
+    pub brk: AtomicU64,
+    /// madvise calls.
+    pub madvise: AtomicU64,
+    /// forks.
+    pub fork: AtomicU64,
+    /// Requests refused.
+    pub failed: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl<K: Kernel> Memd<K> {
+    /// System-wide statistics.
+    pub fn global_stats(&self) -> GlobalStats {
+        let (total, free) = {
+            let frames = self.frames.lock();
+            (frames.total(), frames.free())
+        };
+        let c = &self.counters;
+        GlobalStats {
+            frames_total: total,
+            frames_free: free,
+            frames_used: total - free,
+            page_table_frames: self.kernel.page_table_frames(),
+            faults_zero_fill: get(&c.zero_fill),
+            faults_cow: get(&c.cow),
+            faults_shared: get(&c.shared),
+            faults_maperr: get(&c.maperr),
+            faults_accerr: get(&c.accerr),
+            cow_copies: get(&c.cow_copies),
+            ops_mmap: get(&c.mmap),
+            ops_munmap: get(&c.munmap),
+            ops_mprotect: get(&c.mprotect),
+            ops_brk: get(&c.brk),
+            ops_madvise: get(&c.madvise),
+            ops_fork: get(&c.fork),
+            ops_failed: get(&c.failed),
+            processes: self.processes.read().len() as u64,
+            total_allocated: (total - free) * PAGE_SIZE,
+        }
+    }
+
+    /// The figures of process `pid`.
+    pub fn process_stats(&self, pid: Pid) -> Result<ProcessStats, VmError> {
+        let process = self.process(pid)?;
+        let space = process.lock();
+        let frames = self.frames.lock();
+        let shared = space
+            .pages
+            .values()
+            .filter(|&&f| frames.refcount(f) > 1)
+            .count() as u64;
+        let resident = space.pages.len() as u64;
+        Ok(ProcessStats {
+            pid,
+            region_count: space.regions.len() as u64,
+            mapped_pages: space.mapped_bytes / PAGE_SIZE,
+            resident_pages: resident,
+            shared_pages: shared,
+            private_pages: resident - shared,
+            heap_bytes: space.brk - space.heap_start,
+            total_allocated: resident * PAGE_SIZE,
+        })
+    }
+
+    /// The regions of process `pid` that end above `from`, as many as `out` holds; returns how
+    /// many were written.
+    pub fn regions(&self, pid: Pid, from: u64, out: &mut [RegionInfo]) -> Result<usize, VmError> {
+        let process = self.process(pid)?;
+        let space = process.lock();
+        let mut n = 0;
+        for (slot, region) in out.iter_mut().zip(regions_from(&space, from)) {
+            *slot = RegionInfo {
+                start: region.start,
+                end: region.end,
+                prot: region.prot.bits() as u64,
+                kind: region.kind.code(),
+                shared: region.shared as u64,
+                resident_pages: space.resident(region.start, region.end).count() as u64,
+            };
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn regions_from(space: &AddressSpace, from: u64) -> impl Iterator<Item = &crate::region::Region> {
+    space.regions.overlapping(from, u64::MAX)
+}

@@ -1,0 +1,87 @@
+//! QEMU system tests of memd as the pager on the metal: module 0 is memd, which the kernel
+//! alone loads (`modules=pager`, added by the runner); memd starts module 1, which spawns the
+//! other modules by name. Each test program prints `PASS name` lines and a final verdict;
+//! `FAIL` anywhere fails the test.
+
+use qemu_runner::Boot;
+use std::time::Duration;
+
+fn run(programs: &[&str]) -> qemu_runner::Outcome {
+    let mut boot = Boot::new(programs);
+    boot.timeout = Duration::from_secs(120);
+    boot.run()
+}
+
+#[test]
+fn memd_starts_the_first_program_and_serves_it() {
+    let o = run(&["memd", "hello"]);
+    o.assert_clean()
+        .assert_log("kernel-shim: the pager starts the other programs")
+        .assert_log("memd: ready:")
+        .assert_log("memd: started hello as pid 1")
+        .assert_log("PASS hello")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
+
+#[test]
+fn memory_calls_errnos_brk_allocator_redox_calls_hostile_requests_and_fault_kills() {
+    let o = run(&[
+        "memd",
+        "vmtest",
+        "segv_ro",
+        "segv_none",
+        "segv_null",
+        "exit7",
+    ]);
+    o.assert_clean()
+        .assert_log("PASS brk")
+        .assert_log("PASS zero fill")
+        .assert_log("PASS mmap semantics")
+        .assert_log("PASS allocator")
+        .assert_log("PASS redox fmap funmap mprotect")
+        .assert_log("PASS hostile requests")
+        .assert_log("memd: killed pid 2 (space 0x10002): write at 0x40000000 (protection)")
+        .assert_log("memd: killed pid 3 (space 0x20002): read at 0x40000000 (protection)")
+        .assert_log("read at 0x100 (nothing mapped)")
+        .assert_log("PASS faults kill only the faulting process")
+        .assert_log("PASS vmtest")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
+
+#[test]
+fn fork_is_copy_on_write_shares_shared_memory_leaks_nothing_and_cycles_return_every_frame() {
+    let o = run(&["memd", "forktest", "exit7"]);
+    o.assert_clean()
+        .assert_log("PASS cow isolation")
+        .assert_log("PASS shared memory across fork")
+        .assert_log("PASS freed frames never leak")
+        .assert_log("PASS 200 fork/exit cycles")
+        .assert_log("PASS 200 spawn/exit cycles")
+        .assert_log("PASS forktest")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
+
+#[test]
+fn a_process_that_exhausts_memory_is_refused_then_killed_and_the_rest_goes_on() {
+    let o = run(&["memd", "oomtest", "hog", "worker", "exit7"]);
+    o.assert_clean()
+        .assert_log("PASS hog got ENOMEM")
+        .assert_log("(out of memory)")
+        .assert_log("PASS out of memory")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
+
+#[test]
+fn several_processes_fault_and_map_at_once_under_preemption() {
+    let o = run(&["memd", "stress", "worker"]);
+    o.assert_clean()
+        .assert_log("PASS worker 2")
+        .assert_log("PASS worker 5")
+        .assert_log("PASS stress")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}

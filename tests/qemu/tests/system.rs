@@ -1,0 +1,116 @@
+//! QEMU system tests: each boots kernel-shim (TCG) with a set of ring-3 test programs and
+//! checks the serial log and the exit status. Module 0 of every boot is the pager.
+
+use qemu_runner::{Boot, Exit};
+
+#[test]
+fn boots_to_long_mode_and_prints_the_memory_map() {
+    let o = Boot::new(&[]).run();
+    o.assert_clean()
+        .assert_log("kernel-shim: long mode, serial up")
+        .assert_log("GDT, TSS, IDT, syscall ready")
+        .assert_log("memory 0x0000100000..")
+        .assert_log(" ram");
+}
+
+#[test]
+fn a_kernel_fault_is_reported_and_halts() {
+    let o = Boot::new(&[]).cmdline("selftest=kernel-fault").run();
+    assert_eq!(o.exit, Exit::KernelFatal, "{}", o.log);
+    o.assert_log("KERNEL FAULT: vector 14 (#PF page fault)")
+        .assert_log("cr2 0xffff900000000000")
+        .assert_log("r15 ")
+        .assert_log("kernel halted");
+}
+
+#[test]
+fn a_ring3_program_runs_and_exits() {
+    let o = Boot::new(&["pager", "hello"]).run();
+    o.assert_clean()
+        .assert_log("started pager as space 0x10000 (pager)")
+        .assert_log("PASS hello")
+        .assert_log("pager: space 0x10001 ended with code 0x0")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn system_call_arguments_are_checked() {
+    let o = Boot::new(&["pager", "syscheck"]).run();
+    o.assert_clean()
+        .assert_log("PASS syscheck")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn ipc_round_trips_carry_the_kernel_badge_and_lent_buffers() {
+    let o = Boot::new(&["pager", "ipcping"]).run();
+    o.assert_clean()
+        .assert_log("PASS ipcping")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn a_page_fault_goes_to_the_pager_and_the_thread_resumes() {
+    let o = Boot::new(&["pager", "demand"]).run();
+    o.assert_clean()
+        .assert_log("pager: mapped 0x10000000 for space 0x10001 (access 0)")
+        .assert_log("pager: mapped 0x10001000 for space 0x10001 (access 1)")
+        .assert_log("PASS demand")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn a_faulting_process_is_killed_while_others_go_on() {
+    let o = Boot::new(&["pager", "crasher", "hello", "demand"]).run();
+    o.assert_clean()
+        .assert_log(
+            "killed thread 0x10001 of space 0x10001: the pager refused its fault (reason 14)",
+        )
+        .assert_log("pager: space 0x10001 ended with code 0x10000000e")
+        .assert_log("PASS hello")
+        .assert_log("PASS demand")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn pager_capabilities_are_refused_to_other_processes() {
+    let o = Boot::new(&["pager", "caps"]).run();
+    o.assert_clean()
+        .assert_log("PASS caps")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn the_timer_preempts_a_spinning_process() {
+    let o = Boot::new(&["pager", "spinner", "hello"]).run();
+    o.assert_clean()
+        .assert_log("spinner: done")
+        .assert_log("PASS hello")
+        .assert_no_log("FAIL");
+    let hello = o.log.find("PASS hello").unwrap();
+    let spun = o.log.find("spinner: done").unwrap();
+    assert!(
+        hello < spun,
+        "hello finished only after the spinner:\n{}",
+        o.log
+    );
+}
+
+#[test]
+fn fpu_and_sse_state_is_saved_per_thread() {
+    let o = Boot::new(&["pager", "fpu", "fpu"]).run();
+    o.assert_clean()
+        .assert_log("PASS fpu 0x10001")
+        .assert_log("PASS fpu 0x10002")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn once_the_pager_has_ended_a_fault_kills_the_process() {
+    // hello is module 0, so it is the pager; it ends at once, leaving the crasher without one.
+    let o = Boot::new(&["hello", "crasher"]).run();
+    o.assert_clean()
+        .assert_log("PASS hello")
+        .assert_log("the pager (space 0x10000) ended with code 0x0")
+        .assert_log("killed thread 0x10001 of space 0x10001: #PF page fault (reason 14)");
+}

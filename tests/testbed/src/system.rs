@@ -1,0 +1,234 @@
+//! `System`: memd as the pager of simulated processes, over the emulated kernel and MMU.
+//!
+//! A simulated process is a pid and an address space; its "instructions" are the loads, stores
+//! and fetches a test asks for through [`System::read`], [`System::write`] and
+//! [`System::fetch`]. Each goes through the MMU, which walks the real page tables; a fault is
+//! delivered to memd exactly as the kernel delivers it, and the access resumes or the process
+//! is killed. Memory calls go through libvm over an in-process transport ([`System::client`]).
+
+use crate::hostkernel::HostKernel;
+use crate::mmu::{self, Mmu};
+use crate::physmem::PhysMem;
+use libvm::proto::{Cqe, Sqe};
+use libvm::transport::Transport;
+use libvm::vm::Vm;
+use memd::{Access, Death, FaultOutcome, FaultReason, Limits, Memd, Pid};
+use std::sync::Arc;
+
+/// How big the simulated machine is.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Simulated RAM in bytes.
+    pub ram_bytes: u64,
+    /// Frames of it the kernel keeps for page tables.
+    pub table_frames: u64,
+    /// Limits of every new process.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            ram_bytes: 64 << 20,
+            table_frames: 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a simulated access did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The address of the first byte that faulted.
+    pub addr: u64,
+    /// What went wrong.
+    pub kind: FaultKind,
+}
+
+/// The kind of a fault that stopped an access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Nothing mapped there: the process was killed (`SEGV_MAPERR`).
+    Unmapped,
+    /// The protection forbids it: the process was killed (`SEGV_ACCERR`).
+    Access,
+    /// No frame could be had: the process was killed.
+    OutOfMemory,
+    /// The process is not alive.
+    NoProcess,
+}
+
+impl Fault {
+    /// A protection fault at `addr`.
+    pub fn access(addr: u64) -> Fault {
+        Fault {
+            addr,
+            kind: FaultKind::Access,
+        }
+    }
+
+    /// A fault at `addr` where nothing is mapped.
+    pub fn unmapped(addr: u64) -> Fault {
+        Fault {
+            addr,
+            kind: FaultKind::Unmapped,
+        }
+    }
+}
+
+/// The transport of one simulated process: stamps its pid as the kernel stamps the badge.
+#[derive(Clone)]
+pub struct ProcessTransport {
+    memd: Arc<Memd<HostKernel>>,
+    pid: Pid,
+}
+
+impl Transport for ProcessTransport {
+    fn call(&self, request: &Sqe, bulk: &mut [u8]) -> Cqe {
+        let mut stamped = *request;
+        stamped.caller = self.pid;
+        self.memd.handle(self.pid, &stamped, bulk)
+    }
+}
+
+/// The simulated machine: RAM, kernel, MMU, and memd serving every process.
+pub struct System {
+    memd: Arc<Memd<HostKernel>>,
+    mmu: Mmu,
+}
+
+/// How often the same fault may come back right after memd resolved it before the access is
+/// declared stuck (a bug in memd or the kernel).
+const MAX_REFAULTS: u32 = 4;
+
+impl System {
+    /// Builds a machine of `config.ram_bytes` of RAM with memd as its pager.
+    pub fn new(config: Config) -> System {
+        let phys = Arc::new(PhysMem::new(config.ram_bytes, config.table_frames));
+        let ranges = phys.memd_ranges();
+        let kernel = HostKernel::new(phys);
+        let mmu = kernel.mmu();
+        let memd = Arc::new(Memd::new(
+            kernel,
+            &ranges,
+            memd::Config {
+                limits: config.limits,
+            },
+        ));
+        System { memd, mmu }
+    }
+
+    /// memd itself.
+    pub fn memd(&self) -> &Memd<HostKernel> {
+        &self.memd
+    }
+
+    /// A new process with an empty image.
+    pub fn spawn(&self) -> Result<Pid, libvm::VmError> {
+        self.memd.spawn()
+    }
+
+    /// The libvm handle of process `pid`.
+    pub fn client(&self, pid: Pid) -> Vm<ProcessTransport> {
+        Vm::new(self.transport(pid))
+    }
+
+    /// The transport of process `pid` (to bind libvm's free functions to a thread).
+    pub fn transport(&self, pid: Pid) -> ProcessTransport {
+        ProcessTransport {
+            memd: Arc::clone(&self.memd),
+            pid,
+        }
+    }
+
+    /// Forks process `pid` (memd's half of fork; a simulated process has no registers).
+    pub fn fork(&self, pid: Pid) -> Result<Pid, libvm::VmError> {
+        self.memd.fork(pid)
+    }
+
+    /// Process `pid` exits with `status`.
+    pub fn exit(&self, pid: Pid, status: i32) -> Result<(), libvm::VmError> {
+        self.memd.exit(pid, status)
+    }
+
+    /// How process `pid` died, if it did.
+    pub fn reap(&self, pid: Pid) -> Option<Death> {
+        self.memd.reap(pid)
+    }
+
+    /// Process `pid` stores `bytes` at `addr`.
+    pub fn write(&self, pid: Pid, addr: u64, bytes: &[u8]) -> Result<(), Fault> {
+        self.run(pid, addr, Access::Write, |space, at, done| {
+            self.mmu.write(space, at, &bytes[done..])
+        })
+    }
+
+    /// Process `pid` loads `len` bytes from `addr`.
+    pub fn read(&self, pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
+        let mut buf = vec![0u8; len];
+        self.run(pid, addr, Access::Read, |space, at, done| {
+            self.mmu.read(space, at, &mut buf[done..])
+        })?;
+        Ok(buf)
+    }
+
+    /// Process `pid` fetches `len` bytes of instructions from `addr`.
+    pub fn fetch(&self, pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, Fault> {
+        let mut buf = vec![0u8; len];
+        self.run(pid, addr, Access::Execute, |space, at, done| {
+            self.mmu.fetch(space, at, &mut buf[done..])
+        })?;
+        Ok(buf)
+    }
+
+    /// Runs one access, handing each fault to memd as the kernel does, until it completes or
+    /// the process is killed.
+    fn run(
+        &self,
+        pid: Pid,
+        addr: u64,
+        access: Access,
+        mut step: impl FnMut(u64, u64, usize) -> Result<(), mmu::FaultInfo>,
+    ) -> Result<(), Fault> {
+        let space = self.memd.space_of(pid).map_err(|_| Fault {
+            addr,
+            kind: FaultKind::NoProcess,
+        })?;
+        let mut done = 0usize;
+        let mut last = None;
+        let mut refaults = 0;
+        loop {
+            let at = addr.wrapping_add(done as u64);
+            match step(space, at, done) {
+                Ok(()) => return Ok(()),
+                Err(info) => {
+                    done = (info.addr - addr) as usize;
+                    if last == Some(info.addr) {
+                        refaults += 1;
+                        assert!(
+                            refaults < MAX_REFAULTS,
+                            "memd resolved the fault at {:#x} but the MMU faults again",
+                            info.addr
+                        );
+                    } else {
+                        refaults = 0;
+                    }
+                    last = Some(info.addr);
+                    match self.memd.handle_fault(pid, info.addr, access) {
+                        FaultOutcome::Resolved => {}
+                        FaultOutcome::Kill(kill) => {
+                            return Err(Fault {
+                                addr: kill.addr,
+                                kind: match kill.reason {
+                                    FaultReason::MapErr => FaultKind::Unmapped,
+                                    FaultReason::AccErr => FaultKind::Access,
+                                    FaultReason::OutOfMemory => FaultKind::OutOfMemory,
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Long random sequences of operations and accesses, checked step by step against a simple
+//! reference model of memory: contents, faults and errors must agree at every step.
+
+use libvm::{MmapFlags, ProtectionFlags as P, VmError};
+use memd::layout::{HEAP_START, MMAP_BASE, STACK_TOP};
+use memd::process::STACK_SIZE;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use testbed::system::{Config, Fault, FaultKind, System};
+
+const PAGE: u64 = 4096;
+/// The window most operations aim at: the start of the mmap area, where placement also puts
+/// mappings, so fixed and placed mappings collide.
+const WINDOW: u64 = MMAP_BASE;
+const WINDOW_PAGES: u64 = 96;
+
+/// What backs a page in the model.
+#[derive(Clone, Debug)]
+enum Backing {
+    /// Private: its own bytes (`None`: still all zero).
+    Private(Option<Vec<u8>>),
+    /// Page `index` of shared object `object`.
+    Shared(u32, u64),
+}
+
+#[derive(Clone, Debug)]
+struct MPage {
+    prot: P,
+    backing: Backing,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MProcess {
+    pages: BTreeMap<u64, MPage>,
+    brk: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    procs: BTreeMap<u64, MProcess>,
+    objects: HashMap<(u32, u64), Vec<u8>>,
+    next_object: u32,
+}
+
+impl MProcess {
+    fn fresh() -> MProcess {
+        let mut p = MProcess {
+            pages: BTreeMap::new(),
+            brk: HEAP_START,
+        };
+        let mut page = STACK_TOP - STACK_SIZE;
+        while page < STACK_TOP {
+            p.pages.insert(
+                page,
+                MPage {
+                    prot: P::READ_WRITE,
+                    backing: Backing::Private(None),
+                },
+            );
+            page += PAGE;
+        }
+        p
+    }
+}
+
+impl Model {
+    fn bytes(&self, page: &MPage) -> Vec<u8> {
+        match &page.backing {
+            Backing::Private(Some(b)) => b.clone(),
+            Backing::Private(None) => vec![0; PAGE as usize],
+            Backing::Shared(o, i) => self
+                .objects
+                .get(&(*o, *i))
+                .cloned()
+                .unwrap_or_else(|| vec![0; PAGE as usize]),
+        }
+    }
+
+    /// A simulated access in the model: the fault, if any, at the first byte refused.
+    fn access(
+        &mut self,
+        pid: u64,
+        addr: u64,
+        len: usize,
+        write: Option<u8>,
+    ) -> Result<Vec<u8>, Fault> {
+        let mut out = Vec::new();
+        let mut at = addr;
+        let end = addr + len as u64;
+        while at < end {
+            let page = at & !(PAGE - 1);
+            let chunk_end = end.min(page + PAGE);
+            let Some(mp) = self.procs[&pid].pages.get(&page).cloned() else {
+                self.procs.remove(&pid);
+                return Err(Fault::unmapped(at));
+            };
+            let allowed = match write {
+                Some(_) => mp.prot.contains(P::WRITE),
+                None => mp.prot != P::NONE,
+            };
+            if !allowed {
+                self.procs.remove(&pid);
+                return Err(Fault::access(at));
+            }
+            let mut bytes = self.bytes(&mp);
+            let range = (at - page) as usize..(chunk_end - page) as usize;
+            match write {
+                Some(v) => {
+                    bytes[range].fill(v);
+                    match mp.backing {
+                        Backing::Private(_) => {
+                            self.procs
+                                .get_mut(&pid)
+                                .unwrap()
+                                .pages
+                                .get_mut(&page)
+                                .unwrap()
+                                .backing = Backing::Private(Some(bytes));
+                        }
+                        Backing::Shared(o, i) => {
+                            self.objects.insert((o, i), bytes);
+                        }
+                    }
+                }
+                None => out.extend_from_slice(&bytes[range]),
+            }
+            at = chunk_end;
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Spawn,
+    Mmap {
+        who: u8,
+        page: u64,
+        pages: u64,
+        prot: u8,
+        shared: bool,
+        mode: u8,
+    },
+    Munmap {
+        who: u8,
+        page: u64,
+        pages: u64,
+    },
+    Mprotect {
+        who: u8,
+        page: u64,
+        pages: u64,
+        prot: u8,
+    },
+    Sbrk {
+        who: u8,
+        delta: i64,
+    },
+    Dontneed {
+        who: u8,
+        page: u64,
+        pages: u64,
+    },
+    Write {
+        who: u8,
+        area: u8,
+        page: u64,
+        offset: u64,
+        len: u64,
+        byte: u8,
+    },
+    Read {
+        who: u8,
+        area: u8,
+        page: u64,
+        offset: u64,
+        len: u64,
+    },
+    Fork {
+        who: u8,
+    },
+    Exit {
+        who: u8,
+    },
+}
+
+fn prot_of(bits: u8) -> P {
+    P::from_bits_truncate(bits & 7)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let who = any::<u8>();
+    let page = 0..WINDOW_PAGES;
+    prop_oneof![
+        1 => Just(Op::Spawn),
+        6 => (who, page.clone(), 0..6u64, 0..8u8, prop::bool::weighted(0.25), 0..4u8)
+            .prop_map(|(who, page, pages, prot, shared, mode)| Op::Mmap { who, page, pages, prot, shared, mode }),
+        3 => (who, page.clone(), 1..8u64).prop_map(|(who, page, pages)| Op::Munmap { who, page, pages }),
+        4 => (who, page.clone(), 1..6u64, 0..8u8)
+            .prop_map(|(who, page, pages, prot)| Op::Mprotect { who, page, pages, prot }),
+        3 => (who, -3..5i64).prop_map(|(who, delta)| Op::Sbrk { who, delta }),
+        1 => (who, page.clone(), 1..4u64).prop_map(|(who, page, pages)| Op::Dontneed { who, page, pages }),
+        12 => (who, 0..3u8, page.clone(), 0..PAGE, 1..64u64, any::<u8>())
+            .prop_map(|(who, area, page, offset, len, byte)| Op::Write { who, area, page, offset, len, byte }),
+        10 => (who, 0..3u8, page.clone(), 0..PAGE, 1..64u64)
+            .prop_map(|(who, area, page, offset, len)| Op::Read { who, area, page, offset, len }),
+        2 => who.prop_map(|who| Op::Fork { who }),
+        1 => who.prop_map(|who| Op::Exit { who }),
+    ]
+}
+
+fn area_base(area: u8) -> u64 {
+    match area {
+        0 => WINDOW,
+        1 => HEAP_START,
+        _ => STACK_TOP - WINDOW_PAGES * PAGE,
+    }
+}
+
+struct Run {
+    sys: System,
+    model: Model,
+    baseline_used: u64,
+}
+
+impl Run {
+    fn new() -> Run {
+        let sys = System::new(Config::default());
+        let baseline_used = sys.memd().global_stats().frames_used;
+        Run {
+            sys,
+            model: Model::default(),
+            baseline_used,
+        }
+    }
+
+    fn pick(&self, who: u8) -> Option<u64> {
+        let pids: Vec<u64> = self.model.procs.keys().copied().collect();
+        if pids.is_empty() {
+            None
+        } else {
+            Some(pids[who as usize % pids.len()])
+        }
+    }
+
+    fn spawn(&mut self) {
+        let pid = self.sys.spawn().unwrap();
+        self.model.procs.insert(pid, MProcess::fresh());
+    }
+
+    fn step(&mut self, op: &Op) {
+        if self.model.procs.is_empty() || matches!(op, Op::Spawn) {
+            if self.model.procs.len() < 6 {
+                self.spawn();
+            }
+            return;
+        }
+        match *op {
+            Op::Spawn => {}
+            Op::Mmap {
+                who,
+                page,
+                pages,
+                prot,
+                shared,
+                mode,
+            } => {
+                let pid = self.pick(who).unwrap();
+                let addr = WINDOW + page * PAGE;
+                let len = pages * PAGE;
+                let prot = prot_of(prot);
+                let mut flags = if shared {
+                    MmapFlags::anonymous_shared()
+                } else {
+                    MmapFlags::anonymous_private()
+                };
+                flags = match mode {
+                    1 => flags.fixed(),
+                    2 => flags.fixed_noreplace(),
+                    _ => flags,
+                };
+                let got = self.sys.client(pid).mmap(
+                    if mode == 0 { 0 } else { addr as usize },
+                    len as usize,
+                    prot,
+                    flags,
+                );
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                let overlaps = (0..pages).any(|i| proc_.pages.contains_key(&(addr + i * PAGE)));
+                let expected_err = if len == 0 {
+                    Some(VmError::InvalidSize)
+                } else if mode == 2 && overlaps {
+                    Some(VmError::AlreadyMapped)
+                } else {
+                    None
+                };
+                match (expected_err, got) {
+                    (Some(e), got) => assert_eq!(got, Err(e), "{op:?}"),
+                    (None, Ok(start)) => {
+                        let start = start as u64;
+                        if mode == 1 || mode == 2 || (mode == 3 && !overlaps) {
+                            assert_eq!(start, addr, "{op:?}");
+                        } else {
+                            assert_eq!(start % PAGE, 0);
+                            for i in 0..pages {
+                                assert!(
+                                    !proc_.pages.contains_key(&(start + i * PAGE)),
+                                    "placed over a mapping: {op:?}"
+                                );
+                            }
+                        }
+                        let object = if shared {
+                            self.model.next_object += 1;
+                            Some(self.model.next_object)
+                        } else {
+                            None
+                        };
+                        for i in 0..pages {
+                            proc_.pages.insert(
+                                start + i * PAGE,
+                                MPage {
+                                    prot,
+                                    backing: match object {
+                                        Some(o) => Backing::Shared(o, i),
+                                        None => Backing::Private(None),
+                                    },
+                                },
+                            );
+                        }
+                    }
+                    (None, Err(e)) => panic!("{op:?} failed: {e:?}"),
+                }
+            }
+            Op::Munmap { who, page, pages } => {
+                let pid = self.pick(who).unwrap();
+                let addr = WINDOW + page * PAGE;
+                self.sys
+                    .client(pid)
+                    .munmap(addr as usize, (pages * PAGE) as usize)
+                    .unwrap();
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                for i in 0..pages {
+                    proc_.pages.remove(&(addr + i * PAGE));
+                }
+            }
+            Op::Mprotect {
+                who,
+                page,
+                pages,
+                prot,
+            } => {
+                let pid = self.pick(who).unwrap();
+                let addr = WINDOW + page * PAGE;
+                let prot = prot_of(prot);
+                let got =
+                    self.sys
+                        .client(pid)
+                        .mprotect(addr as usize, (pages * PAGE) as usize, prot);
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                let covered = (0..pages).all(|i| proc_.pages.contains_key(&(addr + i * PAGE)));
+                if covered {
+                    assert_eq!(got, Ok(()), "{op:?}");
+                    for i in 0..pages {
+                        proc_.pages.get_mut(&(addr + i * PAGE)).unwrap().prot = prot;
+                    }
+                } else {
+                    assert_eq!(got, Err(VmError::RegionNotFound), "{op:?}");
+                }
+            }
+            Op::Sbrk { who, delta } => {
+                let pid = self.pick(who).unwrap();
+                let increment = delta * PAGE as i64 + if delta % 2 == 0 { 0 } else { 100 };
+                let got = self.sys.client(pid).sbrk(increment as isize);
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                let old = proc_.brk;
+                let new = old as i64 + increment;
+                let round = |x: u64| x.div_ceil(PAGE) * PAGE;
+                if new < HEAP_START as i64 {
+                    assert_eq!(got, Err(VmError::InvalidAddress), "{op:?}");
+                    return;
+                }
+                let new = new as u64;
+                let (old_end, new_end) = (round(old), round(new));
+                if new_end > old_end {
+                    let busy = (old_end..new_end)
+                        .step_by(PAGE as usize)
+                        .any(|p| proc_.pages.contains_key(&p));
+                    if busy {
+                        assert_eq!(got, Err(VmError::OutOfMemory), "{op:?}");
+                        return;
+                    }
+                    for p in (old_end..new_end).step_by(PAGE as usize) {
+                        proc_.pages.insert(
+                            p,
+                            MPage {
+                                prot: P::READ_WRITE,
+                                backing: Backing::Private(None),
+                            },
+                        );
+                    }
+                } else {
+                    for p in (new_end..old_end).step_by(PAGE as usize) {
+                        proc_.pages.remove(&p);
+                    }
+                }
+                assert_eq!(got, Ok(old as usize), "{op:?}");
+                proc_.brk = new;
+            }
+            Op::Dontneed { who, page, pages } => {
+                let pid = self.pick(who).unwrap();
+                let addr = WINDOW + page * PAGE;
+                let got = self.sys.client(pid).madvise(
+                    addr as usize,
+                    (pages * PAGE) as usize,
+                    libvm::proto::MADV_DONTNEED,
+                );
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                let covered = (0..pages).all(|i| proc_.pages.contains_key(&(addr + i * PAGE)));
+                if covered {
+                    assert_eq!(got, Ok(()), "{op:?}");
+                    for i in 0..pages {
+                        let mp = proc_.pages.get_mut(&(addr + i * PAGE)).unwrap();
+                        if let Backing::Private(_) = mp.backing {
+                            mp.backing = Backing::Private(None);
+                        }
+                    }
+                } else {
+                    assert_eq!(got, Err(VmError::RegionNotFound), "{op:?}");
+                }
+            }
+            Op::Write {
+                who,
+                area,
+                page,
+                offset,
+                len,
+                byte,
+            } => {
+                let pid = self.pick(who).unwrap();
+                let addr = area_base(area) + page * PAGE + offset;
+                let got = self.sys.write(pid, addr, &vec![byte; len as usize]);
+                let want = self
+                    .model
+                    .access(pid, addr, len as usize, Some(byte))
+                    .map(|_| ());
+                assert_eq!(got, want, "{op:?}");
+                self.check_killed(pid, got.is_err());
+            }
+            Op::Read {
+                who,
+                area,
+                page,
+                offset,
+                len,
+            } => {
+                let pid = self.pick(who).unwrap();
+                let addr = area_base(area) + page * PAGE + offset;
+                let got = self.sys.read(pid, addr, len as usize);
+                let want = self.model.access(pid, addr, len as usize, None);
+                assert_eq!(got, want, "{op:?}");
+                self.check_killed(pid, got.is_err());
+            }
+            Op::Fork { who } => {
+                if self.model.procs.len() >= 6 {
+                    return;
+                }
+                let pid = self.pick(who).unwrap();
+                let child = self.sys.fork(pid).unwrap_or_else(|e| {
+                    panic!(
+                        "fork: {e:?} {:?} {:?}",
+                        self.sys.memd().global_stats(),
+                        self.sys.memd().kernel().stats()
+                    )
+                });
+                let copy = self.model.procs[&pid].clone();
+                self.model.procs.insert(child, copy);
+            }
+            Op::Exit { who } => {
+                let pid = self.pick(who).unwrap();
+                self.sys.exit(pid, 0).unwrap();
+                self.model.procs.remove(&pid);
+            }
+        }
+        if let Some(pid) = self.pick(0) {
+            let stats = self.sys.memd().process_stats(pid).unwrap();
+            assert_eq!(
+                stats.mapped_pages,
+                self.model.procs[&pid].pages.len() as u64
+            );
+        }
+    }
+
+    fn check_killed(&mut self, pid: u64, killed: bool) {
+        if killed {
+            assert!(self.sys.reap(pid).is_some());
+            assert_eq!(
+                self.sys.read(pid, WINDOW, 1).map_err(|f| f.kind),
+                Err(FaultKind::NoProcess)
+            );
+        }
+    }
+
+    fn finish(self) {
+        for pid in self.model.procs.keys() {
+            self.sys.exit(*pid, 0).unwrap();
+        }
+        let stats = self.sys.memd().global_stats();
+        assert_eq!(stats.frames_used, self.baseline_used, "frames leaked");
+        assert_eq!(stats.page_table_frames, 0, "page tables leaked");
+        assert_eq!(stats.processes, 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 100,
+        max_shrink_iters: 0,
+        ..ProptestConfig::default()
+    })]
+
+    /// 100 cases of 1,000 steps: 100,000 steps checked on every run.
+    #[test]
+    fn random_operations_agree_with_the_model(ops in prop::collection::vec(op(), 1000)) {
+        let mut run = Run::new();
+        for op in &ops {
+            run.step(op);
+        }
+        run.finish();
+    }
+}

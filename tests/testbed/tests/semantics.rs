@@ -1,0 +1,558 @@
+//! The semantics of every memd operation, observed as a process observes them: contents of
+//! memory, faults, errno values and statistics.
+
+use libvm::proto::{self, MADV_DONTNEED, MADV_WILLNEED, Request};
+use libvm::{MmapFlags, ProtectionFlags as P, VmError};
+use memd::layout::{HEAP_START, MMAP_BASE, STACK_TOP, USER_END};
+use memd::{Death, FaultKill, FaultReason, Limits};
+use testbed::system::{Config, Fault, FaultKind, System};
+
+const PAGE: u64 = 4096;
+
+fn system() -> System {
+    System::new(Config::default())
+}
+
+fn anon() -> MmapFlags {
+    MmapFlags::anonymous_private()
+}
+
+#[test]
+fn the_readme_example_holds() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 3 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    sys.write(p, a + 4096, b"hello").unwrap();
+    vm.mprotect(a as usize, 4096, P::READ).unwrap();
+    let c = sys.fork(p).unwrap();
+    sys.write(c, a + 4096, b"HELLO").unwrap();
+    assert_eq!(sys.read(p, a + 4096, 5).unwrap(), b"hello");
+    assert_eq!(sys.read(c, a + 4096, 5).unwrap(), b"HELLO");
+    assert_eq!(sys.write(p, a, b"x"), Err(Fault::access(a)));
+    assert!(matches!(
+        sys.reap(p),
+        Some(Death::Killed(FaultKill {
+            reason: FaultReason::AccErr,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn nothing_is_backed_until_first_touch_and_touch_reads_zero() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let before = vm.global_stats().unwrap();
+    let a = vm.mmap(0, 64 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    assert_eq!(vm.global_stats().unwrap().frames_used, before.frames_used);
+    let stats = vm.process_stats(0).unwrap();
+    assert_eq!(stats.resident_pages, 0);
+    assert!(stats.mapped_pages >= 64);
+    assert_eq!(sys.read(p, a + 5 * PAGE, 4096).unwrap(), vec![0u8; 4096]);
+    sys.write(p, a + 7 * PAGE + 100, b"abc").unwrap();
+    let after = vm.global_stats().unwrap();
+    assert_eq!(after.frames_used, before.frames_used + 2);
+    assert_eq!(after.faults_zero_fill, before.faults_zero_fill + 2);
+    assert_eq!(vm.process_stats(0).unwrap().resident_pages, 2);
+    let page = sys.read(p, a + 7 * PAGE, 4096).unwrap();
+    assert_eq!(&page[100..103], b"abc");
+    assert!(page[..100].iter().chain(&page[103..]).all(|&b| b == 0));
+}
+
+#[test]
+fn placement_follows_the_layout_and_honours_hints() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4096, P::READ, anon()).unwrap() as u64;
+    assert!((MMAP_BASE..STACK_TOP).contains(&a), "{a:#x}");
+    let hint = 0x5000_0000;
+    assert_eq!(vm.mmap(hint, 8192, P::READ, anon()).unwrap(), hint);
+    // A hint that is taken is not honoured, and nothing there is replaced.
+    let b = vm.mmap(hint, 4096, P::READ, anon()).unwrap();
+    assert_ne!(b, hint);
+    // An unaligned hint is only a hint.
+    assert!(vm.mmap(hint + 1, 4096, P::READ, anon()).is_ok());
+    // The heap and stack are where the layout puts them.
+    assert_eq!(vm.brk(0).unwrap() as u64, HEAP_START);
+    sys.write(p, STACK_TOP - 8, b"stack").unwrap();
+    assert_eq!(sys.write(p, 0x100, b"null"), Err(Fault::unmapped(0x100)));
+}
+
+#[test]
+fn arguments_are_validated_and_change_nothing() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap();
+    sys.write(p, a as u64, b"keep").unwrap();
+    let regions = vm.regions(0).unwrap();
+    let stats = vm.process_stats(0).unwrap();
+
+    assert_eq!(vm.mmap(0, 0, P::READ, anon()), Err(VmError::InvalidSize));
+    assert_eq!(
+        vm.mmap(0, usize::MAX - 10, P::READ, anon()),
+        Err(VmError::InvalidSize)
+    );
+    assert_eq!(
+        vm.mmap(0x4000_0001, 4096, P::READ, anon().fixed()),
+        Err(VmError::NotAligned)
+    );
+    assert_eq!(
+        vm.mmap(0xFFFF_8000_0000_0000, 4096, P::READ, anon().fixed()),
+        Err(VmError::InvalidAddress)
+    );
+    assert_eq!(
+        vm.mmap((USER_END - 4096) as usize, 8192, P::READ, anon().fixed()),
+        Err(VmError::InvalidAddress)
+    );
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ, MmapFlags::ANONYMOUS),
+        Err(VmError::InvalidFlags)
+    );
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ, anon() | MmapFlags::SHARED),
+        Err(VmError::InvalidFlags)
+    );
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ, MmapFlags::PRIVATE),
+        Err(VmError::InvalidFlags)
+    );
+    assert_eq!(vm.munmap(a + 1, 4096), Err(VmError::NotAligned));
+    assert_eq!(vm.munmap(a, 0), Err(VmError::InvalidSize));
+    assert_eq!(vm.munmap(a, usize::MAX), Err(VmError::InvalidSize));
+    assert_eq!(
+        vm.munmap(0xFFFF_8000_0000_0000, 4096),
+        Err(VmError::InvalidAddress)
+    );
+    assert_eq!(vm.mprotect(a + 8, 4096, P::READ), Err(VmError::NotAligned));
+    assert_eq!(vm.mprotect(a, 0, P::READ), Err(VmError::InvalidSize));
+    assert_eq!(vm.madvise(a, 4096, 99), Err(VmError::InvalidFlags));
+
+    // Unknown flag bits and garbage fields, straight on the wire.
+    let transport = sys.transport(p);
+    let mut bulk = [0u8; 0];
+    let mut sqe = Request::Mprotect {
+        addr: a,
+        len: 4096,
+        prot: P::READ,
+    }
+    .encode();
+    sqe.args[2] |= 0x4000_0000;
+    let reply = libvm::transport::Transport::call(&transport, &sqe, &mut bulk);
+    assert_eq!(proto::decode_reply(&reply), Err(VmError::InvalidFlags));
+    for opcode in [0u8, 11, 99, 255] {
+        let sqe = libvm::proto::Sqe {
+            opcode,
+            args: [u64::MAX; 6],
+            ..Default::default()
+        };
+        let reply = libvm::transport::Transport::call(&transport, &sqe, &mut bulk);
+        assert_eq!(proto::decode_reply(&reply), Err(VmError::BadRequest));
+    }
+    let mut sqe = Request::Munmap { addr: a, len: 4096 }.encode();
+    sqe.args[4] = 7;
+    let reply = libvm::transport::Transport::call(&transport, &sqe, &mut bulk);
+    assert_eq!(proto::decode_reply(&reply), Err(VmError::BadRequest));
+    // Statistics into a buffer too small.
+    let sqe = Request::GlobalStats.encode();
+    let reply = libvm::transport::Transport::call(&transport, &sqe, &mut bulk);
+    assert_eq!(proto::decode_reply(&reply), Err(VmError::BadBuffer));
+
+    assert_eq!(vm.regions(0).unwrap(), regions);
+    assert_eq!(vm.process_stats(0).unwrap(), stats);
+    assert_eq!(sys.read(p, a as u64, 4).unwrap(), b"keep");
+}
+
+#[test]
+fn fixed_replaces_and_fixed_noreplace_refuses() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap();
+    sys.write(p, a as u64 + PAGE, b"old").unwrap();
+    assert_eq!(
+        vm.mmap(a + 4096, 4096, P::READ_WRITE, anon().fixed_noreplace()),
+        Err(VmError::AlreadyMapped)
+    );
+    assert_eq!(sys.read(p, a as u64 + PAGE, 3).unwrap(), b"old");
+    assert_eq!(
+        vm.mmap(a + 4096, 4096, P::READ_WRITE, anon().fixed()),
+        Ok(a + 4096)
+    );
+    assert_eq!(sys.read(p, a as u64 + PAGE, 3).unwrap(), [0, 0, 0]);
+    // A free range takes FIXED_NOREPLACE.
+    let free = a + 64 * 4096;
+    assert_eq!(
+        vm.mmap(free, 4096, P::READ, anon().fixed_noreplace()),
+        Ok(free)
+    );
+}
+
+#[test]
+fn munmap_splits_and_accepts_holes() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 5 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    for i in 0..5 {
+        sys.write(p, a + i * PAGE, &[i as u8 + 1]).unwrap();
+    }
+    let used = vm.global_stats().unwrap().frames_used;
+    vm.munmap((a + 2 * PAGE) as usize, 4096).unwrap();
+    assert_eq!(vm.global_stats().unwrap().frames_used, used - 1);
+    let regions = vm.regions(0).unwrap();
+    assert!(
+        regions
+            .iter()
+            .any(|r| r.start == a && r.end == a + 2 * PAGE)
+    );
+    assert!(
+        regions
+            .iter()
+            .any(|r| r.start == a + 3 * PAGE && r.end == a + 5 * PAGE)
+    );
+    // Unmapping a range with a hole in it, and a range with nothing at all, succeed.
+    vm.munmap(a as usize, 5 * 4096).unwrap();
+    vm.munmap(a as usize, 5 * 4096).unwrap();
+    assert_eq!(vm.global_stats().unwrap().frames_used, used - 5);
+    let p2 = sys.spawn().unwrap();
+    let fresh = sys.fork(p).unwrap();
+    for pid in [p, fresh] {
+        assert_eq!(
+            sys.read(pid, a + 3 * PAGE, 1),
+            Err(Fault::unmapped(a + 3 * PAGE))
+        );
+    }
+    let _ = p2;
+}
+
+#[test]
+fn mprotect_splits_remerges_and_refuses_holes() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 8 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    let count = || vm.process_stats(0).unwrap().region_count;
+    let base = count();
+    sys.write(p, a + 3 * PAGE, b"x").unwrap();
+    vm.mprotect((a + 2 * PAGE) as usize, 2 * 4096, P::READ)
+        .unwrap();
+    assert_eq!(count(), base + 2);
+    assert_eq!(sys.read(p, a + 3 * PAGE, 1).unwrap(), b"x");
+    vm.mprotect((a + 2 * PAGE) as usize, 2 * 4096, P::READ_WRITE)
+        .unwrap();
+    assert_eq!(count(), base);
+    sys.write(p, a + 3 * PAGE, b"y").unwrap();
+    // Over a hole: ENOMEM, and nothing changed.
+    vm.munmap((a + 5 * PAGE) as usize, 4096).unwrap();
+    let before = vm.regions(0).unwrap();
+    let err = vm.mprotect(a as usize, 8 * 4096, P::READ).unwrap_err();
+    assert_eq!(err, VmError::RegionNotFound);
+    assert_eq!(err.errno(), syscall::error::ENOMEM);
+    assert_eq!(vm.regions(0).unwrap(), before);
+    sys.write(p, a, b"still writable").unwrap();
+    // PROT_NONE: even a read kills; contents survive a round trip through NONE.
+    let q = sys.spawn().unwrap();
+    let vq = sys.client(q);
+    let b = vq.mmap(0, 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    sys.write(q, b, b"kept").unwrap();
+    vq.mprotect(b as usize, 4096, P::NONE).unwrap();
+    vq.mprotect(b as usize, 4096, P::READ).unwrap();
+    assert_eq!(sys.read(q, b, 4).unwrap(), b"kept");
+    vq.mprotect(b as usize, 4096, P::NONE).unwrap();
+    assert_eq!(sys.read(q, b, 1), Err(Fault::access(b)));
+}
+
+#[test]
+fn execute_needs_exec_permission() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    sys.write(p, a, &[0x90, 0xc3]).unwrap();
+    vm.mprotect(a as usize, 4096, P::READ_EXEC).unwrap();
+    assert_eq!(sys.fetch(p, a, 2).unwrap(), [0x90, 0xc3]);
+    vm.mprotect(a as usize, 4096, P::READ).unwrap();
+    assert_eq!(sys.fetch(p, a, 2), Err(Fault::access(a)));
+}
+
+#[test]
+fn brk_queries_grows_shrinks_and_refuses() {
+    let sys = System::new(Config {
+        limits: Limits {
+            data: 64 * PAGE,
+            ..Limits::default()
+        },
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let start = vm.brk(0).unwrap();
+    assert_eq!(start as u64, HEAP_START);
+    assert_eq!(vm.sbrk(0).unwrap(), start);
+    assert_eq!(vm.sbrk(8192).unwrap(), start);
+    assert_eq!(vm.brk(0).unwrap(), start + 8192);
+    sys.write(p, HEAP_START + 4096, b"heap").unwrap();
+    assert_eq!(vm.process_stats(0).unwrap().heap_bytes, 8192);
+    // Shrink returns the frame; regrow reads zero.
+    let used = vm.global_stats().unwrap().frames_used;
+    assert_eq!(vm.sbrk(-4096).unwrap(), start + 8192);
+    assert_eq!(vm.global_stats().unwrap().frames_used, used - 1);
+    assert_eq!(
+        sys.read(p, HEAP_START + 4096, 1),
+        Err(Fault::unmapped(HEAP_START + 4096))
+    );
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    vm.sbrk(8192).unwrap();
+    sys.write(p, HEAP_START + 4096, b"heap").unwrap();
+    vm.sbrk(-4096).unwrap();
+    vm.sbrk(4096).unwrap();
+    assert_eq!(sys.read(p, HEAP_START + 4096, 4).unwrap(), [0; 4]);
+    // Below the start, past the limit, overflowing: refused, break unchanged.
+    let brk = vm.brk(0).unwrap();
+    assert_eq!(vm.brk(start - 4096), Err(VmError::InvalidAddress));
+    assert_eq!(vm.brk(start + 65 * 4096), Err(VmError::LimitExceeded));
+    assert_eq!(vm.sbrk(isize::MIN), Err(VmError::InvalidSize));
+    assert_eq!(vm.sbrk(-(brk as isize)), Err(VmError::InvalidAddress));
+    assert_eq!(vm.brk(0).unwrap(), brk);
+    // Exactly the limit is fine; an unaligned break keeps its page.
+    assert_eq!(vm.brk(start + 64 * 4096).unwrap(), start + 64 * 4096);
+    assert_eq!(vm.brk(start + 100).unwrap(), start + 100);
+    sys.write(p, HEAP_START + 4000, b"tail").unwrap();
+    // A mapping in the way of the heap stops it growing.
+    vm.mmap(start + 8192, 4096, P::READ, anon().fixed())
+        .unwrap();
+    assert_eq!(vm.brk(start + 3 * 4096), Err(VmError::OutOfMemory));
+}
+
+#[test]
+fn madvise_dontneed_zeroes_private_and_keeps_shared() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 2 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    let s = vm
+        .mmap(0, 4096, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .unwrap() as u64;
+    sys.write(p, a, b"private").unwrap();
+    sys.write(p, s, b"shared").unwrap();
+    vm.madvise(a as usize, 2 * 4096, MADV_DONTNEED).unwrap();
+    vm.madvise(s as usize, 4096, MADV_DONTNEED).unwrap();
+    assert_eq!(sys.read(p, a, 7).unwrap(), [0; 7]);
+    assert_eq!(sys.read(p, s, 6).unwrap(), b"shared");
+    // WILLNEED backs pages now.
+    let b = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap();
+    vm.madvise(b, 4 * 4096, MADV_WILLNEED).unwrap();
+    let regions = vm.regions(0).unwrap();
+    let r = regions.iter().find(|r| r.start == b as u64).unwrap();
+    assert_eq!(r.resident_pages, 4);
+    assert_eq!(
+        vm.madvise(0x7000_0000, 4096, MADV_DONTNEED),
+        Err(VmError::RegionNotFound)
+    );
+}
+
+#[test]
+fn populate_backs_every_page_now() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let before = vm.global_stats().unwrap().frames_used;
+    let a = vm
+        .mmap(0, 16 * 4096, P::READ_WRITE, anon().populate())
+        .unwrap() as u64;
+    assert_eq!(vm.global_stats().unwrap().frames_used, before + 16);
+    let faults = vm.global_stats().unwrap().faults_zero_fill;
+    assert_eq!(sys.read(p, a + 15 * PAGE, 8).unwrap(), [0; 8]);
+    // Touching a populated page is not a fault.
+    assert_eq!(vm.global_stats().unwrap().faults_zero_fill, faults);
+}
+
+#[test]
+fn cow_isolates_both_ways_and_across_two_generations() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    for i in 0..4 {
+        sys.write(p, a + i * PAGE, format!("page{i}").as_bytes())
+            .unwrap();
+    }
+    let used = vm.global_stats().unwrap().frames_used;
+    let c = sys.fork(p).unwrap();
+    // Nothing was copied at fork.
+    assert_eq!(vm.global_stats().unwrap().frames_used, used);
+    assert_eq!(sys.read(c, a, 5).unwrap(), b"page0");
+    // Child writes: parent keeps its data.
+    sys.write(c, a, b"CHILD").unwrap();
+    assert_eq!(sys.read(p, a, 5).unwrap(), b"page0");
+    // Parent writes: child keeps its data.
+    sys.write(p, a + PAGE, b"PARNT").unwrap();
+    assert_eq!(sys.read(c, a + PAGE, 5).unwrap(), b"page1");
+    let g = sys.fork(c).unwrap();
+    sys.write(g, a + 2 * PAGE, b"GRAND").unwrap();
+    sys.write(c, a + 3 * PAGE, b"CHLD3").unwrap();
+    assert_eq!(sys.read(p, a + 2 * PAGE, 5).unwrap(), b"page2");
+    assert_eq!(sys.read(c, a + 2 * PAGE, 5).unwrap(), b"page2");
+    assert_eq!(sys.read(g, a + 2 * PAGE, 5).unwrap(), b"GRAND");
+    assert_eq!(sys.read(g, a + 3 * PAGE, 5).unwrap(), b"page3");
+    assert_eq!(sys.read(g, a, 5).unwrap(), b"CHILD");
+    assert_eq!(sys.read(p, a + 3 * PAGE, 5).unwrap(), b"page3");
+    let stats = vm.global_stats().unwrap();
+    assert_eq!(stats.cow_copies, 4);
+    // The last owner of a frame regains write access without a copy.
+    sys.exit(g, 0).unwrap();
+    sys.exit(c, 0).unwrap();
+    sys.write(p, a + 3 * PAGE, b"mine!").unwrap();
+    let after = vm.global_stats().unwrap();
+    assert_eq!(after.cow_copies, 4);
+    assert!(after.faults_cow > stats.faults_cow);
+    assert_eq!(after.frames_used, used);
+}
+
+#[test]
+fn shared_memory_is_visible_both_ways_after_fork() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let s = vm
+        .mmap(0, 2 * 4096, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .unwrap() as u64;
+    sys.write(p, s, b"before").unwrap();
+    let c = sys.fork(p).unwrap();
+    assert_eq!(sys.read(c, s, 6).unwrap(), b"before");
+    sys.write(c, s, b"child!").unwrap();
+    assert_eq!(sys.read(p, s, 6).unwrap(), b"child!");
+    // A page first touched after the fork is shared too.
+    sys.write(p, s + PAGE, b"late").unwrap();
+    assert_eq!(sys.read(c, s + PAGE, 4).unwrap(), b"late");
+    let stats = sys.memd().process_stats(c).unwrap();
+    assert_eq!(stats.shared_pages, 2);
+    // The object outlives the parent's mapping.
+    vm.munmap(s as usize, 2 * 4096).unwrap();
+    assert_eq!(sys.read(c, s, 6).unwrap(), b"child!");
+}
+
+#[test]
+fn no_byte_of_a_freed_frame_reaches_another_process() {
+    let sys = System::new(Config {
+        ram_bytes: 8 << 20,
+        table_frames: 256,
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let frames = vm.global_stats().unwrap().frames_free;
+    let len = (frames - 8) * PAGE;
+    let a = vm.mmap(0, len as usize, P::READ_WRITE, anon()).unwrap() as u64;
+    let mut page = 0;
+    while page < len {
+        sys.write(p, a + page, &[0xA5; 4096]).unwrap();
+        page += PAGE;
+    }
+    sys.exit(p, 0).unwrap();
+    let q = sys.spawn().unwrap();
+    let vq = sys.client(q);
+    let b = vq.mmap(0, len as usize, P::READ_WRITE, anon()).unwrap() as u64;
+    let mut page = 0;
+    while page < len {
+        assert!(sys.read(q, b + page, 4096).unwrap().iter().all(|&x| x == 0));
+        page += PAGE;
+    }
+}
+
+#[test]
+fn exit_returns_every_frame_and_page_table() {
+    let sys = system();
+    let baseline = sys.memd().global_stats();
+    for round in 0..20 {
+        let p = sys.spawn().unwrap();
+        let vm = sys.client(p);
+        let a = vm.mmap(0, 32 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+        let s = vm
+            .mmap(0, 4 * 4096, P::READ_WRITE, MmapFlags::anonymous_shared())
+            .unwrap() as u64;
+        vm.sbrk(3 * 4096).unwrap();
+        for i in 0..32 {
+            sys.write(p, a + i * PAGE, &[round as u8]).unwrap();
+        }
+        sys.write(p, s, b"s").unwrap();
+        sys.write(p, HEAP_START, b"h").unwrap();
+        sys.write(p, STACK_TOP - 64, b"stack").unwrap();
+        let c = sys.fork(p).unwrap();
+        sys.write(c, a, b"c").unwrap();
+        let g = sys.fork(c).unwrap();
+        sys.exit(p, 0).unwrap();
+        sys.write(g, s + PAGE, b"g").unwrap();
+        sys.exit(c, 1).unwrap();
+        // A killed process returns everything too.
+        assert_eq!(sys.write(g, 0x20, b"x"), Err(Fault::unmapped(0x20)));
+        assert_eq!(sys.reap(c), Some(Death::Exited(1)));
+    }
+    let end = sys.memd().global_stats();
+    assert_eq!(end.frames_used, baseline.frames_used);
+    assert_eq!(end.frames_free, baseline.frames_free);
+    assert_eq!(end.page_table_frames, baseline.page_table_frames);
+    assert_eq!(end.processes, 0);
+}
+
+#[test]
+fn limits_refuse_with_enomem() {
+    let sys = System::new(Config {
+        limits: Limits {
+            address_space: 16 << 20,
+            data: 64 << 20,
+        },
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    // The stack takes 8 MiB of the 16.
+    let a = vm.mmap(0, 4 << 20, P::READ_WRITE, anon()).unwrap();
+    let err = vm.mmap(0, 8 << 20, P::READ_WRITE, anon()).unwrap_err();
+    assert_eq!(err, VmError::LimitExceeded);
+    assert_eq!(err.errno(), syscall::error::ENOMEM);
+    // Replacing in place does not count twice.
+    assert!(vm.mmap(a, 4 << 20, P::READ, anon().fixed()).is_ok());
+    assert_eq!(vm.sbrk(8 << 20), Err(VmError::LimitExceeded));
+}
+
+#[test]
+fn out_of_memory_kills_only_the_faulting_process() {
+    let sys = System::new(Config {
+        ram_bytes: 4 << 20,
+        table_frames: 128,
+        ..Config::default()
+    });
+    let bystander = sys.spawn().unwrap();
+    let b = sys
+        .client(bystander)
+        .mmap(0, 4096, P::READ_WRITE, anon())
+        .unwrap() as u64;
+    sys.write(bystander, b, b"alive").unwrap();
+    let hog = sys.spawn().unwrap();
+    let vm = sys.client(hog);
+    let a = vm.mmap(0, 64 << 20, P::READ_WRITE, anon()).unwrap() as u64;
+    let mut page = 0;
+    let fault = loop {
+        match sys.write(hog, a + page, b"more") {
+            Ok(()) => page += PAGE,
+            Err(f) => break f,
+        }
+    };
+    assert_eq!(fault.kind, FaultKind::OutOfMemory);
+    assert_eq!(sys.read(bystander, b, 5).unwrap(), b"alive");
+    // The hog's frames came back: a new process gets memory again.
+    let q = sys.spawn().unwrap();
+    let c = sys
+        .client(q)
+        .mmap(0, 64 * 4096, P::READ_WRITE, anon())
+        .unwrap() as u64;
+    for i in 0..64 {
+        sys.write(q, c + i * PAGE, b"ok").unwrap();
+    }
+}
