@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, the host tests (page tables, memd, libvm, the hosted
-# testbed with its randomized model test) and the QEMU system tests.
+# Runs every test: formatting, lints (host and bare-metal builds), the host tests (page tables,
+# memd, libvm, the hosted testbed with its randomized model test) and the QEMU system tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
+programs=tests/qemu/programs
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+(cd "$programs" && cargo fmt --all -- --check)
+echo "== cargo clippy (host)"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
+echo "== cargo clippy (x86_64-unknown-none)"
+cargo clippy --release --target x86_64-unknown-none --target-dir target/metal \
+    -p kernel-shim -p memd -p libvm -- -D warnings
+(cd "$programs" && cargo clippy --release --target-dir ../../../target/metal -- -D warnings)
+echo "== cargo test (host tests and QEMU system tests)"
 cargo test --workspace

@@ -556,3 +556,90 @@ fn out_of_memory_kills_only_the_faulting_process() {
         sys.write(q, c + i * PAGE, b"ok").unwrap();
     }
 }
+
+#[test]
+fn program_segments_load_as_code_and_data() {
+    use memd::image::Segment;
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let code = [0x90u8, 0x90, 0xc3];
+    let data = b"initialised";
+    sys.memd()
+        .load_segment(
+            p,
+            &Segment {
+                vaddr: 0x40_0000,
+                mem_size: 3,
+                data: &code,
+                prot: P::READ_EXEC,
+            },
+        )
+        .unwrap();
+    // Data with a .bss tail, starting mid-page.
+    sys.memd()
+        .load_segment(
+            p,
+            &Segment {
+                vaddr: 0x40_1010,
+                mem_size: 3 * PAGE,
+                data,
+                prot: P::READ_WRITE,
+            },
+        )
+        .unwrap();
+    assert_eq!(sys.fetch(p, 0x40_0000, 3).unwrap(), code);
+    assert_eq!(sys.read(p, 0x40_1000, 16).unwrap(), [0; 16]);
+    assert_eq!(sys.read(p, 0x40_1010, data.len()).unwrap(), data);
+    assert_eq!(sys.read(p, 0x40_3000, 16).unwrap(), [0; 16]);
+    let kinds: Vec<u64> = sys
+        .client(p)
+        .regions(0)
+        .unwrap()
+        .iter()
+        .filter(|r| r.start < 0x100_0000)
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            memd::region::RegionKind::Code.code(),
+            memd::region::RegionKind::Data.code()
+        ]
+    );
+    // Overlapping, kernel-half and empty segments are refused and change nothing.
+    let overlapping = Segment {
+        vaddr: 0x40_2000,
+        mem_size: 4,
+        data: &[],
+        prot: P::READ,
+    };
+    assert_eq!(
+        sys.memd().load_segment(p, &overlapping),
+        Err(VmError::AlreadyMapped)
+    );
+    let kernel = Segment {
+        vaddr: 0xFFFF_8000_0000_0000,
+        mem_size: 4,
+        data: &[],
+        prot: P::READ,
+    };
+    assert_eq!(
+        sys.memd().load_segment(p, &kernel),
+        Err(VmError::InvalidAddress)
+    );
+    let empty = Segment {
+        vaddr: 0x50_0000,
+        mem_size: 0,
+        data: &[],
+        prot: P::READ,
+    };
+    assert_eq!(
+        sys.memd().load_segment(p, &empty),
+        Err(VmError::InvalidSize)
+    );
+    // Code is not writable; a fork shares the data copy-on-write.
+    let c = sys.fork(p).unwrap();
+    sys.write(c, 0x40_1010, b"CHILD").unwrap();
+    assert_eq!(sys.read(p, 0x40_1010, 5).unwrap(), b"initi");
+    assert_eq!(sys.write(p, 0x40_0000, b"x"), Err(Fault::access(0x40_0000)));
+}

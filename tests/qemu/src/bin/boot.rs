@@ -1,5 +1,7 @@
 //! Boots the system by hand: `cargo run -p qemu-tests --bin boot -- [--append CMDLINE]
-//! [--timeout SECS] [PROGRAM...]` (module 0 is the pager). The serial console is on this
+//! [--timeout SECS] [--memory MIB] [--cpu MODEL] [--icount] [--no-input] [PROGRAM...]` (module 0
+//! is the pager; `--icount` runs with `-icount shift=0`, where `rdtsc` counts guest
+//! instructions; `--no-input` leaves the guest's console input unconnected, for scripts). The serial console is on this
 //! terminal (type to reach the guest's console read); QEMU's exit is reported.
 
 use qemu_runner::{Boot, Exit};
@@ -17,8 +19,17 @@ fn main() {
                 let secs = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
                 boot.timeout = Duration::from_secs(secs);
             }
+            "--memory" => {
+                boot.memory_mib = args.next().and_then(|s| s.parse().ok()).unwrap_or(128);
+            }
+            "--cpu" => boot.cpu = args.next().unwrap_or_else(|| "max".to_string()),
+            "--icount" => boot.icount = true,
+            "--no-input" => boot.interactive = false,
             "-h" | "--help" => {
-                eprintln!("usage: boot [--append CMDLINE] [--timeout SECS] [PROGRAM...]");
+                eprintln!(
+                    "usage: boot [--append CMDLINE] [--timeout SECS] [--memory MIB] [--cpu MODEL] \
+                     [--icount] [--no-input] [PROGRAM...]"
+                );
                 return;
             }
             name => boot.programs.push(name.to_string()),
