@@ -21,6 +21,7 @@
 //! | 13 | `ipc_read` | token, offset, dst, len | len (from the lent buffer) | receiving space |
 //! | 14 | `ipc_write` | token, offset, src, len | len (into the lent buffer) | receiving space |
 //! | 15 | `endpoint_create` | — | endpoint number (caller's space receives) | any |
+//! | 16 | `ipc_reply_receive` | ep, token, w0, w1 | `ipc_reply(token, w0, w1)` then `ipc_receive(ep)` in one call; -errno with nothing done if the reply is refused | owner of ep |
 //! | 20 | `space_create` | — | space id | pager |
 //! | 21 | `space_destroy` | space | 0 | pager |
 //! | 22 | `space_apply` | space, ops, count | 0 (rdx = ops done) | pager |
@@ -29,6 +30,7 @@
 //! | 25 | `pager_info` | buf, len | number of frame ranges | pager |
 //! | 26 | `bootpack_info` | — | bytes of the boot pack mapped read-only at [`BOOTPACK_BASE`] (0: none) | pager |
 //! | 27 | `page_table_frames` | — | kernel-pool frames held as page tables | pager |
+//! | 28 | `cmdline` | ptr, len | bytes of the kernel command line copied (cut to len) | any |
 //! | [`SYS_FMAP`] | redox `fmap` | fd (must be `!0`: anonymous), `&Map`, size of `Map` | address | any (routed to the pager) |
 //! | [`SYS_FUNMAP`] | redox `funmap` | addr, len | 0 | any (routed to the pager) |
 //! | [`SYS_MPROTECT`] | redox `mprotect` | addr, len, `MapFlags` | 0 | any (routed to the pager) |
@@ -55,6 +57,8 @@ pub const IPC_READ: u64 = 13;
 pub const IPC_WRITE: u64 = 14;
 /// `endpoint_create()`.
 pub const ENDPOINT_CREATE: u64 = 15;
+/// `ipc_reply_receive(ep, token, w0, w1)`.
+pub const IPC_REPLY_RECEIVE: u64 = 16;
 /// `space_create()`.
 pub const SPACE_CREATE: u64 = 20;
 /// `space_destroy(space)`.
@@ -71,6 +75,8 @@ pub const PAGER_INFO: u64 = 25;
 pub const BOOTPACK_INFO: u64 = 26;
 /// `page_table_frames()`.
 pub const PAGE_TABLE_FRAMES: u64 = 27;
+/// `cmdline(ptr, len)`.
+pub const CMDLINE: u64 = 28;
 
 /// redox_syscall's `SYS_FMAP` (`SYS_CLASS_FILE | SYS_ARG_SLICE | 900`): anonymous `fmap` is
 /// routed to the pager as an `MMAP` request.

@@ -19,8 +19,10 @@
 //! | 8 `GLOBAL_STATS` | system statistics | - (bulk: [`GlobalStats`]) | words written |
 //! | 9 `PROCESS_STATS` | one process | pid (0: self) (bulk: [`ProcessStats`]) | words written |
 //! | 10 `REGIONS` | region map | pid (0: self), from address (bulk: [`RegionInfo`]s) | regions written |
-//! | 11 `SPAWN` | start a boot module as a child | its name, NUL padded, in the six args (≤ 47 bytes) | child pid |
+//! | 11 `SPAWN` | start a boot module as a child | its name, NUL padded, in the six args (≤ 47 bytes) (bulk, optional: its argument string, ≤ [`MAX_ARGS`] bytes) | child pid |
 //! | 12 `WAIT` | wait for a child to die | child pid (bulk: fault address, if 8 bytes lent) | [`wait_status`] word |
+//! | 13 `ARGS` | the caller's argument string | - (bulk: the bytes, cut to the buffer) | bytes written |
+//! | 14 `PROCESSES` | which processes exist | from pid (bulk: [`ProcessInfo`]s of pids ≥ from) | entries written |
 //!
 //! On the metal the 8 words of an `Sqe` travel in registers ([`sqe_to_words`]): word 0 holds
 //! opcode, flags and tag, words 1..7 the args, word 7 the caller (the kernel's badge). A reply
@@ -55,6 +57,13 @@ pub const REGIONS: u8 = 10;
 pub const SPAWN: u8 = 11;
 /// `WAIT`: wait until a child has died; its status.
 pub const WAIT: u8 = 12;
+/// `ARGS`: the argument string the caller was spawned with.
+pub const ARGS: u8 = 13;
+/// `PROCESSES`: the live processes, with their parents and names.
+pub const PROCESSES: u8 = 14;
+
+/// Longest argument string a `SPAWN` carries (longer ones are cut).
+pub const MAX_ARGS: usize = 256;
 
 /// Longest module name a `SPAWN` carries (six words, NUL padded, one NUL at least).
 pub const MAX_NAME: usize = 47;
@@ -213,6 +222,13 @@ pub enum Request {
         /// The child.
         pid: u64,
     },
+    /// The caller's argument string into the lent buffer.
+    Args,
+    /// The live processes with a pid of at least `from`, into the lent buffer.
+    Processes {
+        /// Lowest pid of interest.
+        from: u64,
+    },
 }
 
 impl Request {
@@ -312,6 +328,8 @@ impl Request {
                 sqe(SPAWN, args)
             }
             Request::Wait { pid } => sqe(WAIT, [pid, 0, 0, 0, 0, 0]),
+            Request::Args => sqe(ARGS, [0; 6]),
+            Request::Processes { from } => sqe(PROCESSES, [from, 0, 0, 0, 0, 0]),
         }
     }
 
@@ -440,6 +458,14 @@ impl Request {
             WAIT => {
                 unused(1)?;
                 Ok(Request::Wait { pid: a[0] })
+            }
+            ARGS => {
+                unused(0)?;
+                Ok(Request::Args)
+            }
+            PROCESSES => {
+                unused(1)?;
+                Ok(Request::Processes { from: a[0] })
             }
             _ => Err(VmError::BadRequest),
         }
@@ -649,6 +675,63 @@ wire_struct! {
     }
 }
 
+/// One live process (like a line of `ps`): its pid, its parent's pid (0: none) and the name of
+/// the boot module it runs (NUL padded; empty if memd does not know it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process.
+    pub pid: u64,
+    /// Its parent (0: none, or memd does not know).
+    pub parent: u64,
+    /// Its program's name, NUL padded.
+    pub name: [u8; 48],
+}
+
+impl Default for ProcessInfo {
+    fn default() -> ProcessInfo {
+        ProcessInfo {
+            pid: 0,
+            parent: 0,
+            name: [0; 48],
+        }
+    }
+}
+
+impl ProcessInfo {
+    /// The name up to its first NUL (empty if unknown or not UTF-8).
+    pub fn name(&self) -> &str {
+        let n = self.name.iter().position(|&c| c == 0).unwrap_or(48);
+        core::str::from_utf8(&self.name[..n]).unwrap_or("")
+    }
+}
+
+impl Words for ProcessInfo {
+    const WORDS: usize = 8;
+    fn write_to(&self, buf: &mut [u8]) -> bool {
+        if buf.len() < Self::WORDS * 8 {
+            return false;
+        }
+        buf[..8].copy_from_slice(&self.pid.to_le_bytes());
+        buf[8..16].copy_from_slice(&self.parent.to_le_bytes());
+        buf[16..64].copy_from_slice(&self.name);
+        true
+    }
+    fn read_from(buf: &[u8]) -> Option<Self> {
+        let buf = buf.get(..Self::WORDS * 8)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[..8]);
+        let pid = u64::from_le_bytes(w);
+        w.copy_from_slice(&buf[8..16]);
+        let mut name = [0u8; 48];
+        name.copy_from_slice(&buf[16..64]);
+        Some(ProcessInfo {
+            pid,
+            parent: u64::from_le_bytes(w),
+            name,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +777,8 @@ mod tests {
             Request::spawn("hello").unwrap(),
             Request::spawn(core::str::from_utf8(&[b'x'; MAX_NAME]).unwrap()).unwrap(),
             Request::Wait { pid: 9 },
+            Request::Args,
+            Request::Processes { from: 2 },
         ];
         for r in all {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
@@ -808,5 +893,27 @@ mod tests {
         assert!(!s.write_to(&mut buf[..63]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
         assert_eq!(GlobalStats::WORDS, 19);
+    }
+
+    #[test]
+    fn process_infos_round_trip() {
+        let mut p = ProcessInfo {
+            pid: 3,
+            parent: 1,
+            name: [0; 48],
+        };
+        p.name[..4].copy_from_slice(b"init");
+        let mut buf = [0u8; 64];
+        assert!(p.write_to(&mut buf));
+        assert_eq!(ProcessInfo::read_from(&buf), Some(p));
+        assert_eq!(
+            ProcessInfo::read_from(&buf).map(|p| p.name().len()),
+            Some(4)
+        );
+        assert!(!p.write_to(&mut buf[..63]));
+        assert_eq!(ProcessInfo::read_from(&buf[..63]), None);
+        let mut s = Request::Processes { from: 0 }.encode();
+        s.args[1] = 1;
+        assert_eq!(Request::decode(&s), Err(VmError::BadRequest));
     }
 }

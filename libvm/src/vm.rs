@@ -17,16 +17,22 @@
 //! | [`Vm::regions`] | `REGIONS`, repeated | entries written per call |
 //! | [`Vm::spawn`] | `SPAWN` | child pid |
 //! | [`Vm::wait`] | `WAIT` | [`proto::wait_status`] word (and the fault address) |
+//! | [`Vm::spawn_with_args`] | `SPAWN`, the argument string lent | child pid |
+//! | [`Vm::args`] | `ARGS` | the argument string's length |
+//! | [`Vm::processes`] | `PROCESSES`, repeated | entries written per call |
 
 use crate::error::{VmError, VmResult};
 use crate::flags::{MmapFlags, ProtectionFlags};
-use crate::proto::{self, GlobalStats, ProcessStats, RegionInfo, Request, Words};
+use crate::proto::{self, GlobalStats, ProcessInfo, ProcessStats, RegionInfo, Request, Words};
 use crate::transport::Transport;
 use alloc::vec::Vec;
 use syscall::error::EOVERFLOW;
 
 /// Region entries asked for per `REGIONS` call (the lent buffer holds this many).
 pub const REGIONS_PER_CALL: usize = 64;
+
+/// Process entries asked for per `PROCESSES` call.
+pub const PROCESSES_PER_CALL: usize = 32;
 
 /// Bytes of one `RegionInfo` on the wire.
 const REGION_BYTES: usize = RegionInfo::WORDS * 8;
@@ -157,6 +163,57 @@ impl<T: Transport> Vm<T> {
     pub fn spawn(&self, name: &str) -> VmResult<u64> {
         let request = Request::spawn(name).ok_or(VmError::InvalidSize)?;
         self.call(request, &mut [])
+    }
+
+    /// Starts the boot module `name` as a child, with the argument string `args` (at most
+    /// [`proto::MAX_ARGS`] bytes; the child reads it with [`Vm::args`]). Returns the child's pid.
+    pub fn spawn_with_args(&self, name: &str, args: &str) -> VmResult<u64> {
+        let request = Request::spawn(name).ok_or(VmError::InvalidSize)?;
+        if args.len() > proto::MAX_ARGS {
+            return Err(VmError::InvalidSize);
+        }
+        let mut bytes = [0u8; proto::MAX_ARGS];
+        bytes[..args.len()].copy_from_slice(args.as_bytes());
+        self.call(request, &mut bytes[..args.len()])
+    }
+
+    /// The argument string this process was spawned with (empty if none; a forked child has
+    /// its parent's), as bytes.
+    pub fn args(&self) -> VmResult<Vec<u8>> {
+        let mut buf = [0u8; proto::MAX_ARGS];
+        let n = self.call(Request::Args, &mut buf)?;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= buf.len())
+            .ok_or(VmError::BadBuffer)?;
+        Ok(buf[..n].to_vec())
+    }
+
+    /// Every live process, lowest pid first, asked for [`PROCESSES_PER_CALL`] at a time until a
+    /// call returns fewer.
+    pub fn processes(&self) -> VmResult<Vec<ProcessInfo>> {
+        const BYTES: usize = ProcessInfo::WORDS * 8;
+        let mut buf = [0u8; PROCESSES_PER_CALL * BYTES];
+        let mut out: Vec<ProcessInfo> = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let written = self.call(Request::Processes { from }, &mut buf)?;
+            let written = usize::try_from(written)
+                .ok()
+                .filter(|&n| n <= PROCESSES_PER_CALL)
+                .ok_or(VmError::BadBuffer)?;
+            for entry in buf.chunks_exact(BYTES).take(written) {
+                out.push(ProcessInfo::read_from(entry).ok_or(VmError::BadBuffer)?);
+            }
+            if written < PROCESSES_PER_CALL {
+                return Ok(out);
+            }
+            let next = out.last().map_or(0, |p| p.pid.saturating_add(1));
+            if next <= from {
+                return Err(VmError::BadBuffer);
+            }
+            from = next;
+        }
     }
 
     /// Waits until child `pid` has died (on the metal). Returns its [`proto::wait_status`]
@@ -489,5 +546,36 @@ mod tests {
         let vm = Vm::new(answering(Ok(REGIONS_PER_CALL as u64)));
         assert_eq!(vm.regions(0), Err(VmError::BadBuffer));
         assert_eq!(vm.transport().sent().len(), 1);
+    }
+
+    #[test]
+    fn spawn_lends_its_arguments_and_args_and_processes_are_read_back() {
+        let memd = Recorder::new(|sqe: &Sqe, bulk: &mut [u8]| match sqe.opcode {
+            proto::ARGS => {
+                bulk[..5].copy_from_slice(b"-p 42");
+                encode_reply(sqe.tag, Ok(5))
+            }
+            proto::PROCESSES => {
+                let mut p = ProcessInfo {
+                    pid: 1,
+                    parent: 0,
+                    name: [0; 48],
+                };
+                p.name[..4].copy_from_slice(b"init");
+                p.write_to(bulk);
+                encode_reply(sqe.tag, Ok(1))
+            }
+            _ => encode_reply(sqe.tag, Ok(bulk.len() as u64)),
+        });
+        let vm = Vm::new(&memd);
+        assert_eq!(vm.spawn_with_args("memstat", "--json"), Ok(6));
+        assert_eq!(vm.args().as_deref(), Ok(&b"-p 42"[..]));
+        let ps = vm.processes().unwrap();
+        assert_eq!((ps.len(), ps[0].pid, ps[0].name()), (1, 1, "init"));
+        let sent = memd.sent();
+        assert_eq!(sent[0].0.opcode, proto::SPAWN);
+        assert_eq!(sent[0].1, 6);
+        let long = core::str::from_utf8(&[b'a'; proto::MAX_ARGS + 1]).unwrap();
+        assert_eq!(vm.spawn_with_args("x", long), Err(VmError::InvalidSize));
     }
 }

@@ -1,5 +1,10 @@
 //! Page faults: resolved by a zero-filled frame, a shared-object frame or a copy-on-write, or
 //! refused with a reason that kills the process.
+//!
+//! Fault-around: a first touch that continues a sequential walk through a private anonymous
+//! region of at least [`FAULT_AROUND_MIN_REGION`] pages (the page before it is resident) backs
+//! up to [`FAULT_AROUND`] absent pages from it on in the same batch, each with a fresh zeroed
+//! frame, never past the region or the next resident page. An isolated touch backs one page.
 
 use crate::daemon::{Death, Memd, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
@@ -8,6 +13,12 @@ use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
 use alloc::vec::Vec;
 use libvm::ProtectionFlags;
+
+/// Most pages one fault backs when it continues a sequential walk (fault-around).
+pub const FAULT_AROUND: u64 = 16;
+
+/// Fewest pages a region needs for fault-around.
+pub const FAULT_AROUND_MIN_REGION: u64 = 64;
 
 /// The access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -140,6 +151,9 @@ impl<K: Kernel> Memd<K> {
                 }
             }
         } else {
+            if self.streaming(space, region, page) {
+                return self.fill_around(space, region, page);
+            }
             let frame = self.frames.lock().alloc().ok_or(FaultReason::OutOfMemory)?;
             self.kernel.zero_frame(frame);
             bump(&self.counters.zero_fill);
@@ -155,6 +169,80 @@ impl<K: Kernel> Memd<K> {
             return Err(FaultReason::OutOfMemory);
         }
         space.pages.insert(page, frame);
+        Ok(())
+    }
+
+    /// Whether a first touch of `page` continues a sequential walk through a large private
+    /// anonymous region: the page before it is resident. Only then is fault-around worth its
+    /// frames; an isolated touch backs exactly one page.
+    fn streaming(&self, space: &AddressSpace, region: &Region, page: u64) -> bool {
+        region.object == 0
+            && region.pages() >= FAULT_AROUND_MIN_REGION
+            && page > region.start
+            && space.pages.contains_key(&(page - PAGE_SIZE))
+    }
+
+    /// Fault-around: backs `page` and the absent pages that follow it, up to
+    /// [`FAULT_AROUND`] pages, never past the region nor past the next resident page, with
+    /// fresh zeroed frames, in one batch. Pages after the first are backed only while frames
+    /// are free: running short limits the batch, never fails the fault.
+    fn fill_around(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+    ) -> Result<(), FaultReason> {
+        let mut end = region.end.min(page + FAULT_AROUND * PAGE_SIZE);
+        if let Some((&next, _)) = space.pages.range(page..end).next() {
+            end = next;
+        }
+        let prot = page_prot(region, 1);
+        let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
+        let mut n = 0;
+        {
+            let mut frames = self.frames.lock();
+            let mut at = page;
+            while at < end {
+                let Some(frame) = frames.alloc() else { break };
+                ops[n] = PageOp::Map {
+                    page: at,
+                    frame,
+                    prot,
+                };
+                n += 1;
+                at += PAGE_SIZE;
+            }
+        }
+        if n == 0 {
+            return Err(FaultReason::OutOfMemory);
+        }
+        for op in &ops[..n] {
+            if let PageOp::Map { frame, .. } = *op {
+                self.kernel.zero_frame(frame);
+            }
+        }
+        if self.kernel.apply(space.space, &ops[..n]).is_err() {
+            // The batch may have mapped a prefix: take it back before the frames go.
+            let _ = self.kernel.apply(
+                space.space,
+                &[PageOp::Unmap {
+                    page,
+                    pages: n as u64,
+                }],
+            );
+            for op in &ops[..n] {
+                if let PageOp::Map { frame, .. } = *op {
+                    self.release_frame(frame);
+                }
+            }
+            return Err(FaultReason::OutOfMemory);
+        }
+        for op in &ops[..n] {
+            if let PageOp::Map { page, frame, .. } = *op {
+                space.pages.insert(page, frame);
+            }
+        }
+        bump(&self.counters.zero_fill);
         Ok(())
     }
 
@@ -219,6 +307,10 @@ impl<K: Kernel> Memd<K> {
             page += PAGE_SIZE;
         }
         for page in batch {
+            if space.pages.contains_key(&page) {
+                // Backed meanwhile by fault-around.
+                continue;
+            }
             let access = match space.regions.find(page) {
                 Some(r) if r.prot.contains(ProtectionFlags::WRITE) => Access::Write,
                 Some(r) if r.prot != ProtectionFlags::NONE => Access::Read,

@@ -7,7 +7,7 @@ use crate::daemon::{Memd, Pid};
 use crate::kernel::Kernel;
 use crate::stats::bump;
 use libvm::VmError;
-use libvm::proto::{self, Cqe, RegionInfo, Request, Sqe, Words};
+use libvm::proto::{self, Cqe, ProcessInfo, RegionInfo, Request, Sqe, Words};
 
 /// Most regions one `REGIONS` reply carries, whatever the buffer size.
 const MAX_REGIONS_PER_REPLY: usize = 256;
@@ -46,7 +46,28 @@ impl<K: Kernel> Memd<K> {
             Request::Fork => self.fork(caller),
             // Boot modules and deferred replies are the metal side's (`metal/serve.rs`); the
             // core alone cannot start a program or block a caller.
-            Request::Spawn { .. } | Request::Wait { .. } => Err(VmError::BadRequest),
+            // Argument strings too: they come with a `SPAWN`.
+            Request::Spawn { .. } | Request::Wait { .. } | Request::Args => {
+                Err(VmError::BadRequest)
+            }
+            Request::Processes { from } => {
+                self.process(caller)?;
+                // The core knows pids only; the metal side adds parents and names.
+                let mut n = 0;
+                let slots = bulk.chunks_exact_mut(ProcessInfo::WORDS * 8);
+                for (pid, chunk) in self.pids().into_iter().filter(|&p| p >= from).zip(slots) {
+                    let info = ProcessInfo {
+                        pid,
+                        ..ProcessInfo::default()
+                    };
+                    info.write_to(chunk);
+                    n += 1;
+                }
+                if n == 0 && bulk.len() < ProcessInfo::WORDS * 8 {
+                    return Err(VmError::BadBuffer);
+                }
+                Ok(n)
+            }
             Request::GlobalStats => {
                 self.process(caller)?;
                 write_bulk(&self.global_stats(), bulk)

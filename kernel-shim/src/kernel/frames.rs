@@ -51,9 +51,20 @@ impl FramePool {
         }
     }
 
-    /// One zeroed frame.
+    /// One zeroed frame: the first free one, found a word of the bitmap at a time.
     pub fn alloc(&mut self) -> Option<u64> {
-        self.alloc_contiguous(1)
+        let w = self.used.iter().position(|&bits| bits != u64::MAX)?;
+        let i = w * 64 + self.used[w].trailing_ones() as usize;
+        if i >= self.count {
+            return None;
+        }
+        self.set(i, true);
+        self.in_use += 1;
+        let pa = self.base + i as u64 * PAGE;
+        // SAFETY: as in `alloc_contiguous`: the frame is in the pool, inside the window, and
+        // was free, so nothing else refers to it.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE as usize) };
+        Some(pa)
     }
 
     /// `n` physically contiguous zeroed frames; the physical address of the first.

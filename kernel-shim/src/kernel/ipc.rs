@@ -15,6 +15,10 @@
 //! The kernel also sends on the pager's endpoint: a thread's fault (token bit
 //! [`TOKEN_FAULT`]; reply word 0 = 0 resumes it, anything else kills it with that reason) and
 //! the end of a space's last thread (token bit [`TOKEN_EXIT`]; no reply).
+//!
+//! A server's loop replies and waits for the next message with one call,
+//! `ipc_reply_receive(ep = rdi, token = rsi, w0 = rdx, w1 = r10)`, which returns as
+//! `ipc_receive` does.
 
 use super::errno::{E2BIG, EINVAL, EPERM, EPIPE, ESRCH, Errno, to_rax};
 use super::state::Kernel;
@@ -205,24 +209,41 @@ pub fn replied_thread(k: &Kernel, t: usize, token: u64) -> Result<usize, Errno> 
 /// thread is killed with reason w0.
 pub fn reply(k: &mut Kernel, t: usize) -> Result<(), Errno> {
     let f = k.threads[t].frame;
-    let c = replied_thread(k, t, f.rdi)?;
+    reply_to(k, t, f.rdi, f.rsi, f.rdx)
+}
+
+/// `ipc_reply_receive(ep, token, w0, w1)`: the reply and the next receive in one call (the
+/// server's loop). Both are checked before the reply is performed; a refused reply returns
+/// its error and receives nothing.
+pub fn reply_receive(k: &mut Kernel, t: usize) -> Result<(), Errno> {
+    let f = k.threads[t].frame;
+    let ep = endpoint(k, f.rdi)?;
+    if k.endpoints[ep].owner != k.threads[t].space {
+        return Err(EPERM);
+    }
+    reply_to(k, t, f.rsi, f.rdx, f.r10)?;
+    receive(k, t)
+}
+
+fn reply_to(k: &mut Kernel, t: usize, token: u64, w0: u64, w1: u64) -> Result<(), Errno> {
+    let c = replied_thread(k, t, token)?;
     match k.threads[c].kind {
-        MsgKind::Fault if f.rsi != 0 => {
+        MsgKind::Fault if w0 != 0 => {
             k.threads[c].state = State::Running;
-            k.kill(c, "the pager refused its fault", f.rsi);
+            k.kill(c, "the pager refused its fault", w0);
         }
         MsgKind::Fault => k.make_ready(c),
         MsgKind::Call if k.threads[c].routed => {
             // A routed redox call returns the reply's result word, as redox_syscall expects.
-            k.threads[c].frame.rax = f.rdx;
+            k.threads[c].frame.rax = w1;
             k.threads[c].routed = false;
             k.make_ready(c);
         }
         _ => {
             let cf = &mut k.threads[c].frame;
             cf.rax = 0;
-            cf.rdi = f.rsi;
-            cf.rsi = f.rdx;
+            cf.rdi = w0;
+            cf.rsi = w1;
             k.make_ready(c);
         }
     }

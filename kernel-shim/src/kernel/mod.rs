@@ -116,6 +116,8 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     // SAFETY: the first and only reference during boot; interrupts are still off.
     let k = unsafe { kernel() };
     k.kernel_root = pt::active();
+    k.cmdline = info.cmdline;
+    k.cmdline_len = info.cmdline_len;
     pt::init();
     memory::split(k, &info);
     timer::init();

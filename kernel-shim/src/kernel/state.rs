@@ -43,6 +43,10 @@ pub struct Kernel {
     pub pager_ranges_len: usize,
     /// Bytes of the boot pack mapped read-only into the pager (0: none).
     pub bootpack_len: u64,
+    /// The kernel command line (`cmdline_len` bytes), for the `cmdline` call.
+    pub cmdline: [u8; 256],
+    /// Bytes used in `cmdline`.
+    pub cmdline_len: usize,
 }
 
 impl Kernel {
@@ -64,6 +68,8 @@ impl Kernel {
             pager_ranges: [(0, 0); MAX_PAGER_RANGES],
             pager_ranges_len: 0,
             bootpack_len: 0,
+            cmdline: [0; 256],
+            cmdline_len: 0,
         }
     }
 

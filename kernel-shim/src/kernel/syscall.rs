@@ -40,6 +40,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::IPC_CALL => ipc::call(k, t).map(|()| Done::Blocked),
         nr::IPC_RECEIVE => ipc::receive(k, t).map(|()| Done::Blocked),
         nr::IPC_REPLY => ipc::reply(k, t).map(|()| Done::Value(0)),
+        nr::IPC_REPLY_RECEIVE => ipc::reply_receive(k, t).map(|()| Done::Blocked),
         nr::IPC_READ => ipc::transfer(k, t, false).map(Done::Value),
         nr::IPC_WRITE => ipc::transfer(k, t, true).map(Done::Value),
         nr::ENDPOINT_CREATE => ipc::open(k, k.threads[t].space)
@@ -53,6 +54,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::PAGER_INFO => pager::pager_info(k, t).map(Done::Value),
         nr::BOOTPACK_INFO => pager::bootpack_info(k, t).map(Done::Value),
         nr::PAGE_TABLE_FRAMES => pager::page_table_frames(k, t).map(Done::Value),
+        nr::CMDLINE => cmdline(k, t).map(Done::Value),
         n if redox::is_routed(n) => redox::route(k, t, n).map(|()| Done::Blocked),
         _ => Err(ENOSYS),
     };
@@ -80,6 +82,17 @@ fn debug_write(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         done += n as u64;
     }
     Ok(len)
+}
+
+/// `cmdline(ptr, len)`: copies the kernel command line (cut to `len`); any process may read it.
+fn cmdline(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    let f = k.threads[t].frame;
+    usercopy::check_range(f.rdi, f.rsi)?;
+    let n = k.cmdline_len.min(f.rsi as usize);
+    let root = k.spaces[k.threads[t].space].root;
+    let line = k.cmdline;
+    usercopy::copy_out(root, f.rdi, &line[..n])?;
+    Ok(n as u64)
 }
 
 fn debug_read(k: &mut Kernel, t: usize) -> Result<u64, Errno> {

@@ -3,12 +3,13 @@
 //! the kernel maps read/write at [`WINDOW_BASE`] + physical address before memd starts.
 
 use super::sys::{call, syscall4};
+use alloc::vec::Vec;
 use kernel_shim::abi::{self as nr, OP_MAP, OP_PROTECT, OP_UNMAP, WINDOW_BASE};
 use libvm::ProtectionFlags;
 use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
 
-/// Operations sent per `space_apply` call from a stack buffer.
-const CHUNK: usize = 64;
+/// The largest batch encoded on the stack.
+const SMALL: usize = 16;
 
 /// The kernel capability of memd on the metal.
 pub struct MetalKernel;
@@ -53,11 +54,18 @@ impl Kernel for MetalKernel {
     }
 
     fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<(), BatchError> {
-        // One call per chunk; memd's batches are mostly a handful of operations. (A batch longer
-        // than a chunk is flushed once per chunk.)
+        // One `space_apply` per batch (the kernel flushes the TLB once per call), up to the
+        // kernel's largest batch. Small batches (faults, mprotect) are encoded on the stack.
         let mut done = 0;
-        for chunk in ops.chunks(CHUNK) {
-            let mut words = [[0u64; 4]; CHUNK];
+        for chunk in ops.chunks(nr::MAX_BATCH as usize) {
+            let mut small = [[0u64; 4]; SMALL];
+            let mut large = Vec::new();
+            let words: &mut [[u64; 4]] = if chunk.len() <= SMALL {
+                &mut small[..chunk.len()]
+            } else {
+                large.resize(chunk.len(), [0u64; 4]);
+                &mut large
+            };
             for (w, op) in words.iter_mut().zip(chunk) {
                 *w = encode(op);
             }
@@ -65,7 +73,7 @@ impl Kernel for MetalKernel {
                 nr::SPACE_APPLY,
                 space,
                 words.as_ptr() as u64,
-                chunk.len() as u64,
+                words.len() as u64,
                 0,
             );
             if r < 0 {

@@ -6,6 +6,8 @@
 //! until the child dies: the reply is deferred, the kernel keeps the caller waiting meanwhile.
 
 use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
 use libvm::VmError;
 use memd::Pid;
 
@@ -41,11 +43,22 @@ pub struct Answer {
     pub addr: u64,
 }
 
+/// What a process runs: the boot module's name and the argument string it was spawned with
+/// (a forked child has its parent's).
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    /// The boot module's name.
+    pub name: String,
+    /// The argument string.
+    pub args: Vec<u8>,
+}
+
 /// Every process memd started, by pid, and the badge-to-pid map.
 #[derive(Default)]
 pub struct Procs {
     by_badge: BTreeMap<u64, Pid>,
     entries: BTreeMap<Pid, Entry>,
+    programs: BTreeMap<Pid, Program>,
 }
 
 impl Procs {
@@ -61,6 +74,21 @@ impl Procs {
                 waiter: None,
             },
         );
+    }
+
+    /// Records what process `pid` runs.
+    pub fn set_program(&mut self, pid: Pid, program: Program) {
+        self.programs.insert(pid, program);
+    }
+
+    /// What process `pid` runs, if memd knows.
+    pub fn program(&self, pid: Pid) -> Option<&Program> {
+        self.programs.get(&pid)
+    }
+
+    /// The parent of process `pid` (alive or a zombie), if it has one.
+    pub fn parent(&self, pid: Pid) -> Option<Pid> {
+        self.entries.get(&pid).and_then(|e| e.parent)
     }
 
     /// The live process of a badge.
@@ -82,6 +110,7 @@ impl Procs {
             return None;
         }
         self.by_badge.remove(&entry.badge);
+        self.programs.remove(&pid);
         let orphans: alloc::vec::Vec<Pid> = self
             .entries
             .iter()

@@ -8,6 +8,8 @@
 //! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid |
 //! | call `SPAWN` | start the named boot module as a child ([`super::loader`]) |
 //! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies |
+//! | call `ARGS` | the argument string the caller was spawned with (its parent's, after a fork) |
+//! | call `PROCESSES` | [`Memd::handle`] lists the pids; the parents and names are added from [`Procs`] |
 //! | any other call | [`Memd::handle`], with the lent buffer copied in and out |
 //!
 //! The caller's identity is the kernel's badge (word 7), mapped to memd's pid; a badge memd
@@ -15,7 +17,7 @@
 
 use super::kernel::MetalKernel;
 use super::loader;
-use super::procs::{Answer, Procs, Waiter};
+use super::procs::{Answer, Procs, Program as Running, Waiter};
 use super::sys::{self, println};
 use alloc::vec::Vec;
 use kernel_shim::abi::bootpack::{self, Program};
@@ -49,6 +51,22 @@ fn answer(a: Answer) {
     reply_cqe(a.waiter.token, a.waiter.tag, Ok(a.status));
 }
 
+/// Adds the parents and names memd's metal side knows to the `PROCESSES` entries in `bulk`.
+fn name_processes(procs: &Procs, bulk: &mut [u8]) {
+    use libvm::proto::{ProcessInfo, Words};
+    for chunk in bulk.chunks_exact_mut(ProcessInfo::WORDS * 8) {
+        let Some(mut info) = ProcessInfo::read_from(chunk).filter(|i| i.pid != 0) else {
+            break;
+        };
+        info.parent = procs.parent(info.pid).unwrap_or(0);
+        if let Some(p) = procs.program(info.pid) {
+            let n = p.name.len().min(proto::MAX_NAME);
+            info.name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
+        }
+        info.write_to(chunk);
+    }
+}
+
 impl Server {
     /// A server over `memd`, with the boot pack `pack` (empty if none).
     pub fn new(memd: Memd<MetalKernel>, pack: &'static [u8]) -> Server {
@@ -70,7 +88,7 @@ impl Server {
         let Some(p) = bootpack::parse(self.pack).and_then(|mut it| it.nth(index)) else {
             return;
         };
-        match self.start(p, None) {
+        match self.start(p, None, &[]) {
             Ok(pid) => println!("memd: started {} as pid {}", p.name, pid),
             Err(e) => println!("memd: cannot start {}: {}", p.name, e),
         }
@@ -80,10 +98,16 @@ impl Server {
         &mut self,
         p: Program<'static>,
         parent: Option<Pid>,
+        args: &[u8],
     ) -> Result<Pid, loader::LoadError> {
         let pid = loader::start(&self.memd, p.bytes)?;
         if let Ok(space) = self.memd.space_of(pid) {
             self.procs.add(pid, space, parent);
+            let program = Running {
+                name: p.name.into(),
+                args: args.to_vec(),
+            };
+            self.procs.set_program(pid, program);
         }
         Ok(pid)
     }
@@ -185,8 +209,12 @@ impl Server {
             Ok(Request::Fork) => self.fork(token, tag, pid),
             Ok(r @ Request::Spawn { .. }) => {
                 let name = r.spawn_name().unwrap_or("");
+                let mut args = alloc::vec![0u8; (lend as usize).min(proto::MAX_ARGS)];
+                if !args.is_empty() && sys::ipc_read(token, 0, &mut args) < 0 {
+                    return reply_cqe(token, tag, Err(VmError::BadBuffer));
+                }
                 let result = match self.module(name) {
-                    Some(p) => self.start(p, Some(pid)).map_err(|e| match e {
+                    Some(p) => self.start(p, Some(pid), &args).map_err(|e| match e {
                         loader::LoadError::Vm(v) => v,
                         loader::LoadError::Thread(_) => VmError::OutOfMemory,
                         loader::LoadError::BadElf(_) => VmError::BadRequest,
@@ -194,6 +222,14 @@ impl Server {
                     None => Err(VmError::NoSuchProcess),
                 };
                 reply_cqe(token, tag, result);
+            }
+            Ok(Request::Args) => {
+                let args = self.procs.program(pid).map_or(&[][..], |p| &p.args[..]);
+                let n = args.len().min(lend as usize);
+                if n > 0 && sys::ipc_write(token, 0, &args[..n]) < 0 {
+                    return reply_cqe(token, tag, Err(VmError::BadBuffer));
+                }
+                reply_cqe(token, tag, Ok(n as u64));
             }
             Ok(Request::Wait { pid: child }) => {
                 let waiter = Waiter { token, tag, lend };
@@ -207,7 +243,7 @@ impl Server {
                 let n = (lend as usize).min(MAX_BULK);
                 let writes = matches!(
                     sqe.opcode,
-                    proto::GLOBAL_STATS | proto::PROCESS_STATS | proto::REGIONS
+                    proto::GLOBAL_STATS | proto::PROCESS_STATS | proto::REGIONS | proto::PROCESSES
                 );
                 let bulk = &mut self.bulk[..n];
                 bulk.fill(0);
@@ -216,6 +252,9 @@ impl Server {
                     return;
                 }
                 let cqe = self.memd.handle(pid, &sqe, bulk);
+                if sqe.opcode == proto::PROCESSES {
+                    name_processes(&self.procs, bulk);
+                }
                 if writes && n > 0 && proto::decode_reply(&cqe).is_ok() {
                     sys::ipc_write(token, 0, bulk);
                 }
@@ -242,6 +281,9 @@ impl Server {
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
         self.procs.add(child, space, Some(parent));
+        if let Some(p) = self.procs.program(parent).cloned() {
+            self.procs.set_program(child, p);
+        }
         reply_cqe(token, tag, Ok(child));
     }
 

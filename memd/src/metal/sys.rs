@@ -4,10 +4,16 @@
 use core::arch::asm;
 use core::fmt;
 use kernel_shim::abi as nr;
+use spin::Mutex;
 
 /// A raw system call with up to four arguments; rax (a value or -errno) and rdx.
 #[inline(always)]
 pub fn syscall4(n: u64, a: u64, b: u64, c: u64, d: u64) -> (i64, u64) {
+    send_pending_reply();
+    raw4(n, a, b, c, d)
+}
+
+fn raw4(n: u64, a: u64, b: u64, c: u64, d: u64) -> (i64, u64) {
     let (ret, rdx): (i64, u64);
     // SAFETY: kernel-shim's system-call ABI: it reads rdi, rsi, rdx, r10, writes rax (and rdx
     // for `space_apply`), clobbers rcx and r11, and touches our memory only through pointers we
@@ -43,16 +49,35 @@ pub struct Received {
     pub lend: u64,
 }
 
-/// Waits for the next message on the pager's endpoint.
+/// A reply held back to go out with the next receive, in one `ipc_reply_receive`: token, w0,
+/// w1. Any other system call sends it first, so the kernel sees every reply where memd made
+/// it, relative to all else memd asks of it.
+static PENDING: Mutex<Option<(u64, u64, u64)>> = Mutex::new(None);
+
+fn send_pending_reply() {
+    let pending = PENDING.lock().take();
+    if let Some((token, w0, w1)) = pending {
+        raw4(nr::IPC_REPLY, token, w0, w1, 0);
+    }
+}
+
+/// Waits for the next message on the pager's endpoint (sending the pending reply, if any, in
+/// the same system call).
 pub fn receive() -> Received {
+    let pending = PENDING.lock().take();
+    let (n, token, w0, w1) = match pending {
+        Some((token, w0, w1)) => (nr::IPC_REPLY_RECEIVE, token, w0, w1),
+        None => (nr::IPC_RECEIVE, 0, 0, 0),
+    };
     let mut m = [0u64; 8];
     let (ret, lend): (i64, u64);
-    // SAFETY: as `syscall4`; every message register and r14 (the lent length) are outputs.
+    // SAFETY: as `syscall4`; every message register and r14 (the lent length) are outputs;
+    // rsi, rdx and r10 carry the reply of `ipc_reply_receive` (ignored by `ipc_receive`).
     unsafe {
-        asm!("syscall", inlateout("rax") nr::IPC_RECEIVE as i64 => ret,
-             inlateout("rdi") nr::PAGER_ENDPOINT => m[0], lateout("rsi") m[1],
-             lateout("rdx") m[2], lateout("r10") m[3], lateout("r8") m[4], lateout("r9") m[5],
-             lateout("r12") m[6], lateout("r13") m[7], lateout("r14") lend,
+        asm!("syscall", inlateout("rax") n as i64 => ret,
+             inlateout("rdi") nr::PAGER_ENDPOINT => m[0], inlateout("rsi") token => m[1],
+             inlateout("rdx") w0 => m[2], inlateout("r10") w1 => m[3], lateout("r8") m[4],
+             lateout("r9") m[5], lateout("r12") m[6], lateout("r13") m[7], lateout("r14") lend,
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     Received {
@@ -62,9 +87,14 @@ pub fn receive() -> Received {
     }
 }
 
-/// Replies to the message behind `token`.
-pub fn reply(token: u64, w0: u64, w1: u64) -> i64 {
-    call(nr::IPC_REPLY, token, w0, w1, 0)
+/// Replies to the message behind `token`: the reply goes out with the next system call (with
+/// the next receive, in the same call). The kernel's answer is not reported (a reply to a
+/// caller that is gone is simply dropped).
+pub fn reply(token: u64, w0: u64, w1: u64) {
+    let previous = PENDING.lock().replace((token, w0, w1));
+    if let Some((token, w0, w1)) = previous {
+        raw4(nr::IPC_REPLY, token, w0, w1, 0);
+    }
 }
 
 /// Copies from the buffer lent with the call behind `token`.

@@ -10,7 +10,7 @@
 //! (`rustup target add`) and `qemu-system-x86_64` (`apt-get install qemu-system-x86` when
 //! running as root). Where it cannot, it fails with a message saying what to install.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -116,6 +116,20 @@ pub struct Boot {
     /// Run with `-icount shift=0`: one virtual nanosecond per guest instruction, so `rdtsc`
     /// counts guest instructions (the benchmark's unit).
     pub icount: bool,
+    /// Lines typed into the guest's serial console (QEMU's stdin, a pipe kept open until QEMU
+    /// exits), for an interactive program such as init's prompt. Ignored when `interactive`
+    /// is set.
+    pub input: Option<Input>,
+}
+
+/// Lines to type into the guest's console, one each time it shows its prompt (typing ahead
+/// could lose bytes: the UART holds a few, and they are dropped when it is reset at boot).
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// What the guest prints when it waits for a line (e.g. `memd> `).
+    pub prompt: String,
+    /// The lines, without their newline.
+    pub lines: Vec<String>,
 }
 
 impl Boot {
@@ -131,7 +145,18 @@ impl Boot {
             interactive: false,
             cpu: "max".to_string(),
             icount: false,
+            input: None,
         }
+    }
+
+    /// Types `lines` into the guest's serial console, each when the guest's output ends with
+    /// `prompt` (see [`Input`]).
+    pub fn input(mut self, prompt: &str, lines: &[&str]) -> Boot {
+        self.input = Some(Input {
+            prompt: prompt.to_string(),
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        });
+        self
     }
 
     /// Sets the kernel command line.
@@ -180,6 +205,8 @@ impl Boot {
         }
         let stdin = if self.interactive {
             Stdio::inherit()
+        } else if self.input.is_some() {
+            Stdio::piped()
         } else {
             Stdio::null()
         };
@@ -398,16 +425,26 @@ pub fn boot_qemu(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
     let stdout = child.stdout.take().expect("piped stdout");
+    // Typed input: a line each time the unfinished output line ends with the prompt; the pipe
+    // stays open until QEMU exits (an end of input must not look like a closed console).
+    let mut typer = child
+        .stdin
+        .take()
+        .zip(boot.input.clone())
+        .map(|(pipe, input)| {
+            let lines: std::collections::VecDeque<String> = input.lines.into();
+            (pipe, input.prompt, lines)
+        });
     let echo = boot.echo;
     let reader = std::thread::spawn(move || {
         let mut log = String::new();
         let mut r = BufReader::new(stdout);
         let mut line = Vec::new();
-        while let Ok(n) = r.read_until(b'\n', &mut line) {
-            if n == 0 {
-                break;
-            }
-            let text = String::from_utf8_lossy(&line).replace('\r', "");
+        let mut chunk = [0u8; 4096];
+        // Whether a line may be typed at the current prompt (not yet typed there).
+        let mut armed = true;
+        let emit = |line: &[u8], log: &mut String| {
+            let text = String::from_utf8_lossy(line).replace('\r', "");
             if echo {
                 let _ = write!(
                     std::io::stderr(),
@@ -417,8 +454,34 @@ pub fn boot_qemu(
                 );
             }
             log.push_str(&text);
-            line.clear();
+        };
+        while let Ok(n) = std::io::Read::read(&mut r, &mut chunk) {
+            if n == 0 {
+                break;
+            }
+            for &b in &chunk[..n] {
+                line.push(b);
+                if b == b'\n' {
+                    emit(&line, &mut log);
+                    line.clear();
+                    armed = true;
+                }
+            }
+            if let Some((pipe, prompt, lines)) = typer.as_mut()
+                && armed
+                && line.ends_with(prompt.as_bytes())
+                && let Some(next) = lines.pop_front()
+            {
+                armed = false;
+                let _ = pipe
+                    .write_all(format!("{next}\n").as_bytes())
+                    .and_then(|()| pipe.flush());
+            }
         }
+        if !line.is_empty() {
+            emit(&line, &mut log);
+        }
+        drop(typer);
         log
     });
     let exit = loop {

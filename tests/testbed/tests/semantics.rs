@@ -1,7 +1,7 @@
 //! The semantics of every memd operation, observed as a process observes them: contents of
 //! memory, faults, errno values and statistics.
 
-use libvm::proto::{self, MADV_DONTNEED, MADV_WILLNEED, Request};
+use libvm::proto::{self, MADV_DONTNEED, MADV_WILLNEED, Request, Words};
 use libvm::{MmapFlags, ProtectionFlags as P, VmError};
 use memd::layout::{HEAP_START, MMAP_BASE, STACK_TOP, USER_END};
 use memd::{Death, FaultKill, FaultReason, Limits};
@@ -642,4 +642,43 @@ fn program_segments_load_as_code_and_data() {
     sys.write(c, 0x40_1010, b"CHILD").unwrap();
     assert_eq!(sys.read(p, 0x40_1010, 5).unwrap(), b"initi");
     assert_eq!(sys.write(p, 0x40_0000, b"x"), Err(Fault::access(0x40_0000)));
+}
+
+#[test]
+fn processes_lists_every_live_pid_from_the_one_asked_and_args_are_the_metal_sides() {
+    let sys = system();
+    let a = sys.spawn().unwrap();
+    let b = sys.spawn().unwrap();
+    let c = sys.fork(a).unwrap();
+    let vm = sys.client(b);
+    let pids: Vec<u64> = vm.processes().unwrap().iter().map(|p| p.pid).collect();
+    assert_eq!(pids, vec![a, b, c]);
+    assert!(
+        vm.processes()
+            .unwrap()
+            .iter()
+            .all(|p| p.parent == 0 && p.name().is_empty())
+    );
+    sys.exit(b, 0).unwrap();
+    let pids: Vec<u64> = sys
+        .client(a)
+        .processes()
+        .unwrap()
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(pids, vec![a, c]);
+    // From a pid on, and a buffer too small for one entry is refused.
+    let mut buf = [0u8; 64];
+    let cqe = sys
+        .memd()
+        .handle(a, &Request::Processes { from: c }.encode(), &mut buf);
+    assert_eq!(proto::decode_reply(&cqe), Ok(1));
+    assert_eq!(proto::ProcessInfo::read_from(&buf).map(|p| p.pid), Some(c));
+    let cqe = sys
+        .memd()
+        .handle(a, &Request::Processes { from: 0 }.encode(), &mut buf[..63]);
+    assert_eq!(proto::decode_reply(&cqe), Err(VmError::BadBuffer));
+    // The argument string lives with the boot modules, on the metal.
+    assert_eq!(sys.client(a).args(), Err(VmError::BadRequest));
 }

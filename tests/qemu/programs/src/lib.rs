@@ -7,6 +7,8 @@
 //! also in rdi, rsi, rdx, r10, r8, r9, r12, r13. rcx and r11 are clobbered.
 #![no_std]
 
+extern crate alloc;
+
 use core::arch::asm;
 use core::fmt;
 
@@ -208,6 +210,35 @@ pub fn space_apply(space: u64, ops: &[PageOp]) -> (i64, u64) {
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     (ret, done)
+}
+
+/// The kernel command line (e.g. `init=interactive modules=pager`), as far as it fits in
+/// `buf`; empty on error.
+pub fn cmdline(buf: &mut [u8]) -> &str {
+    // Touch the buffer first: the kernel copies only into pages already present.
+    buf.fill(0);
+    let n = syscall6(
+        nr::CMDLINE,
+        buf.as_mut_ptr() as u64,
+        buf.len() as u64,
+        0,
+        0,
+        0,
+        0,
+    );
+    let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+    core::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+/// The argument string this program was spawned with (`Vm::spawn_with_args`), split at
+/// spaces; empty when it was started without one.
+pub fn args() -> alloc::vec::Vec<alloc::string::String> {
+    let bytes = vm().args().unwrap_or_default();
+    core::str::from_utf8(&bytes)
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .map(alloc::string::String::from)
+        .collect()
 }
 
 /// Console sink for `print!`.

@@ -1,0 +1,399 @@
+//! init: the first program memd starts (module 1 after memd). It shows the memory system at
+//! work, one line per step with the figures memd reports, then runs `memstat`; with
+//! `init=interactive` on the kernel command line it then offers a prompt on the serial console.
+//!
+//! The demonstration, each step a process of its own or a fork of init:
+//!
+//! | step | what happens |
+//! |---|---|
+//! | mmap | map 16 pages, touch 8: RSS grows by 8, one zero-fill fault each |
+//! | mprotect | 4 of them read-only: reads still work |
+//! | fork | a child writes 4 private pages: 4 copy-on-write copies, the parent keeps its bytes |
+//! | shared | a child writes shared pages: the parent reads the child's words, nothing copied |
+//! | heap | the break grows by 64 KiB, the pages are touched, then it shrinks back |
+//! | segv | a child writes read-only memory: memd kills it; `WAIT` tells the address and reason |
+//! | spawn | the boot module `hello` runs as a child and exits |
+//!
+//! The prompt (`memd> `): `memstat [--json] [--ps | PID]`, `ps`, `run PROGRAM [ARGS]`, `bench`,
+//! `help`, `poweroff`. Input comes from `debug_read`, which never blocks: init polls it and
+//! yields. `poweroff` ends init; with nothing left to run, the kernel powers the machine off.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use libvm::proto::wait_status as ws;
+use libvm::{MmapFlags as F, ProtectionFlags as P};
+use user_rt::*;
+
+entry!(main);
+
+const PAGE: usize = 4096;
+
+fn read(addr: usize) -> u64 {
+    // SAFETY: init reads memory it mapped readable.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+fn write(addr: usize, v: u64) {
+    // SAFETY: init writes memory it mapped writable (or, in the segv step, deliberately not).
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
+/// "hello" as a word, for reading it back.
+const HELLO: u64 = u64::from_le_bytes(*b"hello\0\0\0");
+
+fn rss() -> u64 {
+    vm().process_stats(0).map(|s| s.resident_pages).unwrap_or(0)
+}
+
+/// What a `WAIT` status says, in words.
+fn describe(status: u64, addr: u64) -> String {
+    if let Some(code) = ws::code(status) {
+        return format!("exited with status {}", code);
+    }
+    let access = match ws::access(status) {
+        ws::READ => "read",
+        ws::WRITE => "write",
+        ws::EXEC => "execute",
+        _ => "",
+    };
+    match ws::reason(status) {
+        ws::MAPERR => format!(
+            "killed (SIGSEGV): {} at {:#x}, SEGV_MAPERR (nothing mapped)",
+            access, addr
+        ),
+        ws::ACCERR => format!(
+            "killed (SIGSEGV): {} at {:#x}, SEGV_ACCERR (protection)",
+            access, addr
+        ),
+        ws::OOM => format!("killed: out of memory ({} at {:#x})", access, addr),
+        _ => format!("killed by exception {}", status as u32),
+    }
+}
+
+/// Counts the steps that went as expected.
+struct Demo {
+    ok: u32,
+    failed: u32,
+}
+
+impl Demo {
+    fn step(&mut self, ok: bool, line: core::fmt::Arguments) {
+        if ok {
+            self.ok += 1;
+            println!("{}", line);
+        } else {
+            self.failed += 1;
+            println!("{}  <-- NOT AS EXPECTED", line);
+        }
+    }
+}
+
+fn demonstration(me: u64) -> bool {
+    let mut d = Demo { ok: 0, failed: 0 };
+    println!("init: the memory system at work (pid {})", me);
+
+    // mmap and touch.
+    let (rss0, g0) = (rss(), vm().global_stats().unwrap_or_default());
+    let a = vm()
+        .mmap(0, 16 * PAGE, P::READ_WRITE, F::anonymous_private())
+        .unwrap_or(0);
+    let rss1 = rss();
+    for i in 0..8 {
+        write(a + i * PAGE, HELLO);
+    }
+    let (rss2, g1) = (rss(), vm().global_stats().unwrap_or_default());
+    d.step(
+        a != 0 && rss1 == rss0 && rss2 == rss0 + 8,
+        format_args!(
+            "mmap: 16 pages at {:#x}, nothing resident until touched; touched 8: RSS {} -> {} pages, {} zero-fill faults",
+            a,
+            rss1,
+            rss2,
+            g1.faults_zero_fill - g0.faults_zero_fill
+        ),
+    );
+
+    // mprotect.
+    let r = vm().mprotect(a, 4 * PAGE, P::READ);
+    d.step(
+        r.is_ok() && read(a) == HELLO,
+        format_args!(
+            "mprotect: pages 0..4 now read-only ({:?}), a read still sees 'hello'",
+            r.map(|_| "ok")
+        ),
+    );
+
+    // fork with copy-on-write: the child measures its own copies (the parent waits).
+    let pid = vm().fork().unwrap_or(u64::MAX);
+    if pid == 0 {
+        for _ in 0..10 {
+            yield_now();
+        }
+        let c0 = vm().global_stats().unwrap_or_default().cow_copies;
+        for i in 4..8 {
+            write(a + i * PAGE, 0xC41D);
+        }
+        let c1 = vm().global_stats().unwrap_or_default().cow_copies;
+        exit(c1 - c0);
+    }
+    let copies = vm().wait(pid).map(|w| w.0).unwrap_or(u64::MAX);
+    d.step(
+        copies == 4 && read(a + 4 * PAGE) == HELLO && read(a) == HELLO,
+        format_args!(
+            "fork: child {} wrote 4 pages, {} COW copies, parent still reads 'hello'",
+            pid, copies
+        ),
+    );
+
+    // Shared memory across fork: the child writes, the parent reads while it lives.
+    let s = vm()
+        .mmap(0, 2 * PAGE, P::READ_WRITE, F::anonymous_shared())
+        .unwrap_or(0);
+    write(s, 1);
+    let pid = vm().fork().unwrap_or(u64::MAX);
+    if pid == 0 {
+        write(s + 8, 0x5EA5);
+        write(s + PAGE, 0x5EA5);
+        while read(s + 16) == 0 {
+            yield_now();
+        }
+        exit(0);
+    }
+    while read(s + 8) != 0x5EA5 {
+        yield_now();
+    }
+    let copies0 = vm().global_stats().map(|g| g.cow_copies).unwrap_or(0);
+    let child = vm().process_stats(pid).unwrap_or_default();
+    let seen = read(s + PAGE);
+    write(s + 16, 1);
+    let code = vm().wait(pid).map(|w| w.0).unwrap_or(u64::MAX);
+    let copies1 = vm().global_stats().map(|g| g.cow_copies).unwrap_or(0);
+    d.step(
+        seen == 0x5EA5 && code == 0,
+        format_args!(
+            "shared: child {} wrote 2 MAP_SHARED pages, the parent reads its word {:#x}; child RSS {} pages, {} shared; {} copies",
+            pid,
+            seen,
+            child.resident_pages,
+            child.shared_pages,
+            copies1 - copies0
+        ),
+    );
+    let _ = vm().munmap(s, 2 * PAGE);
+
+    // The heap: grow the break, touch, shrink.
+    let heap0 = vm().process_stats(0).map(|s| s.heap_bytes).unwrap_or(0);
+    let rss0 = rss();
+    let old = vm().sbrk(64 * 1024).unwrap_or(0);
+    for i in 0..16 {
+        write(old + i * PAGE, 1);
+    }
+    let (heap1, rss1) = (
+        vm().process_stats(0).map(|s| s.heap_bytes).unwrap_or(0),
+        rss(),
+    );
+    let back = vm().sbrk(-64 * 1024).is_ok();
+    let (heap2, rss2) = (
+        vm().process_stats(0).map(|s| s.heap_bytes).unwrap_or(0),
+        rss(),
+    );
+    d.step(
+        old != 0 && back && heap1 == heap0 + 65536 && rss1 == rss0 + 16 && rss2 == rss0,
+        format_args!(
+            "heap: sbrk(+64 KiB) at {:#x}, touched: heap {} -> {} KiB, RSS +{} pages; sbrk(-64 KiB): heap {} KiB, RSS back to {}",
+            old,
+            heap0 / 1024,
+            heap1 / 1024,
+            rss1 - rss0,
+            heap2 / 1024,
+            rss2
+        ),
+    );
+
+    // A write to read-only memory: memd kills the writer.
+    let pid = vm().fork().unwrap_or(u64::MAX);
+    if pid == 0 {
+        write(a, 0xBAD);
+        exit(0);
+    }
+    let (status, addr) = vm().wait(pid).unwrap_or((0, 0));
+    d.step(
+        ws::reason(status) == ws::ACCERR && ws::access(status) == ws::WRITE && addr == a as u64,
+        format_args!(
+            "segv: child {} wrote to read-only memory: {}",
+            pid,
+            describe(status, addr)
+        ),
+    );
+    let _ = vm().munmap(a, 16 * PAGE);
+
+    // A boot module started by name.
+    let r = vm()
+        .spawn("hello")
+        .and_then(|pid| vm().wait(pid).map(|w| (pid, w)));
+    d.step(
+        matches!(r, Ok((_, (0, _)))),
+        format_args!(
+            "spawn: the boot module hello (pid {}) {}",
+            r.map(|r| r.0).unwrap_or(0),
+            r.map(|(_, w)| describe(w.0, w.1))
+                .unwrap_or_else(|e| format!("could not start: {:?}", e))
+        ),
+    );
+
+    println!("init: memstat");
+    run("memstat", "");
+    println!("init: memstat -p {} (init's own address space)", me);
+    run("memstat", &format!("-p {}", me));
+    println!(
+        "init: demonstration done: {} steps as expected, {} not",
+        d.ok, d.failed
+    );
+    d.failed == 0
+}
+
+/// Spawns the boot module `name` with `args`, waits, and says how it ended; `false` if it
+/// could not start or did not exit with status 0.
+fn run(name: &str, args: &str) -> bool {
+    match vm().spawn_with_args(name, args) {
+        Ok(pid) => match vm().wait(pid) {
+            Ok((status, addr)) => {
+                if status != 0 {
+                    println!("{} (pid {}) {}", name, pid, describe(status, addr));
+                }
+                status == 0
+            }
+            Err(e) => {
+                println!("{}: wait failed: {:?}", name, e);
+                false
+            }
+        },
+        Err(libvm::VmError::NoSuchProcess) => {
+            println!("{}: no such program in the boot image", name);
+            false
+        }
+        Err(e) => {
+            println!("{}: cannot start: {:?}", name, e);
+            false
+        }
+    }
+}
+
+const HELP: &str = "commands:
+  memstat [--json] [--ps | PID]   memory statistics: system and processes, or one process's map
+  ps                              the process table (memstat --ps)
+  run PROGRAM [ARGS]              start a boot module, wait, print how it ended
+  bench                           run the benchmark (the boot module vmbench)
+  help                            this list
+  poweroff                        end init; with nothing left to run the machine powers off";
+
+/// Reads one line from the console, echoing it (the terminal does not), a byte at a time so
+/// that nothing typed ahead is lost. A line ends at CR (a terminal's Enter) or LF; the LF of a
+/// CR LF pair is skipped (`last_cr` remembers the CR across calls).
+fn read_line(line: &mut String, last_cr: &mut bool) {
+    line.clear();
+    let mut buf = [0u8; 1];
+    loop {
+        if debug_read(&mut buf) <= 0 {
+            yield_now();
+            continue;
+        }
+        let c = buf[0];
+        let after_cr = core::mem::replace(last_cr, c == b'\r');
+        match c {
+            b'\n' if after_cr => {}
+            b'\r' | b'\n' => {
+                print!("\n");
+                return;
+            }
+            0x08 | 0x7f if !line.is_empty() => {
+                line.pop();
+                print!("\x08 \x08");
+            }
+            c if (c.is_ascii_graphic() || c == b' ') && line.len() < 200 => {
+                line.push(c as char);
+                debug_write(&[c]);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn prompt() {
+    println!("init: interactive; type `help` for the commands");
+    let mut line = String::new();
+    let mut last_cr = false;
+    loop {
+        print!("memd> ");
+        read_line(&mut line, &mut last_cr);
+        let text = line.trim();
+        let (cmd, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let rest = rest.trim();
+        match cmd {
+            "" => {}
+            "help" => println!("{}", HELP),
+            "memstat" => {
+                run("memstat", rest);
+            }
+            "ps" => {
+                run("memstat", "--ps");
+            }
+            "run" if !rest.is_empty() => {
+                let (name, args) = rest.split_once(' ').unwrap_or((rest, ""));
+                match vm().spawn_with_args(name, args.trim()) {
+                    Ok(pid) => match vm().wait(pid) {
+                        Ok((status, addr)) => {
+                            println!("{} (pid {}) {}", name, pid, describe(status, addr))
+                        }
+                        Err(e) => println!("run: wait failed: {:?}", e),
+                    },
+                    Err(libvm::VmError::NoSuchProcess) => {
+                        println!("run: no program {} in the boot image", name)
+                    }
+                    Err(e) => println!("run: cannot start {}: {:?}", name, e),
+                }
+            }
+            "bench" => match vm().spawn("vmbench") {
+                Ok(pid) => {
+                    let w = vm().wait(pid).unwrap_or((u64::MAX, 0));
+                    println!("vmbench (pid {}) {}", pid, describe(w.0, w.1));
+                }
+                Err(_) => println!(
+                    "bench: no vmbench in this boot image (boot with scripts/demo.sh, which packs it when it exists)"
+                ),
+            },
+            "poweroff" => {
+                println!("init: powering off");
+                return;
+            }
+            other => println!("unknown command {:?}; try `help`", other),
+        }
+    }
+}
+
+fn main(start: Start) -> u64 {
+    let mut buf = [0u8; 256];
+    let interactive = cmdline(&mut buf)
+        .split(' ')
+        .any(|w| w == "init=interactive");
+    let ok = demonstration(start.badge);
+    if interactive {
+        prompt();
+        return 0;
+    }
+    let code = if ok { 0 } else { 1 };
+    println!(
+        "init: {}; exit status {}, powering off",
+        if ok {
+            "demonstration passed"
+        } else {
+            "demonstration FAILED"
+        },
+        code
+    );
+    code
+}
