@@ -7,6 +7,7 @@
 //! The [`abi`] module is the one definition of the system-call ABI (numbers, message layouts,
 //! batch format), shared with user space. The [`paging`] module is host-testable and used as is by the kernel and by the hosted
 //! testbed's emulated MMU.
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), no_std)]
 
 pub mod abi;

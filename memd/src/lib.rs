@@ -8,6 +8,7 @@
 //! (system calls into kernel-shim on the metal, the emulated kernel of the hosted testbed), and
 //! it never trusts a pid or address a client claims — identity is the kernel's badge on each
 //! message, and every field is validated before anything is changed.
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
