@@ -3,7 +3,7 @@
 # and lets init show the memory system at work (mmap, touch, mprotect, fork with copy-on-write,
 # shared memory, heap growth and shrink, a process killed for writing read-only memory), then
 # memstat. It powers off by itself and this script exits with 0 when the guest powered off
-# cleanly.
+# cleanly after init said the demonstration passed.
 #
 #   scripts/demo.sh                 the demonstration, then power-off
 #   scripts/demo.sh -i              the same, then init's prompt on this terminal:
@@ -45,7 +45,9 @@ echo "demo: building the host workspace"
 cargo build --workspace --quiet
 # The boot runner builds the kernel, memd and the ring-3 programs for x86_64-unknown-none.
 if [ "$interactive" = 1 ]; then
-    exec cargo run --quiet -p qemu-tests --bin boot -- --append init=interactive "${programs[@]}"
+    exec cargo run --quiet -p qemu-tests --bin boot -- --append init=interactive \
+        --expect "init: demonstration passed" "${programs[@]}"
 else
-    exec cargo run --quiet -p qemu-tests --bin boot -- --no-input --timeout 600 "${programs[@]}"
+    exec cargo run --quiet -p qemu-tests --bin boot -- --no-input --timeout 600 \
+        --expect "init: demonstration passed" "${programs[@]}"
 fi
