@@ -31,6 +31,7 @@
 //! | 26 | `bootpack_info` | — | bytes of the boot pack mapped read-only at [`BOOTPACK_BASE`] (0: none) | pager |
 //! | 27 | `page_table_frames` | — | kernel-pool frames held as page tables | pager |
 //! | 28 | `cmdline` | ptr, len | bytes of the kernel command line copied (cut to len) | any |
+//! | 29 | `space_apply1` | space, the four words of one `space_apply` operation in rsi, rdx, r10, r8 | as `space_apply` of that one operation, without the copy of a batch | pager |
 //! | [`SYS_FMAP`] | redox `fmap` | fd (must be `!0`: anonymous), `&Map`, size of `Map` | address | any (routed to the pager) |
 //! | [`SYS_FUNMAP`] | redox `funmap` | addr, len | 0 | any (routed to the pager) |
 //! | [`SYS_MPROTECT`] | redox `mprotect` | addr, len, `MapFlags` | 0 | any (routed to the pager) |
@@ -77,6 +78,8 @@ pub const BOOTPACK_INFO: u64 = 26;
 pub const PAGE_TABLE_FRAMES: u64 = 27;
 /// `cmdline(ptr, len)`.
 pub const CMDLINE: u64 = 28;
+/// `space_apply1(space, kind, page, a, b)`: one `space_apply` operation passed in registers.
+pub const SPACE_APPLY1: u64 = 29;
 
 /// redox_syscall's `SYS_FMAP` (`SYS_CLASS_FILE | SYS_ARG_SLICE | 900`): anonymous `fmap` is
 /// routed to the pager as an `MMAP` request.
@@ -256,7 +259,7 @@ mod tests {
     #[test]
     fn routed_numbers_do_not_collide_with_the_kernel_calls() {
         for n in [SYS_FMAP, SYS_FUNMAP, SYS_MPROTECT] {
-            assert!(n > PAGE_TABLE_FRAMES);
+            assert!(n > SPACE_APPLY1);
         }
         assert_eq!(SYS_FMAP, 0x2100_0384);
         assert_eq!(SYS_FUNMAP, 0x2000_005C);

@@ -4,6 +4,7 @@
 //! On the metal it is implemented with system calls into kernel-shim; on the host by the
 //! testbed's emulated kernel, over the same page-table code.
 
+use alloc::vec::Vec;
 use libvm::ProtectionFlags;
 
 /// Size of a page and of a frame.
@@ -45,6 +46,76 @@ pub enum PageOp {
         /// New access.
         prot: ProtectionFlags,
     },
+}
+
+/// A list of page operations that keeps its first [`PageOps::INLINE`] on the stack and moves
+/// to the heap only beyond them: most requests (one fault, one `mprotect` of one region) make
+/// one or two operations, and they should cost no allocation.
+pub struct PageOps {
+    /// The operations while there are at most `INLINE`: `inline[..len]`.
+    inline: [PageOp; PageOps::INLINE],
+    /// How many of `inline` are used (until the list spills).
+    len: usize,
+    /// Every operation, once there were more than `INLINE` (empty until then).
+    spill: Vec<PageOp>,
+}
+
+impl PageOps {
+    /// Operations kept without allocation.
+    pub const INLINE: usize = 8;
+
+    /// An empty list.
+    pub fn new() -> PageOps {
+        PageOps {
+            inline: [PageOp::Unmap { page: 0, pages: 0 }; PageOps::INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    /// Appends `op`.
+    #[inline]
+    pub fn push(&mut self, op: PageOp) {
+        if self.spill.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.len) {
+                *slot = op;
+                self.len += 1;
+                return;
+            }
+            self.spill.reserve(2 * PageOps::INLINE);
+            self.spill.extend_from_slice(&self.inline);
+        }
+        self.spill.push(op);
+    }
+
+    /// The operations, in the order they were pushed.
+    pub fn as_slice(&self) -> &[PageOp] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+impl Default for PageOps {
+    fn default() -> PageOps {
+        PageOps::new()
+    }
+}
+
+impl core::ops::Deref for PageOps {
+    type Target = [PageOp];
+
+    fn deref(&self) -> &[PageOp] {
+        self.as_slice()
+    }
+}
+
+impl Extend<PageOp> for PageOps {
+    fn extend<I: IntoIterator<Item = PageOp>>(&mut self, ops: I) {
+        ops.into_iter().for_each(|op| self.push(op));
+    }
 }
 
 /// Why the kernel refused a call.

@@ -2,10 +2,10 @@
 //! first, then perform.
 
 use crate::daemon::{Memd, Pid};
-use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
+use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionKind};
-use crate::space::{AddressSpace, sync_ops};
+use crate::space::{AddressSpace, sync_ops, sync_region_ops};
 use crate::stats::bump;
 use alloc::vec::Vec;
 use libvm::proto::{MADV_DONTNEED, MADV_NORMAL, MADV_WILLNEED};
@@ -166,13 +166,50 @@ impl<K: Kernel> Memd<K> {
         if !ProtectionFlags::all().contains(prot) {
             return Err(VmError::InvalidFlags);
         }
-        if !space.regions.covered(addr, end) {
+        // The common case, a range inside one region: split and merge with the fewest map
+        // operations, and the page-table changes of that one region.
+        if let Some((old, piece)) = space.regions.update_within(addr, end, |r| r.prot = prot) {
+            if old.prot == prot {
+                // Nothing changes: the page tables already agree with the region.
+                return Ok(());
+            }
+            let mut ops = PageOps::new();
+            {
+                let frames = self.frames.lock();
+                sync_region_ops(
+                    &space,
+                    &piece,
+                    addr,
+                    end,
+                    |f| frames.refcount(f),
+                    old.prot == ProtectionFlags::NONE,
+                    &mut ops,
+                );
+            }
+            return self
+                .kernel
+                .apply(space.space, &ops)
+                .map_err(|_| VmError::OutOfMemory);
+        }
+        // Across regions: one pass checks that every byte is mapped (nothing changes
+        // otherwise) and whether anything changes at all.
+        let mut cursor = addr;
+        let mut from_none = false;
+        let mut changes = false;
+        for r in space.regions.overlapping(addr, end) {
+            if r.start > cursor {
+                return Err(VmError::RegionNotFound);
+            }
+            cursor = r.end;
+            from_none |= r.prot == ProtectionFlags::NONE;
+            changes |= r.prot != prot;
+        }
+        if cursor < end {
             return Err(VmError::RegionNotFound);
         }
-        let from_none = space
-            .regions
-            .overlapping(addr, end)
-            .any(|r| r.prot == ProtectionFlags::NONE);
+        if !changes {
+            return Ok(());
+        }
         space.regions.update_range(addr, end, |r| r.prot = prot);
         let mut ops = Vec::new();
         {

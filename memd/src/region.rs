@@ -366,6 +366,105 @@ impl RegionMap {
         self.merge_around(start, end);
     }
 
+    /// [`RegionMap::update_range`] for a range that lies inside one region, with the fewest
+    /// map operations: applies `f` to the part `[start, end)` of the region containing it
+    /// (split off as needed) and merges that part with compatible neighbours. Returns the
+    /// containing region as it was and the part as `f` left it (bounds `[start, end)`), or
+    /// `None`, with nothing changed, when no one region contains the range (or it is empty):
+    /// then `update_range` is the way.
+    ///
+    /// When `f` changes nothing, nothing is done. Otherwise the map ends as `update_range`
+    /// would leave it (for a map whose neighbours are merged, as [`RegionMap::insert_merged`]
+    /// and `update_range` keep it). `f` may change anything but the bounds, as in
+    /// `update_range`.
+    pub fn update_within(
+        &mut self,
+        start: u64,
+        end: u64,
+        f: impl FnOnce(&mut Region),
+    ) -> Option<(Region, Region)> {
+        if start >= end {
+            return None;
+        }
+        // One descent finds the containing region and the one before it.
+        let mut below = self.regions.range(..=start).rev();
+        let old = *below.next()?.1;
+        if end > old.end {
+            return None;
+        }
+        let before = below.next().map(|(_, r)| *r);
+        // The parts: `lower` and `upper` keep the old access, `piece` gets `f`.
+        let mut piece = old;
+        let mut lower = None;
+        if start > old.start {
+            let (l, u) = piece.split_at(start);
+            lower = Some(l);
+            piece = u;
+        }
+        let mut upper = None;
+        if end < old.end {
+            let (l, u) = piece.split_at(end);
+            upper = Some(u);
+            piece = l;
+        }
+        let unchanged = piece;
+        f(&mut piece);
+        debug_assert!(
+            piece.start == start && piece.end == end,
+            "update_within moved {piece:?}"
+        );
+        piece.start = start;
+        piece.end = end;
+        if piece == unchanged {
+            return Some((old, piece));
+        }
+        // Merge as `merge_around` does: (left, piece), then (the result, right). A neighbour
+        // that is not adjacent never merges, so the region at `old.end` is the only right one.
+        let left = lower.or(before);
+        let merge_left = left.is_some_and(|l| l.can_merge_with(&piece));
+        let mut merged = match left {
+            Some(l) if merge_left => Region { end, ..l },
+            _ => piece,
+        };
+        let right = match upper {
+            Some(u) => Some(u),
+            None => self.regions.get(&old.end).copied(),
+        };
+        let merge_right = right.is_some_and(|r| merged.can_merge_with(&r));
+        if let Some(r) = right.filter(|_| merge_right) {
+            merged.end = r.end;
+        }
+        // The keys: `old.start` is the only one the map had in `[old.start, old.end)`.
+        match (lower, merge_left) {
+            (Some(l), false) => {
+                self.set(old.start, l);
+                self.regions.insert(start, merged);
+            }
+            (Some(_), true) | (None, false) => self.set(old.start, merged),
+            (None, true) => {
+                self.regions.remove(&old.start);
+                self.set(merged.start, merged);
+            }
+        }
+        match (upper, merge_right) {
+            (Some(u), false) => {
+                self.regions.insert(end, u);
+            }
+            (None, true) => {
+                self.regions.remove(&old.end);
+            }
+            (Some(_), true) | (None, false) => {}
+        }
+        Some((old, piece))
+    }
+
+    /// Replaces the region at key `start` (which the caller knows is in the map) by `region`.
+    fn set(&mut self, start: u64, region: Region) {
+        if let Some(r) = self.regions.get_mut(&start) {
+            *r = region;
+        }
+    }
+
     /// Merges every compatible adjacent pair from the region below `start` up to the first
     /// region starting at or after `end`: the regions in the range, and the range's neighbours.
     pub fn merge_around(&mut self, start: u64, end: u64) {
@@ -733,6 +832,72 @@ mod tests {
         assert_eq!(offsets, [4, 7, 8]);
         map.update_range(13 * P, 14 * P, |r| r.prot = RW);
         assert_eq!(map.iter().copied().collect::<Vec<_>>(), [r]);
+    }
+
+    #[test]
+    fn update_within_splits_and_merges_back() {
+        let mut map = RegionMap::new();
+        map.insert_merged(anon(10, 20, RW)).unwrap();
+        let (old, piece) = map.update_within(12 * P, 13 * P, |r| r.prot = RO).unwrap();
+        assert_eq!(old, anon(10, 20, RW));
+        assert_eq!((piece.start, piece.end, piece.prot), (12 * P, 13 * P, RO));
+        assert_eq!(bounds(&map), [(10, 12), (12, 13), (13, 20)]);
+        map.update_within(12 * P, 13 * P, |r| r.prot = RW).unwrap();
+        assert_eq!(map.iter().copied().collect::<Vec<_>>(), [anon(10, 20, RW)]);
+        // Unchanged: nothing to do; across regions or over a hole: not within one.
+        map.update_within(12 * P, 13 * P, |r| r.prot = RW).unwrap();
+        assert_eq!(bounds(&map), [(10, 20)]);
+        assert!(map.update_within(5 * P, 12 * P, |r| r.prot = RO).is_none());
+        assert!(map.update_within(15 * P, 25 * P, |r| r.prot = RO).is_none());
+        assert!(map.update_within(12 * P, 12 * P, |r| r.prot = RO).is_none());
+        assert_eq!(bounds(&map), [(10, 20)]);
+    }
+
+    #[test]
+    fn update_within_agrees_with_update_range() {
+        const PAGES: u64 = 256;
+        let prots = [RW, RO, ProtectionFlags::READ_EXEC, ProtectionFlags::NONE];
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for _ in 0..200 {
+            let mut map = RegionMap::new();
+            for _ in 0..60 {
+                let s = rng.below(PAGES);
+                let e = (s + 1 + rng.below(12)).min(PAGES);
+                let mut r = anon(s, e, prots[rng.below(2) as usize]);
+                if rng.below(4) == 0 {
+                    // Views of one object at the offsets of their addresses: they merge.
+                    r.kind = RegionKind::Shared;
+                    r.shared = true;
+                    r.object = 1;
+                    r.offset = s;
+                }
+                let _ = map.insert_merged(r);
+            }
+            for _ in 0..200 {
+                let s = rng.below(PAGES);
+                let e = (s + 1 + rng.below(8)).min(PAGES);
+                let prot = prots[rng.below(4) as usize];
+                let (start, end) = (s * P, e * P);
+                let mut expected = map.clone();
+                expected.update_range(start, end, |r| r.prot = prot);
+                let within = map.find(start).is_some_and(|r| end <= r.end);
+                let was = map.find(start).copied();
+                match map.update_within(start, end, |r| r.prot = prot) {
+                    Some((old, piece)) => {
+                        assert!(within);
+                        assert_eq!(Some(old), was);
+                        assert_eq!((piece.start, piece.end, piece.prot), (start, end, prot));
+                    }
+                    None => {
+                        assert!(!within);
+                        map.update_range(start, end, |r| r.prot = prot);
+                    }
+                }
+                let got: Vec<Region> = map.iter().copied().collect();
+                let want: Vec<Region> = expected.iter().copied().collect();
+                assert_eq!(got, want, "update of [{s}, {e}) to {prot:?}");
+            }
+        }
     }
 
     #[test]

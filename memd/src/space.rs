@@ -113,41 +113,77 @@ pub fn sync_ops(
     remap: bool,
     ops: &mut Vec<PageOp>,
 ) {
-    let mut run: Option<(u64, u64, ProtectionFlags)> = None;
+    let mut run = None;
     for region in space.regions.overlapping(start, end) {
-        let (lo, hi) = (region.start.max(start), region.end.min(end));
-        if region.prot == ProtectionFlags::NONE {
-            flush_run(&mut run, ops);
-            ops.push(PageOp::Unmap {
-                page: lo,
-                pages: (hi - lo) / PAGE_SIZE,
-            });
-            continue;
-        }
-        for (page, frame) in space.resident(lo, hi) {
-            let prot = page_prot(region, refcount(frame));
-            if remap {
-                ops.push(PageOp::Map { page, frame, prot });
-                continue;
-            }
-            match run {
-                Some((s, e, p)) if e == page && p == prot => run = Some((s, e + PAGE_SIZE, p)),
-                _ => {
-                    flush_run(&mut run, ops);
-                    run = Some((page, page + PAGE_SIZE, prot));
-                }
-            }
-        }
+        sync_piece(space, region, start, end, &refcount, remap, &mut run, ops);
     }
     flush_run(&mut run, ops);
 }
 
-fn flush_run(run: &mut Option<(u64, u64, ProtectionFlags)>, ops: &mut Vec<PageOp>) {
+/// [`sync_ops`] for a range that lies inside one region, `region` (as it is now in the map):
+/// the same operations, without looking the region up again.
+pub fn sync_region_ops(
+    space: &AddressSpace,
+    region: &Region,
+    start: u64,
+    end: u64,
+    refcount: impl Fn(FrameAddr) -> u32,
+    remap: bool,
+    ops: &mut impl Extend<PageOp>,
+) {
+    debug_assert!(region.start <= start && end <= region.end);
+    let mut run = None;
+    sync_piece(space, region, start, end, &refcount, remap, &mut run, ops);
+    flush_run(&mut run, ops);
+}
+
+/// A run of resident pages `[start, end)` with the same access, not yet pushed.
+type Run = Option<(u64, u64, ProtectionFlags)>;
+
+/// The operations of the part of `region` inside `[start, end)`, continuing `run`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn sync_piece(
+    space: &AddressSpace,
+    region: &Region,
+    start: u64,
+    end: u64,
+    refcount: &impl Fn(FrameAddr) -> u32,
+    remap: bool,
+    run: &mut Run,
+    ops: &mut impl Extend<PageOp>,
+) {
+    let (lo, hi) = (region.start.max(start), region.end.min(end));
+    if region.prot == ProtectionFlags::NONE {
+        flush_run(run, ops);
+        ops.extend([PageOp::Unmap {
+            page: lo,
+            pages: (hi - lo) / PAGE_SIZE,
+        }]);
+        return;
+    }
+    for (page, frame) in space.resident(lo, hi) {
+        let prot = page_prot(region, refcount(frame));
+        if remap {
+            ops.extend([PageOp::Map { page, frame, prot }]);
+            continue;
+        }
+        match *run {
+            Some((s, e, p)) if e == page && p == prot => *run = Some((s, e + PAGE_SIZE, p)),
+            _ => {
+                flush_run(run, ops);
+                *run = Some((page, page + PAGE_SIZE, prot));
+            }
+        }
+    }
+}
+
+fn flush_run(run: &mut Run, ops: &mut impl Extend<PageOp>) {
     if let Some((s, e, prot)) = run.take() {
-        ops.push(PageOp::Protect {
+        ops.extend([PageOp::Protect {
             page: s,
             pages: (e - s) / PAGE_SIZE,
             prot,
-        });
+        }]);
     }
 }

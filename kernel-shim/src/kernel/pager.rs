@@ -12,7 +12,8 @@
 //! | 2 (unmap) | page | pages | 0 | unmap the mapped pages of the range |
 //! | 3 (protect) | page | pages | prot | set `prot` on the mapped pages of the range |
 //!
-//! (The numbers are in [`kernel_shim::abi`].)
+//! (The numbers are in [`kernel_shim::abi`].) `space_apply1` takes one operation in registers
+//! instead, for the common batch of one (a fault, an `mprotect` of one page).
 //!
 //! Each operation is checked in full before it is performed; the batch stops at the first
 //! bad one (rax = -errno, rdx = operations done). The TLB is flushed once, after the batch.
@@ -80,6 +81,9 @@ fn check_range(page: u64, pages: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+// Inlined into both callers: in `space_apply`'s loop a call per operation is a measurable
+// part of a batch, and `space_apply1` is nothing but this.
+#[inline(always)]
 fn apply_one(
     m: &mut Mapper<'_, FramePool>,
     ranges: &[(u64, u64)],
@@ -110,6 +114,13 @@ fn apply_one(
         OP_PROTECT => {
             check_range(page, a)?;
             let p = valid_prot(b)?;
+            if a == 1 {
+                // One page: one walk down to its entry; an absent page is skipped.
+                return match m.protect(page, pt::flags(p)) {
+                    Ok(_) | Err(PagingError::NotMapped) => Ok(()),
+                    Err(e) => Err(paging_errno(e)),
+                };
+            }
             m.protect_range(page, a, pt::flags(p))
                 .map(drop)
                 .map_err(paging_errno)
@@ -165,6 +176,23 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pt::finish(m, root);
     k.threads[t].frame.rdx = done;
     result
+}
+
+/// `space_apply1(id, kind, page, a, b)`: [`space_apply`] of the one operation `[kind, page,
+/// a, b]` passed in registers (rsi, rdx, r10, r8), with no batch to copy in: 0, or -errno;
+/// rdx = operations done (0 or 1). The same checks, the same flush.
+pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    pager_only(k, t)?;
+    let f = k.threads[t].frame;
+    let s = space_of(k, f.rdi)?;
+    let op = [f.rsi, f.rdx, f.r10, f.r8];
+    let root = k.spaces[s].root;
+    let ranges = &k.pager_ranges[..k.pager_ranges_len];
+    let mut m = pt::mapper(&mut k.frames, root);
+    let result = apply_one(&mut m, ranges, op);
+    pt::finish(m, root);
+    k.threads[t].frame.rdx = u64::from(result.is_ok());
+    result.map(|()| 0)
 }
 
 /// `thread_start(space, rip, rsp, arg)`: a new thread in another space, rdi = `arg`.

@@ -1,8 +1,9 @@
 //! memd's [`Kernel`] on the metal: kernel-shim's pager system calls (`space_create`,
-//! `space_destroy`, `space_apply`, `page_table_frames`) and the window onto memd's frames, which
-//! the kernel maps read/write at [`WINDOW_BASE`] + physical address before memd starts.
+//! `space_destroy`, `space_apply`, `space_apply1`, `page_table_frames`) and the window onto
+//! memd's frames, which the kernel maps read/write at [`WINDOW_BASE`] + physical address
+//! before memd starts.
 
-use super::sys::{call, syscall4};
+use super::sys::{call, syscall4, syscall5};
 use alloc::vec::Vec;
 use kernel_shim::abi::{self as nr, OP_MAP, OP_PROTECT, OP_UNMAP, WINDOW_BASE};
 use libvm::ProtectionFlags;
@@ -54,8 +55,21 @@ impl Kernel for MetalKernel {
     }
 
     fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<(), BatchError> {
+        // A batch of one (most faults, an mprotect of one page) goes in registers.
+        if let [op] = ops {
+            let [kind, page, a, b] = encode(op);
+            let (r, _) = syscall5(nr::SPACE_APPLY1, space, kind, page, a, b);
+            return if r < 0 {
+                Err(BatchError {
+                    done: 0,
+                    error: errno_of(r),
+                })
+            } else {
+                Ok(())
+            };
+        }
         // One `space_apply` per batch (the kernel flushes the TLB once per call), up to the
-        // kernel's largest batch. Small batches (faults, mprotect) are encoded on the stack.
+        // kernel's largest batch. Small batches (fault-around) are encoded on the stack.
         let mut done = 0;
         for chunk in ops.chunks(nr::MAX_BATCH as usize) {
             let mut small = [[0u64; 4]; SMALL];

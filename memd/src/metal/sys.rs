@@ -13,6 +13,20 @@ pub fn syscall4(n: u64, a: u64, b: u64, c: u64, d: u64) -> (i64, u64) {
     raw4(n, a, b, c, d)
 }
 
+/// A raw system call with five arguments (the fifth in r8); rax (a value or -errno) and rdx.
+#[inline(always)]
+pub fn syscall5(n: u64, a: u64, b: u64, c: u64, d: u64, e: u64) -> (i64, u64) {
+    send_pending_reply();
+    let (ret, rdx): (i64, u64);
+    // SAFETY: as `raw4`, with r8 as one more argument register (the kernel only reads it).
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a, in("rsi") b,
+             inlateout("rdx") c => rdx, in("r10") d, in("r8") e, lateout("rcx") _,
+             lateout("r11") _, options(nostack));
+    }
+    (ret, rdx)
+}
+
 fn raw4(n: u64, a: u64, b: u64, c: u64, d: u64) -> (i64, u64) {
     let (ret, rdx): (i64, u64);
     // SAFETY: kernel-shim's system-call ABI: it reads rdi, rsi, rdx, r10, writes rax (and rdx

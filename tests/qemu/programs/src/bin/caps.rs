@@ -21,6 +21,10 @@ fn main(start: Start) -> u64 {
     let op = [[OP_UNMAP, 0x40_0000, 1, 0]];
     eperm(space_apply(start.badge, &op).0, "space_apply (unmap)");
     eperm(
+        syscall6(nr::SPACE_APPLY1, start.badge, OP_UNMAP, 0x40_0000, 1, 0, 0),
+        "space_apply1",
+    );
+    eperm(
         syscall6(
             nr::THREAD_START,
             start.badge,
