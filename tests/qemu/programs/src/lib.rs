@@ -1,15 +1,11 @@
-//! user-rt: the tiny runtime the ring-3 test programs share: raw system calls of kernel-shim,
-//! console printing, the panic handler and the process entry; libvm's system-call transport
-//! and its `GlobalAlloc`, so programs use `Vec`, `Box` and `String` with memory from memd.
-//!
-//! System-call ABI: `syscall` with the number in rax and arguments in rdi, rsi, rdx, r10, r8,
-//! r9 (IPC also uses r12..r15); the result comes back in rax (negative = -errno), IPC results
-//! also in rdi, rsi, rdx, r10, r8, r9, r12, r13. rcx and r11 are clobbered.
+//! user-rt: the tiny runtime the ring-3 test programs share: the raw system calls of
+//! kernel-shim (re-exported from [`libvm::sys::raw`], their one definition), console printing,
+//! the panic handler and the process entry; libvm's system-call transport and its
+//! `GlobalAlloc`, so programs use `Vec`, `Box` and `String` with memory from memd.
 #![no_std]
 
 extern crate alloc;
 
-use core::arch::asm;
 use core::fmt;
 
 /// System-call numbers and message layouts: kernel-shim's ABI, one definition.
@@ -46,189 +42,7 @@ pub mod errno {
     pub const ENOSYS: i64 = 38;
 }
 
-/// A raw system call with up to six arguments.
-#[inline(always)]
-pub fn syscall6(n: u64, a: u64, b: u64, c: u64, d: u64, e: u64, f: u64) -> i64 {
-    let ret: i64;
-    // SAFETY: the kernel's system-call ABI: it reads the argument registers, writes rax and
-    // clobbers rcx and r11; it never touches our memory except through checked pointers we
-    // pass.
-    unsafe {
-        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a, in("rsi") b, in("rdx") c,
-             in("r10") d, in("r8") e, in("r9") f, lateout("rcx") _, lateout("r11") _,
-             options(nostack));
-    }
-    ret
-}
-
-/// A raw system call with no argument.
-pub fn syscall0(n: u64) -> i64 {
-    syscall6(n, 0, 0, 0, 0, 0, 0)
-}
-
-/// Writes bytes to the debug console; returns the count or -errno.
-pub fn debug_write(bytes: &[u8]) -> i64 {
-    syscall6(
-        nr::DEBUG_WRITE,
-        bytes.as_ptr() as u64,
-        bytes.len() as u64,
-        0,
-        0,
-        0,
-        0,
-    )
-}
-
-/// Reads waiting console bytes (never blocks); returns the count or -errno.
-pub fn debug_read(buf: &mut [u8]) -> i64 {
-    syscall6(
-        nr::DEBUG_READ,
-        buf.as_mut_ptr() as u64,
-        buf.len() as u64,
-        0,
-        0,
-        0,
-        0,
-    )
-}
-
-/// Nanoseconds since boot.
-pub fn clock() -> u64 {
-    syscall0(nr::CLOCK) as u64
-}
-
-/// Gives up the rest of the time slice.
-pub fn yield_now() {
-    syscall0(nr::YIELD);
-}
-
-/// Ends the calling thread (the process ends with its last thread).
-pub fn exit(code: u64) -> ! {
-    syscall6(nr::EXIT, code, 0, 0, 0, 0, 0);
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-/// A message of 8 words; word 7 is stamped by the kernel with the sender's badge.
-pub type Msg = [u64; 8];
-
-/// Calls endpoint `ep` with words 0..7 of `msg` (word 7 is ignored) and a lent buffer; waits
-/// for the reply. Returns the kernel status (0 or -errno) and the two reply words.
-pub fn ipc_call(ep: u64, msg: &Msg, lend: &mut [u8]) -> (i64, u64, u64) {
-    let (ret, r0, r1): (i64, u64, u64);
-    // SAFETY: as `syscall6`; rbx and rbp are not used by the ABI. r12..r15 carry words 5, 6
-    // and the lent buffer and come back unchanged or with received words.
-    unsafe {
-        asm!("syscall", inlateout("rax") nr::IPC_CALL as i64 => ret,
-             inlateout("rdi") ep => r0, inlateout("rsi") msg[0] => r1, inlateout("rdx") msg[1] => _,
-             inlateout("r10") msg[2] => _, inlateout("r8") msg[3] => _, inlateout("r9") msg[4] => _,
-             inlateout("r12") msg[5] => _, inlateout("r13") msg[6] => _,
-             inlateout("r14") lend.as_mut_ptr() as u64 => _, inlateout("r15") lend.len() as u64 => _,
-             lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    (ret, r0, r1)
-}
-
-/// Calls with raw lent-buffer values (for tests of the kernel's checks).
-pub fn ipc_call_raw(ep: u64, msg: &Msg, lend_ptr: u64, lend_len: u64) -> (i64, u64, u64) {
-    let (ret, r0, r1): (i64, u64, u64);
-    // SAFETY: as `ipc_call`; the kernel checks the lent range, we never touch it.
-    unsafe {
-        asm!("syscall", inlateout("rax") nr::IPC_CALL as i64 => ret,
-             inlateout("rdi") ep => r0, inlateout("rsi") msg[0] => r1, inlateout("rdx") msg[1] => _,
-             inlateout("r10") msg[2] => _, inlateout("r8") msg[3] => _, inlateout("r9") msg[4] => _,
-             inlateout("r12") msg[5] => _, inlateout("r13") msg[6] => _,
-             inlateout("r14") lend_ptr => _, inlateout("r15") lend_len => _,
-             lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    (ret, r0, r1)
-}
-
-/// Waits for a message on endpoint `ep` (which the caller's space must own). Returns the
-/// token (or -errno) and the message, word 7 being the sender's badge.
-pub fn ipc_receive(ep: u64) -> (i64, Msg) {
-    let mut m = [0u64; 8];
-    let ret: i64;
-    // SAFETY: as `syscall6`; all message registers are outputs.
-    unsafe {
-        asm!("syscall", inlateout("rax") nr::IPC_RECEIVE as i64 => ret,
-             inlateout("rdi") ep => m[0], lateout("rsi") m[1], lateout("rdx") m[2],
-             lateout("r10") m[3], lateout("r8") m[4], lateout("r9") m[5],
-             lateout("r12") m[6], lateout("r13") m[7], lateout("r14") _,
-             lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    (ret, m)
-}
-
-/// Replies to the caller behind `token` with two words.
-pub fn ipc_reply(token: u64, w0: u64, w1: u64) -> i64 {
-    syscall6(nr::IPC_REPLY, token, w0, w1, 0, 0, 0)
-}
-
-/// Copies from the buffer lent with the call behind `token`, at `offset`, into `dst`.
-pub fn ipc_read(token: u64, offset: u64, dst: &mut [u8]) -> i64 {
-    syscall6(
-        nr::IPC_READ,
-        token,
-        offset,
-        dst.as_mut_ptr() as u64,
-        dst.len() as u64,
-        0,
-        0,
-    )
-}
-
-/// Copies `src` into the buffer lent with the call behind `token`, at `offset`.
-pub fn ipc_write(token: u64, offset: u64, src: &[u8]) -> i64 {
-    syscall6(
-        nr::IPC_WRITE,
-        token,
-        offset,
-        src.as_ptr() as u64,
-        src.len() as u64,
-        0,
-        0,
-    )
-}
-
-/// Creates an endpoint the caller's space owns; returns its number or -errno.
-pub fn endpoint_create() -> i64 {
-    syscall0(nr::ENDPOINT_CREATE)
-}
-
-/// One page-table operation of a `space_apply` batch: `[kind, page, a, b]`.
-pub type PageOp = [u64; 4];
-
-/// Applies a batch to `space` (pager only); returns 0 or (-errno, operations done).
-pub fn space_apply(space: u64, ops: &[PageOp]) -> (i64, u64) {
-    let (ret, done): (i64, u64);
-    // SAFETY: as `syscall6`; the kernel reports the count done in rdx.
-    unsafe {
-        asm!("syscall", inlateout("rax") nr::SPACE_APPLY as i64 => ret, in("rdi") space,
-             in("rsi") ops.as_ptr() as u64, inlateout("rdx") ops.len() as u64 => done,
-             lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    (ret, done)
-}
-
-/// The kernel command line (e.g. `init=interactive modules=pager`), as far as it fits in
-/// `buf`; empty on error.
-pub fn cmdline(buf: &mut [u8]) -> &str {
-    // Touch the buffer first: the kernel copies only into pages already present.
-    buf.fill(0);
-    let n = syscall6(
-        nr::CMDLINE,
-        buf.as_mut_ptr() as u64,
-        buf.len() as u64,
-        0,
-        0,
-        0,
-        0,
-    );
-    let n = usize::try_from(n).unwrap_or(0).min(buf.len());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
+pub use libvm::sys::raw::*;
 
 /// The argument string this program was spawned with (`Vm::spawn_with_args`), split at
 /// spaces; empty when it was started without one.
@@ -249,30 +63,6 @@ impl fmt::Write for Console {
         debug_write(s.as_bytes());
         Ok(())
     }
-}
-
-/// Formats into a stack buffer and writes it with one system call (lines stay whole).
-pub fn print_fmt(args: fmt::Arguments) {
-    struct Buf {
-        b: [u8; 256],
-        n: usize,
-    }
-    impl fmt::Write for Buf {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for &c in s.as_bytes() {
-                if self.n == self.b.len() {
-                    debug_write(&self.b);
-                    self.n = 0;
-                }
-                self.b[self.n] = c;
-                self.n += 1;
-            }
-            Ok(())
-        }
-    }
-    let mut b = Buf { b: [0; 256], n: 0 };
-    let _ = fmt::write(&mut b, args);
-    debug_write(&b.b[..b.n]);
 }
 
 /// Prints to the debug console.

@@ -46,7 +46,7 @@ fn main(start: Start) -> u64 {
         "pager_info",
     );
     eperm(
-        ipc_receive(PAGER_ENDPOINT).0,
+        ipc_receive(PAGER_ENDPOINT).token,
         "receive on the pager endpoint",
     );
     println!("PASS caps");

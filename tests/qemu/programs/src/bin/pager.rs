@@ -31,7 +31,9 @@ fn main(start: Start) -> u64 {
         window, n, next, end
     );
     loop {
-        let (token, m) = ipc_receive(PAGER_ENDPOINT);
+        let Received {
+            token, words: m, ..
+        } = ipc_receive(PAGER_ENDPOINT);
         check!(token >= 0, "receive: {}", token);
         let token = token as u64;
         let badge = m[7];

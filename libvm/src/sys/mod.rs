@@ -1,4 +1,5 @@
-//! libvm on the metal: the [`Transport`] that reaches memd with kernel-shim's `ipc_call`.
+//! libvm on the metal: the raw system calls of kernel-shim ([`raw`]) and the [`Transport`]
+//! that reaches memd with its `ipc_call`.
 //!
 //! A request's 8 words go in registers ([`proto::sqe_to_words`]; the kernel overwrites word 7
 //! with the caller's badge) to the pager's endpoint, with the bulk buffer lent for the call; the
@@ -13,12 +14,15 @@
 pub use metal::SyscallTransport;
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod raw;
+
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
 mod metal {
     use crate::error::VmError;
     use crate::proto::{self, Cqe, Sqe};
+    use crate::sys::raw;
     use crate::transport::Transport;
-    use core::arch::asm;
-    use kernel_shim::abi::{IPC_CALL, PAGER_ENDPOINT};
+    use kernel_shim::abi::PAGER_ENDPOINT;
 
     /// Calls memd through kernel-shim's `ipc_call` on the pager's endpoint.
     #[derive(Clone, Copy, Debug, Default)]
@@ -26,22 +30,9 @@ mod metal {
 
     impl Transport for SyscallTransport {
         fn call(&self, request: &Sqe, bulk: &mut [u8]) -> Cqe {
+            // Word 7 (the caller) is not sent: the kernel stamps the badge.
             let w = proto::sqe_to_words(request);
-            let (status, r0, r1): (i64, u64, u64);
-            // SAFETY: kernel-shim's `ipc_call`: it reads rdi (endpoint), rsi..r13 (words 0..6),
-            // r14/r15 (the lent buffer, which memd may write while we wait: it is our `&mut`
-            // slice, lent for the call only), returns status in rax and the reply in rdi/rsi,
-            // and clobbers rcx and r11. Every other register named is an in/out here.
-            unsafe {
-                asm!("syscall", inlateout("rax") IPC_CALL as i64 => status,
-                     inlateout("rdi") PAGER_ENDPOINT => r0, inlateout("rsi") w[0] => r1,
-                     inlateout("rdx") w[1] => _, inlateout("r10") w[2] => _,
-                     inlateout("r8") w[3] => _, inlateout("r9") w[4] => _,
-                     inlateout("r12") w[5] => _, inlateout("r13") w[6] => _,
-                     inlateout("r14") bulk.as_mut_ptr() as u64 => _,
-                     inlateout("r15") bulk.len() as u64 => _,
-                     lateout("rcx") _, lateout("r11") _, options(nostack));
-            }
+            let (status, r0, r1) = raw::ipc_call(PAGER_ENDPOINT, &w, bulk);
             if status != 0 {
                 let errno = i32::try_from(status.unsigned_abs()).unwrap_or(i32::MAX);
                 return proto::encode_reply(request.tag, Err(VmError::from_wire(errno, 0)));
