@@ -92,6 +92,9 @@ fn cmdline(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let n = k.cmdline_len.min(f.rsi as usize);
     let root = k.spaces[k.threads[t].space].root;
     let line = k.cmdline;
+    // The whole destination a full line could need must be the caller's to write, whatever
+    // the length of this boot's line.
+    usercopy::check_writable(root, f.rdi, f.rsi.min(line.len() as u64))?;
     usercopy::copy_out(root, f.rdi, &line[..n])?;
     Ok(n as u64)
 }

@@ -63,6 +63,12 @@ pub fn copy_out(root: u64, addr: u64, buf: &[u8]) -> Result<(), Errno> {
     })
 }
 
+/// Checks that every page of `[addr, addr + len)` of the space `root` is writable by the user,
+/// without copying anything.
+pub fn check_writable(root: u64, addr: u64, len: u64) -> Result<(), Errno> {
+    pieces(root, addr, len, prot::WRITE, |_, _, _| {})
+}
+
 /// Copies `len` bytes from one space to another, in chunks through a kernel buffer.
 pub fn copy_between(
     src_root: u64,

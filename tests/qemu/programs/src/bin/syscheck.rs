@@ -82,6 +82,23 @@ fn main(_: Start) -> u64 {
         e(ipc_read(7, 0, &mut b)) == errno::ESRCH,
         "ipc_read with a forged token"
     );
+    let c = |p: u64, l: u64| syscall6(nr::CMDLINE, p, l, 0, 0, 0, 0);
+    check!(e(c(0, 16)) == errno::EFAULT, "cmdline into null");
+    check!(
+        e(c(0xFFFF_8000_0000_0000, 16)) == errno::EFAULT,
+        "cmdline into the kernel"
+    );
+    check!(
+        e(c(s.as_ptr() as u64, 1)) == errno::EFAULT,
+        "cmdline into read-only memory"
+    );
+    let mut line = [0u8; 64];
+    check!(
+        c(line.as_mut_ptr() as u64, 64) >= 0,
+        "cmdline into a buffer of ours"
+    );
+    let (a, b) = (endpoint_create(), endpoint_create());
+    check!(a > 0 && b > 0 && a != b, "endpoint_create: {} {}", a, b);
     let t0 = clock();
     check!(clock() >= t0, "clock goes forward");
     println!("PASS syscheck");
