@@ -256,8 +256,10 @@ impl<K: Kernel> Memd<K> {
         frame: u64,
         access: Access,
     ) -> Result<(), FaultReason> {
-        let refcount = self.frames.lock().refcount(frame);
+        let mut frames = self.frames.lock();
+        let refcount = frames.refcount(frame);
         if access != Access::Write || region.object != 0 || refcount <= 1 {
+            drop(frames);
             if access == Access::Write && region.object == 0 {
                 // The last owner of a copy-on-write frame just regains write access.
                 bump(&self.counters.cow);
@@ -272,7 +274,9 @@ impl<K: Kernel> Memd<K> {
                 .apply(space.space, &[op])
                 .map_err(|_| FaultReason::OutOfMemory);
         }
-        let copy = self.frames.lock().alloc().ok_or(FaultReason::OutOfMemory)?;
+        // The copy comes under the same lock as the count.
+        let copy = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
+        drop(frames);
         self.kernel.copy_frame(copy, frame);
         let op = PageOp::Map {
             page,

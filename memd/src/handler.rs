@@ -16,11 +16,23 @@ impl<K: Kernel> Memd<K> {
     /// Serves one request from process `caller` (the kernel's badge); `bulk` is the buffer the
     /// client lent for the call.
     pub fn handle(&self, caller: Pid, request: &Sqe, bulk: &mut [u8]) -> Cqe {
-        let result = Request::decode(request).and_then(|r| self.perform(caller, r, bulk));
+        self.handle_decoded(caller, request.tag, Request::decode(request), bulk)
+    }
+
+    /// [`Memd::handle`] of a request its server has decoded already: `decoded` is what
+    /// [`Request::decode`] made of the message tagged `tag`.
+    pub fn handle_decoded(
+        &self,
+        caller: Pid,
+        tag: u32,
+        decoded: Result<Request, VmError>,
+        bulk: &mut [u8],
+    ) -> Cqe {
+        let result = decoded.and_then(|r| self.perform(caller, r, bulk));
         if result.is_err() {
             bump(&self.counters.failed);
         }
-        proto::encode_reply(request.tag, result)
+        proto::encode_reply(tag, result)
     }
 
     fn perform(&self, caller: Pid, request: Request, bulk: &mut [u8]) -> Result<u64, VmError> {

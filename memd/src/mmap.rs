@@ -5,7 +5,7 @@ use crate::daemon::{Memd, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionKind};
-use crate::space::{AddressSpace, sync_ops, sync_region_ops};
+use crate::space::{AddressSpace, sync_ops, sync_region_ops, uniform_op};
 use crate::stats::bump;
 use alloc::vec::Vec;
 use libvm::proto::{MADV_DONTNEED, MADV_NORMAL, MADV_WILLNEED};
@@ -173,6 +173,14 @@ impl<K: Kernel> Memd<K> {
                 // Nothing changes: the page tables already agree with the region.
                 return Ok(());
             }
+            let remap = old.prot == ProtectionFlags::NONE;
+            if let Some(op) = uniform_op(&space, &piece, addr, end, remap) {
+                // One operation for the whole range: no page to look up, no list to build.
+                return self
+                    .kernel
+                    .apply(space.space, &[op])
+                    .map_err(|_| VmError::OutOfMemory);
+            }
             let mut ops = PageOps::new();
             {
                 let frames = self.frames.lock();
@@ -182,7 +190,7 @@ impl<K: Kernel> Memd<K> {
                     addr,
                     end,
                     |f| frames.refcount(f),
-                    old.prot == ProtectionFlags::NONE,
+                    remap,
                     &mut ops,
                 );
             }

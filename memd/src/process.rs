@@ -44,7 +44,7 @@ impl<K: Kernel> Memd<K> {
     pub fn fork(&self, parent: Pid) -> Result<Pid, VmError> {
         bump(&self.counters.fork);
         let process = self.process(parent)?;
-        let space = process.lock();
+        let mut space = process.lock();
         let child_space = self
             .kernel
             .create_space()
@@ -66,6 +66,9 @@ impl<K: Kernel> Memd<K> {
                 let _ = frames.share(frame);
             }
         }
+        // From now on a private page of either may map a frame the other maps too.
+        space.cow = true;
+        child.cow = true;
         // The child maps every resident page, writable only where shared memory allows it.
         let mut child_ops = Vec::with_capacity(child.pages.len());
         for region in child.regions.iter() {

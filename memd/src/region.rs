@@ -386,13 +386,19 @@ impl RegionMap {
         if start >= end {
             return None;
         }
-        // One descent finds the containing region and the one before it.
-        let mut below = self.regions.range(..=start).rev();
-        let old = *below.next()?.1;
-        if end > old.end {
+        // One descent finds the containing region, the one before it and the one starting at
+        // `end` (its right neighbour, if it ends there), and changes them in place.
+        let mut found = self.regions.range_mut(..=end);
+        let (&key, last) = found.next_back()?;
+        let (at_end, old_ref) = if key == end {
+            (Some(last), found.next_back()?.1)
+        } else {
+            (None, last)
+        };
+        let old = *old_ref;
+        if start < old.start || end > old.end {
             return None;
         }
-        let before = below.next().map(|(_, r)| *r);
         // The parts: `lower` and `upper` keep the old access, `piece` gets `f`.
         let mut piece = old;
         let mut lower = None;
@@ -420,31 +426,36 @@ impl RegionMap {
         }
         // Merge as `merge_around` does: (left, piece), then (the result, right). A neighbour
         // that is not adjacent never merges, so the region at `old.end` is the only right one.
-        let left = lower.or(before);
+        let before_ref = if lower.is_none() {
+            found.next_back().map(|(_, r)| r)
+        } else {
+            None
+        };
+        let left = lower.or(before_ref.as_deref().copied());
         let merge_left = left.is_some_and(|l| l.can_merge_with(&piece));
         let mut merged = match left {
             Some(l) if merge_left => Region { end, ..l },
             _ => piece,
         };
-        let right = match upper {
-            Some(u) => Some(u),
-            None => self.regions.get(&old.end).copied(),
-        };
+        let right = upper.or(at_end.as_deref().copied());
         let merge_right = right.is_some_and(|r| merged.can_merge_with(&r));
         if let Some(r) = right.filter(|_| merge_right) {
             merged.end = r.end;
         }
-        // The keys: `old.start` is the only one the map had in `[old.start, old.end)`.
-        match (lower, merge_left) {
-            (Some(l), false) => {
-                self.set(old.start, l);
-                self.regions.insert(start, merged);
+        // The keys: `old.start` is the only one the map had in `[old.start, old.end)`. The
+        // regions found are changed in place; at most one key is added or removed on each side.
+        let mut insert_left = None;
+        let mut remove_left = false;
+        match (lower, before_ref) {
+            (Some(l), _) if !merge_left => {
+                *old_ref = l;
+                insert_left = Some(merged);
             }
-            (Some(_), true) | (None, false) => self.set(old.start, merged),
-            (None, true) => {
-                self.regions.remove(&old.start);
-                self.set(merged.start, merged);
+            (None, Some(before)) if merge_left => {
+                *before = merged;
+                remove_left = true;
             }
+            _ => *old_ref = merged,
         }
         match (upper, merge_right) {
             (Some(u), false) => {
@@ -455,14 +466,13 @@ impl RegionMap {
             }
             (Some(_), true) | (None, false) => {}
         }
-        Some((old, piece))
-    }
-
-    /// Replaces the region at key `start` (which the caller knows is in the map) by `region`.
-    fn set(&mut self, start: u64, region: Region) {
-        if let Some(r) = self.regions.get_mut(&start) {
-            *r = region;
+        if let Some(m) = insert_left {
+            self.regions.insert(start, m);
         }
+        if remove_left {
+            self.regions.remove(&old.start);
+        }
+        Some((old, piece))
     }
 
     /// Merges every compatible adjacent pair from the region below `start` up to the first

@@ -47,6 +47,11 @@ pub struct AddressSpace {
     pub heap_start: u64,
     /// The break.
     pub brk: u64,
+    /// Whether a private page may map a frame shared copy-on-write with another space (set
+    /// in both by a fork, never cleared). While it is false, every frame of a private region
+    /// is this space's alone (only a fork shares one), and a resident page's access is its
+    /// region's.
+    pub cow: bool,
     /// Its limits.
     pub limits: Limits,
 }
@@ -62,6 +67,7 @@ impl AddressSpace {
             mapped_bytes: 0,
             heap_start: layout::HEAP_START,
             brk: layout::HEAP_START,
+            cow: false,
             limits,
         }
     }
@@ -135,6 +141,38 @@ pub fn sync_region_ops(
     let mut run = None;
     sync_piece(space, region, start, end, &refcount, remap, &mut run, ops);
     flush_run(&mut run, ops);
+}
+
+/// Most pages [`uniform_op`] covers with one operation: beyond, the kernel would scan page
+/// tables where few pages may be resident, and the resident pages are listed instead.
+pub const UNIFORM_MAX_PAGES: u64 = 512;
+
+/// The one operation that brings the page tables of `[start, end)`, inside `region` (as it is
+/// now in `space`'s map), in line with it when every resident page there gets the region's
+/// own access — what [`sync_region_ops`] would list page by page, with no page looked up: an
+/// `Unmap` of the range for `NONE`, else a `Protect` of the range (the kernel skips the absent
+/// pages). `None` when a resident page's access may differ (write access to private memory
+/// of a space that may hold copy-on-write frames, see [`page_prot`] and
+/// [`AddressSpace::cow`]), when `remap` (the pages are not in the page tables), and for ranges
+/// above [`UNIFORM_MAX_PAGES`].
+pub fn uniform_op(
+    space: &AddressSpace,
+    region: &Region,
+    start: u64,
+    end: u64,
+    remap: bool,
+) -> Option<PageOp> {
+    debug_assert!(region.start <= start && end <= region.end);
+    let pages = (end - start) / PAGE_SIZE;
+    if region.prot == ProtectionFlags::NONE {
+        return Some(PageOp::Unmap { page: start, pages });
+    }
+    let cow = space.cow && region.object == 0 && region.prot.contains(ProtectionFlags::WRITE);
+    (!remap && !cow && pages <= UNIFORM_MAX_PAGES).then_some(PageOp::Protect {
+        page: start,
+        pages,
+        prot: region.prot,
+    })
 }
 
 /// A run of resident pages `[start, end)` with the same access, not yet pushed.

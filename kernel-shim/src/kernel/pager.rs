@@ -27,8 +27,8 @@ use super::state::Kernel;
 use super::thread::{Fpu, MsgKind};
 use super::trap::TrapFrame;
 use super::usercopy;
-use kernel_shim::paging::{Mapper, PagingError};
-use x86_64::PhysAddr;
+use kernel_shim::paging::{self, Mapper, PagingError};
+use x86_64::{PhysAddr, VirtAddr};
 
 pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RANGE_PAGES, WINDOW_BASE};
 use kernel_shim::abi::{OP_MAP, OP_PROTECT, OP_UNMAP};
@@ -180,8 +180,21 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 
 /// `space_apply1(id, kind, page, a, b)`: [`space_apply`] of the one operation `[kind, page,
 /// a, b]` passed in registers (rsi, rdx, r10, r8), with no batch to copy in: 0, or -errno;
-/// rdx = operations done (0 or 1). The same checks, the same flush.
+/// rdx = operations done (0 or 1). The same checks, the same flush. A protect of one page
+/// (an `mprotect` of one page) goes straight to its entry, with no batch ([`space_protect1`]).
+#[inline(always)]
 pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    let f = &k.threads[t].frame;
+    if f.rsi == OP_PROTECT && f.r10 == 1 {
+        space_protect1(k, t)
+    } else {
+        space_apply1_batch(k, t)
+    }
+}
+
+/// [`space_apply1`] of any operation, as a batch of one.
+#[inline(never)]
+fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
@@ -191,6 +204,34 @@ pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let mut m = pt::mapper(&mut k.frames, root);
     let result = apply_one(&mut m, ranges, op);
     pt::finish(m, root);
+    k.threads[t].frame.rdx = u64::from(result.is_ok());
+    result.map(|()| 0)
+}
+
+/// [`space_apply1`] of `[OP_PROTECT, page, 1, prot]`, as [`apply_one`] performs it — the same
+/// checks, an absent page skipped — with one walk to the page's entry and, if the space is
+/// active, an `invlpg` of that page: no batch, no flush record.
+#[inline(never)]
+fn space_protect1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    pager_only(k, t)?;
+    let f = k.threads[t].frame;
+    let s = space_of(k, f.rdi)?;
+    let root = k.spaces[s].root;
+    let (page, prot) = (f.rdx, f.r8);
+    let result = check_range(page, 1).and_then(|()| {
+        let p = valid_prot(prot)?;
+        let flags = pt::flags(p);
+        match paging::page_table_protect_page(pt::window(), PhysAddr::new(root), page, flags) {
+            Ok(_) => {
+                if pt::active() == root {
+                    x86_64::instructions::tlb::flush(VirtAddr::new(page));
+                }
+                Ok(())
+            }
+            Err(PagingError::NotMapped) => Ok(()),
+            Err(e) => Err(paging_errno(e)),
+        }
+    });
     k.threads[t].frame.rdx = u64::from(result.is_ok());
     result.map(|()| 0)
 }

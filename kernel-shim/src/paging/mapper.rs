@@ -286,19 +286,41 @@ pub(super) fn protect_page(
     flags: PageTableFlags,
     flush: &mut Flush,
 ) -> Result<PageTableFlags, PagingError> {
-    let page = user_page(virt)?;
-    let flags = leaf_flags(flags)?;
-    let pt = Path::walk(window, root, virt)?
-        .table(1)
-        .ok_or(PagingError::NotMapped)?;
-    let index = table_index(virt, 1);
-    let old = window.entry(pt, index)?.flags();
-    if !old.contains(PageTableFlags::PRESENT) {
-        return Err(PagingError::NotMapped);
-    }
-    window.with_table(pt, |t| t[index].set_flags(flags))?;
-    flush.page(page);
+    let old = set_page_flags(window, root, virt, flags)?;
+    flush.page(VirtAddr::new(virt));
     Ok(old)
+}
+
+/// Sets the leaf flags of the mapped page at `virt` in the space at `root` and returns the old
+/// ones; the caller owes the invalidation of `virt`. One walk straight down to the leaf, with
+/// the checks of [`Mapper::protect`]: the address, the flags, and every table inside the
+/// window; an absent entry on the way is `NotMapped`, a huge page `HugePage`.
+#[inline]
+pub(super) fn set_page_flags(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+    flags: PageTableFlags,
+) -> Result<PageTableFlags, PagingError> {
+    user_page(virt)?;
+    let flags = leaf_flags(flags)?;
+    let mut table = root;
+    for level in [4, 3, 2] {
+        let entry = window.entry(table, table_index(virt, level))?;
+        if !entry.flags().contains(PageTableFlags::PRESENT) {
+            return Err(PagingError::NotMapped);
+        }
+        table = table_of(&entry)?;
+    }
+    let index = table_index(virt, 1);
+    window.with_table(table, |t| {
+        let old = t[index].flags();
+        if !old.contains(PageTableFlags::PRESENT) {
+            return Err(PagingError::NotMapped);
+        }
+        t[index].set_flags(flags);
+        Ok(old)
+    })?
 }
 
 /// The tables on the way to one page, as far as they exist.

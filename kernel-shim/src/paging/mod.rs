@@ -54,7 +54,8 @@ pub use error::PagingError;
 pub use flush::{FLUSH_THRESHOLD, Flush};
 pub use mapper::Mapper;
 pub use space::{
-    page_table_create, page_table_destroy, page_table_map, page_table_protect, page_table_unmap,
+    page_table_create, page_table_destroy, page_table_map, page_table_protect,
+    page_table_protect_page, page_table_unmap,
 };
 pub use table_alloc::TableAlloc;
 pub use translate::{Translation, page_table_translate};

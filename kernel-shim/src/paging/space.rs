@@ -3,7 +3,7 @@
 use super::addr::{ENTRIES, KERNEL_HALF_START};
 use super::error::PagingError;
 use super::flush::Flush;
-use super::mapper::{Mapper, protect_page};
+use super::mapper::{Mapper, protect_page, set_page_flags};
 use super::table_alloc::{TableAlloc, new_table};
 use super::window::PhysWindow;
 use x86_64::PhysAddr;
@@ -124,4 +124,16 @@ pub fn page_table_protect(
     let mut flush = Flush::new();
     let old = protect_page(window, root, virt, flags, &mut flush)?;
     Ok((old, flush))
+}
+
+/// Sets the leaf flags of one mapped page like [`page_table_protect`], and returns the old
+/// flags, without a [`Flush`]: the caller must invalidate `virt` (that one page) wherever the
+/// space may be active. For the kernel's protection of one page, where a batch is overhead.
+pub fn page_table_protect_page(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+    flags: PageTableFlags,
+) -> Result<PageTableFlags, PagingError> {
+    set_page_flags(window, root, virt, flags)
 }

@@ -167,6 +167,55 @@ fn map_translate_unmap_protect() {
 }
 
 #[test]
+fn protect_page_agrees_with_the_mapper_and_checks_the_same() {
+    let mut m = Machine::new();
+    m.map(0x40_0000, data(0), USER_RW).unwrap();
+    let ro = USER_RO | PageTableFlags::NO_EXECUTE;
+    assert_eq!(
+        page_table_protect_page(m.window, m.root, 0x40_0000, ro),
+        Ok(USER_RW)
+    );
+    let t = m.translate(0x40_0000).unwrap();
+    assert!(!t.writable && t.user && !t.executable);
+    assert_eq!(t.frame, data(0));
+    assert_eq!(
+        page_table_protect_page(m.window, m.root, 0x40_0000, USER_RW),
+        Ok(ro)
+    );
+    assert!(m.translate(0x40_0000).unwrap().writable);
+    // An absent leaf, an absent table on the way, and every refusal of `Mapper::protect`.
+    for (virt, flags, error) in [
+        (0x40_1000, USER_RO, PagingError::NotMapped),
+        (0x4000_0000, USER_RO, PagingError::NotMapped),
+        (0x40_0008, USER_RO, PagingError::NotAligned),
+        (0x0000_8000_0000_0000, USER_RO, PagingError::NonCanonical),
+        (0xFFFF_8000_0000_0000, USER_RO, PagingError::NotUserAddress),
+        (
+            0x40_0000,
+            PageTableFlags::USER_ACCESSIBLE,
+            PagingError::InvalidFlags,
+        ),
+    ] {
+        assert_eq!(
+            page_table_protect_page(m.window, m.root, virt, flags),
+            Err(error),
+            "{virt:#x}"
+        );
+        assert_eq!(m.mapper().protect(virt, flags), Err(error), "{virt:#x}");
+    }
+    assert_eq!(m.translate(0x40_0000).unwrap().flags, USER_RW);
+    // A huge page on the way is refused, the entry untouched.
+    m.edit_entry(0x40_0000, 2, |e| {
+        let flags = e.flags() | PageTableFlags::HUGE_PAGE;
+        e.set_flags(flags);
+    });
+    assert_eq!(
+        page_table_protect_page(m.window, m.root, 0x40_0000, USER_RO),
+        Err(PagingError::HugePage)
+    );
+}
+
+#[test]
 fn all_four_levels_and_the_top_of_the_user_half() {
     let mut m = Machine::new();
     let base = 0x1000;

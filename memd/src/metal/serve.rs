@@ -205,7 +205,8 @@ impl Server {
             reply_cqe(token, tag, Err(VmError::NoSuchProcess));
             return;
         };
-        match Request::decode(&sqe) {
+        let decoded = Request::decode(&sqe);
+        match decoded {
             Ok(Request::Fork) => self.fork(token, tag, pid),
             Ok(r @ Request::Spawn { .. }) => {
                 let name = r.spawn_name().unwrap_or("");
@@ -251,7 +252,7 @@ impl Server {
                     reply_cqe(token, tag, Err(VmError::BadBuffer));
                     return;
                 }
-                let cqe = self.memd.handle(pid, &sqe, bulk);
+                let cqe = self.memd.handle_decoded(pid, tag, decoded, bulk);
                 if sqe.opcode == proto::PROCESSES {
                     name_processes(&self.procs, bulk);
                 }

@@ -415,6 +415,42 @@ fn cow_isolates_both_ways_and_across_two_generations() {
 }
 
 #[test]
+fn mprotect_toggles_keep_copy_on_write_pages_read_only() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    let mid = a + 2 * PAGE;
+    sys.write(p, mid, b"first").unwrap();
+    // Before any fork: one page toggled inside the region, then written again.
+    let regions = vm.regions(0).unwrap().len();
+    for _ in 0..3 {
+        vm.mprotect(mid as usize, 4096, P::READ).unwrap();
+        assert_eq!(vm.regions(0).unwrap().len(), regions + 2);
+        assert_eq!(sys.read(p, mid, 5).unwrap(), b"first");
+        vm.mprotect(mid as usize, 4096, P::READ_WRITE).unwrap();
+        assert_eq!(vm.regions(0).unwrap().len(), regions);
+    }
+    sys.write(p, mid, b"again").unwrap();
+    assert_eq!(sys.read(p, mid, 5).unwrap(), b"again");
+    // After a fork, granting write again must not make the shared frame writable: the
+    // writes of either copy stay its own.
+    let c = sys.fork(p).unwrap();
+    let vc = sys.client(c);
+    for (who, v) in [(p, &vm), (c, &vc)] {
+        v.mprotect(mid as usize, 4096, P::READ).unwrap();
+        v.mprotect(mid as usize, 4096, P::READ_WRITE).unwrap();
+        v.mprotect(a as usize, 4 * 4096, P::READ).unwrap();
+        v.mprotect(a as usize, 4 * 4096, P::READ_WRITE).unwrap();
+        let mine = if who == p { b"PARNT" } else { b"CHILD" };
+        sys.write(who, mid, mine).unwrap();
+    }
+    assert_eq!(sys.read(p, mid, 5).unwrap(), b"PARNT");
+    assert_eq!(sys.read(c, mid, 5).unwrap(), b"CHILD");
+    assert_eq!(vm.global_stats().unwrap().cow_copies, 1);
+}
+
+#[test]
 fn shared_memory_is_visible_both_ways_after_fork() {
     let sys = system();
     let p = sys.spawn().unwrap();
