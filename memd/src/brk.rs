@@ -15,34 +15,35 @@ impl<K: Kernel> Memd<K> {
     /// Sets the break of process `pid` to `addr` (0 queries it); returns the new break.
     pub fn brk(&self, pid: Pid, addr: u64) -> Result<u64, VmError> {
         bump(&self.counters.brk);
-        let process = self.process(pid)?;
-        let mut space = process.lock();
-        if addr == 0 {
-            return Ok(space.brk);
-        }
-        self.set_brk(&mut space, addr)?;
-        Ok(space.brk)
+        self.with_space(pid, |space| {
+            if addr != 0 {
+                self.set_brk(space, addr)?;
+            }
+            Ok(space.brk)
+        })
     }
 
     /// Moves the break of process `pid` by `increment`; returns the old break.
     pub fn sbrk(&self, pid: Pid, increment: i64) -> Result<u64, VmError> {
         bump(&self.counters.brk);
-        let process = self.process(pid)?;
-        let mut space = process.lock();
-        let old = space.brk;
-        let new = old
-            .checked_add_signed(increment)
-            .ok_or(VmError::InvalidSize)?;
-        if new != old {
-            self.set_brk(&mut space, new)?;
-        }
-        Ok(old)
+        self.with_space(pid, |space| {
+            let old = space.brk;
+            let new = old
+                .checked_add_signed(increment)
+                .ok_or(VmError::InvalidSize)?;
+            if new != old {
+                self.set_brk(space, new)?;
+            }
+            Ok(old)
+        })
     }
 
     fn set_brk(&self, space: &mut AddressSpace, addr: u64) -> Result<(), VmError> {
         if addr < space.heap_start {
             return Err(VmError::InvalidAddress);
         }
+        // Growing adds a region; shrinking may split one.
+        self.region_room(space, 1)?;
         if addr - space.heap_start > space.limits.data || addr > layout::MMAP_BASE {
             return Err(VmError::LimitExceeded);
         }

@@ -10,7 +10,7 @@ use crate::shared::SharedObjects;
 use crate::space::{AddressSpace, Limits};
 use crate::stats::Counters;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hashbrown::HashMap;
 use libvm::VmError;
 use spin::{Mutex, RwLock};
@@ -19,10 +19,21 @@ use spin::{Mutex, RwLock};
 pub type Pid = u64;
 
 /// How memd is set up.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// Limits given to every new process (a fork inherits its parent's).
     pub limits: Limits,
+    /// Most regions of all processes together: what memd's own memory can hold.
+    pub max_regions: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            limits: Limits::default(),
+            max_regions: 1 << 20,
+        }
+    }
 }
 
 /// Why a process died.
@@ -43,6 +54,8 @@ pub struct Memd<K: Kernel> {
     pub(crate) dead: Mutex<HashMap<Pid, Death>>,
     pub(crate) counters: Counters,
     pub(crate) config: Config,
+    /// Regions of all processes together.
+    regions: AtomicUsize,
     next_pid: AtomicU64,
 }
 
@@ -57,6 +70,7 @@ impl<K: Kernel> Memd<K> {
             dead: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             config,
+            regions: AtomicUsize::new(0),
             next_pid: AtomicU64::new(1),
         }
     }
@@ -96,6 +110,47 @@ impl<K: Kernel> Memd<K> {
     pub fn set_limits(&self, pid: Pid, limits: Limits) -> Result<(), VmError> {
         self.process(pid)?.lock().limits = limits;
         Ok(())
+    }
+
+    /// Runs `f` on the address space of process `pid` under its lock, and keeps the count of
+    /// all processes' regions in step with what `f` did.
+    pub(crate) fn with_space<T>(
+        &self,
+        pid: Pid,
+        f: impl FnOnce(&mut AddressSpace) -> Result<T, VmError>,
+    ) -> Result<T, VmError> {
+        let process = self.process(pid)?;
+        let mut space = process.lock();
+        let before = space.regions.len();
+        let result = f(&mut space);
+        self.regions_changed(before, space.regions.len());
+        result
+    }
+
+    /// Refuses an operation that could add `extra` regions to `space` beyond its limit
+    /// (`LimitExceeded`) or beyond what memd holds for all processes (`OutOfMemory`).
+    pub(crate) fn region_room(&self, space: &AddressSpace, extra: usize) -> Result<(), VmError> {
+        if space.regions.len() + extra > space.limits.regions {
+            return Err(VmError::LimitExceeded);
+        }
+        self.total_room(extra)
+    }
+
+    /// Refuses to add `extra` regions beyond what memd holds for all processes.
+    pub(crate) fn total_room(&self, extra: usize) -> Result<(), VmError> {
+        if self.regions.load(Ordering::Relaxed) + extra > self.config.max_regions {
+            return Err(VmError::OutOfMemory);
+        }
+        Ok(())
+    }
+
+    /// Records that a process went from `before` to `after` regions.
+    pub(crate) fn regions_changed(&self, before: usize, after: usize) {
+        if after >= before {
+            self.regions.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.regions.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn new_pid(&self) -> Pid {

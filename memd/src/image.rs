@@ -8,6 +8,7 @@ use crate::daemon::{Memd, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionKind};
+use crate::space::AddressSpace;
 use alloc::vec::Vec;
 use libvm::{ProtectionFlags, VmError};
 
@@ -41,11 +42,20 @@ impl<K: Kernel> Memd<K> {
         if start < layout::MIN_ADDR {
             return Err(VmError::InvalidAddress);
         }
-        let process = self.process(pid)?;
-        let mut space = process.lock();
+        self.with_space(pid, |space| self.load_in(space, segment, start, end))
+    }
+
+    fn load_in(
+        &self,
+        space: &mut AddressSpace,
+        segment: &Segment,
+        start: u64,
+        end: u64,
+    ) -> Result<(), VmError> {
         if !space.regions.is_free(start, end) {
             return Err(VmError::AlreadyMapped);
         }
+        self.region_room(space, 1)?;
         let pages = ((end - start) / PAGE_SIZE) as usize;
         let mut frames = Vec::new();
         self.frames

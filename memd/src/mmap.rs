@@ -22,9 +22,7 @@ impl<K: Kernel> Memd<K> {
         flags: MmapFlags,
     ) -> Result<u64, VmError> {
         bump(&self.counters.mmap);
-        let process = self.process(pid)?;
-        let mut space = process.lock();
-        self.mmap_in(&mut space, addr, len, prot, flags)
+        self.with_space(pid, |space| self.mmap_in(space, addr, len, prot, flags))
     }
 
     fn mmap_in(
@@ -47,6 +45,8 @@ impl<K: Kernel> Memd<K> {
         if shared == flags.contains(MmapFlags::PRIVATE) || !flags.contains(MmapFlags::ANONYMOUS) {
             return Err(VmError::InvalidFlags);
         }
+        // The new region, and a region it may split in two.
+        self.region_room(space, 2)?;
         let fixed = flags.intersects(MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE);
         let start = if fixed {
             let end = check_user_range(addr, size)?;
@@ -108,11 +108,13 @@ impl<K: Kernel> Memd<K> {
     /// Unmaps `[addr, addr + len)` of process `pid`; unmapped parts are fine.
     pub fn munmap(&self, pid: Pid, addr: u64, len: u64) -> Result<(), VmError> {
         bump(&self.counters.munmap);
-        let process = self.process(pid)?;
-        let mut space = process.lock();
-        let end = check_user_range(addr, len)?;
-        self.unmap_in(&mut space, addr, end);
-        Ok(())
+        self.with_space(pid, |space| {
+            let end = check_user_range(addr, len)?;
+            // A hole punched in the middle of a region leaves two.
+            self.region_room(space, 1)?;
+            self.unmap_in(space, addr, end);
+            Ok(())
+        })
     }
 
     /// Removes every region and resident page of `[start, end)`, flushing once.
@@ -160,12 +162,22 @@ impl<K: Kernel> Memd<K> {
         prot: ProtectionFlags,
     ) -> Result<(), VmError> {
         bump(&self.counters.mprotect);
-        let process = self.process(pid)?;
-        let mut space = process.lock();
+        self.with_space(pid, |space| self.mprotect_in(space, addr, len, prot))
+    }
+
+    fn mprotect_in(
+        &self,
+        space: &mut AddressSpace,
+        addr: u64,
+        len: u64,
+        prot: ProtectionFlags,
+    ) -> Result<(), VmError> {
         let end = check_user_range(addr, len)?;
         if !ProtectionFlags::all().contains(prot) {
             return Err(VmError::InvalidFlags);
         }
+        // A range inside a region splits it in three.
+        self.region_room(space, 2)?;
         // The common case, a range inside one region: split and merge with the fewest map
         // operations, and the page-table changes of that one region.
         if let Some((old, piece)) = space.regions.update_within(addr, end, |r| r.prot = prot) {
@@ -174,7 +186,7 @@ impl<K: Kernel> Memd<K> {
                 return Ok(());
             }
             let remap = old.prot == ProtectionFlags::NONE;
-            if let Some(op) = uniform_op(&space, &piece, addr, end, remap) {
+            if let Some(op) = uniform_op(space, &piece, addr, end, remap) {
                 // One operation for the whole range: no page to look up, no list to build.
                 return self
                     .kernel
@@ -185,7 +197,7 @@ impl<K: Kernel> Memd<K> {
             {
                 let frames = self.frames.lock();
                 sync_region_ops(
-                    &space,
+                    space,
                     &piece,
                     addr,
                     end,
@@ -223,7 +235,7 @@ impl<K: Kernel> Memd<K> {
         {
             let frames = self.frames.lock();
             sync_ops(
-                &space,
+                space,
                 addr,
                 end,
                 |f| frames.refcount(f),

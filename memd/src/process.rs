@@ -18,6 +18,7 @@ impl<K: Kernel> Memd<K> {
     /// Creates a process with an empty image: a stack below `STACK_TOP` (with an unmapped guard
     /// page under it) and an empty heap at `HEAP_START`.
     pub fn spawn(&self) -> Result<Pid, VmError> {
+        self.total_room(1)?;
         let space = self
             .kernel
             .create_space()
@@ -33,6 +34,7 @@ impl<K: Kernel> Memd<K> {
             object: 0,
             offset: 0,
         });
+        self.regions_changed(0, image.regions.len());
         self.processes
             .write()
             .insert(pid, Arc::new(Mutex::new(image)));
@@ -45,6 +47,7 @@ impl<K: Kernel> Memd<K> {
         bump(&self.counters.fork);
         let process = self.process(parent)?;
         let mut space = process.lock();
+        self.total_room(space.regions.len())?;
         let child_space = self
             .kernel
             .create_space()
@@ -52,6 +55,7 @@ impl<K: Kernel> Memd<K> {
         let pid = self.new_pid();
         let mut child = AddressSpace::new(pid, child_space, space.limits);
         child.regions = space.regions.clone();
+        self.regions_changed(0, child.regions.len());
         child.mapped_bytes = space.mapped_bytes;
         child.heap_start = space.heap_start;
         child.brk = space.brk;
@@ -137,6 +141,7 @@ impl<K: Kernel> Memd<K> {
     /// Returns every frame and object share of an address space and destroys its kernel space.
     fn teardown(&self, mut image: AddressSpace) {
         self.kernel.destroy_space(image.space);
+        self.regions_changed(image.regions.len(), 0);
         let regions: Vec<Region> = image.regions.iter().copied().collect();
         self.drop_pages(&mut image, &regions);
         debug_assert!(image.pages.is_empty());

@@ -20,6 +20,9 @@ pub struct Limits {
     pub address_space: u64,
     /// Most bytes the heap may hold (break minus heap start).
     pub data: u64,
+    /// Most regions the address space may have (like Linux's `vm.max_map_count`): every
+    /// region costs memd memory, so a process cannot make memd run out by splitting.
+    pub regions: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +30,7 @@ impl Default for Limits {
         Limits {
             address_space: layout::USER_END,
             data: layout::MMAP_BASE - layout::HEAP_START,
+            regions: 65_530,
         }
     }
 }

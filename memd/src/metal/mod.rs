@@ -11,11 +11,10 @@
 //!    module 1 (the first program after itself); the others wait to be `SPAWN`ed by name.
 //! 5. [`serve::Server::run`]: requests, faults and exit notices, forever.
 //!
-//! One concept per file: [`sys`] (raw system calls), [`heap`] (memd's allocator), [`kernel`]
+//! One concept per file: [`sys`] (raw system calls), [`kernel`]
 //! (the `Kernel` trait), [`loader`] (ELF boot modules), [`procs`] (parents, children, waits),
 //! [`serve`] (the loop).
 
-pub mod heap;
 pub mod kernel;
 pub mod loader;
 pub mod procs;
@@ -31,8 +30,9 @@ pub const HEAP_BYTES: u64 = 12 << 20;
 /// Bytes of memd's own stack.
 pub const STACK_BYTES: u64 = 256 << 10;
 
+/// memd's own allocator: buddy blocks over memory mapped eagerly at start (see Cargo.toml).
 #[global_allocator]
-static HEAP: heap::MemdHeap = heap::MemdHeap::new();
+static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
 
 /// The entry: rdi = memd's badge, rdx = 1 (the pager).
 #[unsafe(no_mangle)]
@@ -64,7 +64,10 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
     // SAFETY: the first `own` bytes of the range are memd's frames, mapped read/write in the
     // window for good; they are taken out of the range given to the frame allocator below, so
     // nothing else ever uses them.
-    unsafe { HEAP.init((WINDOW_BASE + start) as usize, HEAP_BYTES as usize) };
+    unsafe {
+        HEAP.lock()
+            .init((WINDOW_BASE + start) as usize, HEAP_BYTES as usize)
+    };
     let mut ranges = Vec::with_capacity(n);
     for i in 0..n {
         let (s, l) = (info[2 + 2 * i], info[3 + 2 * i]);
@@ -97,7 +100,14 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
 extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     // SAFETY: the leaked slice `_start` passed: valid for good.
     let ranges = unsafe { core::slice::from_raw_parts(ranges, n) };
-    let memd = memd::Memd::new(kernel::MetalKernel, ranges, memd::Config::default());
+    // A region costs memd about a hundred bytes of its heap (tree node share, shared-object
+    // entry, listing); half the heap is what all processes' regions may take, so no client can
+    // make memd run out of its own memory by splitting mappings.
+    let config = memd::Config {
+        max_regions: (HEAP_BYTES / 2 / 128) as usize,
+        ..memd::Config::default()
+    };
+    let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);
     let pack_len = sys::call(nr::BOOTPACK_INFO, 0, 0, 0, 0).max(0) as usize;
     // SAFETY: the kernel mapped `pack_len` bytes of the boot pack read-only at BOOTPACK_BASE
     // for good, and nothing writes them.

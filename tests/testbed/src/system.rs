@@ -24,6 +24,8 @@ pub struct Config {
     pub table_frames: u64,
     /// Limits of every new process.
     pub limits: Limits,
+    /// Most regions of all processes together.
+    pub max_regions: usize,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             ram_bytes: 64 << 20,
             table_frames: 1024,
             limits: Limits::default(),
+            max_regions: memd::Config::default().max_regions,
         }
     }
 }
@@ -113,6 +116,7 @@ impl System {
             &ranges,
             memd::Config {
                 limits: config.limits,
+                max_regions: config.max_regions,
             },
         ));
         System { memd, mmu }

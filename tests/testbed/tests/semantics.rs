@@ -542,6 +542,7 @@ fn limits_refuse_with_enomem() {
         limits: Limits {
             address_space: 16 << 20,
             data: 64 << 20,
+            ..Limits::default()
         },
         ..Config::default()
     });
@@ -717,4 +718,64 @@ fn processes_lists_every_live_pid_from_the_one_asked_and_args_are_the_metal_side
     assert_eq!(proto::decode_reply(&cqe), Err(VmError::BadBuffer));
     // The argument string lives with the boot modules, on the metal.
     assert_eq!(sys.client(a).args(), Err(VmError::BadRequest));
+}
+
+#[test]
+fn region_limits_refuse_splitting_without_end() {
+    // Per process, like Linux's vm.max_map_count: ENOMEM, nothing changed.
+    let sys = System::new(Config {
+        limits: Limits {
+            regions: 8,
+            ..Limits::default()
+        },
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 64 * 4096, P::READ_WRITE, anon()).unwrap();
+    // stack + mapping = 2 regions; every other page read-only splits off more.
+    let mut refused = None;
+    for i in (0..64).step_by(2) {
+        if let Err(e) = vm.mprotect(a + i * 4096, 4096, P::READ) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("the limit was never reached");
+    assert_eq!(e, VmError::LimitExceeded);
+    assert_eq!(e.errno(), syscall::error::ENOMEM);
+    let count = vm.process_stats(0).unwrap().region_count;
+    assert!(count <= 8, "{count} regions");
+    // The refused page kept its protection; memory stays usable; unmapping frees room.
+    sys.write(p, (a + i * 4096) as u64, b"still writable")
+        .unwrap();
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ, anon().populate())
+            .map(|_| ())
+            .ok(),
+        None
+    );
+    vm.munmap(a, 64 * 4096).unwrap();
+    assert!(vm.mmap(0, 4096, P::READ, anon()).is_ok());
+
+    // For all processes together: what memd's own memory can hold.
+    let sys = System::new(Config {
+        max_regions: 6,
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 16 * 4096, P::READ_WRITE, anon()).unwrap();
+    vm.mprotect(a, 4096, P::READ).unwrap();
+    // 1 stack + 2 pieces = 3; a fork would need 3 more (6) and then a split none is left.
+    let c = sys.fork(p).unwrap();
+    assert_eq!(
+        vm.mprotect(a + 8 * 4096, 4096, P::READ),
+        Err(VmError::OutOfMemory)
+    );
+    assert_eq!(sys.fork(c), Err(VmError::OutOfMemory));
+    assert_eq!(sys.spawn(), Err(VmError::OutOfMemory));
+    sys.exit(c, 0).unwrap();
+    vm.mprotect(a + 8 * 4096, 4096, P::READ).unwrap();
+    assert!(sys.spawn().is_ok());
 }

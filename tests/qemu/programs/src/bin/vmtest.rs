@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use libvm::proto::{self, GlobalStats, Request, wait_status as ws};
-use libvm::{MmapFlags as F, ProtectionFlags as P, VmError, VmResult};
+use libvm::{MmapFlags as F, ProtectionFlags as P, VmResult};
 use user_rt::*;
 
 entry!(main);
@@ -323,6 +323,41 @@ fn hostile() {
     println!("PASS hostile requests");
 }
 
+/// A client that splits a mapping without end is refused with ENOMEM once the regions of all
+/// processes would outgrow what memd holds; memd keeps serving, and unmapping gives it back.
+fn region_flood() {
+    let pages = 120_000;
+    let a = vm()
+        .mmap(0, pages * PAGE, P::READ_WRITE, F::anonymous_private())
+        .unwrap_or(0);
+    check!(a != 0, "a big lazy mapping");
+    let mut i = 0;
+    let err = loop {
+        check!(i < pages, "splitting was never refused");
+        match vm().mprotect(a + i * PAGE, PAGE, P::READ) {
+            Ok(()) => i += 2,
+            Err(e) => break e,
+        }
+    };
+    let regions = vm().process_stats(0).map(|s| s.region_count).unwrap_or(0);
+    check!(
+        err.errno() == ENOMEM && regions > 10_000,
+        "refused with {:?} at {} regions",
+        err,
+        regions
+    );
+    write(a + PAGE, 7);
+    check!(read(a + PAGE) == 7, "memory still works");
+    check!(vm().munmap(a, pages * PAGE).is_ok(), "unmap the flood");
+    let after = vm().process_stats(0).map(|s| s.region_count).unwrap_or(0);
+    check!(after < 16, "regions after the flood: {}", after);
+    check!(
+        vm().mprotect(a, PAGE, P::READ).is_err(),
+        "the range is gone"
+    );
+    println!("PASS region flood refused at {} regions", regions);
+}
+
 fn w_msg(w: [u64; 8]) -> Msg {
     w
 }
@@ -360,16 +395,13 @@ fn kills() {
 }
 
 fn main(_: Start) -> u64 {
-    let base = frames_used();
     brk_semantics();
     mmap_semantics();
     allocator();
     redox_calls();
     hostile();
+    region_flood();
     kills();
-    let _ = base;
-    let e: VmError = VmError::NoSuchProcess;
-    let _ = e;
     println!("PASS vmtest");
     0
 }
