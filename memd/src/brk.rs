@@ -42,8 +42,6 @@ impl<K: Kernel> Memd<K> {
         if addr < space.heap_start {
             return Err(VmError::InvalidAddress);
         }
-        // Growing adds a region; shrinking may split one.
-        self.region_room(space, 1)?;
         if addr - space.heap_start > space.limits.data || addr > layout::MMAP_BASE {
             return Err(VmError::LimitExceeded);
         }
@@ -53,6 +51,7 @@ impl<K: Kernel> Memd<K> {
             if !space.regions.is_free(old_end, new_end) {
                 return Err(VmError::OutOfMemory);
             }
+            self.region_room(space, 1)?;
             if space.mapped_bytes + (new_end - old_end) > space.limits.address_space {
                 return Err(VmError::LimitExceeded);
             }

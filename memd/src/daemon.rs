@@ -23,15 +23,22 @@ pub type Pid = u64;
 pub struct Config {
     /// Limits given to every new process (a fork inherits its parent's).
     pub limits: Limits,
-    /// Most regions of all processes together: what memd's own memory can hold.
-    pub max_regions: usize,
+    /// Bytes of memd's own memory that the bookkeeping of all processes together may take
+    /// (regions at [`REGION_COST`] and resident pages at [`PAGE_COST`] each): past it a
+    /// request gets ENOMEM, or the faulting process is killed, and memd keeps running.
+    pub bookkeeping: usize,
 }
+
+/// Bytes of memd's memory one region is counted for (tree node share, listing, object entry).
+pub const REGION_COST: usize = 128;
+/// Bytes of memd's memory one resident page is counted for (its entry in the page map).
+pub const PAGE_COST: usize = 32;
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             limits: Limits::default(),
-            max_regions: 1 << 20,
+            bookkeeping: 1 << 30,
         }
     }
 }
@@ -54,8 +61,8 @@ pub struct Memd<K: Kernel> {
     pub(crate) dead: Mutex<HashMap<Pid, Death>>,
     pub(crate) counters: Counters,
     pub(crate) config: Config,
-    /// Regions of all processes together.
-    regions: AtomicUsize,
+    /// Bytes of bookkeeping of all processes together (see [`Config::bookkeeping`]).
+    bookkeeping: AtomicUsize,
     next_pid: AtomicU64,
 }
 
@@ -70,7 +77,7 @@ impl<K: Kernel> Memd<K> {
             dead: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             config,
-            regions: AtomicUsize::new(0),
+            bookkeeping: AtomicUsize::new(0),
             next_pid: AtomicU64::new(1),
         }
     }
@@ -113,7 +120,7 @@ impl<K: Kernel> Memd<K> {
     }
 
     /// Runs `f` on the address space of process `pid` under its lock, and keeps the count of
-    /// all processes' regions in step with what `f` did.
+    /// memd's bookkeeping in step with what `f` did.
     pub(crate) fn with_space<T>(
         &self,
         pid: Pid,
@@ -121,39 +128,58 @@ impl<K: Kernel> Memd<K> {
     ) -> Result<T, VmError> {
         let process = self.process(pid)?;
         let mut space = process.lock();
-        let before = space.regions.len();
+        let before = cost(&space);
         let result = f(&mut space);
-        self.regions_changed(before, space.regions.len());
+        self.bookkeeping_changed(before, cost(&space));
         result
     }
 
+    /// Bytes of memd's memory counted now for the bookkeeping of all processes (regions and
+    /// resident pages; see [`Config::bookkeeping`]).
+    pub fn bookkeeping(&self) -> usize {
+        self.bookkeeping.load(Ordering::Relaxed)
+    }
+
     /// Refuses an operation that could add `extra` regions to `space` beyond its limit
-    /// (`LimitExceeded`) or beyond what memd holds for all processes (`OutOfMemory`).
+    /// (`LimitExceeded`) or beyond memd's bookkeeping budget (`OutOfMemory`).
     pub(crate) fn region_room(&self, space: &AddressSpace, extra: usize) -> Result<(), VmError> {
         if space.regions.len() + extra > space.limits.regions {
             return Err(VmError::LimitExceeded);
         }
-        self.total_room(extra)
+        self.room(extra * REGION_COST)
     }
 
-    /// Refuses to add `extra` regions beyond what memd holds for all processes.
-    pub(crate) fn total_room(&self, extra: usize) -> Result<(), VmError> {
-        if self.regions.load(Ordering::Relaxed) + extra > self.config.max_regions {
+    /// How many more resident pages memd's bookkeeping budget allows, at most `want`.
+    pub(crate) fn page_room(&self, want: usize) -> usize {
+        let used = self.bookkeeping.load(Ordering::Relaxed);
+        (self.config.bookkeeping.saturating_sub(used) / PAGE_COST).min(want)
+    }
+
+    /// Refuses to add `bytes` of bookkeeping beyond the budget.
+    pub(crate) fn room(&self, bytes: usize) -> Result<(), VmError> {
+        if self.bookkeeping.load(Ordering::Relaxed) + bytes > self.config.bookkeeping {
             return Err(VmError::OutOfMemory);
         }
         Ok(())
     }
 
-    /// Records that a process went from `before` to `after` regions.
-    pub(crate) fn regions_changed(&self, before: usize, after: usize) {
+    /// Records that a process's bookkeeping went from `before` to `after` bytes.
+    pub(crate) fn bookkeeping_changed(&self, before: usize, after: usize) {
         if after >= before {
-            self.regions.fetch_add(after - before, Ordering::Relaxed);
+            self.bookkeeping
+                .fetch_add(after - before, Ordering::Relaxed);
         } else {
-            self.regions.fetch_sub(before - after, Ordering::Relaxed);
+            self.bookkeeping
+                .fetch_sub(before - after, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn new_pid(&self) -> Pid {
         self.next_pid.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Bytes of bookkeeping an address space is counted for.
+pub(crate) fn cost(space: &AddressSpace) -> usize {
+    space.regions.len() * REGION_COST + space.pages.len() * PAGE_COST
 }

@@ -6,12 +6,11 @@
 //! up to [`FAULT_AROUND`] absent pages from it on in the same batch, each with a fresh zeroed
 //! frame, never past the region or the next resident page. An isolated touch backs one page.
 
-use crate::daemon::{Death, Memd, Pid};
+use crate::daemon::{Death, Memd, Pid, cost};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
 use crate::region::Region;
 use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
-use alloc::vec::Vec;
 use libvm::ProtectionFlags;
 
 /// Most pages one fault backs when it continues a sequential walk (fault-around).
@@ -83,7 +82,10 @@ impl<K: Kernel> Memd<K> {
         };
         let result = {
             let mut space = process.lock();
-            self.resolve(&mut space, addr, access)
+            let before = cost(&space);
+            let result = self.resolve(&mut space, addr, access);
+            self.bookkeeping_changed(before, cost(&space));
+            result
         };
         match result {
             Ok(()) => FaultOutcome::Resolved,
@@ -116,6 +118,8 @@ impl<K: Kernel> Memd<K> {
         }
         let page = addr & !(PAGE_SIZE - 1);
         match space.pages.get(&page).copied() {
+            // A new resident page needs room in memd's bookkeeping too.
+            None if self.page_room(1) == 0 => Err(FaultReason::OutOfMemory),
             None => self.fill(space, &region, page),
             Some(frame) => self.refault(space, &region, page, frame, access),
         }
@@ -192,7 +196,8 @@ impl<K: Kernel> Memd<K> {
         region: &Region,
         page: u64,
     ) -> Result<(), FaultReason> {
-        let mut end = region.end.min(page + FAULT_AROUND * PAGE_SIZE);
+        let room = self.page_room(FAULT_AROUND as usize) as u64;
+        let mut end = region.end.min(page + room.max(1) * PAGE_SIZE);
         if let Some((&next, _)) = space.pages.range(page..end).next() {
             end = next;
         }
@@ -302,26 +307,34 @@ impl<K: Kernel> Memd<K> {
     /// Backs every page of `[start, end)` now (`MAP_POPULATE`, `MADV_WILLNEED`), stopping
     /// quietly at the first page that cannot be had, as Linux does.
     pub(crate) fn populate(&self, space: &mut AddressSpace, start: u64, end: u64) {
+        // Region by region and page by page, nothing collected: inaccessible regions are
+        // skipped whole, and a huge range ends at the first page that cannot be had, after at
+        // most as many pages as there are frames.
+        // The bookkeeping budget is settled when the request ends: count against it here.
+        let room = self.page_room(usize::MAX);
+        let base = space.pages.len();
         let mut page = start;
-        let mut batch: Vec<u64> = Vec::new();
         while page < end {
-            if !space.pages.contains_key(&page) {
-                batch.push(page);
-            }
-            page += PAGE_SIZE;
-        }
-        for page in batch {
-            if space.pages.contains_key(&page) {
-                // Backed meanwhile by fault-around.
-                continue;
-            }
-            let access = match space.regions.find(page) {
-                Some(r) if r.prot.contains(ProtectionFlags::WRITE) => Access::Write,
-                Some(r) if r.prot != ProtectionFlags::NONE => Access::Read,
-                _ => continue,
+            let Some(region) = space.regions.find(page).copied() else {
+                return;
             };
-            if self.resolve(space, page, access).is_err() {
-                break;
+            let stop = region.end.min(end);
+            let access = if region.prot.contains(ProtectionFlags::WRITE) {
+                Access::Write
+            } else if region.prot != ProtectionFlags::NONE {
+                Access::Read
+            } else {
+                page = stop;
+                continue;
+            };
+            while page < stop {
+                if space.pages.len() - base >= room {
+                    return;
+                }
+                if !space.pages.contains_key(&page) && self.resolve(space, page, access).is_err() {
+                    return;
+                }
+                page += PAGE_SIZE;
             }
         }
     }

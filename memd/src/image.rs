@@ -4,7 +4,7 @@
 //! not from a file system it could page in from later); they are private, so a fork shares
 //! them copy-on-write like any other private memory.
 
-use crate::daemon::{Memd, Pid};
+use crate::daemon::{Memd, PAGE_COST, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionKind};
@@ -57,6 +57,7 @@ impl<K: Kernel> Memd<K> {
         }
         self.region_room(space, 1)?;
         let pages = ((end - start) / PAGE_SIZE) as usize;
+        self.room(pages * PAGE_COST)?;
         let mut frames = Vec::new();
         self.frames
             .lock()

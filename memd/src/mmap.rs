@@ -110,8 +110,14 @@ impl<K: Kernel> Memd<K> {
         bump(&self.counters.munmap);
         self.with_space(pid, |space| {
             let end = check_user_range(addr, len)?;
-            // A hole punched in the middle of a region leaves two.
-            self.region_room(space, 1)?;
+            // Only a hole punched inside one region adds one (Linux's munmap can fail so too).
+            if space
+                .regions
+                .find(addr)
+                .is_some_and(|r| r.start < addr && r.end > end)
+            {
+                self.region_room(space, 1)?;
+            }
             self.unmap_in(space, addr, end);
             Ok(())
         })
@@ -251,8 +257,16 @@ impl<K: Kernel> Memd<K> {
     /// Advice about `[addr, addr + len)` of process `pid`.
     pub fn madvise(&self, pid: Pid, addr: u64, len: u64, advice: u64) -> Result<(), VmError> {
         bump(&self.counters.madvise);
-        let process = self.process(pid)?;
-        let mut space = process.lock();
+        self.with_space(pid, |space| self.madvise_in(space, addr, len, advice))
+    }
+
+    fn madvise_in(
+        &self,
+        space: &mut AddressSpace,
+        addr: u64,
+        len: u64,
+        advice: u64,
+    ) -> Result<(), VmError> {
         let end = check_user_range(addr, len)?;
         if !space.regions.covered(addr, end) {
             return Err(VmError::RegionNotFound);
@@ -260,7 +274,7 @@ impl<K: Kernel> Memd<K> {
         match advice {
             MADV_NORMAL => Ok(()),
             MADV_WILLNEED => {
-                self.populate(&mut space, addr, end);
+                self.populate(space, addr, end);
                 Ok(())
             }
             MADV_DONTNEED => {

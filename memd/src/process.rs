@@ -1,6 +1,6 @@
 //! Process images: spawn an empty one, fork one copy-on-write, tear one down at exit or kill.
 
-use crate::daemon::{Death, Memd, Pid};
+use crate::daemon::{Death, Memd, Pid, REGION_COST, cost};
 use crate::kernel::{Kernel, PageOp};
 use crate::layout;
 use crate::region::{Region, RegionKind};
@@ -18,7 +18,7 @@ impl<K: Kernel> Memd<K> {
     /// Creates a process with an empty image: a stack below `STACK_TOP` (with an unmapped guard
     /// page under it) and an empty heap at `HEAP_START`.
     pub fn spawn(&self) -> Result<Pid, VmError> {
-        self.total_room(1)?;
+        self.room(REGION_COST)?;
         let space = self
             .kernel
             .create_space()
@@ -34,7 +34,7 @@ impl<K: Kernel> Memd<K> {
             object: 0,
             offset: 0,
         });
-        self.regions_changed(0, image.regions.len());
+        self.bookkeeping_changed(0, cost(&image));
         self.processes
             .write()
             .insert(pid, Arc::new(Mutex::new(image)));
@@ -47,7 +47,7 @@ impl<K: Kernel> Memd<K> {
         bump(&self.counters.fork);
         let process = self.process(parent)?;
         let mut space = process.lock();
-        self.total_room(space.regions.len())?;
+        self.room(cost(&space))?;
         let child_space = self
             .kernel
             .create_space()
@@ -55,11 +55,11 @@ impl<K: Kernel> Memd<K> {
         let pid = self.new_pid();
         let mut child = AddressSpace::new(pid, child_space, space.limits);
         child.regions = space.regions.clone();
-        self.regions_changed(0, child.regions.len());
         child.mapped_bytes = space.mapped_bytes;
         child.heap_start = space.heap_start;
         child.brk = space.brk;
         child.pages = space.pages.clone();
+        self.bookkeeping_changed(0, cost(&child));
         {
             let mut objects = self.objects.lock();
             for r in space.regions.iter().filter(|r| r.object != 0) {
@@ -141,7 +141,7 @@ impl<K: Kernel> Memd<K> {
     /// Returns every frame and object share of an address space and destroys its kernel space.
     fn teardown(&self, mut image: AddressSpace) {
         self.kernel.destroy_space(image.space);
-        self.regions_changed(image.regions.len(), 0);
+        self.bookkeeping_changed(cost(&image), 0);
         let regions: Vec<Region> = image.regions.iter().copied().collect();
         self.drop_pages(&mut image, &regions);
         debug_assert!(image.pages.is_empty());

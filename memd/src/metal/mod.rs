@@ -100,11 +100,11 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
 extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     // SAFETY: the leaked slice `_start` passed: valid for good.
     let ranges = unsafe { core::slice::from_raw_parts(ranges, n) };
-    // A region costs memd about a hundred bytes of its heap (tree node share, shared-object
-    // entry, listing); half the heap is what all processes' regions may take, so no client can
-    // make memd run out of its own memory by splitting mappings.
+    // Half the heap is what the bookkeeping of all processes (regions, resident pages) may
+    // take, so no client can make memd run out of its own memory, by splitting mappings or by
+    // forking large processes; the other half is for everything else memd keeps.
     let config = memd::Config {
-        max_regions: (HEAP_BYTES / 2 / 128) as usize,
+        bookkeeping: (HEAP_BYTES / 2) as usize,
         ..memd::Config::default()
     };
     let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);

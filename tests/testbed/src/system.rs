@@ -24,8 +24,8 @@ pub struct Config {
     pub table_frames: u64,
     /// Limits of every new process.
     pub limits: Limits,
-    /// Most regions of all processes together.
-    pub max_regions: usize,
+    /// Bytes of memd's memory the bookkeeping of all processes may take.
+    pub bookkeeping: usize,
 }
 
 impl Default for Config {
@@ -34,7 +34,7 @@ impl Default for Config {
             ram_bytes: 64 << 20,
             table_frames: 1024,
             limits: Limits::default(),
-            max_regions: memd::Config::default().max_regions,
+            bookkeeping: memd::Config::default().bookkeeping,
         }
     }
 }
@@ -116,7 +116,7 @@ impl System {
             &ranges,
             memd::Config {
                 limits: config.limits,
-                max_regions: config.max_regions,
+                bookkeeping: config.bookkeeping,
             },
         ));
         System { memd, mmu }

@@ -508,6 +508,7 @@ impl Run {
         assert_eq!(stats.frames_used, self.baseline_used, "frames leaked");
         assert_eq!(stats.page_table_frames, 0, "page tables leaked");
         assert_eq!(stats.processes, 0);
+        assert_eq!(self.sys.memd().bookkeeping(), 0, "bookkeeping leaked");
     }
 }
 

@@ -3,6 +3,7 @@
 
 use libvm::proto::{self, MADV_DONTNEED, MADV_WILLNEED, Request, Words};
 use libvm::{MmapFlags, ProtectionFlags as P, VmError};
+use memd::daemon::{PAGE_COST, REGION_COST};
 use memd::layout::{HEAP_START, MMAP_BASE, STACK_TOP, USER_END};
 use memd::{Death, FaultKill, FaultReason, Limits};
 use testbed::system::{Config, Fault, FaultKind, System};
@@ -534,6 +535,7 @@ fn exit_returns_every_frame_and_page_table() {
     assert_eq!(end.frames_free, baseline.frames_free);
     assert_eq!(end.page_table_frames, baseline.page_table_frames);
     assert_eq!(end.processes, 0);
+    assert_eq!(sys.memd().bookkeeping(), 0);
 }
 
 #[test]
@@ -760,7 +762,7 @@ fn region_limits_refuse_splitting_without_end() {
 
     // For all processes together: what memd's own memory can hold.
     let sys = System::new(Config {
-        max_regions: 6,
+        bookkeeping: 6 * REGION_COST,
         ..Config::default()
     });
     let p = sys.spawn().unwrap();
@@ -778,4 +780,45 @@ fn region_limits_refuse_splitting_without_end() {
     sys.exit(c, 0).unwrap();
     vm.mprotect(a + 8 * 4096, 4096, P::READ).unwrap();
     assert!(sys.spawn().is_ok());
+}
+
+#[test]
+fn resident_pages_count_against_memds_bookkeeping() {
+    // Room for the bookkeeping of 8 regions and 60 resident pages, in all.
+    let sys = System::new(Config {
+        bookkeeping: 8 * REGION_COST + 60 * PAGE_COST,
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 40 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    for i in 0..40 {
+        sys.write(p, a + i * PAGE, &[i as u8]).unwrap();
+    }
+    // A fork would copy 40 page entries: more than is left. Refused, nothing changed.
+    assert_eq!(sys.fork(p), Err(VmError::OutOfMemory));
+    assert_eq!(sys.memd().global_stats().processes, 1);
+    // Populate stops quietly at the budget; a fault past it kills only that process.
+    let b = vm
+        .mmap(0, 64 * 4096, P::READ_WRITE, anon().populate())
+        .unwrap() as u64;
+    let resident = vm.process_stats(0).unwrap().resident_pages;
+    assert!(resident > 40 && resident < 40 + 64, "{resident}");
+    let mut page = 0;
+    let fault = loop {
+        match sys.write(p, b + page * PAGE, b"x") {
+            Ok(()) => page += 1,
+            Err(f) => break f,
+        }
+    };
+    assert_eq!(fault.kind, FaultKind::OutOfMemory);
+    // Everything came back: a new process has the whole budget again.
+    let q = sys.spawn().unwrap();
+    let c = sys
+        .client(q)
+        .mmap(0, 50 * 4096, P::READ_WRITE, anon())
+        .unwrap() as u64;
+    for i in 0..50 {
+        sys.write(q, c + i * PAGE, b"ok").unwrap();
+    }
 }

@@ -51,6 +51,7 @@ fn many_threads_many_processes() {
     assert_eq!(end.frames_used, baseline.frames_used);
     assert_eq!(end.page_table_frames, baseline.page_table_frames);
     assert_eq!(end.ops_fork, 8 * 25);
+    assert_eq!(sys.memd().bookkeeping(), 0);
 }
 
 #[test]
