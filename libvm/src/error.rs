@@ -146,26 +146,29 @@ impl core::fmt::Display for VmError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Every variant once (`Other` with an errno no other variant uses).
+    pub(crate) const ALL_ERRORS: [VmError; 13] = [
+        VmError::InvalidAddress,
+        VmError::InvalidSize,
+        VmError::NotAligned,
+        VmError::InvalidFlags,
+        VmError::OutOfMemory,
+        VmError::LimitExceeded,
+        VmError::PermissionDenied,
+        VmError::RegionNotFound,
+        VmError::AlreadyMapped,
+        VmError::NoSuchProcess,
+        VmError::BadRequest,
+        VmError::BadBuffer,
+        VmError::Other(123),
+    ];
 
     #[test]
     fn every_variant_survives_the_wire() {
-        let all = [
-            VmError::InvalidAddress,
-            VmError::InvalidSize,
-            VmError::NotAligned,
-            VmError::InvalidFlags,
-            VmError::OutOfMemory,
-            VmError::LimitExceeded,
-            VmError::PermissionDenied,
-            VmError::RegionNotFound,
-            VmError::AlreadyMapped,
-            VmError::NoSuchProcess,
-            VmError::BadRequest,
-            VmError::BadBuffer,
-            VmError::Other(99),
-        ];
+        let all = ALL_ERRORS;
         for e in all {
             assert_eq!(VmError::from_wire(e.errno(), e.detail()), e);
         }

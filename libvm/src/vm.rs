@@ -293,28 +293,13 @@ impl<T: Transport> Vm<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::tests::ALL_ERRORS;
     use crate::proto::{Cqe, MADV_DONTNEED, Sqe, encode_reply};
     use crate::transport::doubles::{Recorder, answering};
 
     fn same(a: &Sqe, b: &Sqe) -> bool {
         a[..] == b[..]
     }
-
-    const ALL_ERRORS: [VmError; 13] = [
-        VmError::InvalidAddress,
-        VmError::InvalidSize,
-        VmError::NotAligned,
-        VmError::InvalidFlags,
-        VmError::OutOfMemory,
-        VmError::LimitExceeded,
-        VmError::PermissionDenied,
-        VmError::RegionNotFound,
-        VmError::AlreadyMapped,
-        VmError::NoSuchProcess,
-        VmError::BadRequest,
-        VmError::BadBuffer,
-        VmError::Other(123),
-    ];
 
     /// Every method once: the request it must send and the buffer length it must lend.
     fn every_call<T: Transport>(vm: &Vm<T>) -> [(VmResult<u64>, Request, usize); 9] {
