@@ -92,24 +92,17 @@ pub type Msg = [u64; 8];
 /// Calls endpoint `ep` with words 0..7 of `msg` (word 7 is ignored) and a lent buffer; waits
 /// for the reply. Returns the kernel status (0 or -errno) and the two reply words.
 pub fn ipc_call(ep: u64, msg: &Msg, lend: &mut [u8]) -> (i64, u64, u64) {
-    let (ret, r0, r1): (i64, u64, u64);
-    // SAFETY: as `syscall6`; rbx and rbp are not used by the ABI. r12..r15 carry words 5, 6
-    // and the lent buffer and come back unchanged or with received words.
-    unsafe {
-        asm!("syscall", inlateout("rax") nr::IPC_CALL as i64 => ret,
-             inlateout("rdi") ep => r0, inlateout("rsi") msg[0] => r1, inlateout("rdx") msg[1] => _,
-             inlateout("r10") msg[2] => _, inlateout("r8") msg[3] => _, inlateout("r9") msg[4] => _,
-             inlateout("r12") msg[5] => _, inlateout("r13") msg[6] => _,
-             inlateout("r14") lend.as_mut_ptr() as u64 => _, inlateout("r15") lend.len() as u64 => _,
-             lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    (ret, r0, r1)
+    // The lent buffer is our `&mut` slice: memd may write it while we wait, and only then.
+    ipc_call_raw(ep, msg, lend.as_mut_ptr() as u64, lend.len() as u64)
 }
 
-/// Calls with raw lent-buffer values (for tests of the kernel's checks).
+/// Calls with raw lent-buffer values (`ipc_call`'s body; tests use it to probe the kernel's
+/// checks of the lent range).
 pub fn ipc_call_raw(ep: u64, msg: &Msg, lend_ptr: u64, lend_len: u64) -> (i64, u64, u64) {
     let (ret, r0, r1): (i64, u64, u64);
-    // SAFETY: as `ipc_call`; the kernel checks the lent range, we never touch it.
+    // SAFETY: as `syscall6`; rbx and rbp are not used by the ABI. r12..r15 carry words 5, 6
+    // and the lent buffer and come back unchanged or with received words. The kernel checks the
+    // lent range against our page tables; this function never touches it.
     unsafe {
         asm!("syscall", inlateout("rax") nr::IPC_CALL as i64 => ret,
              inlateout("rdi") ep => r0, inlateout("rsi") msg[0] => r1, inlateout("rdx") msg[1] => _,
