@@ -22,9 +22,9 @@
 //! | 14 | `ipc_write` | token, offset, src, len | len (into the lent buffer) | receiving space |
 //! | 15 | `endpoint_create` | — | endpoint number (caller's space receives) | any |
 //! | 16 | `ipc_reply_receive` | ep, token, w0, w1 | `ipc_reply(token, w0, w1)` then `ipc_receive(ep)` in one call; -errno with nothing done if the reply is refused | owner of ep |
-//! | 20 | `space_create` | — | space id | pager |
+//! | 20 | `space_create` | root frame (donated: becomes the space's PML4) | space id | pager |
 //! | 21 | `space_destroy` | space | 0 | pager |
-//! | 22 | `space_apply` | space, ops, count | 0 (rdx = ops done) | pager |
+//! | 22 | `space_apply` | space, ops, count | the space's spare table frames (rdx = ops done) | pager |
 //! | 23 | `thread_start` | space, rip, rsp, arg | thread id | pager |
 //! | 24 | `thread_clone` | token, space, w0 | thread id | pager |
 //! | 25 | `pager_info` | buf, len | number of frame ranges | pager |
@@ -32,6 +32,7 @@
 //! | 27 | `page_table_frames` | — | kernel-pool frames held as page tables | pager |
 //! | 28 | `cmdline` | ptr, len | bytes of the kernel command line copied (cut to len) | any |
 //! | 29 | `space_apply1` | space, the four words of one `space_apply` operation in rsi, rdx, r10, r8 | as `space_apply` of that one operation, without the copy of a batch | pager |
+//! | 30 | `space_reclaim` | space, buf, max (≤ [`MAX_RECLAIM`]) | spare page-table frames taken back, their addresses written to buf | pager |
 //! | [`SYS_FMAP`] | redox `fmap` | fd (must be `!0`: anonymous), `&Map`, size of `Map` | address | any (routed to the pager) |
 //! | [`SYS_FUNMAP`] | redox `funmap` | addr, len | 0 | any (routed to the pager) |
 //! | [`SYS_MPROTECT`] | redox `mprotect` | addr, len, `MapFlags` | 0 | any (routed to the pager) |
@@ -80,6 +81,8 @@ pub const PAGE_TABLE_FRAMES: u64 = 27;
 pub const CMDLINE: u64 = 28;
 /// `space_apply1(space, kind, page, a, b)`: one `space_apply` operation passed in registers.
 pub const SPACE_APPLY1: u64 = 29;
+/// `space_reclaim(space, buf, max)`: spare page-table frames of a space back to the pager.
+pub const SPACE_RECLAIM: u64 = 30;
 
 /// redox_syscall's `SYS_FMAP` (`SYS_CLASS_FILE | SYS_ARG_SLICE | 900`): anonymous `fmap` is
 /// routed to the pager as an `MMAP` request.
@@ -158,6 +161,8 @@ pub const OP_MAP: u64 = 1;
 pub const OP_UNMAP: u64 = 2;
 /// `space_apply` operation kind: set protection `b` on the mapped pages of `a` pages.
 pub const OP_PROTECT: u64 = 3;
+/// `space_apply` operation kind: donate frame `a` to the space's reserve of page-table frames.
+pub const OP_DONATE: u64 = 4;
 /// Protection bit of a `space_apply` operation: readable.
 pub const PROT_READ: u64 = 1;
 /// Protection bit: writable.
@@ -166,8 +171,11 @@ pub const PROT_WRITE: u64 = 2;
 pub const PROT_EXEC: u64 = 4;
 /// The most operations of one batch.
 pub const MAX_BATCH: u64 = 1 << 16;
-/// The most pages one unmap or protect operation may cover (4 GiB).
-pub const MAX_RANGE_PAGES: u64 = 1 << 20;
+/// The end of what a process may map: the top page of the user half stays unmapped, so no
+/// instruction can end at the boundary of the non-canonical hole (the `sysret` hazard).
+pub const USER_TOP: u64 = 0x0000_7FFF_FFFF_F000;
+/// The most frame addresses one `space_reclaim` returns.
+pub const MAX_RECLAIM: u64 = 512;
 
 /// Where the pager's window onto its frames starts: frame `f` is at `WINDOW_BASE + f`.
 pub const WINDOW_BASE: u64 = 0x0000_4000_0000_0000;
@@ -259,7 +267,7 @@ mod tests {
     #[test]
     fn routed_numbers_do_not_collide_with_the_kernel_calls() {
         for n in [SYS_FMAP, SYS_FUNMAP, SYS_MPROTECT] {
-            assert!(n > SPACE_APPLY1);
+            assert!(n > SPACE_RECLAIM);
         }
         assert_eq!(SYS_FMAP, 0x2100_0384);
         assert_eq!(SYS_FUNMAP, 0x2000_005C);

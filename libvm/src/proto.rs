@@ -600,7 +600,8 @@ wire_struct! {
         pub frames_free: u64,
         /// Frames in use now.
         pub frames_used: u64,
-        /// Frames the kernel holds for page tables.
+        /// Frames memd donated to the kernel as the page tables of all processes (part of
+        /// `frames_used`).
         pub page_table_frames: u64,
         /// Faults resolved by a zero-filled frame.
         pub faults_zero_fill: u64,
@@ -632,6 +633,19 @@ wire_struct! {
         pub processes: u64,
         /// Bytes of frames in use (the seed's `total_allocated`).
         pub total_allocated: u64,
+        /// Processes the out-of-memory policy killed.
+        pub oom_kills: u64,
+        /// Frames kept out of use for good because the kernel refused to destroy a space
+        /// that might still map them (0 unless the kernel misbehaves).
+        pub frames_quarantined: u64,
+    }
+}
+
+impl GlobalStats {
+    /// Frames in use for data (the pages of processes and shared objects): `frames_used`
+    /// without the page tables.
+    pub fn data_frames(&self) -> u64 {
+        self.frames_used.saturating_sub(self.page_table_frames)
     }
 }
 
@@ -892,7 +906,7 @@ mod tests {
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
         assert!(!s.write_to(&mut buf[..63]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
-        assert_eq!(GlobalStats::WORDS, 19);
+        assert_eq!(GlobalStats::WORDS, 21);
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl<K: Kernel> Memd<K> {
                 offset: 0,
             });
         } else if new_end < old_end {
-            self.unmap_in(space, new_end, old_end);
+            self.unmap_in(space, new_end, old_end)?;
         }
         space.brk = addr;
         Ok(())

@@ -24,9 +24,12 @@ pub struct Config {
     /// Limits given to every new process (a fork inherits its parent's).
     pub limits: Limits,
     /// Bytes of memd's own memory that the bookkeeping of all processes together may take
-    /// (regions at [`REGION_COST`] and resident pages at [`PAGE_COST`] each): past it a
+    /// (regions at [`REGION_COST`], resident pages and page-table frames at [`PAGE_COST`]
+    /// each): past it a
     /// request gets ENOMEM, or the faulting process is killed, and memd keeps running.
     pub bookkeeping: usize,
+    /// The process the out-of-memory policy never picks (init), if any.
+    pub oom_exempt: Option<Pid>,
 }
 
 /// Bytes of memd's memory one region is counted for (tree node share, listing, object entry).
@@ -39,6 +42,7 @@ impl Default for Config {
         Config {
             limits: Limits::default(),
             bookkeeping: 1 << 30,
+            oom_exempt: None,
         }
     }
 }
@@ -64,6 +68,14 @@ pub struct Memd<K: Kernel> {
     /// Bytes of bookkeeping of all processes together (see [`Config::bookkeeping`]).
     bookkeeping: AtomicUsize,
     next_pid: AtomicU64,
+    /// Frames donated to the kernel as page tables of all spaces (see [`crate::tables`]).
+    pub(crate) table_frames: AtomicU64,
+    /// Frames kept out of use for good because the kernel refused to destroy a space that
+    /// may still map them.
+    pub(crate) quarantined: AtomicU64,
+    /// Processes the out-of-memory policy killed that no fault reply names (not the faulting
+    /// one), for the server to announce and report to their parents.
+    pub(crate) oom_victims: Mutex<alloc::vec::Vec<Pid>>,
 }
 
 impl<K: Kernel> Memd<K> {
@@ -79,6 +91,9 @@ impl<K: Kernel> Memd<K> {
             config,
             bookkeeping: AtomicUsize::new(0),
             next_pid: AtomicU64::new(1),
+            table_frames: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            oom_victims: Mutex::new(alloc::vec::Vec::new()),
         }
     }
 
@@ -111,6 +126,12 @@ impl<K: Kernel> Memd<K> {
     /// How process `pid` died, once it has (and forgets it: a second call gives `None`).
     pub fn reap(&self, pid: Pid) -> Option<Death> {
         self.dead.lock().remove(&pid)
+    }
+
+    /// The processes the out-of-memory policy killed since the last call, other than a
+    /// faulting process (whose fault reply says it): their deaths are recorded ([`Memd::reap`]).
+    pub fn take_oom_victims(&self) -> alloc::vec::Vec<Pid> {
+        core::mem::take(&mut *self.oom_victims.lock())
     }
 
     /// Sets the limits of a live process.
@@ -181,5 +202,5 @@ impl<K: Kernel> Memd<K> {
 
 /// Bytes of bookkeeping an address space is counted for.
 pub(crate) fn cost(space: &AddressSpace) -> usize {
-    space.regions.len() * REGION_COST + space.pages.len() * PAGE_COST
+    space.regions.len() * REGION_COST + (space.pages.len() + space.tables.len()) * PAGE_COST
 }

@@ -7,10 +7,12 @@
 //! frame, never past the region or the next resident page. An isolated touch backs one page.
 
 use crate::daemon::{Death, Memd, Pid, cost};
-use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
+use crate::kernel::{Kernel, KernelError, PAGE_SIZE, PageOp};
 use crate::region::Region;
 use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
+use crate::tables::ApplyError;
+use alloc::vec::Vec;
 use libvm::ProtectionFlags;
 
 /// Most pages one fault backs when it continues a sequential walk (fault-around).
@@ -70,8 +72,44 @@ pub fn allows(prot: ProtectionFlags, access: Access) -> bool {
     }
 }
 
+/// Why a fault was not resolved this time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unresolved {
+    /// Refused for good: the process is killed for it (or, out of memory, the policy picks
+    /// a process to kill and the fault is tried again).
+    Refused(FaultReason),
+    /// The kernel refused the page-table change (nothing changed).
+    Kernel(KernelError),
+}
+
+impl From<FaultReason> for Unresolved {
+    fn from(reason: FaultReason) -> Unresolved {
+        Unresolved::Refused(reason)
+    }
+}
+
+impl From<ApplyError> for Unresolved {
+    fn from(e: ApplyError) -> Unresolved {
+        match e {
+            ApplyError::NoFrames => Unresolved::Refused(FaultReason::OutOfMemory),
+            ApplyError::Kernel(e) => Unresolved::Kernel(e.error),
+        }
+    }
+}
+
+/// The most processes the out-of-memory policy kills for one fault before it gives up and
+/// kills the faulting process.
+pub const MAX_OOM_KILLS: usize = 8;
+
 impl<K: Kernel> Memd<K> {
     /// Resolves a page fault of process `pid` at `addr`, or kills the process.
+    ///
+    /// Out of memory, the policy chooses whom to kill: the process holding the most memory
+    /// (resident pages and page-table frames; never the exempt one, see
+    /// [`crate::Config::oom_exempt`]), not whoever faulted. If that is another process, it is
+    /// killed (see [`Memd::take_oom_victims`]) and the fault tried again; if it is the faulting
+    /// process, that one is killed. A page-table change the kernel refused for want of table
+    /// frames changed nothing: the thread is resumed and faults again.
     pub fn handle_fault(&self, pid: Pid, addr: u64, access: Access) -> FaultOutcome {
         let Ok(process) = self.process(pid) else {
             return FaultOutcome::Kill(FaultKill {
@@ -80,29 +118,80 @@ impl<K: Kernel> Memd<K> {
                 reason: FaultReason::MapErr,
             });
         };
-        let result = {
-            let mut space = process.lock();
-            let before = cost(&space);
-            let result = self.resolve(&mut space, addr, access);
-            self.bookkeeping_changed(before, cost(&space));
-            result
-        };
-        match result {
-            Ok(()) => FaultOutcome::Resolved,
-            Err(reason) => {
-                match reason {
-                    FaultReason::MapErr => bump(&self.counters.maperr),
-                    FaultReason::AccErr => bump(&self.counters.accerr),
-                    FaultReason::OutOfMemory => {}
+        let mut kills = 0;
+        let reason = loop {
+            let result = {
+                let mut space = process.lock();
+                let before = cost(&space);
+                let result = self.resolve(&mut space, addr, access);
+                self.bookkeeping_changed(before, cost(&space));
+                result
+            };
+            match result {
+                Ok(()) | Err(Unresolved::Kernel(KernelError::OutOfMemory)) => {
+                    return FaultOutcome::Resolved;
                 }
-                let kill = FaultKill {
-                    addr,
-                    access,
-                    reason,
-                };
-                self.terminate(pid, Death::Killed(kill));
-                FaultOutcome::Kill(kill)
+                Err(Unresolved::Kernel(_)) => break FaultReason::OutOfMemory,
+                Err(Unresolved::Refused(FaultReason::OutOfMemory)) if kills < MAX_OOM_KILLS => {
+                    match self.oom_victim() {
+                        Some(victim) if victim != pid => {
+                            self.oom_kill(victim);
+                            kills += 1;
+                        }
+                        _ => {
+                            bump(&self.counters.oom_kills);
+                            break FaultReason::OutOfMemory;
+                        }
+                    }
+                }
+                Err(Unresolved::Refused(reason)) => break reason,
             }
+        };
+        match reason {
+            FaultReason::MapErr => bump(&self.counters.maperr),
+            FaultReason::AccErr => bump(&self.counters.accerr),
+            FaultReason::OutOfMemory => {}
+        }
+        let kill = FaultKill {
+            addr,
+            access,
+            reason,
+        };
+        self.terminate(pid, Death::Killed(kill));
+        FaultOutcome::Kill(kill)
+    }
+
+    /// The process the out-of-memory policy kills: the one holding the most memory (resident
+    /// pages and page-table frames), never the exempt one; `None` if there is none.
+    fn oom_victim(&self) -> Option<Pid> {
+        let processes: Vec<(Pid, _)> = self
+            .processes
+            .read()
+            .iter()
+            .map(|(&pid, p)| (pid, p.clone()))
+            .collect();
+        processes
+            .into_iter()
+            .filter(|&(pid, _)| Some(pid) != self.config.oom_exempt)
+            .map(|(pid, p)| {
+                let space = p.lock();
+                (space.pages.len() + space.tables.len(), pid)
+            })
+            .max()
+            .map(|(_, pid)| pid)
+    }
+
+    /// Kills `victim` for the out-of-memory policy: its memory is returned at once, its death
+    /// recorded and queued for the server to announce.
+    fn oom_kill(&self, victim: Pid) {
+        bump(&self.counters.oom_kills);
+        let kill = FaultKill {
+            addr: 0,
+            access: Access::Read,
+            reason: FaultReason::OutOfMemory,
+        };
+        if self.terminate(victim, Death::Killed(kill)) {
+            self.oom_victims.lock().push(victim);
         }
     }
 
@@ -111,27 +200,22 @@ impl<K: Kernel> Memd<K> {
         space: &mut AddressSpace,
         addr: u64,
         access: Access,
-    ) -> Result<(), FaultReason> {
+    ) -> Result<(), Unresolved> {
         let region = *space.regions.find(addr).ok_or(FaultReason::MapErr)?;
         if !allows(region.prot, access) {
-            return Err(FaultReason::AccErr);
+            return Err(FaultReason::AccErr.into());
         }
         let page = addr & !(PAGE_SIZE - 1);
         match space.pages.get(&page).copied() {
             // A new resident page needs room in memd's bookkeeping too.
-            None if self.page_room(1) == 0 => Err(FaultReason::OutOfMemory),
+            None if self.page_room(1) == 0 => Err(FaultReason::OutOfMemory.into()),
             None => self.fill(space, &region, page),
             Some(frame) => self.refault(space, &region, page, frame, access),
         }
     }
 
     /// First touch of `page`: a shared-object frame, or a new zeroed one.
-    fn fill(
-        &self,
-        space: &mut AddressSpace,
-        region: &Region,
-        page: u64,
-    ) -> Result<(), FaultReason> {
+    fn fill(&self, space: &mut AddressSpace, region: &Region, page: u64) -> Result<(), Unresolved> {
         let frame = if region.object != 0 {
             let index = region.offset + (page - region.start) / PAGE_SIZE;
             let mut objects = self.objects.lock();
@@ -168,9 +252,9 @@ impl<K: Kernel> Memd<K> {
             frame,
             prot: page_prot(region, 1),
         };
-        if self.kernel.apply(space.space, &[op]).is_err() {
+        if let Err(e) = self.apply(space, &[op]) {
             self.release_frame(frame);
-            return Err(FaultReason::OutOfMemory);
+            return Err(e.into());
         }
         space.pages.insert(page, frame);
         Ok(())
@@ -195,7 +279,7 @@ impl<K: Kernel> Memd<K> {
         space: &mut AddressSpace,
         region: &Region,
         page: u64,
-    ) -> Result<(), FaultReason> {
+    ) -> Result<(), Unresolved> {
         let room = self.page_room(FAULT_AROUND as usize) as u64;
         let mut end = region.end.min(page + room.max(1) * PAGE_SIZE);
         if let Some((&next, _)) = space.pages.range(page..end).next() {
@@ -219,28 +303,21 @@ impl<K: Kernel> Memd<K> {
             }
         }
         if n == 0 {
-            return Err(FaultReason::OutOfMemory);
+            return Err(FaultReason::OutOfMemory.into());
         }
         for op in &ops[..n] {
             if let PageOp::Map { frame, .. } = *op {
                 self.kernel.zero_frame(frame);
             }
         }
-        if self.kernel.apply(space.space, &ops[..n]).is_err() {
-            // The batch may have mapped a prefix: take it back before the frames go.
-            let _ = self.kernel.apply(
-                space.space,
-                &[PageOp::Unmap {
-                    page,
-                    pages: n as u64,
-                }],
-            );
+        if let Err(e) = self.apply(space, &ops[..n]) {
+            // One kernel call: a refusal mapped nothing.
             for op in &ops[..n] {
                 if let PageOp::Map { frame, .. } = *op {
                     self.release_frame(frame);
                 }
             }
-            return Err(FaultReason::OutOfMemory);
+            return Err(e.into());
         }
         for op in &ops[..n] {
             if let PageOp::Map { page, frame, .. } = *op {
@@ -260,7 +337,7 @@ impl<K: Kernel> Memd<K> {
         page: u64,
         frame: u64,
         access: Access,
-    ) -> Result<(), FaultReason> {
+    ) -> Result<(), Unresolved> {
         let mut frames = self.frames.lock();
         let refcount = frames.refcount(frame);
         if access != Access::Write || region.object != 0 || refcount <= 1 {
@@ -274,10 +351,7 @@ impl<K: Kernel> Memd<K> {
                 frame,
                 prot: page_prot(region, refcount),
             };
-            return self
-                .kernel
-                .apply(space.space, &[op])
-                .map_err(|_| FaultReason::OutOfMemory);
+            return self.apply(space, &[op]).map_err(Unresolved::from);
         }
         // The copy comes under the same lock as the count.
         let copy = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
@@ -288,9 +362,9 @@ impl<K: Kernel> Memd<K> {
             frame: copy,
             prot: region.prot,
         };
-        if self.kernel.apply(space.space, &[op]).is_err() {
+        if let Err(e) = self.apply(space, &[op]) {
             let _ = self.frames.lock().release(copy);
-            return Err(FaultReason::OutOfMemory);
+            return Err(e.into());
         }
         let _ = self.frames.lock().release(frame);
         space.pages.insert(page, copy);

@@ -84,14 +84,20 @@ impl<K: Kernel> Memd<K> {
                 });
             }
         }
-        if self.kernel.apply(space.space, &ops).is_err() {
-            let _ = self.kernel.apply(
-                space.space,
-                &[PageOp::Unmap {
+        if let Err(e) = self.apply(space, &ops) {
+            // A batch too large for one kernel call may have mapped a prefix: take it back
+            // before the frames go (a refused batch changed nothing).
+            if e.done() > 0 {
+                let op = PageOp::Unmap {
                     page: start,
                     pages: pages as u64,
-                }],
-            );
+                };
+                if self.apply(space, &[op]).is_err() {
+                    // They may stay mapped: keep them out of use.
+                    self.quarantine(frames.len() as u64);
+                    return Err(VmError::OutOfMemory);
+                }
+            }
             let mut allocator = self.frames.lock();
             for frame in frames {
                 let _ = allocator.release(frame);

@@ -46,6 +46,12 @@ pub enum PageOp {
         /// New access.
         prot: ProtectionFlags,
     },
+    /// Give `frame` (free, unmapped everywhere) to the space's reserve of page-table frames;
+    /// the kernel takes a batch's donations before its other operations.
+    Donate {
+        /// The frame.
+        frame: FrameAddr,
+    },
 }
 
 /// A list of page operations that keeps its first [`PageOps::INLINE`] on the stack and moves
@@ -121,7 +127,8 @@ impl Extend<PageOp> for PageOps {
 /// Why the kernel refused a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelError {
-    /// The kernel has no frame left for page tables (or address spaces).
+    /// The space lacks the page-table frames the batch needs (memd donated too few), or the
+    /// kernel has no room for another space or thread.
     OutOfMemory,
     /// The space does not exist.
     NoSuchSpace,
@@ -130,6 +137,10 @@ pub enum KernelError {
 }
 
 /// A batch that failed: the operations before `done` were applied, the rest were not.
+///
+/// The kernel checks a batch whole before it performs any of it, so a refusal has `done` 0;
+/// only a batch too large for one kernel call (more than the kernel's largest) can fail after
+/// a prefix (whole calls) was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchError {
     /// Number of operations applied before the failure.
@@ -140,21 +151,32 @@ pub struct BatchError {
 
 /// The kernel's paging capability as memd sees it.
 ///
+/// Page tables are memory memd gives the kernel: a space's PML4 comes with
+/// [`create_space`](Kernel::create_space), its other tables from a reserve memd fills with
+/// [`PageOp::Donate`] and empties with [`reclaim_tables`](Kernel::reclaim_tables); when the
+/// space is destroyed every frame donated to it is memd's again.
+///
 /// Every method may be called from several threads at once for different spaces.
 pub trait Kernel: Sync + Send {
-    /// Creates an empty user address space.
-    fn create_space(&self) -> Result<SpaceId, KernelError>;
+    /// Creates an empty user address space whose PML4 is the donated frame `root` (free,
+    /// unmapped everywhere).
+    fn create_space(&self, root: FrameAddr) -> Result<SpaceId, KernelError>;
 
-    /// Destroys a space: its page tables are returned to the kernel. The frames it mapped are
-    /// memd's and are not touched.
-    fn destroy_space(&self, space: SpaceId);
+    /// Destroys a space: its threads end and every frame donated to it (tables and spare
+    /// ones) is memd's again once this returns `Ok`. The frames it mapped are memd's and are
+    /// not touched; no translation of them survives.
+    fn destroy_space(&self, space: SpaceId) -> Result<(), KernelError>;
 
-    /// Applies `ops` in order to `space`, then flushes the TLB once for the whole batch
-    /// before returning. On failure, the applied prefix stays applied (and flushed).
-    fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<(), BatchError>;
+    /// Applies `ops` to `space`, decode then perform: the kernel checks the whole batch, and
+    /// that the space's spare table frames and the batch's donations cover the tables its maps
+    /// need ([`kernel_shim::paging::TableNeed`]), before it changes anything (a refusal changes
+    /// nothing); then it takes the donations, performs the other operations in order and
+    /// flushes the TLB once before returning. Returns the space's spare table frames.
+    fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<u64, BatchError>;
 
-    /// Frames the kernel currently holds as page tables of user spaces.
-    fn page_table_frames(&self) -> u64;
+    /// Takes up to `out.len()` spare table frames of `space` back into `out` (unlinked and
+    /// flushed: memd may use them at once); how many.
+    fn reclaim_tables(&self, space: SpaceId, out: &mut [FrameAddr]) -> Result<usize, KernelError>;
 
     /// Fills a frame with zeros (through memd's window onto its frames).
     fn zero_frame(&self, frame: FrameAddr);

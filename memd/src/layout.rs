@@ -59,8 +59,10 @@ pub const STACK_GUARD: u64 = PAGE_SIZE;
 /// End (exclusive) of the default mmap window: the bottom of the stack reserve and its guard.
 pub const MMAP_END: u64 = STACK_TOP - STACK_MAX - STACK_GUARD;
 
-/// End (exclusive) of user space: the top of the lower canonical half of x86_64.
-pub const USER_END: u64 = 0x0000_8000_0000_0000;
+/// End (exclusive) of what a process may map: the lower canonical half of x86_64 without its
+/// top page, as Linux's `TASK_SIZE`, so no instruction can end at the edge of the
+/// non-canonical hole (the kernel refuses to map that page too).
+pub const USER_END: u64 = kernel_shim::abi::USER_TOP;
 
 /// `len` rounded up to whole pages, or `None` when that overflows.
 pub fn page_round_up(len: u64) -> Option<u64> {

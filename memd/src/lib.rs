@@ -26,6 +26,7 @@ pub mod region;
 pub mod shared;
 pub mod space;
 pub mod stats;
+pub mod tables;
 
 pub use daemon::{Config, Death, Memd, Pid};
 pub use fault::{Access, FaultKill, FaultOutcome, FaultReason};

@@ -5,7 +5,7 @@ use crate::daemon::{Memd, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionKind};
-use crate::space::{AddressSpace, sync_ops, sync_region_ops, uniform_op};
+use crate::space::{AddressSpace, sync_region_ops, uniform_op};
 use crate::stats::bump;
 use alloc::vec::Vec;
 use libvm::proto::{MADV_DONTNEED, MADV_NORMAL, MADV_WILLNEED};
@@ -83,8 +83,15 @@ impl<K: Kernel> Memd<K> {
             0
         };
         // Perform.
-        if replaced != 0 {
-            self.unmap_in(space, start, end);
+        if replaced != 0
+            && let Err(e) = self.unmap_in(space, start, end)
+        {
+            if object != 0 {
+                self.objects
+                    .lock()
+                    .drop_mapped(object, size / PAGE_SIZE, &mut self.frames.lock());
+            }
+            return Err(e);
         }
         space.add_region(Region {
             start,
@@ -118,27 +125,33 @@ impl<K: Kernel> Memd<K> {
             {
                 self.region_room(space, 1)?;
             }
-            self.unmap_in(space, addr, end);
-            Ok(())
+            self.unmap_in(space, addr, end)
         })
     }
 
-    /// Removes every region and resident page of `[start, end)`, flushing once.
-    pub(crate) fn unmap_in(&self, space: &mut AddressSpace, start: u64, end: u64) {
+    /// Removes every region and resident page of `[start, end)`: the kernel unmaps the range
+    /// (one operation of any size, one flush) first, and only once it has confirmed are the
+    /// regions removed and the frames released. A refusal changes nothing (`OutOfMemory`).
+    pub(crate) fn unmap_in(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        end: u64,
+    ) -> Result<(), VmError> {
+        if space.regions.is_free(start, end) {
+            return Ok(());
+        }
+        // Only resident pages can be in the page tables.
+        if space.resident(start, end).next().is_some() {
+            let op = PageOp::Unmap {
+                page: start,
+                pages: (end - start) / PAGE_SIZE,
+            };
+            self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+        }
         let removed = space.remove_regions(start, end);
-        if removed.is_empty() {
-            return;
-        }
-        let mut ops = Vec::with_capacity(removed.len());
-        for r in &removed {
-            ops.push(PageOp::Unmap {
-                page: r.start,
-                pages: r.pages(),
-            });
-        }
-        // Unmap ops never need a page-table frame: they cannot fail for want of memory.
-        let _ = self.kernel.apply(space.space, &ops);
         self.drop_pages(space, &removed);
+        Ok(())
     }
 
     /// Releases the resident pages of the removed regions and their share of objects.
@@ -184,74 +197,88 @@ impl<K: Kernel> Memd<K> {
         }
         // A range inside a region splits it in three.
         self.region_room(space, 2)?;
-        // The common case, a range inside one region: split and merge with the fewest map
-        // operations, and the page-table changes of that one region.
-        if let Some((old, piece)) = space.regions.update_within(addr, end, |r| r.prot = prot) {
+        // The page tables change first, computed from the regions as they will be; the
+        // regions change only once the kernel has accepted.
+        // The common case, a range inside one region: the page-table changes of that one
+        // region, and the split and merge with the fewest map operations.
+        if let Some(old) = space.regions.find(addr).copied().filter(|r| r.end >= end) {
             if old.prot == prot {
                 // Nothing changes: the page tables already agree with the region.
                 return Ok(());
             }
+            let piece = Region {
+                start: addr,
+                end,
+                prot,
+                ..old
+            };
             let remap = old.prot == ProtectionFlags::NONE;
             if let Some(op) = uniform_op(space, &piece, addr, end, remap) {
                 // One operation for the whole range: no page to look up, no list to build.
-                return self
-                    .kernel
-                    .apply(space.space, &[op])
-                    .map_err(|_| VmError::OutOfMemory);
+                self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+            } else {
+                let mut ops = PageOps::new();
+                {
+                    let frames = self.frames.lock();
+                    sync_region_ops(
+                        space,
+                        &piece,
+                        addr,
+                        end,
+                        |f| frames.refcount(f),
+                        remap,
+                        &mut ops,
+                    );
+                }
+                self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
             }
-            let mut ops = PageOps::new();
-            {
-                let frames = self.frames.lock();
-                sync_region_ops(
-                    space,
-                    &piece,
-                    addr,
-                    end,
-                    |f| frames.refcount(f),
-                    remap,
-                    &mut ops,
-                );
-            }
-            return self
-                .kernel
-                .apply(space.space, &ops)
-                .map_err(|_| VmError::OutOfMemory);
+            space.regions.update_within(addr, end, |r| r.prot = prot);
+            return Ok(());
         }
         // Across regions: one pass checks that every byte is mapped (nothing changes
-        // otherwise) and whether anything changes at all.
+        // otherwise) and makes the pieces as they will be.
         let mut cursor = addr;
-        let mut from_none = false;
-        let mut changes = false;
+        let mut pieces = Vec::new();
         for r in space.regions.overlapping(addr, end) {
             if r.start > cursor {
                 return Err(VmError::RegionNotFound);
             }
             cursor = r.end;
-            from_none |= r.prot == ProtectionFlags::NONE;
-            changes |= r.prot != prot;
+            if r.prot != prot {
+                pieces.push(*r);
+            }
         }
         if cursor < end {
             return Err(VmError::RegionNotFound);
         }
-        if !changes {
+        if pieces.is_empty() {
             return Ok(());
         }
-        space.regions.update_range(addr, end, |r| r.prot = prot);
-        let mut ops = Vec::new();
+        let mut ops = PageOps::new();
         {
             let frames = self.frames.lock();
-            sync_ops(
-                space,
-                addr,
-                end,
-                |f| frames.refcount(f),
-                from_none,
-                &mut ops,
-            );
+            for old in &pieces {
+                let piece = Region {
+                    start: old.start.max(addr),
+                    end: old.end.min(end),
+                    prot,
+                    ..*old
+                };
+                let remap = old.prot == ProtectionFlags::NONE;
+                sync_region_ops(
+                    space,
+                    &piece,
+                    piece.start,
+                    piece.end,
+                    |f| frames.refcount(f),
+                    remap,
+                    &mut ops,
+                );
+            }
         }
-        self.kernel
-            .apply(space.space, &ops)
-            .map_err(|_| VmError::OutOfMemory)
+        self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
+        space.regions.update_range(addr, end, |r| r.prot = prot);
+        Ok(())
     }
 
     /// Advice about `[addr, addr + len)` of process `pid`.
@@ -278,17 +305,16 @@ impl<K: Kernel> Memd<K> {
                 Ok(())
             }
             MADV_DONTNEED => {
-                let gone: Vec<(u64, u64)> = space.resident(addr, end).collect();
-                if gone.is_empty() {
+                if space.resident(addr, end).next().is_none() {
                     return Ok(());
                 }
-                let _ = self.kernel.apply(
-                    space.space,
-                    &[PageOp::Unmap {
-                        page: addr,
-                        pages: (end - addr) / PAGE_SIZE,
-                    }],
-                );
+                // The frames are released only once the kernel has unmapped them.
+                let op = PageOp::Unmap {
+                    page: addr,
+                    pages: (end - addr) / PAGE_SIZE,
+                };
+                self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+                let gone: Vec<(u64, u64)> = space.resident(addr, end).collect();
                 let mut frames = self.frames.lock();
                 for (page, frame) in gone {
                     space.pages.remove(&page);

@@ -1,6 +1,6 @@
 //! Process images: spawn an empty one, fork one copy-on-write, tear one down at exit or kill.
 
-use crate::daemon::{Death, Memd, Pid, REGION_COST, cost};
+use crate::daemon::{Death, Memd, PAGE_COST, Pid, REGION_COST, cost};
 use crate::kernel::{Kernel, PageOp};
 use crate::layout;
 use crate::region::{Region, RegionKind};
@@ -18,13 +18,11 @@ impl<K: Kernel> Memd<K> {
     /// Creates a process with an empty image: a stack below `STACK_TOP` (with an unmapped guard
     /// page under it) and an empty heap at `HEAP_START`.
     pub fn spawn(&self) -> Result<Pid, VmError> {
-        self.room(REGION_COST)?;
-        let space = self
-            .kernel
-            .create_space()
-            .map_err(|_| VmError::OutOfMemory)?;
+        self.room(REGION_COST + PAGE_COST)?;
+        let (space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
         let mut image = AddressSpace::new(pid, space, self.config.limits);
+        image.tables = tables;
         image.add_region(Region {
             start: layout::STACK_TOP - STACK_SIZE,
             end: layout::STACK_TOP,
@@ -48,18 +46,15 @@ impl<K: Kernel> Memd<K> {
         let process = self.process(parent)?;
         let mut space = process.lock();
         self.room(cost(&space))?;
-        let child_space = self
-            .kernel
-            .create_space()
-            .map_err(|_| VmError::OutOfMemory)?;
+        let (child_space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
         let mut child = AddressSpace::new(pid, child_space, space.limits);
+        child.tables = tables;
         child.regions = space.regions.clone();
         child.mapped_bytes = space.mapped_bytes;
         child.heap_start = space.heap_start;
         child.brk = space.brk;
         child.pages = space.pages.clone();
-        self.bookkeeping_changed(0, cost(&child));
         {
             let mut objects = self.objects.lock();
             for r in space.regions.iter().filter(|r| r.object != 0) {
@@ -70,9 +65,6 @@ impl<K: Kernel> Memd<K> {
                 let _ = frames.share(frame);
             }
         }
-        // From now on a private page of either may map a frame the other maps too.
-        space.cow = true;
-        child.cow = true;
         // The child maps every resident page, writable only where shared memory allows it.
         let mut child_ops = Vec::with_capacity(child.pages.len());
         for region in child.regions.iter() {
@@ -86,11 +78,6 @@ impl<K: Kernel> Memd<K> {
                     prot: page_prot(region, 2),
                 });
             }
-        }
-        if self.kernel.apply(child_space, &child_ops).is_err() {
-            drop(space);
-            self.teardown(child);
-            return Err(VmError::OutOfMemory);
         }
         // The parent loses write access to what is now copy-on-write.
         let mut parent_ops = Vec::new();
@@ -106,7 +93,21 @@ impl<K: Kernel> Memd<K> {
             );
         }
         parent_ops.retain(|op| !matches!(op, PageOp::Unmap { .. }));
-        let _ = self.kernel.apply(space.space, &parent_ops);
+        // The child first: if the kernel refuses either, the child goes and the parent is as
+        // it was (its write access taken away only once the child exists).
+        let parent_before = cost(&space);
+        let applied = self.apply(&mut child, &child_ops).is_ok()
+            && self.apply(&mut space, &parent_ops).is_ok();
+        self.bookkeeping_changed(parent_before, cost(&space));
+        self.bookkeeping_changed(0, cost(&child));
+        if !applied {
+            drop(space);
+            self.teardown(child);
+            return Err(VmError::OutOfMemory);
+        }
+        // From now on a private page of either may map a frame the other maps too.
+        space.cow = true;
+        child.cow = true;
         drop(space);
         self.processes
             .write()
@@ -138,10 +139,14 @@ impl<K: Kernel> Memd<K> {
         true
     }
 
-    /// Returns every frame and object share of an address space and destroys its kernel space.
-    fn teardown(&self, mut image: AddressSpace) {
-        self.kernel.destroy_space(image.space);
+    /// Destroys the kernel space of an address space, then returns every frame and object
+    /// share it held. If the kernel refused to destroy it, its frames may still be mapped:
+    /// none is reused (see [`Memd::destroy_space`]).
+    pub(crate) fn teardown(&self, mut image: AddressSpace) {
         self.bookkeeping_changed(cost(&image), 0);
+        if !self.destroy_space(&mut image) {
+            return;
+        }
         let regions: Vec<Region> = image.regions.iter().copied().collect();
         self.drop_pages(&mut image, &regions);
         debug_assert!(image.pages.is_empty());

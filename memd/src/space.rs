@@ -9,6 +9,7 @@ use crate::daemon::Pid;
 use crate::kernel::{FrameAddr, PAGE_SIZE, PageOp, SpaceId};
 use crate::layout;
 use crate::region::{Region, RegionMap};
+use crate::tables::SpaceTables;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use libvm::ProtectionFlags;
@@ -58,6 +59,8 @@ pub struct AddressSpace {
     pub cow: bool,
     /// Its limits.
     pub limits: Limits,
+    /// The frames memd donated to the kernel as its page tables.
+    pub tables: SpaceTables,
 }
 
 impl AddressSpace {
@@ -73,6 +76,7 @@ impl AddressSpace {
             brk: layout::HEAP_START,
             cow: false,
             limits,
+            tables: SpaceTables::default(),
         }
     }
 

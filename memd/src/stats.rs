@@ -37,6 +37,8 @@ pub struct Counters {
     pub fork: AtomicU64,
     /// Requests refused.
     pub failed: AtomicU64,
+    /// Processes killed by the out-of-memory policy.
+    pub oom_kills: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -60,7 +62,7 @@ impl<K: Kernel> Memd<K> {
             frames_total: total,
             frames_free: free,
             frames_used: total - free,
-            page_table_frames: self.kernel.page_table_frames(),
+            page_table_frames: self.table_frames.load(Ordering::Relaxed),
             faults_zero_fill: get(&c.zero_fill),
             faults_cow: get(&c.cow),
             faults_shared: get(&c.shared),
@@ -76,6 +78,8 @@ impl<K: Kernel> Memd<K> {
             ops_failed: get(&c.failed),
             processes: self.processes.read().len() as u64,
             total_allocated: (total - free) * PAGE_SIZE,
+            oom_kills: get(&c.oom_kills),
+            frames_quarantined: self.quarantined.load(Ordering::Relaxed),
         }
     }
 

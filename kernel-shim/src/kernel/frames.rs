@@ -39,6 +39,11 @@ impl FramePool {
         self.in_use
     }
 
+    /// Frames free.
+    pub fn free_frames(&self) -> usize {
+        self.count - self.in_use
+    }
+
     fn is_used(&self, i: usize) -> bool {
         self.used[i / 64] & (1 << (i % 64)) != 0
     }

@@ -38,6 +38,7 @@ pub mod sched;
 pub mod space;
 pub mod state;
 pub mod syscall;
+pub mod tables;
 pub mod thread;
 pub mod timer;
 pub mod trap;

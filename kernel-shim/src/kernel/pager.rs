@@ -11,27 +11,33 @@
 //! | 1 (map) | page | frame | prot | map `page` to `frame` with `prot` (1 read, 2 write, 4 exec), replacing |
 //! | 2 (unmap) | page | pages | 0 | unmap the mapped pages of the range |
 //! | 3 (protect) | page | pages | prot | set `prot` on the mapped pages of the range |
+//! | 4 (donate) | 0 | frame | 0 | give `frame` to the space's reserve of page-table frames |
 //!
 //! (The numbers are in [`kernel_shim::abi`].) `space_apply1` takes one operation in registers
 //! instead, for the common batch of one (a fault, an `mprotect` of one page).
 //!
-//! Each operation is checked in full before it is performed; the batch stops at the first
-//! bad one (rax = -errno, rdx = operations done). The TLB is flushed once, after the batch.
+//! Decode, then perform: every operation of a batch is checked in full, and the page tables
+//! its maps need are counted against the space's spare table frames and the batch's
+//! donations, before anything changes; a refused batch changes nothing (rax = -errno, rdx =
+//! 0). Ranges may be of any size inside what may be mapped (below [`MAP_TOP`], the top page
+//! of the user half excepted). The TLB is flushed once, after the batch. Page tables of the
+//! spaces the pager creates are frames it donated ([`super::tables`]).
 
 use super::errno::{E2BIG, EINVAL, ENOMEM, EPERM, ESRCH, Errno};
-use super::frames::{FramePool, PAGE};
+use super::frames::PAGE;
 use super::ipc;
-use super::pt::{self, USER_TOP};
-use super::space;
+use super::pt::{self, MAP_TOP, USER_TOP};
+use super::space::{self, Space};
 use super::state::Kernel;
+use super::tables::{self, TableMarks, Tables};
 use super::thread::{Fpu, MsgKind};
 use super::trap::TrapFrame;
 use super::usercopy;
-use kernel_shim::paging::{self, Mapper, PagingError};
+use kernel_shim::paging::{self, Mapper, PageTableFlags, PagingError, TableAlloc, TableNeed};
 use x86_64::{PhysAddr, VirtAddr};
 
-pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RANGE_PAGES, WINDOW_BASE};
-use kernel_shim::abi::{OP_MAP, OP_PROTECT, OP_UNMAP};
+pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RECLAIM, WINDOW_BASE};
+use kernel_shim::abi::{OP_DONATE, OP_MAP, OP_PROTECT, OP_UNMAP};
 
 fn pager_only(k: &Kernel, t: usize) -> Result<(), Errno> {
     if k.is_pager(k.threads[t].space) {
@@ -45,14 +51,18 @@ fn space_of(k: &Kernel, id: u64) -> Result<usize, Errno> {
     space::lookup(&k.spaces, id).ok_or(ESRCH)
 }
 
-/// `space_create()`: a new empty space; its id.
+/// `space_create(root)`: a new empty space whose PML4 is the donated frame `root` (see
+/// [`super::tables`]); its id.
 pub fn space_create(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
-    let s = k.create_space().ok_or(ENOMEM)?;
+    let root = k.threads[t].frame.rdi;
+    check_donation(k, root)?;
+    let s = k.create_donated_space(root).ok_or(ENOMEM)?;
     Ok(k.badge(s))
 }
 
-/// `space_destroy(id)`: ends the space's threads and frees its tables; not the pager's own.
+/// `space_destroy(id)`: ends the space's threads and frees its tables (the donated ones are
+/// the pager's again when the call returns); not the pager's own.
 pub fn space_destroy(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let s = space_of(k, k.threads[t].frame.rdi)?;
@@ -71,61 +81,118 @@ fn valid_prot(p: u64) -> Result<u8, Errno> {
     }
 }
 
+/// A range of `pages` pages at `page`, inside what may be mapped (below [`MAP_TOP`]), of any
+/// size: the paging code skips absent tables whole.
 fn check_range(page: u64, pages: u64) -> Result<(), Errno> {
-    if !page.is_multiple_of(PAGE) || page >= USER_TOP || pages > MAX_RANGE_PAGES {
-        return Err(EINVAL);
-    }
-    if pages > (USER_TOP - page) / PAGE {
+    if !page.is_multiple_of(PAGE) || page >= MAP_TOP || pages > (MAP_TOP - page) / PAGE {
         return Err(EINVAL);
     }
     Ok(())
 }
 
-// Inlined into both callers: in `space_apply`'s loop a call per operation is a measurable
-// part of a batch, and `space_apply1` is nothing but this.
+/// Whether `frame` is one of the pager's frames (page aligned, in its ranges).
+fn pagers_frame(ranges: &[(u64, u64)], frame: u64) -> bool {
+    frame.is_multiple_of(PAGE)
+        && ranges
+            .iter()
+            .any(|&(start, len)| frame >= start && frame - start < len)
+}
+
+/// A frame the pager may donate or map: one of its own, not a page table.
+fn check_frame(ranges: &[(u64, u64)], marks: &TableMarks, frame: u64) -> Result<(), Errno> {
+    if !pagers_frame(ranges, frame) || marks.is_marked(frame) {
+        return Err(EPERM);
+    }
+    Ok(())
+}
+
+fn check_donation(k: &Kernel, frame: u64) -> Result<(), Errno> {
+    check_frame(k.pager_ranges(), &k.table_marks, frame)
+}
+
+/// One operation of a batch, checked.
+#[derive(Clone, Copy)]
+enum Op {
+    Map {
+        page: u64,
+        frame: u64,
+        flags: PageTableFlags,
+    },
+    Unmap {
+        page: u64,
+        pages: u64,
+    },
+    Protect {
+        page: u64,
+        pages: u64,
+        flags: PageTableFlags,
+    },
+    Donate,
+}
+
+/// Checks the operation `[kind, page, a, b]` in full: user range, protection, and a frame the
+/// pager may map or donate (its own, never a page table).
 #[inline(always)]
-fn apply_one(
-    m: &mut Mapper<'_, FramePool>,
-    ranges: &[(u64, u64)],
-    op: [u64; 4],
-) -> Result<(), Errno> {
+fn decode(ranges: &[(u64, u64)], marks: &TableMarks, op: [u64; 4]) -> Result<Op, Errno> {
     let [kind, page, a, b] = op;
     match kind {
         OP_MAP => {
             check_range(page, 1)?;
-            let p = valid_prot(b)?;
-            let frame = a;
-            let ours = ranges
-                .iter()
-                .any(|&(start, len)| frame >= start && frame - start < len);
-            if !frame.is_multiple_of(PAGE) || !ours {
-                return Err(EPERM);
-            }
-            m.remap(page, PhysAddr::new(frame), pt::flags(p))
-                .map(drop)
-                .map_err(paging_errno)
+            let flags = pt::flags(valid_prot(b)?);
+            check_frame(ranges, marks, a)?;
+            Ok(Op::Map {
+                page,
+                frame: a,
+                flags,
+            })
         }
         OP_UNMAP => {
             check_range(page, a)?;
-            m.unmap_range(page, a, |_, _| ())
-                .map(drop)
-                .map_err(paging_errno)
+            Ok(Op::Unmap { page, pages: a })
         }
         OP_PROTECT => {
             check_range(page, a)?;
-            let p = valid_prot(b)?;
-            if a == 1 {
+            let flags = pt::flags(valid_prot(b)?);
+            Ok(Op::Protect {
+                page,
+                pages: a,
+                flags,
+            })
+        }
+        OP_DONATE => {
+            check_frame(ranges, marks, a)?;
+            Ok(Op::Donate)
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// Performs one checked operation other than a donation.
+#[inline(always)]
+fn perform<A: TableAlloc>(m: &mut Mapper<'_, A>, op: Op) -> Result<(), Errno> {
+    match op {
+        Op::Map { page, frame, flags } => m
+            .remap(page, PhysAddr::new(frame), flags)
+            .map(drop)
+            .map_err(paging_errno),
+        Op::Unmap { page, pages } => m
+            .unmap_range(page, pages, |_, _| ())
+            .map(drop)
+            .map_err(paging_errno),
+        Op::Protect { page, pages, flags } => {
+            if pages == 1 {
                 // One page: one walk down to its entry; an absent page is skipped.
-                return match m.protect(page, pt::flags(p)) {
+                return match m.protect(page, flags) {
                     Ok(_) | Err(PagingError::NotMapped) => Ok(()),
                     Err(e) => Err(paging_errno(e)),
                 };
             }
-            m.protect_range(page, a, pt::flags(p))
+            m.protect_range(page, pages, flags)
                 .map(drop)
                 .map_err(paging_errno)
         }
-        _ => Err(EINVAL),
+        // Taken before the batch's other operations.
+        Op::Donate => Ok(()),
     }
 }
 
@@ -136,8 +203,123 @@ fn paging_errno(e: PagingError) -> Errno {
     }
 }
 
-/// `space_apply(id, ops, count)`: applies a batch; 0, or -errno with rdx = operations done.
-/// The operations are read from the pager's memory 16 at a time; the TLB is flushed once.
+/// Where a batch's operations are: one in registers, or `count` in the pager's memory.
+#[derive(Clone, Copy)]
+enum Batch {
+    One([u64; 4]),
+    InMemory { root: u64, ops: u64, count: u64 },
+}
+
+impl Batch {
+    /// Calls `f` with every operation in order, reading the pager's memory 16 at a time;
+    /// stops at the first error.
+    #[inline(always)]
+    fn each(self, mut f: impl FnMut([u64; 4]) -> Result<(), Errno>) -> Result<(), Errno> {
+        let (root, ops, count) = match self {
+            Batch::One(op) => return f(op),
+            Batch::InMemory { root, ops, count } => (root, ops, count),
+        };
+        let mut at = 0;
+        while at < count {
+            let n = (count - at).min(16) as usize;
+            let mut bytes = [0u8; 16 * 32];
+            usercopy::copy_in(root, ops + at * 32, &mut bytes[..n * 32])?;
+            for op in bytes[..n * 32].chunks_exact(32) {
+                let mut words = [0u64; 4];
+                for (w, b) in words.iter_mut().zip(op.chunks_exact(8)) {
+                    *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                }
+                f(words)?;
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Applies `batch` to space `s`, decode then perform: every operation is checked, and the
+/// tables its maps need counted against the space's spare frames and the batch's donations
+/// (or the kernel pool), before anything changes, so a refused batch changes nothing. Then
+/// the donations are taken, the other operations performed in order, and the TLB flushed
+/// once. Returns the space's spare table frames, or the error with rdx = operations done
+/// (not 0 only if the pager changed its batch between check and perform, or donated one
+/// frame twice in it).
+fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
+    let ranges = k.pager_ranges;
+    let ranges = &ranges[..k.pager_ranges_len];
+    let root = k.spaces[s].root;
+    k.threads[t].frame.rdx = 0;
+    // Decode.
+    let mut need = TableNeed::new();
+    let mut donations = 0;
+    batch.each(|w| {
+        match decode(ranges, &k.table_marks, w)? {
+            Op::Map { page, .. } => need.add_map(pt::window(), PhysAddr::new(root), page),
+            Op::Donate => donations += 1,
+            Op::Unmap { .. } | Op::Protect { .. } => {}
+        }
+        Ok(())
+    })?;
+    let have = match k.spaces[s].reserve {
+        Some(r) => r.spare() + donations,
+        None => k.frames.free_frames() as u64,
+    };
+    if need.total() > have {
+        return Err(ENOMEM);
+    }
+    // Perform: the donations, then the rest.
+    let Kernel {
+        spaces,
+        frames,
+        table_marks,
+        threads,
+        ..
+    } = k;
+    let mut done = 0;
+    let mut result = Ok(());
+    if donations > 0 {
+        let Some(reserve) = spaces[s].reserve.as_mut() else {
+            return Err(EINVAL);
+        };
+        result = batch.each(|w| {
+            if w[0] == OP_DONATE {
+                // Checked again: a frame donated twice in one batch is refused the second time.
+                check_frame(ranges, table_marks, w[2])?;
+                tables::donate(table_marks, reserve, w[2]);
+                done += 1;
+            }
+            Ok(())
+        });
+    }
+    if result.is_ok() {
+        let marks: &TableMarks = table_marks;
+        let mut tables = match spaces[s].reserve.as_mut() {
+            Some(reserve) => Tables::Reserve(reserve),
+            None => Tables::Pool(frames),
+        };
+        let mut m = pt::mapper(&mut tables, root);
+        result = batch.each(|w| {
+            // The donations are taken (and marked) already.
+            if w[0] != OP_DONATE {
+                perform(&mut m, decode(ranges, marks, w)?)?;
+                done += 1;
+            }
+            Ok(())
+        });
+        pt::finish(m, root);
+    }
+    threads[t].frame.rdx = done;
+    result.map(|()| spare(spaces, s))
+}
+
+/// The spare table frames of space `s` (0 for a space on the kernel pool).
+fn spare(spaces: &[Space], s: usize) -> u64 {
+    spaces[s].reserve.map_or(0, |r| r.spare())
+}
+
+/// `space_apply(id, ops, count)`: applies a batch of `count` operations read from the pager's
+/// memory (see [`apply`]); the space's spare table frames, or -errno with rdx = operations
+/// done.
 pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
@@ -147,41 +329,13 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         return Err(E2BIG);
     }
     usercopy::check_range(ops, count * 32)?;
-    let mine = k.spaces[k.threads[t].space].root;
-    let root = k.spaces[s].root;
-    let ranges = k.pager_ranges;
-    let ranges = &ranges[..k.pager_ranges_len];
-    let mut m = pt::mapper(&mut k.frames, root);
-    let mut done = 0;
-    let mut result = Ok(0);
-    'batch: while done < count {
-        let n = (count - done).min(16) as usize;
-        let mut bytes = [0u8; 16 * 32];
-        if let Err(e) = usercopy::copy_in(mine, ops + done * 32, &mut bytes[..n * 32]) {
-            result = Err(e);
-            break;
-        }
-        for op in bytes[..n * 32].chunks_exact(32) {
-            let mut words = [0u64; 4];
-            for (w, b) in words.iter_mut().zip(op.chunks_exact(8)) {
-                *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-            }
-            if let Err(e) = apply_one(&mut m, ranges, words) {
-                result = Err(e);
-                break 'batch;
-            }
-            done += 1;
-        }
-    }
-    pt::finish(m, root);
-    k.threads[t].frame.rdx = done;
-    result
+    let root = k.spaces[k.threads[t].space].root;
+    apply(k, t, s, Batch::InMemory { root, ops, count })
 }
 
 /// `space_apply1(id, kind, page, a, b)`: [`space_apply`] of the one operation `[kind, page,
-/// a, b]` passed in registers (rsi, rdx, r10, r8), with no batch to copy in: 0, or -errno;
-/// rdx = operations done (0 or 1). The same checks, the same flush. A protect of one page
-/// (an `mprotect` of one page) goes straight to its entry, with no batch ([`space_protect1`]).
+/// a, b]` passed in registers (rsi, rdx, r10, r8), with no batch to copy in. A protect of one
+/// page (an `mprotect` of one page) goes straight to its entry ([`space_protect1`]).
 #[inline(always)]
 pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let f = &k.threads[t].frame;
@@ -198,17 +352,10 @@ fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    let op = [f.rsi, f.rdx, f.r10, f.r8];
-    let root = k.spaces[s].root;
-    let ranges = &k.pager_ranges[..k.pager_ranges_len];
-    let mut m = pt::mapper(&mut k.frames, root);
-    let result = apply_one(&mut m, ranges, op);
-    pt::finish(m, root);
-    k.threads[t].frame.rdx = u64::from(result.is_ok());
-    result.map(|()| 0)
+    apply(k, t, s, Batch::One([f.rsi, f.rdx, f.r10, f.r8]))
 }
 
-/// [`space_apply1`] of `[OP_PROTECT, page, 1, prot]`, as [`apply_one`] performs it — the same
+/// [`space_apply1`] of `[OP_PROTECT, page, 1, prot]`, as [`apply`] performs it — the same
 /// checks, an absent page skipped — with one walk to the page's entry and, if the space is
 /// active, an `invlpg` of that page: no batch, no flush record.
 #[inline(never)]
@@ -233,7 +380,32 @@ fn space_protect1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         }
     });
     k.threads[t].frame.rdx = u64::from(result.is_ok());
-    result.map(|()| 0)
+    result.map(|()| spare(&k.spaces, s))
+}
+
+/// `space_reclaim(id, buf, max)`: takes up to `max` (at most [`MAX_RECLAIM`]) spare table
+/// frames out of the space's reserve and writes their addresses (u64s) to `buf`; how many.
+/// The frames were unlinked from every table and flushed by the batch that freed them: the
+/// pager may use them at once.
+pub fn space_reclaim(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    pager_only(k, t)?;
+    let f = k.threads[t].frame;
+    let s = space_of(k, f.rdi)?;
+    let n = f.rdx.min(MAX_RECLAIM).min(spare(&k.spaces, s));
+    usercopy::check_range(f.rsi, n * 8)?;
+    let mine = k.spaces[k.threads[t].space].root;
+    usercopy::check_writable(mine, f.rsi, n * 8)?;
+    let Some(reserve) = k.spaces[s].reserve.as_mut() else {
+        return Ok(0);
+    };
+    let mut frames = [0u64; MAX_RECLAIM as usize];
+    let n = tables::reclaim(&mut k.table_marks, reserve, &mut frames[..n as usize]);
+    let mut bytes = [0u8; MAX_RECLAIM as usize * 8];
+    for (b, f) in bytes.chunks_exact_mut(8).zip(&frames[..n]) {
+        b.copy_from_slice(&f.to_le_bytes());
+    }
+    usercopy::copy_out(mine, f.rsi, &bytes[..n * 8])?;
+    Ok(n as u64)
 }
 
 /// `thread_start(space, rip, rsp, arg)`: a new thread in another space, rdi = `arg`.

@@ -18,6 +18,8 @@ use x86_64::structures::paging::PhysFrame;
 
 /// The end of the user half: user addresses are below.
 pub const USER_TOP: u64 = paging::USER_END;
+/// The end of what the pager may map: the top page of the user half stays unmapped.
+pub const MAP_TOP: u64 = kernel_shim::abi::USER_TOP;
 
 /// Access bits of a user mapping (the bits of libvm's `ProtectionFlags`).
 pub mod prot {
@@ -70,28 +72,33 @@ pub fn flags(p: u8) -> PageTableFlags {
     f
 }
 
-/// A new user PML4 whose upper half is `kernel_root`'s.
-pub fn create(pool: &mut FramePool, kernel_root: u64) -> Option<u64> {
-    page_table_create(window(), pool, Some(PhysAddr::new(kernel_root)))
+/// A new user PML4, from `tables`, whose upper half is `kernel_root`'s.
+pub fn create(tables: &mut impl TableAlloc, kernel_root: u64) -> Option<u64> {
+    page_table_create(window(), tables, Some(PhysAddr::new(kernel_root)))
         .ok()
         .map(|r| r.as_u64())
 }
 
-/// Frees every user table of `root` and `root` itself (not the mapped frames). No CPU may
-/// run on `root` any more (see [`leave`]).
-pub fn destroy(pool: &mut FramePool, root: u64) {
-    // A table outside the window would be a kernel bug; nothing more can be freed then.
-    let _ = page_table_destroy(window(), PhysAddr::new(root), pool);
+/// Frees every user table of `root` and `root` itself into `tables` (not the mapped frames).
+/// No CPU may run on `root` any more (see [`leave`]). A table outside the window would be a
+/// kernel bug: it is reported, and the rest is freed.
+pub fn destroy(tables: &mut impl TableAlloc, root: u64) {
+    if page_table_destroy(window(), PhysAddr::new(root), tables).is_err() {
+        kprintln!(
+            "kernel-shim: a page table of {:#x} lies outside the window",
+            root
+        );
+    }
 }
 
-/// A batch of changes to the space `root`.
-pub fn mapper(pool: &mut FramePool, root: u64) -> Mapper<'_, FramePool> {
-    Mapper::new(window(), PhysAddr::new(root), pool)
+/// A batch of changes to the space `root`, its new tables from `tables`.
+pub fn mapper<A: TableAlloc>(tables: &mut A, root: u64) -> Mapper<'_, A> {
+    Mapper::new(window(), PhysAddr::new(root), tables)
 }
 
 /// Ends a batch on `root`: one flush for the whole batch if `root` is the active space (the
 /// TLB holds only the active space's user entries, as CR3 is reloaded on every switch).
-pub fn finish(m: Mapper<'_, FramePool>, root: u64) {
+pub fn finish<A: TableAlloc>(m: Mapper<'_, A>, root: u64) {
     let flush = m.finish();
     if active() == root {
         flush.flush_local();

@@ -1,6 +1,8 @@
 //! Address spaces: a PML4 sharing the kernel half, a generation for unforgeable badges, a
-//! count of threads, and (for the boot programs the kernel loaded itself) the frames of the
-//! image.
+//! count of threads, where its page tables come from, and (for the boot programs the kernel
+//! loaded itself) the frames of the image.
+
+use super::tables::Reserve;
 
 /// The most address spaces that exist at once.
 pub const MAX_SPACES: usize = 32;
@@ -19,6 +21,9 @@ pub struct Space {
     /// Kernel-pool frames of a boot program's image and stack: (first, count). The kernel
     /// frees them and the space itself when its last thread ends.
     pub image: Option<(u64, usize)>,
+    /// The spare table frames the pager donated, for a space the pager created (its tables
+    /// are all donated frames); `None` for a space whose tables come from the kernel pool.
+    pub reserve: Option<Reserve>,
 }
 
 impl Space {
@@ -29,6 +34,7 @@ impl Space {
         root: 0,
         threads: 0,
         image: None,
+        reserve: None,
     };
 }
 

@@ -5,6 +5,7 @@ use super::frames::FramePool;
 use super::ipc::{self, Endpoint, MAX_ENDPOINTS, PAGER_ENDPOINT};
 use super::pt;
 use super::space::{self, MAX_SPACES, Space};
+use super::tables::{self, Reserve, TableMarks, Tables};
 use super::thread::{MAX_THREADS, MsgKind, Queue, State, Thread, thread_id};
 use super::trap::TrapFrame;
 
@@ -13,8 +14,11 @@ pub const MAX_PAGER_RANGES: usize = kernel_shim::abi::MAX_PAGER_RANGES;
 
 /// Everything the kernel knows.
 pub struct Kernel {
-    /// Frames for page tables and boot images.
+    /// Frames for the page tables of the pager and of kernel-loaded programs, and for boot
+    /// images.
     pub frames: FramePool,
+    /// Frames the pager donated as page tables (see [`tables`]).
+    pub table_marks: TableMarks,
     /// Address spaces.
     pub spaces: [Space; MAX_SPACES],
     /// Threads.
@@ -54,6 +58,7 @@ impl Kernel {
     pub const fn new() -> Kernel {
         Kernel {
             frames: FramePool::new(),
+            table_marks: TableMarks::new(),
             spaces: [Space::FREE; MAX_SPACES],
             threads: [Thread::FREE; MAX_THREADS],
             endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
@@ -93,16 +98,31 @@ impl Kernel {
         &self.pager_ranges[..self.pager_ranges_len]
     }
 
-    /// A new empty space; its slot.
+    /// A new empty space with tables from the kernel pool; its slot.
     pub fn create_space(&mut self) -> Option<usize> {
         let s = self.spaces.iter().position(|s| !s.live)?;
         let root = pt::create(&mut self.frames, self.kernel_root)?;
+        self.open_space(s, root, None);
+        Some(s)
+    }
+
+    /// A new empty space whose PML4 is the donated frame `root` (checked by the caller: one of
+    /// the pager's, aligned, unmarked) and whose other tables will be donated too; its slot.
+    pub fn create_donated_space(&mut self, root: u64) -> Option<usize> {
+        let s = self.spaces.iter().position(|s| !s.live)?;
+        let root = pt::create(&mut Tables::Root(Some(root)), self.kernel_root)?;
+        self.table_marks.set(root, true);
+        self.open_space(s, root, Some(Reserve::EMPTY));
+        Some(s)
+    }
+
+    fn open_space(&mut self, s: usize, root: u64, reserve: Option<Reserve>) {
         let sp = &mut self.spaces[s];
         sp.live = true;
         sp.root = root;
         sp.threads = 0;
         sp.image = None;
-        Some(s)
+        sp.reserve = reserve;
     }
 
     /// A new thread in space `s` with registers `frame` and FPU state `fpu`, put on the run
@@ -242,11 +262,19 @@ impl Kernel {
             self.frames.free_contiguous(first, count);
         }
         pt::leave(sp.root, self.kernel_root);
-        pt::destroy(&mut self.frames, sp.root);
+        match sp.reserve {
+            Some(mut reserve) => {
+                // Every table and spare frame goes back to the pager (unmarked).
+                pt::destroy(&mut Tables::Release(&mut self.table_marks), sp.root);
+                tables::release_reserve(&mut self.table_marks, &mut reserve);
+            }
+            None => pt::destroy(&mut self.frames, sp.root),
+        }
         let sp = &mut self.spaces[s];
         sp.live = false;
         sp.threads = 0;
         sp.image = None;
+        sp.reserve = None;
         sp.generation = sp.generation.wrapping_add(1).max(1);
     }
 }

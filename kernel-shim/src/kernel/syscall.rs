@@ -50,6 +50,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::SPACE_DESTROY => pager::space_destroy(k, t).map(Done::Value),
         nr::SPACE_APPLY => pager::space_apply(k, t).map(Done::Value),
         nr::SPACE_APPLY1 => pager::space_apply1(k, t).map(Done::Value),
+        nr::SPACE_RECLAIM => pager::space_reclaim(k, t).map(Done::Value),
         nr::THREAD_START => pager::thread_start(k, t).map(Done::Value),
         nr::THREAD_CLONE => pager::thread_clone(k, t).map(Done::Value),
         nr::PAGER_INFO => pager::pager_info(k, t).map(Done::Value),

@@ -15,6 +15,7 @@
 //! | `addr.rs` | address checks and the index arithmetic of the four levels |
 //! | `translate.rs` | [`Translation`] and the allocation-free walk the emulated MMU uses |
 //! | `mapper.rs` | [`Mapper`]: a batch of changes to one address space |
+//! | `need.rs` | [`TableNeed`]: the page-table frames a batch of maps may need |
 //! | `flush.rs` | [`Flush`]: the TLB invalidations a batch owes |
 //! | `space.rs` | creating and destroying a space, and single-page shorthands |
 //! | `error.rs` | [`PagingError`] |
@@ -41,6 +42,7 @@ mod addr;
 mod error;
 mod flush;
 mod mapper;
+mod need;
 mod space;
 mod table_alloc;
 mod translate;
@@ -53,6 +55,7 @@ pub use addr::{PAGE_SIZE, PHYSMAP_BASE, USER_END};
 pub use error::PagingError;
 pub use flush::{FLUSH_THRESHOLD, Flush};
 pub use mapper::Mapper;
+pub use need::{TABLES_PER_MAP, TableNeed, map_table_bound};
 pub use space::{
     page_table_create, page_table_destroy, page_table_map, page_table_protect,
     page_table_protect_page, page_table_unmap,

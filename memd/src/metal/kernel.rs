@@ -1,11 +1,11 @@
 //! memd's [`Kernel`] on the metal: kernel-shim's pager system calls (`space_create`,
-//! `space_destroy`, `space_apply`, `space_apply1`, `page_table_frames`) and the window onto
+//! `space_destroy`, `space_apply`, `space_apply1`, `space_reclaim`) and the window onto
 //! memd's frames, which the kernel maps read/write at [`WINDOW_BASE`] + physical address
 //! before memd starts.
 
 use super::sys::{call, syscall4, syscall5};
 use alloc::vec::Vec;
-use kernel_shim::abi::{self as nr, OP_MAP, OP_PROTECT, OP_UNMAP, WINDOW_BASE};
+use kernel_shim::abi::{self as nr, OP_DONATE, OP_MAP, OP_PROTECT, OP_UNMAP, WINDOW_BASE};
 use libvm::ProtectionFlags;
 use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
 
@@ -32,6 +32,7 @@ fn encode(op: &PageOp) -> [u64; 4] {
         PageOp::Map { page, frame, prot } => [OP_MAP, page, frame, prot_bits(prot)],
         PageOp::Unmap { page, pages } => [OP_UNMAP, page, pages, 0],
         PageOp::Protect { page, pages, prot } => [OP_PROTECT, page, pages, prot_bits(prot)],
+        PageOp::Donate { frame } => [OP_DONATE, 0, frame, 0],
     }
 }
 
@@ -41,8 +42,8 @@ fn window(frame: FrameAddr, offset: usize) -> *mut u8 {
 }
 
 impl Kernel for MetalKernel {
-    fn create_space(&self) -> Result<SpaceId, KernelError> {
-        let r = call(nr::SPACE_CREATE, 0, 0, 0, 0);
+    fn create_space(&self, root: FrameAddr) -> Result<SpaceId, KernelError> {
+        let r = call(nr::SPACE_CREATE, root, 0, 0, 0);
         if r < 0 {
             Err(errno_of(r))
         } else {
@@ -50,11 +51,27 @@ impl Kernel for MetalKernel {
         }
     }
 
-    fn destroy_space(&self, space: SpaceId) {
-        call(nr::SPACE_DESTROY, space, 0, 0, 0);
+    fn destroy_space(&self, space: SpaceId) -> Result<(), KernelError> {
+        let r = call(nr::SPACE_DESTROY, space, 0, 0, 0);
+        if r < 0 { Err(errno_of(r)) } else { Ok(()) }
     }
 
-    fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<(), BatchError> {
+    fn reclaim_tables(&self, space: SpaceId, out: &mut [FrameAddr]) -> Result<usize, KernelError> {
+        let r = call(
+            nr::SPACE_RECLAIM,
+            space,
+            out.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+        );
+        if r < 0 {
+            Err(errno_of(r))
+        } else {
+            Ok((r as usize).min(out.len()))
+        }
+    }
+
+    fn apply(&self, space: SpaceId, ops: &[PageOp]) -> Result<u64, BatchError> {
         // A batch of one (most faults, an mprotect of one page) goes in registers.
         if let [op] = ops {
             let [kind, page, a, b] = encode(op);
@@ -65,12 +82,13 @@ impl Kernel for MetalKernel {
                     error: errno_of(r),
                 })
             } else {
-                Ok(())
+                Ok(r as u64)
             };
         }
         // One `space_apply` per batch (the kernel flushes the TLB once per call), up to the
         // kernel's largest batch. Small batches (fault-around) are encoded on the stack.
         let mut done = 0;
+        let mut spare = 0;
         for chunk in ops.chunks(nr::MAX_BATCH as usize) {
             let mut small = [[0u64; 4]; SMALL];
             let mut large = Vec::new();
@@ -97,12 +115,9 @@ impl Kernel for MetalKernel {
                 });
             }
             done += chunk.len();
+            spare = r as u64;
         }
-        Ok(())
-    }
-
-    fn page_table_frames(&self) -> u64 {
-        call(nr::PAGE_TABLE_FRAMES, 0, 0, 0, 0).max(0) as u64
+        Ok(spare)
     }
 
     fn zero_frame(&self, frame: FrameAddr) {

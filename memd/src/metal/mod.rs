@@ -103,8 +103,10 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     // Half the heap is what the bookkeeping of all processes (regions, resident pages) may
     // take, so no client can make memd run out of its own memory, by splitting mappings or by
     // forking large processes; the other half is for everything else memd keeps.
+    // The out-of-memory policy never picks init, the first program (pid 1).
     let config = memd::Config {
         bookkeeping: (HEAP_BYTES / 2) as usize,
+        oom_exempt: Some(1),
         ..memd::Config::default()
     };
     let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);

@@ -128,6 +128,20 @@ impl Server {
             } else {
                 self.request(token, badge, &m.words, m.lend);
             }
+            self.oom_victims();
+        }
+    }
+
+    /// Announces the processes the out-of-memory policy killed for another's fault, and
+    /// answers their parents.
+    fn oom_victims(&mut self) {
+        for pid in self.memd.take_oom_victims() {
+            println!("memd: killed pid {}: out of memory (largest process)", pid);
+            self.died(
+                pid,
+                wait_status::fault(wait_status::OOM, wait_status::READ),
+                0,
+            );
         }
     }
 
@@ -166,7 +180,9 @@ impl Server {
                 let (reason, why) = match kill.reason {
                     FaultReason::MapErr => (wait_status::MAPERR, "nothing mapped"),
                     FaultReason::AccErr => (wait_status::ACCERR, "protection"),
-                    FaultReason::OutOfMemory => (wait_status::OOM, "out of memory"),
+                    FaultReason::OutOfMemory => {
+                        (wait_status::OOM, "out of memory (largest process)")
+                    }
                 };
                 let (acc, what) = match kill.access {
                     Access::Read => (wait_status::READ, "read"),

@@ -70,7 +70,7 @@ fn a_process_that_exhausts_memory_is_refused_then_killed_and_the_rest_goes_on() 
     let o = run(&["memd", "oomtest", "hog", "worker", "exit7"]);
     o.assert_clean()
         .assert_log("PASS hog got ENOMEM")
-        .assert_log("(out of memory)")
+        .assert_log("(out of memory (largest process))")
         .assert_log("PASS out of memory")
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");

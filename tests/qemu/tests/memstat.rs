@@ -101,9 +101,11 @@ fn memstat_figures_match_what_a_program_did() {
     );
     assert_eq!(n(kid, "shared_pages"), n(kid, "rss_pages") - copies);
     assert!(n(kid, "shared_pages") >= k && n(kid, "private_pages") >= m);
-    // Every frame used since the baseline: the pages touched, the copies, memstat's own.
+    // Every data frame used since the baseline (page tables aside): the pages touched, the
+    // copies, memstat's own.
     assert_eq!(
-        n(sys, "frames_used") - before["frames_used"],
+        (n(sys, "frames_used") - n(sys, "page_table_frames"))
+            - (before["frames_used"] - before["tables"]),
         m + k + copies + n(memstat, "rss_pages")
     );
     assert_eq!(

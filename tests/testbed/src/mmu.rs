@@ -255,11 +255,19 @@ mod tests {
     const RW: ProtectionFlags = ProtectionFlags::READ_WRITE;
     const R: ProtectionFlags = ProtectionFlags::READ;
 
-    /// A kernel, its MMU, one space, and memd's first frame.
+    /// A kernel, its MMU, one space (its tables donated from the last frames of RAM), and
+    /// memd's first frame.
     fn machine() -> (HostKernel, Mmu, SpaceId, u64) {
         let (k, f) = kernel();
         let mmu = k.mmu();
-        let s = k.create_space().unwrap();
+        let top = mmu.machine.phys.ram_bytes() - PAGE_SIZE;
+        let s = k.create_space(top).unwrap();
+        let tables: Vec<_> = (1..=32)
+            .map(|i| PageOp::Donate {
+                frame: top - i * PAGE_SIZE,
+            })
+            .collect();
+        k.apply(s, &tables).unwrap();
         (k, mmu, s, f)
     }
 
@@ -472,7 +480,7 @@ mod tests {
         let (k, mmu, s, f) = machine();
         k.apply(s, &[map(0x1000, f, RW)]).unwrap();
         mmu.access(s, 0x1000, Access::Read).unwrap();
-        k.destroy_space(s);
+        k.destroy_space(s).unwrap();
         assert_eq!(
             mmu.access(s, 0x1000, Access::Read),
             Err(fault(0x1000, Access::Read, false))

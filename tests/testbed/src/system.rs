@@ -20,21 +20,25 @@ use std::sync::Arc;
 pub struct Config {
     /// Simulated RAM in bytes.
     pub ram_bytes: u64,
-    /// Frames of it the kernel keeps for page tables.
+    /// Frames of it the kernel keeps for its own page tables (the kernel half's); the tables
+    /// of every process are frames memd donates.
     pub table_frames: u64,
     /// Limits of every new process.
     pub limits: Limits,
     /// Bytes of memd's memory the bookkeeping of all processes may take.
     pub bookkeeping: usize,
+    /// The process the out-of-memory policy never picks.
+    pub oom_exempt: Option<Pid>,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             ram_bytes: 64 << 20,
-            table_frames: 1024,
+            table_frames: 8,
             limits: Limits::default(),
             bookkeeping: memd::Config::default().bookkeeping,
+            oom_exempt: None,
         }
     }
 }
@@ -117,6 +121,7 @@ impl System {
             memd::Config {
                 limits: config.limits,
                 bookkeeping: config.bookkeeping,
+                oom_exempt: config.oom_exempt,
             },
         ));
         System { memd, mmu }

@@ -47,14 +47,17 @@ fn nothing_is_backed_until_first_touch_and_touch_reads_zero() {
     let vm = sys.client(p);
     let before = vm.global_stats().unwrap();
     let a = vm.mmap(0, 64 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
-    assert_eq!(vm.global_stats().unwrap().frames_used, before.frames_used);
+    assert_eq!(
+        vm.global_stats().unwrap().data_frames(),
+        before.data_frames()
+    );
     let stats = vm.process_stats(0).unwrap();
     assert_eq!(stats.resident_pages, 0);
     assert!(stats.mapped_pages >= 64);
     assert_eq!(sys.read(p, a + 5 * PAGE, 4096).unwrap(), vec![0u8; 4096]);
     sys.write(p, a + 7 * PAGE + 100, b"abc").unwrap();
     let after = vm.global_stats().unwrap();
-    assert_eq!(after.frames_used, before.frames_used + 2);
+    assert_eq!(after.data_frames(), before.data_frames() + 2);
     assert_eq!(after.faults_zero_fill, before.faults_zero_fill + 2);
     assert_eq!(vm.process_stats(0).unwrap().resident_pages, 2);
     let page = sys.read(p, a + 7 * PAGE, 4096).unwrap();
@@ -201,9 +204,9 @@ fn munmap_splits_and_accepts_holes() {
     for i in 0..5 {
         sys.write(p, a + i * PAGE, &[i as u8 + 1]).unwrap();
     }
-    let used = vm.global_stats().unwrap().frames_used;
+    let used = vm.global_stats().unwrap().data_frames();
     vm.munmap((a + 2 * PAGE) as usize, 4096).unwrap();
-    assert_eq!(vm.global_stats().unwrap().frames_used, used - 1);
+    assert_eq!(vm.global_stats().unwrap().data_frames(), used - 1);
     let regions = vm.regions(0).unwrap();
     assert!(
         regions
@@ -218,7 +221,7 @@ fn munmap_splits_and_accepts_holes() {
     // Unmapping a range with a hole in it, and a range with nothing at all, succeed.
     vm.munmap(a as usize, 5 * 4096).unwrap();
     vm.munmap(a as usize, 5 * 4096).unwrap();
-    assert_eq!(vm.global_stats().unwrap().frames_used, used - 5);
+    assert_eq!(vm.global_stats().unwrap().data_frames(), used - 5);
     let p2 = sys.spawn().unwrap();
     let fresh = sys.fork(p).unwrap();
     for pid in [p, fresh] {
@@ -299,9 +302,9 @@ fn brk_queries_grows_shrinks_and_refuses() {
     sys.write(p, HEAP_START + 4096, b"heap").unwrap();
     assert_eq!(vm.process_stats(0).unwrap().heap_bytes, 8192);
     // Shrink returns the frame; regrow reads zero.
-    let used = vm.global_stats().unwrap().frames_used;
+    let used = vm.global_stats().unwrap().data_frames();
     assert_eq!(vm.sbrk(-4096).unwrap(), start + 8192);
-    assert_eq!(vm.global_stats().unwrap().frames_used, used - 1);
+    assert_eq!(vm.global_stats().unwrap().data_frames(), used - 1);
     assert_eq!(
         sys.read(p, HEAP_START + 4096, 1),
         Err(Fault::unmapped(HEAP_START + 4096))
@@ -362,11 +365,11 @@ fn populate_backs_every_page_now() {
     let sys = system();
     let p = sys.spawn().unwrap();
     let vm = sys.client(p);
-    let before = vm.global_stats().unwrap().frames_used;
+    let before = vm.global_stats().unwrap().data_frames();
     let a = vm
         .mmap(0, 16 * 4096, P::READ_WRITE, anon().populate())
         .unwrap() as u64;
-    assert_eq!(vm.global_stats().unwrap().frames_used, before + 16);
+    assert_eq!(vm.global_stats().unwrap().data_frames(), before + 16);
     let faults = vm.global_stats().unwrap().faults_zero_fill;
     assert_eq!(sys.read(p, a + 15 * PAGE, 8).unwrap(), [0; 8]);
     // Touching a populated page is not a fault.
@@ -383,10 +386,10 @@ fn cow_isolates_both_ways_and_across_two_generations() {
         sys.write(p, a + i * PAGE, format!("page{i}").as_bytes())
             .unwrap();
     }
-    let used = vm.global_stats().unwrap().frames_used;
+    let used = vm.global_stats().unwrap().data_frames();
     let c = sys.fork(p).unwrap();
     // Nothing was copied at fork.
-    assert_eq!(vm.global_stats().unwrap().frames_used, used);
+    assert_eq!(vm.global_stats().unwrap().data_frames(), used);
     assert_eq!(sys.read(c, a, 5).unwrap(), b"page0");
     // Child writes: parent keeps its data.
     sys.write(c, a, b"CHILD").unwrap();
@@ -412,7 +415,7 @@ fn cow_isolates_both_ways_and_across_two_generations() {
     let after = vm.global_stats().unwrap();
     assert_eq!(after.cow_copies, 4);
     assert!(after.faults_cow > stats.faults_cow);
-    assert_eq!(after.frames_used, used);
+    assert_eq!(after.data_frames(), used);
 }
 
 #[test]
@@ -484,7 +487,8 @@ fn no_byte_of_a_freed_frame_reaches_another_process() {
     let p = sys.spawn().unwrap();
     let vm = sys.client(p);
     let frames = vm.global_stats().unwrap().frames_free;
-    let len = (frames - 8) * PAGE;
+    // Room for the page tables too.
+    let len = (frames - 64) * PAGE;
     let a = vm.mmap(0, len as usize, P::READ_WRITE, anon()).unwrap() as u64;
     let mut page = 0;
     while page < len {
@@ -760,9 +764,10 @@ fn region_limits_refuse_splitting_without_end() {
     vm.munmap(a, 64 * 4096).unwrap();
     assert!(vm.mmap(0, 4096, P::READ, anon()).is_ok());
 
-    // For all processes together: what memd's own memory can hold.
+    // For all processes together: what memd's own memory can hold (the regions, and the
+    // page-table root of each of two spaces).
     let sys = System::new(Config {
-        bookkeeping: 6 * REGION_COST,
+        bookkeeping: 6 * REGION_COST + 2 * PAGE_COST,
         ..Config::default()
     });
     let p = sys.spawn().unwrap();

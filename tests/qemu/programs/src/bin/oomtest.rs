@@ -44,7 +44,7 @@ fn main(_: Start) -> u64 {
     );
     let after = vm.global_stats().unwrap_or_default();
     check!(
-        after.frames_used == base.frames_used && after.processes == base.processes,
+        after.data_frames() == base.data_frames() && after.processes == base.processes,
         "frames {} -> {}, processes {} -> {}",
         base.frames_used,
         after.frames_used,

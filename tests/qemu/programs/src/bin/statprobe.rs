@@ -35,13 +35,14 @@ fn main(start: Start) -> u64 {
     let g = vm().global_stats().unwrap_or_default();
     let s = vm().process_stats(0).unwrap_or_default();
     println!(
-        "statprobe: before pid={} rss={} vsz={} regions={} heap={} frames_used={} cow_copies={}",
+        "statprobe: before pid={} rss={} vsz={} regions={} heap={} frames_used={} tables={} cow_copies={}",
         me,
         s.resident_pages,
         s.mapped_pages,
         s.region_count,
         s.heap_bytes,
         g.frames_used,
+        g.page_table_frames,
         g.cow_copies
     );
     let a = vm()
