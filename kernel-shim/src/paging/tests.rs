@@ -683,3 +683,45 @@ fn window_helpers_check_bounds() {
     assert_eq!(&buf[..5], &[0; 5]);
     assert_eq!(m.window.size(), RAM_FRAMES * PAGE_SIZE);
 }
+
+/// The tables a batch of maps needs, as [`TableNeed`] counts them before the batch, are
+/// exactly those the maps take from the pool (maps in address order), and never more than
+/// [`map_table_bound`] says without reading a table.
+#[test]
+fn table_need_counts_what_maps_take() {
+    let frame = PhysAddr::new(DATA_START * PAGE_SIZE);
+    let batches: [&[u64]; 5] = [
+        &[0x1000, 0x2000, 0x3000],
+        &[0x40_0000, 0x60_0000, 0x4000_0000, 0x80_0000_0000],
+        &[0x1000, 0x20_1000, 0x1000],
+        &[0x7F_FFFF_F000, 0x80_0000_0000, 0x80_0000_1000],
+        &[0x4000, 0x4000_5000, 0x5000],
+    ];
+    for batch in batches {
+        let mut m = Machine::new();
+        // A page already mapped: its tables are there.
+        m.map(0x3000, frame, USER_RW).unwrap();
+        let mut need = TableNeed::new();
+        let mut bound = 0;
+        let mut prev = None;
+        for &page in batch {
+            need.add_map(m.window, m.root, page);
+            bound += map_table_bound(prev, page);
+            prev = Some(page);
+        }
+        let before = m.pool.outstanding();
+        let mut mapper = Mapper::new(m.window, m.root, &mut m.pool);
+        for &page in batch {
+            mapper.remap(page, frame, USER_RW).unwrap();
+        }
+        mapper.finish().ignore();
+        let taken = (m.pool.outstanding() - before) as u64;
+        let sorted = batch.windows(2).all(|w| w[0] <= w[1]);
+        if sorted {
+            assert_eq!(need.total(), taken, "{batch:x?}");
+        } else {
+            assert!(need.total() >= taken, "{batch:x?}");
+        }
+        assert!(bound >= need.total(), "{batch:x?}: bound {bound}");
+    }
+}

@@ -264,6 +264,15 @@ impl HostKernel {
         self.machine.space(space)?.lock().root
     }
 
+    /// How the page tables of `space` translate `virt` now (no TLB, no fault).
+    pub fn translate(&self, space: SpaceId, virt: u64) -> Option<kernel_shim::paging::Translation> {
+        kernel_shim::paging::page_table_translate(
+            self.machine.phys.window(),
+            self.root(space)?,
+            virt,
+        )
+    }
+
     /// What the kernel has done so far.
     pub fn stats(&self) -> KernelStats {
         let counters = &self.machine.counters;

@@ -206,13 +206,17 @@ impl System {
         let mut done = 0usize;
         let mut last = None;
         let mut refaults = 0;
+        let mut refused_seen = self.memd.kernel().stats().refused;
         loop {
             let at = addr.wrapping_add(done as u64);
             match step(space, at, done) {
                 Ok(()) => return Ok(()),
                 Err(info) => {
                     done = (info.addr - addr) as usize;
-                    if last == Some(info.addr) {
+                    // A fault memd left unresolved because the kernel refused (the testbed's
+                    // refusing mode) is not a stuck access: it is tried again.
+                    let refused = self.memd.kernel().stats().refused;
+                    if last == Some(info.addr) && refused == refused_seen {
                         refaults += 1;
                         assert!(
                             refaults < MAX_REFAULTS,
@@ -222,6 +226,7 @@ impl System {
                     } else {
                         refaults = 0;
                     }
+                    refused_seen = refused;
                     last = Some(info.addr);
                     match self.memd.handle_fault(pid, info.addr, access) {
                         FaultOutcome::Resolved => {}

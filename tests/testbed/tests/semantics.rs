@@ -601,6 +601,105 @@ fn out_of_memory_kills_only_the_faulting_process() {
 }
 
 #[test]
+fn out_of_memory_kills_the_largest_process_not_whoever_faults() {
+    let sys = System::new(Config {
+        ram_bytes: 4 << 20,
+        ..Config::default()
+    });
+    let worker = sys.spawn().unwrap();
+    let vm = sys.client(worker);
+    let w = vm.mmap(0, 8 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    // A hog takes every frame (populate stops quietly when none is left).
+    let hog = sys.spawn().unwrap();
+    let h = sys
+        .client(hog)
+        .mmap(0, 64 << 20, P::READ_WRITE, anon().populate())
+        .unwrap() as u64;
+    assert_eq!(sys.memd().global_stats().frames_free, 0);
+    sys.write(hog, h, b"hog").unwrap();
+    // The small worker's first touch finds no frame: the hog, the largest, is killed for it.
+    for i in 0..8 {
+        sys.write(worker, w + i * PAGE, b"work").unwrap();
+    }
+    assert_eq!(sys.read(worker, w + 7 * PAGE, 4).unwrap(), b"work");
+    assert_eq!(
+        sys.reap(hog),
+        Some(Death::Killed(FaultKill {
+            addr: 0,
+            access: memd::Access::Read,
+            reason: FaultReason::OutOfMemory
+        }))
+    );
+    assert_eq!(sys.memd().take_oom_victims(), vec![hog]);
+    assert_eq!(vm.global_stats().unwrap().oom_kills, 1);
+    // The exempt process is never picked, however large: the faulting one goes instead.
+    let sys = System::new(Config {
+        ram_bytes: 4 << 20,
+        oom_exempt: Some(1),
+        ..Config::default()
+    });
+    let init = sys.spawn().unwrap();
+    assert_eq!(init, 1);
+    let small = sys.spawn().unwrap();
+    let s = sys
+        .client(small)
+        .mmap(0, 4096, P::READ_WRITE, anon())
+        .unwrap() as u64;
+    sys.client(init)
+        .mmap(0, 64 << 20, P::READ_WRITE, anon().populate())
+        .unwrap();
+    assert_eq!(
+        sys.write(small, s, b"x").map_err(|f| f.kind),
+        Err(FaultKind::OutOfMemory)
+    );
+    assert!(sys.memd().space_of(init).is_ok());
+    assert!(sys.memd().take_oom_victims().is_empty());
+}
+
+#[test]
+fn a_range_of_any_size_is_unmapped_and_its_frames_are_free_only_after() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let before = vm.global_stats().unwrap();
+    // 5 GiB, a page touched every GiB and at the start.
+    let len = 5u64 << 30;
+    let a = vm.mmap(0, len as usize, P::READ_WRITE, anon()).unwrap() as u64;
+    let touched: Vec<u64> = (0..5).map(|g| a + (g << 30)).chain([a + PAGE]).collect();
+    for &t in &touched {
+        sys.write(p, t, b"secret").unwrap();
+    }
+    let space = sys.memd().space_of(p).unwrap();
+    vm.madvise(a as usize, len as usize, MADV_DONTNEED).unwrap();
+    for &t in &touched {
+        assert!(sys.memd().kernel().translate(space, t).is_none());
+        assert_eq!(sys.read(p, t, 6).unwrap(), [0; 6]);
+    }
+    vm.mprotect(a as usize, len as usize, P::NONE).unwrap();
+    for &t in &touched {
+        assert!(sys.memd().kernel().translate(space, t).is_none());
+    }
+    vm.mprotect(a as usize, len as usize, P::READ_WRITE)
+        .unwrap();
+    for &t in &touched {
+        sys.write(p, t, b"secret").unwrap();
+    }
+    vm.munmap(a as usize, len as usize).unwrap();
+    for &t in &touched {
+        assert!(sys.memd().kernel().translate(space, t).is_none());
+    }
+    assert_eq!(
+        vm.global_stats().unwrap().data_frames(),
+        before.data_frames()
+    );
+    assert_eq!(
+        vm.global_stats().unwrap().page_table_frames,
+        before.page_table_frames,
+        "the emptied tables went back too"
+    );
+}
+
+#[test]
 fn program_segments_load_as_code_and_data() {
     use memd::image::Segment;
     let sys = system();
