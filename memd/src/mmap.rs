@@ -197,25 +197,19 @@ impl<K: Kernel> Memd<K> {
         }
         // A range inside a region splits it in three.
         self.region_room(space, 2)?;
-        // The page tables change first, computed from the regions as they will be; the
-        // regions change only once the kernel has accepted.
-        // The common case, a range inside one region: the page-table changes of that one
-        // region, and the split and merge with the fewest map operations.
-        if let Some(old) = space.regions.find(addr).copied().filter(|r| r.end >= end) {
+        // The common case, a range inside one region: the split and merge with the fewest map
+        // operations, then the page-table changes of that one region. If the kernel refuses
+        // them, the same update with the old protection gives back the map as it was (the
+        // map is kept merged, so its shape follows from what each byte is).
+        if let Some((old, piece)) = space.regions.update_within(addr, end, |r| r.prot = prot) {
             if old.prot == prot {
                 // Nothing changes: the page tables already agree with the region.
                 return Ok(());
             }
-            let piece = Region {
-                start: addr,
-                end,
-                prot,
-                ..old
-            };
             let remap = old.prot == ProtectionFlags::NONE;
-            if let Some(op) = uniform_op(space, &piece, addr, end, remap) {
+            let applied = if let Some(op) = uniform_op(space, &piece, addr, end, remap) {
                 // One operation for the whole range: no page to look up, no list to build.
-                self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+                self.apply(space, &[op])
             } else {
                 let mut ops = PageOps::new();
                 {
@@ -230,13 +224,19 @@ impl<K: Kernel> Memd<K> {
                         &mut ops,
                     );
                 }
-                self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
+                self.apply(space, &ops)
+            };
+            if applied.is_err() {
+                space
+                    .regions
+                    .update_within(addr, end, |r| r.prot = old.prot);
+                return Err(VmError::OutOfMemory);
             }
-            space.regions.update_within(addr, end, |r| r.prot = prot);
             return Ok(());
         }
         // Across regions: one pass checks that every byte is mapped (nothing changes
-        // otherwise) and makes the pieces as they will be.
+        // otherwise) and makes the pieces as they will be; the page tables change first, the
+        // regions once the kernel has accepted.
         let mut cursor = addr;
         let mut pieces = Vec::new();
         for r in space.regions.overlapping(addr, end) {

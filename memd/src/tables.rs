@@ -9,9 +9,9 @@
 //! next map of the same 2 MiB), so the kernel, which checks a batch whole before it performs
 //! any of it, never stops a batch half-way for want of a table. Donations come from memd's
 //! free frames; with none left the batch is refused before the kernel is asked, and nothing
-//! changes. After the call the space keeps what was not used as spare frames for the next
-//! fault (at most [`MAX_SPARE`]); tables a batch emptied (an unmap) are taken back at once.
-//! When the space is destroyed, every frame donated to it is free again.
+//! changes. After the call the space keeps what was not used as spare frames for its next
+//! faults; beyond [`MAX_SPARE`] (tables an unmap emptied) memd takes them back, down to
+//! [`KEEP_SPARE`]. When the space is destroyed, every frame donated to it is free again.
 
 use crate::daemon::Memd;
 use crate::kernel::{BatchError, FrameAddr, Kernel, KernelError, PageOp, PageOps};
@@ -24,7 +24,7 @@ use kernel_shim::paging::map_table_bound;
 /// anywhere.
 pub const KEEP_SPARE: u64 = 3;
 /// Spare table frames above which memd takes them back (down to [`KEEP_SPARE`]).
-pub const MAX_SPARE: u64 = 16;
+pub const MAX_SPARE: u64 = 8;
 
 /// The page-table frames of one space.
 #[derive(Clone, Debug, Default)]
@@ -88,14 +88,13 @@ impl<K: Kernel> Memd<K> {
         if ops.is_empty() {
             return Ok(());
         }
-        let before = space.tables.spare;
-        let deficit = table_bound(ops).saturating_sub(before);
+        let deficit = table_bound(ops).saturating_sub(space.tables.spare);
         if deficit == 0 {
             let spare = self
                 .kernel
                 .apply(space.space, ops)
                 .map_err(ApplyError::Kernel)?;
-            self.spare_tables(space, before, spare);
+            self.spare_tables(space, spare);
             return Ok(());
         }
         let mut batch = PageOps::new();
@@ -135,7 +134,7 @@ impl<K: Kernel> Memd<K> {
         self.table_frames.fetch_add(taken as u64, Ordering::Relaxed);
         match result {
             Ok(spare) => {
-                self.spare_tables(space, before + deficit, spare);
+                self.spare_tables(space, spare);
                 Ok(())
             }
             Err(e) => Err(ApplyError::Kernel(BatchError {
@@ -145,20 +144,15 @@ impl<K: Kernel> Memd<K> {
         }
     }
 
-    /// Records the spare table frames of `space` after a batch that began with `had` (its
-    /// donations included). Tables the batch emptied (more spare than it began with) are taken
-    /// back at once, with every other spare frame, as Linux frees the tables of what munmap
-    /// removes; beyond that, spare frames above [`MAX_SPARE`] are taken back down to
-    /// [`KEEP_SPARE`]. A refusal to give them back leaves them spare (still the space's).
-    fn spare_tables(&self, space: &mut AddressSpace, had: u64, spare: u64) {
+    /// Records the spare table frames of `space` after a batch (the kernel's count), and
+    /// takes them back down to [`KEEP_SPARE`] when there are more than [`MAX_SPARE`] (tables
+    /// an unmap emptied). A refusal to give them back leaves them spare (still the space's).
+    fn spare_tables(&self, space: &mut AddressSpace, spare: u64) {
         space.tables.spare = spare;
-        let keep = if spare > had {
-            0
-        } else if spare > MAX_SPARE {
-            KEEP_SPARE
-        } else {
+        if spare <= MAX_SPARE {
             return;
-        };
+        }
+        let keep = KEEP_SPARE;
         let mut out = [0 as FrameAddr; 64];
         while space.tables.spare > keep {
             let want = ((space.tables.spare - keep) as usize).min(out.len());
@@ -166,19 +160,22 @@ impl<K: Kernel> Memd<K> {
                 return;
             };
             if n == 0 {
-                // The kernel has fewer than memd thought: believe the kernel.
-                space.tables.spare = keep;
+                // The kernel has none left: believe the kernel.
+                space.tables.spare = 0;
                 return;
             }
             let mut frames = self.frames.lock();
+            let mut back = 0;
             for &frame in &out[..n] {
+                // Only a frame memd donated to this space is taken back.
                 if space.tables.frames.remove(&frame) {
                     let _ = frames.release(frame);
+                    back += 1;
                 }
             }
             drop(frames);
-            space.tables.spare -= n as u64;
-            self.table_frames.fetch_sub(n as u64, Ordering::Relaxed);
+            space.tables.spare = space.tables.spare.saturating_sub(n as u64);
+            self.table_frames.fetch_sub(back, Ordering::Relaxed);
         }
     }
 

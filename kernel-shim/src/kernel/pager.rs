@@ -127,7 +127,9 @@ enum Op {
         pages: u64,
         flags: PageTableFlags,
     },
-    Donate,
+    Donate {
+        frame: u64,
+    },
 }
 
 /// Checks the operation `[kind, page, a, b]` in full: user range, protection, and a frame the
@@ -161,7 +163,7 @@ fn decode(ranges: &[(u64, u64)], marks: &TableMarks, op: [u64; 4]) -> Result<Op,
         }
         OP_DONATE => {
             check_frame(ranges, marks, a)?;
-            Ok(Op::Donate)
+            Ok(Op::Donate { frame: a })
         }
         _ => Err(EINVAL),
     }
@@ -192,7 +194,7 @@ fn perform<A: TableAlloc>(m: &mut Mapper<'_, A>, op: Op) -> Result<(), Errno> {
                 .map_err(paging_errno)
         }
         // Taken before the batch's other operations.
-        Op::Donate => Ok(()),
+        Op::Donate { .. } => Ok(()),
     }
 }
 
@@ -203,45 +205,71 @@ fn paging_errno(e: PagingError) -> Errno {
     }
 }
 
-/// Where a batch's operations are: one in registers, or `count` in the pager's memory.
+/// The most operations read from the pager's memory at once.
+const CHUNK: usize = 16;
+
+/// Where a batch's operations are: a few copied in already (one in registers, or a batch of
+/// up to [`CHUNK`]), or `count` in the pager's memory, read [`CHUNK`] at a time on each pass.
+// One per call, on the stack: the copied operations are the point.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum Batch {
-    One([u64; 4]),
+    Copied { ops: [[u64; 4]; CHUNK], n: usize },
     InMemory { root: u64, ops: u64, count: u64 },
 }
 
 impl Batch {
-    /// Calls `f` with every operation in order, reading the pager's memory 16 at a time;
-    /// stops at the first error.
+    /// The `count` operations at `ops` in the pager's memory (space `root`): copied in at once
+    /// when they are few.
+    fn in_memory(root: u64, ops: u64, count: u64) -> Result<Batch, Errno> {
+        if count as usize > CHUNK {
+            return Ok(Batch::InMemory { root, ops, count });
+        }
+        let mut copied = [[0; 4]; CHUNK];
+        read_ops(root, ops, &mut copied[..count as usize])?;
+        Ok(Batch::Copied {
+            ops: copied,
+            n: count as usize,
+        })
+    }
+
+    /// Calls `f` with every operation in order; stops at the first error.
     #[inline(always)]
-    fn each(self, mut f: impl FnMut([u64; 4]) -> Result<(), Errno>) -> Result<(), Errno> {
-        let (root, ops, count) = match self {
-            Batch::One(op) => return f(op),
+    fn each(&self, mut f: impl FnMut([u64; 4]) -> Result<(), Errno>) -> Result<(), Errno> {
+        let (root, ops, count) = match *self {
+            Batch::Copied { ref ops, n } => return ops[..n].iter().try_for_each(|&op| f(op)),
             Batch::InMemory { root, ops, count } => (root, ops, count),
         };
         let mut at = 0;
         while at < count {
-            let n = (count - at).min(16) as usize;
-            let mut bytes = [0u8; 16 * 32];
-            usercopy::copy_in(root, ops + at * 32, &mut bytes[..n * 32])?;
-            for op in bytes[..n * 32].chunks_exact(32) {
-                let mut words = [0u64; 4];
-                for (w, b) in words.iter_mut().zip(op.chunks_exact(8)) {
-                    *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-                }
-                f(words)?;
-            }
+            let n = (count - at).min(CHUNK as u64) as usize;
+            let mut chunk = [[0; 4]; CHUNK];
+            read_ops(root, ops + at * 32, &mut chunk[..n])?;
+            chunk[..n].iter().try_for_each(|&op| f(op))?;
             at += n as u64;
         }
         Ok(())
     }
 }
 
-/// Applies `batch` to space `s`, decode then perform: every operation is checked, and the
-/// tables its maps need counted against the space's spare frames and the batch's donations
-/// (or the kernel pool), before anything changes, so a refused batch changes nothing. Then
-/// the donations are taken, the other operations performed in order, and the TLB flushed
-/// once. Returns the space's spare table frames, or the error with rdx = operations done
+/// Copies `out.len()` operations from `addr` in the pager's space `root`.
+fn read_ops(root: u64, addr: u64, out: &mut [[u64; 4]]) -> Result<(), Errno> {
+    let mut bytes = [0u8; CHUNK * 32];
+    let bytes = &mut bytes[..out.len() * 32];
+    usercopy::copy_in(root, addr, bytes)?;
+    for (op, b) in out.iter_mut().zip(bytes.chunks_exact(32)) {
+        for (w, b) in op.iter_mut().zip(b.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `batch` to space `s`, decode then perform. Decode: every operation is checked, and
+/// the tables each map needs counted ([`TableNeed`]) against the space's spare frames and the
+/// donations before it in the batch (or the kernel pool), so a refused batch changes nothing.
+/// Perform: the operations in order, a donation adding its frame to the reserve, and one TLB
+/// flush. Returns the space's spare table frames, or the error with rdx = operations done
 /// (not 0 only if the pager changed its batch between check and perform, or donated one
 /// frame twice in it).
 fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
@@ -249,25 +277,35 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
     let ranges = &ranges[..k.pager_ranges_len];
     let root = k.spaces[s].root;
     k.threads[t].frame.rdx = 0;
-    // Decode.
+    // Decode. A batch copied in already is decoded once: nothing can change it.
     let mut need = TableNeed::new();
-    let mut donations = 0;
+    let mut have = match k.spaces[s].reserve {
+        Some(r) => r.spare(),
+        None => k.frames.free_frames() as u64,
+    };
+    let donated = k.spaces[s].reserve.is_some();
+    let mut decoded = [Op::Unmap { page: 0, pages: 0 }; CHUNK];
+    let mut n = 0;
     batch.each(|w| {
-        match decode(ranges, &k.table_marks, w)? {
-            Op::Map { page, .. } => need.add_map(pt::window(), PhysAddr::new(root), page),
-            Op::Donate => donations += 1,
+        let op = decode(ranges, &k.table_marks, w)?;
+        match op {
+            Op::Map { page, .. } => {
+                need.add_map(pt::window(), PhysAddr::new(root), page);
+                if need.total() > have {
+                    return Err(ENOMEM);
+                }
+            }
+            Op::Donate { .. } if donated => have += 1,
+            Op::Donate { .. } => return Err(EINVAL),
             Op::Unmap { .. } | Op::Protect { .. } => {}
+        }
+        if let Some(slot) = decoded.get_mut(n) {
+            *slot = op;
+            n += 1;
         }
         Ok(())
     })?;
-    let have = match k.spaces[s].reserve {
-        Some(r) => r.spare() + donations,
-        None => k.frames.free_frames() as u64,
-    };
-    if need.total() > have {
-        return Err(ENOMEM);
-    }
-    // Perform: the donations, then the rest.
+    // Perform.
     let Kernel {
         spaces,
         frames,
@@ -275,39 +313,36 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
         threads,
         ..
     } = k;
+    let mut tables = match spaces[s].reserve.as_mut() {
+        Some(reserve) => Tables::Reserve(reserve),
+        None => Tables::Pool(frames),
+    };
+    let mut m = pt::mapper(&mut tables, root);
     let mut done = 0;
-    let mut result = Ok(());
-    if donations > 0 {
-        let Some(reserve) = spaces[s].reserve.as_mut() else {
-            return Err(EINVAL);
-        };
-        result = batch.each(|w| {
-            if w[0] == OP_DONATE {
-                // Checked again: a frame donated twice in one batch is refused the second time.
-                check_frame(ranges, table_marks, w[2])?;
-                tables::donate(table_marks, reserve, w[2]);
-                done += 1;
+    let mut step = |marks: &mut TableMarks, op: Op| {
+        match (op, m.tables()) {
+            // A frame donated earlier in the batch is a table now: neither mapped nor donated.
+            (Op::Map { frame, .. } | Op::Donate { frame }, _) if marks.is_marked(frame) => {
+                return Err(EPERM);
             }
-            Ok(())
-        });
-    }
-    if result.is_ok() {
-        let marks: &TableMarks = table_marks;
-        let mut tables = match spaces[s].reserve.as_mut() {
-            Some(reserve) => Tables::Reserve(reserve),
-            None => Tables::Pool(frames),
-        };
-        let mut m = pt::mapper(&mut tables, root);
-        result = batch.each(|w| {
-            // The donations are taken (and marked) already.
-            if w[0] != OP_DONATE {
-                perform(&mut m, decode(ranges, marks, w)?)?;
-                done += 1;
+            (Op::Donate { frame }, Tables::Reserve(reserve)) => {
+                tables::donate(marks, reserve, frame);
             }
-            Ok(())
-        });
-        pt::finish(m, root);
-    }
+            _ => perform(&mut m, op)?,
+        }
+        done += 1;
+        Ok(())
+    };
+    let result = match batch {
+        Batch::Copied { .. } => decoded[..n]
+            .iter()
+            .try_for_each(|&op| step(table_marks, op)),
+        Batch::InMemory { .. } => batch.each(|w| {
+            let op = decode(ranges, table_marks, w)?;
+            step(table_marks, op)
+        }),
+    };
+    pt::finish(m, root);
     threads[t].frame.rdx = done;
     result.map(|()| spare(spaces, s))
 }
@@ -330,7 +365,8 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     }
     usercopy::check_range(ops, count * 32)?;
     let root = k.spaces[k.threads[t].space].root;
-    apply(k, t, s, Batch::InMemory { root, ops, count })
+    let batch = Batch::in_memory(root, ops, count)?;
+    apply(k, t, s, batch)
 }
 
 /// `space_apply1(id, kind, page, a, b)`: [`space_apply`] of the one operation `[kind, page,
@@ -346,13 +382,60 @@ pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     }
 }
 
-/// [`space_apply1`] of any operation, as a batch of one.
+/// [`space_apply1`] of any operation: [`apply`] of a batch of one, without a batch (most
+/// faults come here).
 #[inline(never)]
 fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    apply(k, t, s, Batch::One([f.rsi, f.rdx, f.r10, f.r8]))
+    k.threads[t].frame.rdx = 0;
+    let root = k.spaces[s].root;
+    let op = decode(
+        k.pager_ranges(),
+        &k.table_marks,
+        [f.rsi, f.rdx, f.r10, f.r8],
+    )?;
+    let Kernel {
+        spaces,
+        frames,
+        table_marks,
+        ..
+    } = k;
+    let mut tables = match spaces[s].reserve.as_mut() {
+        Some(reserve) => Tables::Reserve(reserve),
+        None => Tables::Pool(frames),
+    };
+    match (op, &mut tables) {
+        (Op::Donate { frame }, Tables::Reserve(reserve)) => {
+            tables::donate(table_marks, reserve, frame);
+        }
+        (Op::Donate { .. }, Tables::Pool(_)) => return Err(EINVAL),
+        (Op::Map { page, .. }, tables) => {
+            let have = match tables {
+                Tables::Reserve(reserve) => reserve.spare(),
+                Tables::Pool(pool) => pool.free_frames() as u64,
+                _ => 0,
+            };
+            let mut need = TableNeed::new();
+            need.add_map(pt::window(), PhysAddr::new(root), page);
+            if need.total() > have {
+                return Err(ENOMEM);
+            }
+            let mut m = pt::mapper(tables, root);
+            let result = perform(&mut m, op);
+            pt::finish(m, root);
+            result?;
+        }
+        (_, tables) => {
+            let mut m = pt::mapper(tables, root);
+            let result = perform(&mut m, op);
+            pt::finish(m, root);
+            result?;
+        }
+    }
+    k.threads[t].frame.rdx = 1;
+    Ok(spare(&k.spaces, s))
 }
 
 /// [`space_apply1`] of `[OP_PROTECT, page, 1, prot]`, as [`apply`] performs it — the same

@@ -136,6 +136,11 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         page_table_translate(self.window, self.root, virt)
     }
 
+    /// The allocator new tables come from (to add to it in the middle of a batch).
+    pub fn tables(&mut self) -> &mut A {
+        self.alloc
+    }
+
     /// Ends the batch: the TLB invalidations its changes need.
     pub fn finish(self) -> Flush {
         self.flush

@@ -37,6 +37,13 @@ impl TableNeed {
     /// Counts a map of the user page `virt` in the space whose PML4 is at `root`. A table
     /// outside the window counts as missing (the map will then fail on it anyway).
     pub fn add_map(&mut self, window: PhysWindow, root: PhysAddr, virt: u64) {
+        if let Some((prev, missing)) = self.prev
+            && prev / entry_span(2) == virt / entry_span(2)
+        {
+            // The same PT as the previous map: the same tables missing, which it creates.
+            self.prev = Some((virt, missing));
+            return;
+        }
         let missing = missing_tables(window, root, virt);
         let mut need = u64::from(missing);
         if let Some((prev, prev_missing)) = self.prev {

@@ -18,7 +18,7 @@ fn a_sequential_walk_backs_pages_ahead_and_an_isolated_touch_does_not() {
     let sys = System::new(Config::default());
     let p = sys.spawn().unwrap();
     let vm = sys.client(p);
-    let base_used = vm.global_stats().unwrap().frames_used;
+    let base_used = vm.global_stats().unwrap().data_frames();
     let pages = 2 * FAULT_AROUND_MIN_REGION;
     const { assert!(2 * FAULT_AROUND + 1 < 40 && 40 < 2 * FAULT_AROUND_MIN_REGION - 3) };
     let a = vm
@@ -55,7 +55,7 @@ fn a_sequential_walk_backs_pages_ahead_and_an_isolated_touch_does_not() {
     sys.write(p, a + (pages - 2) * PAGE, b"5").unwrap();
     assert_eq!(resident(&sys, p), before + 44);
     vm.munmap(a as usize, (pages * PAGE) as usize).unwrap();
-    assert_eq!(vm.global_stats().unwrap().frames_used, base_used);
+    assert_eq!(vm.global_stats().unwrap().data_frames(), base_used);
 }
 
 #[test]

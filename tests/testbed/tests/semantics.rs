@@ -692,11 +692,9 @@ fn a_range_of_any_size_is_unmapped_and_its_frames_are_free_only_after() {
         vm.global_stats().unwrap().data_frames(),
         before.data_frames()
     );
-    assert_eq!(
-        vm.global_stats().unwrap().page_table_frames,
-        before.page_table_frames,
-        "the emptied tables went back too"
-    );
+    // The emptied tables went back too, but for the few spare ones a process keeps.
+    let tables = vm.global_stats().unwrap().page_table_frames;
+    assert!(tables <= before.page_table_frames + memd::tables::MAX_SPARE);
 }
 
 #[test]
