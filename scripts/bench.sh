@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs vmbench on the metal and prints its figures beside Linux's: memd + vmbench boot under
+# Runs vmbench on the metal (layout randomization off, for figures that repeat) and prints its figures beside Linux's: memd + vmbench boot under
 # QEMU TCG with -icount shift=0 -cpu qemu64 -m 512 -smp 1 (rdtsc counts guest instructions, as
 # the Linux peer was measured), and each figure (median guest instructions per operation) is
 # shown with Linux's (scripts/bench/linux-guest.txt) and the ratio ours/Linux.
@@ -14,6 +14,7 @@ program=vmbench
 log=target/vmbench.log
 mkdir -p target
 cargo run -q --release -p qemu-tests --bin boot -- --cpu qemu64 --icount --memory 512 \
+    --append aslr=off \
     --no-input --timeout 900 memd "$program" >"$log" 2>&1 || {
     tail -40 "$log" >&2
     echo "bench: the boot failed; the log is in $log" >&2

@@ -4,6 +4,7 @@
 //! then the frame allocator. The process table itself is a read-mostly `RwLock` held only long
 //! enough to find a process, so clients of different processes never queue behind each other.
 
+use crate::aslr::Aslr;
 use crate::frames::FrameAllocator;
 use crate::kernel::{Kernel, SpaceId};
 use crate::shared::SharedObjects;
@@ -30,6 +31,9 @@ pub struct Config {
     pub bookkeeping: usize,
     /// The process the out-of-memory policy never picks (init), if any.
     pub oom_exempt: Option<Pid>,
+    /// The seed of address-space layout randomization; `None`: every process gets the fixed
+    /// layout (see [`crate::aslr`]).
+    pub aslr_seed: Option<[u8; 32]>,
 }
 
 /// Bytes of memd's memory one region is counted for (tree node share, listing, object entry).
@@ -43,6 +47,7 @@ impl Default for Config {
             limits: Limits::default(),
             bookkeeping: 1 << 30,
             oom_exempt: None,
+            aslr_seed: None,
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct Memd<K: Kernel> {
     /// Processes the out-of-memory policy killed that no fault reply names (not the faulting
     /// one), for the server to announce and report to their parents.
     pub(crate) oom_victims: Mutex<alloc::vec::Vec<Pid>>,
+    /// The layouts of new processes.
+    pub(crate) aslr: Mutex<Aslr>,
 }
 
 impl<K: Kernel> Memd<K> {
@@ -94,6 +101,7 @@ impl<K: Kernel> Memd<K> {
             table_frames: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
             oom_victims: Mutex::new(alloc::vec::Vec::new()),
+            aslr: Mutex::new(Aslr::new(config.aslr_seed)),
         }
     }
 
@@ -162,12 +170,16 @@ impl<K: Kernel> Memd<K> {
     }
 
     /// Refuses an operation that could add `extra` regions to `space` beyond its limit
-    /// (`LimitExceeded`) or beyond memd's bookkeeping budget (`OutOfMemory`).
+    /// (`LimitExceeded`) or beyond memd's bookkeeping budget less a sixteenth
+    /// (`OutOfMemory`): that last sixteenth is kept for the resident pages and page tables of
+    /// faults, so that splitting regions to the limit does not leave every process unable to
+    /// touch a new page.
     pub(crate) fn region_room(&self, space: &AddressSpace, extra: usize) -> Result<(), VmError> {
         if space.regions.len() + extra > space.limits.regions {
             return Err(VmError::LimitExceeded);
         }
-        self.room(extra * REGION_COST)
+        let headroom = self.config.bookkeeping / 16;
+        self.room(extra * REGION_COST + headroom)
     }
 
     /// How many more resident pages memd's bookkeeping budget allows, at most `want`.

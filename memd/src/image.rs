@@ -121,9 +121,13 @@ impl<K: Kernel> Memd<K> {
             offset: 0,
         });
         // The heap starts above the image when the image reaches into the heap area.
+        // (As far above it as the layout's heap offset, within the heap area.)
         if end > space.heap_start && space.brk == space.heap_start && end <= layout::MMAP_BASE {
-            space.heap_start = end;
-            space.brk = end;
+            let start = end
+                .saturating_add(space.placement.heap_offset)
+                .min(layout::MMAP_BASE);
+            space.heap_start = start;
+            space.brk = start;
         }
         Ok(())
     }

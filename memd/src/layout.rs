@@ -25,9 +25,15 @@
 //!                      0 └──────────────────────────────────────────┘
 //! ```
 //!
+//! That is the fixed layout ([`Placement::FIXED`], with `aslr=off`). With address-space layout
+//! randomization each process gets its own [`Placement`] (see [`crate::aslr`]): the mmap area
+//! begins at a random page of `[16 TiB, 17 TiB)`, the stack's top is a random page of the 16
+//! GiB below `0x7F00_0000_0000`, and the heap begins up to 32 MiB above where it would.
+//!
 //! Placement ([`place`]) honours a usable hint, else takes the lowest free gap of the mmap
-//! area, else the lowest free gap above the stack. The stack reserve and the heap are never
-//! chosen for a mapping that did not name them.
+//! area, else the lowest free gap above the stack, else (randomized layouts) the lowest free
+//! gap between the fixed mmap base and the random one. The stack reserve and the heap are
+//! never chosen for a mapping that did not name them.
 
 use libvm::VmError;
 
@@ -64,6 +70,31 @@ pub const MMAP_END: u64 = STACK_TOP - STACK_MAX - STACK_GUARD;
 /// non-canonical hole (the kernel refuses to map that page too).
 pub const USER_END: u64 = kernel_shim::abi::USER_TOP;
 
+/// Where one process's areas begin: the fixed layout, or one drawn at random for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Start of the mmap area.
+    pub mmap_base: u64,
+    /// One past the top of the stack.
+    pub stack_top: u64,
+    /// How far above its usual start the heap begins.
+    pub heap_offset: u64,
+}
+
+impl Placement {
+    /// The fixed layout drawn above.
+    pub const FIXED: Placement = Placement {
+        mmap_base: MMAP_BASE,
+        stack_top: STACK_TOP,
+        heap_offset: 0,
+    };
+
+    /// End (exclusive) of the mmap area: the bottom of the stack reserve and its guard.
+    pub fn mmap_end(&self) -> u64 {
+        self.stack_top - STACK_MAX - STACK_GUARD
+    }
+}
+
 /// `len` rounded up to whole pages, or `None` when that overflows.
 pub fn page_round_up(len: u64) -> Option<u64> {
     len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
@@ -99,26 +130,28 @@ pub fn check_user_range(addr: u64, len: u64) -> Result<u64, VmError> {
 /// are `map`, or `None` when no gap is large enough.
 ///
 /// 1. `hint`, if it is page aligned, at or above [`MIN_ADDR`], the whole range lies below
-///    [`USER_END`], does not touch the stack reserve and its guard (`[MMAP_END, STACK_TOP)`),
-///    and is free. A hint of 0 means none.
-/// 2. The lowest free gap of the mmap area `[MMAP_BASE, MMAP_END)`.
-/// 3. When that area is full: the lowest free gap of `[STACK_TOP, USER_END)`.
+///    [`USER_END`], does not touch the stack reserve and its guard (`[mmap_end, stack_top)`
+///    of `at`), and is free. A hint of 0 means none.
+/// 2. The lowest free gap of the mmap area `[mmap_base, mmap_end)`.
+/// 3. When that area is full: the lowest free gap of `[stack_top, USER_END)`.
+/// 4. Then (a randomized layout): the lowest free gap of `[MMAP_BASE, mmap_base)`.
 ///
 /// Cost: that of [`RegionMap::find_free`], O(log n) in the common case.
-pub fn place(map: &RegionMap, len: u64, hint: u64) -> Option<u64> {
+pub fn place(map: &RegionMap, len: u64, hint: u64, at: &Placement) -> Option<u64> {
     let size = page_round_up(len).filter(|&s| s > 0)?;
     if hint != 0
         && is_page_aligned(hint)
         && hint >= MIN_ADDR
         && let Some(end) = hint.checked_add(size)
         && end <= USER_END
-        && (end <= MMAP_END || hint >= STACK_TOP)
+        && (end <= at.mmap_end() || hint >= at.stack_top)
         && map.is_free(hint, end)
     {
         return Some(hint);
     }
-    map.find_free(size, MMAP_BASE, MMAP_END)
-        .or_else(|| map.find_free(size, STACK_TOP, USER_END))
+    map.find_free(size, at.mmap_base, at.mmap_end())
+        .or_else(|| map.find_free(size, at.stack_top, USER_END))
+        .or_else(|| map.find_free(size, MMAP_BASE, at.mmap_base))
 }
 
 #[cfg(test)]
@@ -128,6 +161,10 @@ mod tests {
     use libvm::ProtectionFlags;
 
     const P: u64 = PAGE_SIZE;
+
+    fn place_fixed(map: &RegionMap, len: u64, hint: u64) -> Option<u64> {
+        place(map, len, hint, &Placement::FIXED)
+    }
 
     fn region(start: u64, end: u64) -> Region {
         Region::new(
@@ -195,23 +232,23 @@ mod tests {
     #[test]
     fn hint_honoured_when_usable() {
         let mut map = RegionMap::new();
-        assert_eq!(place(&map, P, 0x5000_0000), Some(0x5000_0000));
-        assert_eq!(place(&map, 1, 0x2_0000_0000), Some(0x2_0000_0000));
-        assert_eq!(place(&map, P, MIN_ADDR), Some(MIN_ADDR));
+        assert_eq!(place_fixed(&map, P, 0x5000_0000), Some(0x5000_0000));
+        assert_eq!(place_fixed(&map, 1, 0x2_0000_0000), Some(0x2_0000_0000));
+        assert_eq!(place_fixed(&map, P, MIN_ADDR), Some(MIN_ADDR));
         // Unusable hints: unaligned, too low, past the end, in the stack reserve.
-        assert_eq!(place(&map, P, 0x5000_0001), Some(MMAP_BASE));
-        assert_eq!(place(&map, P, MIN_ADDR - P), Some(MMAP_BASE));
-        assert_eq!(place(&map, P, USER_END), Some(MMAP_BASE));
-        assert_eq!(place(&map, 2 * P, USER_END - P), Some(MMAP_BASE));
-        assert_eq!(place(&map, P, STACK_TOP - P), Some(MMAP_BASE));
-        assert_eq!(place(&map, 2 * P, MMAP_END - P), Some(MMAP_BASE));
-        assert_eq!(place(&map, P, u64::MAX - P + 1), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, P, 0x5000_0001), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, P, MIN_ADDR - P), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, P, USER_END), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, 2 * P, USER_END - P), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, P, STACK_TOP - P), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, 2 * P, MMAP_END - P), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, P, u64::MAX - P + 1), Some(MMAP_BASE));
         // A hint that is taken goes to the first gap.
         map.insert(region(0x5000_0000, 0x5000_0000 + P)).unwrap();
-        assert_eq!(place(&map, P, 0x5000_0000), Some(MMAP_BASE));
+        assert_eq!(place_fixed(&map, P, 0x5000_0000), Some(MMAP_BASE));
         map.insert(region(MMAP_BASE, MMAP_BASE + P)).unwrap();
-        assert_eq!(place(&map, P, 0x5000_0000), Some(MMAP_BASE + P));
-        assert_eq!(place(&map, 0, 0x5000_0000), None);
+        assert_eq!(place_fixed(&map, P, 0x5000_0000), Some(MMAP_BASE + P));
+        assert_eq!(place_fixed(&map, 0, 0x5000_0000), None);
     }
 
     #[test]
@@ -220,34 +257,34 @@ mod tests {
         let mut expected = MMAP_BASE;
         for i in 1..=50u64 {
             let len = (i % 3 + 1) * P;
-            let at = place(&map, len, 0).unwrap();
+            let at = place_fixed(&map, len, 0).unwrap();
             assert_eq!(at, expected);
             map.insert_merged(region(at, at + len)).unwrap();
             expected += len;
         }
         // A hole left by an unmap is reused first.
         map.remove_range(MMAP_BASE + 4 * P, MMAP_BASE + 6 * P);
-        assert_eq!(place(&map, 3 * P, 0), Some(expected));
-        assert_eq!(place(&map, 2 * P, 0), Some(MMAP_BASE + 4 * P));
+        assert_eq!(place_fixed(&map, 3 * P, 0), Some(expected));
+        assert_eq!(place_fixed(&map, 2 * P, 0), Some(MMAP_BASE + 4 * P));
     }
 
     #[test]
     fn overflows_above_the_stack_when_full() {
         let mut map = RegionMap::new();
         map.insert(region(MMAP_BASE, MMAP_END - P)).unwrap();
-        assert_eq!(place(&map, P, 0), Some(MMAP_END - P));
-        assert_eq!(place(&map, 2 * P, 0), Some(STACK_TOP));
+        assert_eq!(place_fixed(&map, P, 0), Some(MMAP_END - P));
+        assert_eq!(place_fixed(&map, 2 * P, 0), Some(STACK_TOP));
         map.insert(region(MMAP_END - P, MMAP_END)).unwrap();
-        assert_eq!(place(&map, P, 0), Some(STACK_TOP));
+        assert_eq!(place_fixed(&map, P, 0), Some(STACK_TOP));
         // The stack itself does not matter for the overflow area.
         map.insert(region(STACK_TOP - STACK_MAX, STACK_TOP))
             .unwrap();
-        assert_eq!(place(&map, P, 0), Some(STACK_TOP));
+        assert_eq!(place_fixed(&map, P, 0), Some(STACK_TOP));
         map.insert(region(STACK_TOP, STACK_TOP + P)).unwrap();
-        assert_eq!(place(&map, P, 0), Some(STACK_TOP + P));
+        assert_eq!(place_fixed(&map, P, 0), Some(STACK_TOP + P));
         // Nothing larger than user space fits anywhere.
-        assert_eq!(place(&map, USER_END, 0), None);
+        assert_eq!(place_fixed(&map, USER_END, 0), None);
         map.insert(region(STACK_TOP + P, USER_END)).unwrap();
-        assert_eq!(place(&map, P, 0), None);
+        assert_eq!(place_fixed(&map, P, 0), None);
     }
 }

@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
+pub mod aslr;
 pub mod brk;
 pub mod daemon;
 pub mod fault;

@@ -63,7 +63,8 @@ impl<K: Kernel> Memd<K> {
             } else {
                 0
             };
-            layout::place(&space.regions, size, hint).ok_or(VmError::OutOfMemory)?
+            layout::place(&space.regions, size, hint, &space.placement)
+                .ok_or(VmError::OutOfMemory)?
         };
         let end = start + size;
         let replaced: u64 = space

@@ -2,7 +2,7 @@
 
 use crate::daemon::{Death, Memd, PAGE_COST, Pid, REGION_COST, cost};
 use crate::kernel::{Kernel, PageOp};
-use crate::layout;
+use crate::layout::{self, Placement};
 use crate::region::{Region, RegionKind};
 use crate::space::{AddressSpace, page_prot, sync_ops};
 use crate::stats::bump;
@@ -15,17 +15,19 @@ use spin::Mutex;
 pub const STACK_SIZE: u64 = layout::STACK_MAX;
 
 impl<K: Kernel> Memd<K> {
-    /// Creates a process with an empty image: a stack below `STACK_TOP` (with an unmapped guard
-    /// page under it) and an empty heap at `HEAP_START`.
+    /// Creates a process with an empty image, laid out as memd's layout randomization draws it
+    /// ([`crate::aslr`]): a stack below its stack top (with an unmapped guard page under it)
+    /// and an empty heap.
     pub fn spawn(&self) -> Result<Pid, VmError> {
         self.room(REGION_COST + PAGE_COST)?;
         let (space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
-        let mut image = AddressSpace::new(pid, space, self.config.limits);
+        let placement = self.aslr.lock().draw();
+        let mut image = AddressSpace::new(pid, space, self.config.limits, placement);
         image.tables = tables;
         image.add_region(Region {
-            start: layout::STACK_TOP - STACK_SIZE,
-            end: layout::STACK_TOP,
+            start: placement.stack_top - STACK_SIZE,
+            end: placement.stack_top,
             prot: ProtectionFlags::READ_WRITE,
             kind: RegionKind::Stack,
             shared: false,
@@ -48,7 +50,7 @@ impl<K: Kernel> Memd<K> {
         self.room(cost(&space))?;
         let (child_space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
-        let mut child = AddressSpace::new(pid, child_space, space.limits);
+        let mut child = AddressSpace::new(pid, child_space, space.limits, space.placement);
         child.tables = tables;
         child.regions = space.regions.clone();
         child.mapped_bytes = space.mapped_bytes;
@@ -115,6 +117,12 @@ impl<K: Kernel> Memd<K> {
         Ok(pid)
     }
 
+    /// Where process `pid`'s areas begin (its first thread's stack pointer starts below
+    /// `stack_top`).
+    pub fn placement(&self, pid: Pid) -> Result<Placement, VmError> {
+        Ok(self.process(pid)?.lock().placement)
+    }
+
     /// Process `pid` exited with `status`: every frame it held is returned.
     pub fn exit(&self, pid: Pid, status: i32) -> Result<(), VmError> {
         if self.terminate(pid, Death::Exited(status)) {
@@ -133,7 +141,7 @@ impl<K: Kernel> Memd<K> {
         self.dead.lock().insert(pid, death);
         let image = core::mem::replace(
             &mut *process.lock(),
-            AddressSpace::new(pid, 0, self.config.limits),
+            AddressSpace::new(pid, 0, self.config.limits, Placement::FIXED),
         );
         self.teardown(image);
         true

@@ -7,7 +7,7 @@
 
 use crate::daemon::Pid;
 use crate::kernel::{FrameAddr, PAGE_SIZE, PageOp, SpaceId};
-use crate::layout;
+use crate::layout::{self, Placement};
 use crate::region::{Region, RegionMap};
 use crate::tables::SpaceTables;
 use alloc::collections::BTreeMap;
@@ -61,22 +61,27 @@ pub struct AddressSpace {
     pub limits: Limits,
     /// The frames memd donated to the kernel as its page tables.
     pub tables: SpaceTables,
+    /// Where its mmap area, stack and heap begin.
+    pub placement: Placement,
 }
 
 impl AddressSpace {
-    /// An empty address space of process `pid` in kernel space `space`.
-    pub fn new(pid: Pid, space: SpaceId, limits: Limits) -> AddressSpace {
+    /// An empty address space of process `pid` in kernel space `space`, laid out as
+    /// `placement` says.
+    pub fn new(pid: Pid, space: SpaceId, limits: Limits, placement: Placement) -> AddressSpace {
+        let heap_start = layout::HEAP_START + placement.heap_offset;
         AddressSpace {
             pid,
             space,
             regions: RegionMap::new(),
             pages: BTreeMap::new(),
             mapped_bytes: 0,
-            heap_start: layout::HEAP_START,
-            brk: layout::HEAP_START,
+            heap_start,
+            brk: heap_start,
             cow: false,
             limits,
             tables: SpaceTables::default(),
+            placement,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! memd parses the ELF file with the `elf` crate (no_std, no allocation, every offset and
 //! length checked against the file), then: [`Memd::spawn`] (an empty image: a stack of
-//! `STACK_MAX` under `STACK_TOP` with a guard page below it, an empty heap for brk),
+//! `STACK_MAX` under its stack top with a guard page below it, an empty heap for brk),
 //! [`Memd::load_segment`] for each `PT_LOAD` segment (a Code region if executable, else Data:
 //! private, backed now with the file's bytes and zeros after them, so a fork shares them
 //! copy-on-write), and kernel-shim's `thread_start` at the entry point with rdi = the pid.
@@ -24,7 +24,6 @@ use elf::endian::LittleEndian;
 use kernel_shim::abi as nr;
 use libvm::{ProtectionFlags, VmError};
 use memd::image::Segment;
-use memd::layout::STACK_TOP;
 use memd::{Memd, Pid};
 
 const PAGE: u64 = memd::kernel::PAGE_SIZE;
@@ -139,11 +138,12 @@ pub fn start(memd: &Memd<MetalKernel>, bytes: &[u8]) -> Result<Pid, LoadError> {
             return Err(LoadError::BadElf("no loadable segment"));
         }
         let space = memd.space_of(pid).map_err(LoadError::Vm)?;
+        let stack_top = memd.placement(pid).map_err(LoadError::Vm)?.stack_top;
         let t = call(
             nr::THREAD_START,
             space,
             file.ehdr.e_entry,
-            STACK_TOP - 8,
+            stack_top - 8,
             pid,
         );
         if t < 0 {

@@ -11,10 +11,12 @@
 //!    module 1 (the first program after itself); the others wait to be `SPAWN`ed by name.
 //! 5. [`serve::Server::run`]: requests, faults and exit notices, forever.
 //!
-//! One concept per file: [`sys`] (raw system calls), [`kernel`]
+//! One concept per file: [`sys`] (raw system calls), [`entropy`] (the seed of layout
+//! randomization), [`kernel`]
 //! (the `Kernel` trait), [`loader`] (ELF boot modules), [`procs`] (parents, children, waits),
 //! [`serve`] (the loop).
 
+pub mod entropy;
 pub mod kernel;
 pub mod loader;
 pub mod procs;
@@ -104,11 +106,21 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     // take, so no client can make memd run out of its own memory, by splitting mappings or by
     // forking large processes; the other half is for everything else memd keeps.
     // The out-of-memory policy never picks init, the first program (pid 1).
+    let (aslr_seed, source) = entropy::seed();
     let config = memd::Config {
         bookkeeping: (HEAP_BYTES / 2) as usize,
         oom_exempt: Some(1),
+        aslr_seed,
         ..memd::Config::default()
     };
+    println!(
+        "memd: address-space layout randomization {}",
+        match source {
+            entropy::Source::Off => "off (aslr=off)",
+            entropy::Source::Rdrand => "on (seeded from RDRAND and RDTSC)",
+            entropy::Source::Rdtsc => "on (seeded from RDTSC jitter only: no RDRAND)",
+        }
+    );
     let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);
     let pack_len = sys::call(nr::BOOTPACK_INFO, 0, 0, 0, 0).max(0) as usize;
     // SAFETY: the kernel mapped `pack_len` bytes of the boot pack read-only at BOOTPACK_BASE

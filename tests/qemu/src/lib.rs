@@ -76,6 +76,19 @@ impl Outcome {
         self
     }
 
+    /// Panics with the serial log unless a line of it holds `first` and, after it, `then`
+    /// (for lines with an address that layout randomization changes from boot to boot).
+    pub fn assert_log_line(&self, first: &str, then: &str) -> &Self {
+        assert!(
+            self.log.lines().any(|l| l
+                .find(first)
+                .is_some_and(|at| l[at + first.len()..].contains(then))),
+            "serial log lacks a line with {first:?} then {then:?}\n{}",
+            self.banner()
+        );
+        self
+    }
+
     /// Panics with the serial log if the serial log contains `needle`.
     pub fn assert_no_log(&self, needle: &str) -> &Self {
         assert!(

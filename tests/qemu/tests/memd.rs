@@ -42,8 +42,14 @@ fn memory_calls_errnos_brk_allocator_redox_calls_hostile_requests_and_fault_kill
         .assert_log("PASS redox fmap funmap mprotect")
         .assert_log("PASS hostile requests")
         .assert_log("PASS region flood refused at")
-        .assert_log("memd: killed pid 2 (space 0x10002): write at 0x40000000 (protection)")
-        .assert_log("memd: killed pid 3 (space 0x20002): read at 0x40000000 (protection)")
+        .assert_log_line(
+            "memd: killed pid 2 (space 0x10002): write at 0x",
+            "(protection)",
+        )
+        .assert_log_line(
+            "memd: killed pid 3 (space 0x20002): read at 0x",
+            "(protection)",
+        )
         .assert_log("read at 0x100 (nothing mapped)")
         .assert_log("PASS faults kill only the faulting process")
         .assert_log("PASS vmtest")

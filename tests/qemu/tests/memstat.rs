@@ -151,9 +151,9 @@ fn the_demonstration_runs_every_step_and_powers_off() {
         .assert_log("fork: child 2 wrote 4 pages, 4 COW copies, parent still reads 'hello'")
         .assert_log("shared: child 3 wrote 2 MAP_SHARED pages, the parent reads its word 0x5ea5")
         .assert_log("heap: sbrk(+64 KiB)")
-        .assert_log(
-            "segv: child 4 wrote to read-only memory: killed (SIGSEGV): write at 0x40000000, \
-             SEGV_ACCERR (protection)",
+        .assert_log_line(
+            "segv: child 4 wrote to read-only memory: killed (SIGSEGV): write at 0x",
+            ", SEGV_ACCERR (protection)",
         )
         .assert_log("spawn: the boot module hello (pid 5) exited with status 0")
         .assert_log("page tables ")

@@ -29,6 +29,8 @@ pub struct Config {
     pub bookkeeping: usize,
     /// The process the out-of-memory policy never picks.
     pub oom_exempt: Option<Pid>,
+    /// The seed of layout randomization (`None`, the default: the fixed layout).
+    pub aslr_seed: Option<[u8; 32]>,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             limits: Limits::default(),
             bookkeeping: memd::Config::default().bookkeeping,
             oom_exempt: None,
+            aslr_seed: None,
         }
     }
 }
@@ -122,6 +125,7 @@ impl System {
                 limits: config.limits,
                 bookkeeping: config.bookkeeping,
                 oom_exempt: config.oom_exempt,
+                aslr_seed: config.aslr_seed,
             },
         ));
         System { memd, mmu }

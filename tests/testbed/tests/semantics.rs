@@ -924,3 +924,59 @@ fn resident_pages_count_against_memds_bookkeeping() {
         sys.write(q, c + i * PAGE, b"ok").unwrap();
     }
 }
+
+#[test]
+fn layout_randomization_places_each_process_apart() {
+    use memd::aslr::{MMAP_RANDOM_BASE, STACK_RANDOM_TOP};
+    let with_seed = |seed: u8| {
+        System::new(Config {
+            aslr_seed: Some([seed; 32]),
+            ..Config::default()
+        })
+    };
+    let sys = with_seed(1);
+    let mut mmaps = std::collections::BTreeSet::new();
+    let mut stacks = std::collections::BTreeSet::new();
+    let mut heaps = std::collections::BTreeSet::new();
+    for _ in 0..32 {
+        let p = sys.spawn().unwrap();
+        let vm = sys.client(p);
+        let at = sys.memd().placement(p).unwrap();
+        let a = vm.mmap(0, 4096, P::READ_WRITE, anon()).unwrap() as u64;
+        assert_eq!(a, at.mmap_base);
+        assert!((MMAP_RANDOM_BASE..MMAP_RANDOM_BASE + (1 << 40)).contains(&a));
+        assert!(at.stack_top <= STACK_RANDOM_TOP && at.stack_top > STACK_RANDOM_TOP - (16 << 30));
+        let brk = vm.brk(0).unwrap() as u64;
+        assert!((HEAP_START..HEAP_START + (32 << 20)).contains(&brk));
+        // The stack is where the layout says: its top page is usable, above it nothing.
+        sys.write(p, at.stack_top - 8, b"stack!!!").unwrap();
+        assert_eq!(sys.read(p, at.stack_top - 8, 8).unwrap(), b"stack!!!");
+        // A fork keeps the layout.
+        let c = sys.fork(p).unwrap();
+        assert_eq!(sys.memd().placement(c).unwrap(), at);
+        sys.exit(c, 0).unwrap();
+        mmaps.insert(a);
+        stacks.insert(at.stack_top);
+        heaps.insert(brk);
+        let p2 = sys.spawn().unwrap();
+        assert_eq!(
+            sys.write(p2, at.stack_top, b"x").map_err(|f| f.kind),
+            Err(FaultKind::Unmapped),
+            "nothing above the stack top"
+        );
+    }
+    assert!(
+        mmaps.len() == 32 && stacks.len() == 32,
+        "{mmaps:?} {stacks:?}"
+    );
+    assert!(heaps.len() >= 28, "{heaps:?}");
+    // Another seed, another layout; the same seed, the same (reproducible).
+    let first = |sys: &System| {
+        let p = sys.spawn().unwrap();
+        sys.memd().placement(p).unwrap()
+    };
+    assert_ne!(first(&with_seed(1)), first(&with_seed(2)));
+    assert_eq!(first(&with_seed(3)), first(&with_seed(3)));
+    // Off: the fixed layout.
+    assert_eq!(first(&system()), memd::layout::Placement::FIXED);
+}
