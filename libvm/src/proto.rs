@@ -23,6 +23,7 @@
 //! | 12 `WAIT` | wait for a child to die | child pid (bulk: fault address, if 8 bytes lent) | [`wait_status`] word |
 //! | 13 `ARGS` | the caller's argument string | - (bulk: the bytes, cut to the buffer) | bytes written |
 //! | 14 `PROCESSES` | which processes exist | from pid (bulk: [`ProcessInfo`]s of pids ≥ from) | entries written |
+//! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //!
 //! On the metal the 8 words of an `Sqe` travel in registers ([`sqe_to_words`]): word 0 holds
 //! opcode, flags and tag, words 1..7 the args, word 7 the caller (the kernel's badge). A reply
@@ -61,6 +62,8 @@ pub const WAIT: u8 = 12;
 pub const ARGS: u8 = 13;
 /// `PROCESSES`: the live processes, with their parents and names.
 pub const PROCESSES: u8 = 14;
+/// `DENY_WRITE_EXEC`: W^X for the caller from now on (Linux's `PR_SET_MDWE`).
+pub const DENY_WRITE_EXEC: u8 = 15;
 
 /// Longest argument string a `SPAWN` carries (longer ones are cut).
 pub const MAX_ARGS: usize = 256;
@@ -229,6 +232,9 @@ pub enum Request {
         /// Lowest pid of interest.
         from: u64,
     },
+    /// From now on no page of the caller (and of the processes it forks or spawns) is ever
+    /// writable and executable at once, and none becomes executable that was not.
+    DenyWriteExec,
 }
 
 impl Request {
@@ -330,6 +336,7 @@ impl Request {
             Request::Wait { pid } => sqe(WAIT, [pid, 0, 0, 0, 0, 0]),
             Request::Args => sqe(ARGS, [0; 6]),
             Request::Processes { from } => sqe(PROCESSES, [from, 0, 0, 0, 0, 0]),
+            Request::DenyWriteExec => sqe(DENY_WRITE_EXEC, [0; 6]),
         }
     }
 
@@ -466,6 +473,10 @@ impl Request {
             PROCESSES => {
                 unused(1)?;
                 Ok(Request::Processes { from: a[0] })
+            }
+            DENY_WRITE_EXEC => {
+                unused(0)?;
+                Ok(Request::DenyWriteExec)
             }
             _ => Err(VmError::BadRequest),
         }
@@ -793,6 +804,7 @@ mod tests {
             Request::Wait { pid: 9 },
             Request::Args,
             Request::Processes { from: 2 },
+            Request::DenyWriteExec,
         ];
         for r in all {
             assert_eq!(Request::decode(&r.encode()), Ok(r));

@@ -189,6 +189,14 @@ impl<T: Transport> Vm<T> {
         Ok(buf[..n].to_vec())
     }
 
+    /// From now on no page of this process (nor of the processes it forks or spawns) is ever
+    /// writable and executable at once, and none becomes executable that was not: `mmap` and
+    /// `mprotect` asking for it get `PermissionDenied` (EACCES), as under Linux's
+    /// `prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)`. It cannot be undone.
+    pub fn deny_write_exec(&self) -> VmResult<()> {
+        self.call(Request::DenyWriteExec, &mut []).map(drop)
+    }
+
     /// Every live process, lowest pid first, asked for [`PROCESSES_PER_CALL`] at a time until a
     /// call returns fewer.
     pub fn processes(&self) -> VmResult<Vec<ProcessInfo>> {

@@ -56,6 +56,7 @@ impl<K: Kernel> Memd<K> {
                 .madvise(caller, addr as u64, len as u64, advice)
                 .map(|_| 0),
             Request::Fork => self.fork(caller),
+            Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
             // Boot modules and deferred replies are the metal side's (`metal/serve.rs`); the
             // core alone cannot start a program or block a caller.
             // Argument strings too: they come with a `SPAWN`.

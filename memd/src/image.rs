@@ -55,6 +55,13 @@ impl<K: Kernel> Memd<K> {
         if !space.regions.is_free(start, end) {
             return Err(VmError::AlreadyMapped);
         }
+        if space.deny_write_exec
+            && segment
+                .prot
+                .contains(ProtectionFlags::WRITE | ProtectionFlags::EXECUTE)
+        {
+            return Err(VmError::PermissionDenied);
+        }
         self.region_room(space, 1)?;
         let pages = ((end - start) / PAGE_SIZE) as usize;
         self.room(pages * PAGE_COST)?;

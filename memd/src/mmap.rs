@@ -45,6 +45,10 @@ impl<K: Kernel> Memd<K> {
         if shared == flags.contains(MmapFlags::PRIVATE) || !flags.contains(MmapFlags::ANONYMOUS) {
             return Err(VmError::InvalidFlags);
         }
+        if space.deny_write_exec && prot.contains(ProtectionFlags::WRITE | ProtectionFlags::EXECUTE)
+        {
+            return Err(VmError::PermissionDenied);
+        }
         // The new region, and a region it may split in two.
         self.region_room(space, 2)?;
         let fixed = flags.intersects(MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE);
@@ -195,6 +199,17 @@ impl<K: Kernel> Memd<K> {
         let end = check_user_range(addr, len)?;
         if !ProtectionFlags::all().contains(prot) {
             return Err(VmError::InvalidFlags);
+        }
+        // W^X: never writable and executable at once, never executable where it was not.
+        if space.deny_write_exec
+            && prot.contains(ProtectionFlags::EXECUTE)
+            && (prot.contains(ProtectionFlags::WRITE)
+                || space
+                    .regions
+                    .overlapping(addr, end)
+                    .any(|r| !r.prot.contains(ProtectionFlags::EXECUTE)))
+        {
+            return Err(VmError::PermissionDenied);
         }
         // A range inside a region splits it in three.
         self.region_room(space, 2)?;

@@ -56,6 +56,7 @@ impl<K: Kernel> Memd<K> {
         child.mapped_bytes = space.mapped_bytes;
         child.heap_start = space.heap_start;
         child.brk = space.brk;
+        child.deny_write_exec = space.deny_write_exec;
         child.pages = space.pages.clone();
         {
             let mut objects = self.objects.lock();
@@ -115,6 +116,18 @@ impl<K: Kernel> Memd<K> {
             .write()
             .insert(pid, Arc::new(Mutex::new(child)));
         Ok(pid)
+    }
+
+    /// From now on process `pid` is under W^X: no page writable and executable at once, none
+    /// made executable that was not (see [`libvm::Vm::deny_write_exec`]). For good.
+    pub fn deny_write_exec(&self, pid: Pid) -> Result<(), VmError> {
+        self.process(pid)?.lock().deny_write_exec = true;
+        Ok(())
+    }
+
+    /// Whether process `pid` is under W^X.
+    pub fn denies_write_exec(&self, pid: Pid) -> Result<bool, VmError> {
+        Ok(self.process(pid)?.lock().deny_write_exec)
     }
 
     /// Where process `pid`'s areas begin (its first thread's stack pointer starts below

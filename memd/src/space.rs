@@ -63,6 +63,9 @@ pub struct AddressSpace {
     pub tables: SpaceTables,
     /// Where its mmap area, stack and heap begin.
     pub placement: Placement,
+    /// W^X (Linux's MDWE): no page writable and executable at once, none made executable
+    /// that was not. Set for good; inherited by forks and spawns.
+    pub deny_write_exec: bool,
 }
 
 impl AddressSpace {
@@ -82,6 +85,7 @@ impl AddressSpace {
             limits,
             tables: SpaceTables::default(),
             placement,
+            deny_write_exec: false,
         }
     }
 

@@ -49,8 +49,12 @@ impl core::fmt::Display for LoadError {
     }
 }
 
-/// Starts `bytes` as a new process; its pid.
-pub fn start(memd: &Memd<MetalKernel>, bytes: &[u8]) -> Result<Pid, LoadError> {
+/// Starts `bytes` as a new process (under W^X from the start if `deny_write_exec`); its pid.
+pub fn start(
+    memd: &Memd<MetalKernel>,
+    bytes: &[u8],
+    deny_write_exec: bool,
+) -> Result<Pid, LoadError> {
     let file = ElfBytes::<LittleEndian>::minimal_parse(bytes)
         .map_err(|_| LoadError::BadElf("not an ELF64 little-endian file"))?;
     if file.ehdr.e_machine != EM_X86_64 || file.ehdr.e_type != ET_EXEC {
@@ -102,6 +106,10 @@ pub fn start(memd: &Memd<MetalKernel>, bytes: &[u8]) -> Result<Pid, LoadError> {
     }
     let pid = memd.spawn().map_err(LoadError::Vm)?;
     let result = (|| {
+        if deny_write_exec {
+            // Before the image: a writable and executable segment is refused.
+            memd.deny_write_exec(pid).map_err(LoadError::Vm)?;
+        }
         let mut loaded = 0;
         for &(first, last) in &groups {
             let group = &pieces[first..=last];

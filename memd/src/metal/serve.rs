@@ -100,7 +100,9 @@ impl Server {
         parent: Option<Pid>,
         args: &[u8],
     ) -> Result<Pid, loader::LoadError> {
-        let pid = loader::start(&self.memd, p.bytes)?;
+        // W^X passes from a parent to what it spawns.
+        let deny = parent.is_some_and(|p| self.memd.denies_write_exec(p).unwrap_or(false));
+        let pid = loader::start(&self.memd, p.bytes, deny)?;
         if let Ok(space) = self.memd.space_of(pid) {
             self.procs.add(pid, space, parent);
             let program = Running {

@@ -980,3 +980,58 @@ fn layout_randomization_places_each_process_apart() {
     // Off: the fixed layout.
     assert_eq!(first(&system()), memd::layout::Placement::FIXED);
 }
+
+#[test]
+fn deny_write_exec_refuses_writable_code_for_good_and_for_forks() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    // Before: writable and executable memory is allowed.
+    let rwx = vm.mmap(0, 4096, P::READ_WRITE_EXEC, anon()).unwrap();
+    vm.munmap(rwx, 4096).unwrap();
+    let code = vm.mmap(0, 4096, P::READ_EXEC, anon()).unwrap();
+    let data = vm.mmap(0, 2 * 4096, P::READ_WRITE, anon()).unwrap();
+    vm.deny_write_exec().unwrap();
+    let denied = Err(VmError::PermissionDenied);
+    assert_eq!(VmError::PermissionDenied.errno(), syscall::error::EACCES);
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ_WRITE_EXEC, anon()).map(drop),
+        denied
+    );
+    assert_eq!(vm.mprotect(data, 4096, P::READ_WRITE_EXEC), denied);
+    // Written data never becomes code, even without write access.
+    assert_eq!(vm.mprotect(data, 4096, P::READ_EXEC), denied);
+    assert_eq!(vm.mprotect(data, 4096, P::READ), Ok(()));
+    assert_eq!(vm.mprotect(data, 4096, P::READ_EXEC), denied);
+    // A range over code and data: refused whole, nothing changed.
+    assert_eq!(vm.mprotect(code, 2 * 4096, P::READ_EXEC), denied);
+    // Code stays code; fresh read-only code may be mapped.
+    assert_eq!(vm.mprotect(code, 4096, P::READ), Ok(()));
+    assert_eq!(vm.mprotect(code, 4096, P::READ_EXEC), denied);
+    assert!(vm.mmap(0, 4096, P::READ_EXEC, anon()).is_ok());
+    let regions = vm.regions(0).unwrap();
+    assert!(
+        regions
+            .iter()
+            .all(|r| r.prot & 6 != 6 && (r.start != data as u64 || r.prot == 1)),
+        "{regions:?}"
+    );
+    // A fork inherits it; there is no way back.
+    let c = sys.fork(p).unwrap();
+    assert!(sys.memd().denies_write_exec(c).unwrap());
+    assert_eq!(
+        sys.client(c)
+            .mmap(0, 4096, P::READ_WRITE_EXEC, anon())
+            .map(drop),
+        denied
+    );
+    vm.deny_write_exec().unwrap();
+    assert!(sys.memd().denies_write_exec(p).unwrap());
+    // Others are not touched.
+    let q = sys.spawn().unwrap();
+    assert!(
+        sys.client(q)
+            .mmap(0, 4096, P::READ_WRITE_EXEC, anon())
+            .is_ok()
+    );
+}

@@ -1,5 +1,6 @@
-//! Layout randomization on the metal: two processes of one boot, and two boots, place their
-//! mmap area, heap and stack apart; `aslr=off` gives the fixed layout every time.
+//! What a process gets besides isolation: layout randomization (two processes of one boot,
+//! and two boots, place their mmap area, heap and stack apart; `aslr=off` gives the fixed
+//! layout every time) and W^X as its own policy.
 
 use qemu_runner::Boot;
 
@@ -54,4 +55,13 @@ fn processes_and_boots_get_different_layouts_unless_turned_off() {
     assert_eq!(off[0].0, off[1].0);
     assert_eq!(off[0].1, off[1].1);
     assert!(off[0].2 < 0x8000_0000 && off[0].2 > 0x7F80_0000);
+}
+
+#[test]
+fn deny_write_exec_holds_for_a_process_its_forks_and_spawns() {
+    let o = Boot::new(&["memd", "wxtest"]).run();
+    o.assert_clean()
+        .assert_log("PASS wxtest child")
+        .assert_log("PASS wxtest")
+        .assert_no_log("FAIL");
 }
