@@ -679,6 +679,8 @@ wire_struct! {
         pub heap_bytes: u64,
         /// Bytes of frames it maps (resident pages times the page size).
         pub total_allocated: u64,
+        /// Frames memd donated as its page tables (spare ones included): charged to it.
+        pub page_table_frames: u64,
     }
 }
 
@@ -912,11 +914,12 @@ mod tests {
             private_pages: 6,
             heap_bytes: 7,
             total_allocated: 8,
+            page_table_frames: 9,
         };
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 72];
         assert!(s.write_to(&mut buf));
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
-        assert!(!s.write_to(&mut buf[..63]));
+        assert!(!s.write_to(&mut buf[..71]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
         assert_eq!(GlobalStats::WORDS, 21);
     }

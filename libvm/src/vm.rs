@@ -450,6 +450,7 @@ mod tests {
             private_pages: 2,
             heap_bytes: 8192,
             total_allocated: 3 * 4096,
+            page_table_frames: 4,
         };
         let full = Vm::new(Recorder::new(writing(stats, ProcessStats::WORDS as u64)));
         assert_eq!(full.process_stats(0), Ok(stats));

@@ -103,6 +103,7 @@ impl<K: Kernel> Memd<K> {
             private_pages: resident - shared,
             heap_bytes: space.brk - space.heap_start,
             total_allocated: resident * PAGE_SIZE,
+            page_table_frames: space.tables.len() as u64,
         })
     }
 

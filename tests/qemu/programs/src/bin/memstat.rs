@@ -141,7 +141,8 @@ fn system_table(out: &mut String, g: &GlobalStats) {
     );
     let _ = writeln!(
         out,
-        "page tables  {} frames ({} KiB, the kernel's)",
+        "page tables  {} frames ({} KiB) of the used: memd's frames lent to the kernel as the \
+         page tables of processes, each charged to its process",
         g.page_table_frames,
         kib(g.page_table_frames)
     );
@@ -162,7 +163,18 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.ops_fork,
         g.ops_failed
     );
-    let _ = writeln!(out, "processes    {}", g.processes);
+    let _ = writeln!(
+        out,
+        "processes    {}  killed for memory: {} (the largest each time)",
+        g.processes, g.oom_kills
+    );
+    if g.frames_quarantined != 0 {
+        let _ = writeln!(
+            out,
+            "quarantined  {} frames (the kernel refused to destroy a space that held them)",
+            g.frames_quarantined
+        );
+    }
 }
 
 fn ps_table(out: &mut String, procs: &[Proc]) {
@@ -191,7 +203,7 @@ fn ps_table(out: &mut String, procs: &[Proc]) {
 }
 
 fn system_json(out: &mut String, g: &GlobalStats) {
-    let fields: [(&str, u64); 19] = [
+    let fields: [(&str, u64); 21] = [
         ("frames_total", g.frames_total),
         ("frames_free", g.frames_free),
         ("frames_used", g.frames_used),
@@ -210,6 +222,8 @@ fn system_json(out: &mut String, g: &GlobalStats) {
         ("ops_fork", g.ops_fork),
         ("ops_failed", g.ops_failed),
         ("processes", g.processes),
+        ("oom_kills", g.oom_kills),
+        ("frames_quarantined", g.frames_quarantined),
         ("page_size", PAGE),
     ];
     out.push('{');
@@ -224,7 +238,8 @@ fn process_json(out: &mut String, p: &Proc) {
     let _ = write!(
         out,
         "{{\"pid\":{},\"ppid\":{},\"name\":\"{}\",\"vsz_pages\":{},\"rss_pages\":{},\
-         \"shared_pages\":{},\"private_pages\":{},\"heap_bytes\":{},\"regions\":{}}}",
+         \"shared_pages\":{},\"private_pages\":{},\"heap_bytes\":{},\"regions\":{},\
+         \"page_table_frames\":{}}}",
         p.info.pid,
         p.info.parent,
         escaped(p.info.name()),
@@ -233,7 +248,8 @@ fn process_json(out: &mut String, p: &Proc) {
         s.shared_pages,
         s.private_pages,
         s.heap_bytes,
-        s.region_count
+        s.region_count,
+        s.page_table_frames
     );
 }
 
@@ -351,7 +367,8 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
     let name = p.info.name();
     let _ = writeln!(
         out,
-        "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private), heap {}",
+        "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private), heap {}, \
+         page tables {}",
         pid,
         if name.is_empty() { "?" } else { name },
         stats.region_count,
@@ -359,7 +376,8 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
         size(stats.resident_pages * PAGE),
         size(stats.shared_pages * PAGE),
         size(stats.private_pages * PAGE),
-        size(stats.heap_bytes)
+        size(stats.heap_bytes),
+        size(stats.page_table_frames * PAGE)
     );
     let _ = writeln!(
         out,
