@@ -27,6 +27,9 @@ use super::usercopy;
 
 /// The most endpoints.
 pub const MAX_ENDPOINTS: usize = 64;
+/// The most endpoints one space may own: an endpoint is a kernel slot any process can take
+/// with `endpoint_create`, so each space is held to a few and no process can take them all.
+pub const MAX_ENDPOINTS_PER_SPACE: usize = 4;
 /// The pager's endpoint, created at boot and owned by the pager's space.
 pub const PAGER_ENDPOINT: usize = 0;
 pub use kernel_shim::abi::{TOKEN_EXIT, TOKEN_FAULT};
@@ -57,8 +60,17 @@ impl Endpoint {
     };
 }
 
-/// Opens an endpoint owned by space `owner`.
+/// Opens an endpoint owned by space `owner`; `None` when none is free or the space owns
+/// [`MAX_ENDPOINTS_PER_SPACE`] already.
 pub fn open(k: &mut Kernel, owner: usize) -> Option<usize> {
+    let owned = k
+        .endpoints
+        .iter()
+        .filter(|e| e.live && e.owner == owner)
+        .count();
+    if owned >= MAX_ENDPOINTS_PER_SPACE {
+        return None;
+    }
     let ep = k.endpoints.iter().position(|e| !e.live)?;
     k.endpoints[ep] = Endpoint {
         live: true,

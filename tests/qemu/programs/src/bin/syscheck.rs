@@ -99,6 +99,13 @@ fn main(_: Start) -> u64 {
     );
     let (a, b) = (endpoint_create(), endpoint_create());
     check!(a > 0 && b > 0 && a != b, "endpoint_create: {} {}", a, b);
+    // A space owns at most four endpoints: no process can take every kernel slot.
+    let (c3, c4) = (endpoint_create(), endpoint_create());
+    check!(c3 > 0 && c4 > 0, "endpoints 3 and 4: {} {}", c3, c4);
+    check!(
+        e(endpoint_create()) == errno::ENOMEM,
+        "a fifth endpoint of one space"
+    );
     let t0 = clock();
     check!(clock() >= t0, "clock goes forward");
     println!("PASS syscheck");
