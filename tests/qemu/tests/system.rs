@@ -114,3 +114,50 @@ fn once_the_pager_has_ended_a_fault_kills_the_process() {
         .assert_log("the pager (space 0x10000) ended with code 0x0")
         .assert_log("killed thread 0x10001 of space 0x10001: #PF page fault (reason 14)");
 }
+
+#[test]
+fn rflags_set_by_ring3_never_reach_the_kernel_and_return_sanitized() {
+    // ntflag sets NT (and AC, ID, DF, IOPL) and yields while the spinner is runnable: the
+    // kernel switches to the spinner's interrupted frame with `iretq`, which raises #GP in
+    // ring 0 if the kernel runs with the caller's NT. Every return must clear NT.
+    let o = Boot::new(&["pager", "ntflag", "spinner"]).run();
+    o.assert_clean()
+        .assert_log("ntflag: 200 yields with NT set, NT clear after each")
+        .assert_log("ntflag: AC, ID and DF kept, NT and IOPL clear")
+        .assert_log("ntflag: NT cleared by an interrupt return")
+        .assert_log("PASS ntflag")
+        .assert_log("spinner: done")
+        .assert_no_log("KERNEL FAULT")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn jumping_out_of_the_user_half_or_reading_the_kernel_half_kills_only_that_process() {
+    let o = Boot::new(&["pager", "jump_top", "kread", "hello"]).run();
+    o.assert_clean()
+        .assert_log("pager: refusing fault vector 13 at 0x800000000000 of space 0x10001")
+        .assert_log("pager: refusing fault vector 14 at 0xffff800000100000 of space 0x10002")
+        .assert_log("pager: space 0x10001 ended with code 0x10000000e")
+        .assert_log("pager: space 0x10002 ended with code 0x10000000e")
+        .assert_log("PASS hello")
+        .assert_no_log("KERNEL FAULT")
+        .assert_no_log("FAIL");
+}
+
+#[test]
+fn a_thread_is_never_resumed_outside_the_user_half() {
+    // badpager resumes every fault unchanged, here jump_top's #GP at the non-canonical
+    // 0x800000000000: the kernel must kill the thread rather than return there.
+    let mut boot = Boot::new(&["badpager", "jump_top", "hello"]);
+    boot.timeout = std::time::Duration::from_secs(20);
+    let o = boot.run();
+    o.assert_clean()
+        .assert_log("badpager: resuming fault vector 13 at 0x800000000000")
+        .assert_log("kernel-shim: thread 0x10001 cannot return to 0x800000000000, outside the user half")
+        .assert_log(
+            "killed thread 0x10001 of space 0x10001: #GP general protection (return outside the user half) (reason 13)",
+        )
+        .assert_log("badpager: space 0x10001 ended with code 0x10000000d")
+        .assert_log("PASS hello")
+        .assert_no_log("KERNEL FAULT");
+}
