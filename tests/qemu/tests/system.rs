@@ -19,8 +19,91 @@ fn a_kernel_fault_is_reported_and_halts() {
     assert_eq!(o.exit, Exit::KernelFatal, "{}", o.log);
     o.assert_log("KERNEL FAULT: vector 14 (#PF page fault)")
         .assert_log("cr2 0xffff900000000000")
+        .assert_log("page fault: page not present, read")
         .assert_log("r15 ")
         .assert_log("kernel halted");
+}
+
+#[test]
+fn the_boot_log_says_smep_smap_and_wx_are_on() {
+    // The runner's default CPU model (`-cpu max`) has SMEP and SMAP.
+    let o = Boot::new(&[]).run();
+    o.assert_clean()
+        .assert_log("kernel-shim: kernel mappings W^X with NX: text r-x, rodata r--, data rw-, window rw- (image r--); guard pages under both stacks")
+        .assert_log("kernel-shim: SMEP on, SMAP on");
+}
+
+/// Boots `selftest=NAME` (with `programs`) and checks that it ends in the fatal report of a
+/// ring-0 fault holding every one of `report`.
+fn selftest_is_a_reported_kernel_fault(name: &str, programs: &[&str], report: &[&str]) {
+    let o = Boot::new(programs)
+        .cmdline(&format!("selftest={name}"))
+        .run();
+    assert_eq!(o.exit, Exit::KernelFatal, "selftest={name}:\n{}", o.log);
+    o.assert_log(&format!("kernel-shim: self test {name}: "))
+        .assert_log("kernel halted");
+    for line in report {
+        o.assert_log(line);
+    }
+}
+
+#[test]
+fn the_kernel_cannot_write_its_text_or_rodata_not_even_through_the_window() {
+    for name in ["write-text", "write-rodata", "write-window-text"] {
+        selftest_is_a_reported_kernel_fault(
+            name,
+            &[],
+            &[
+                "KERNEL FAULT: vector 14 (#PF page fault) error 0x3",
+                "page fault: protection violation, write",
+            ],
+        );
+    }
+}
+
+#[test]
+fn the_kernel_cannot_execute_its_data_or_the_physical_window() {
+    for name in ["exec-data", "exec-window"] {
+        selftest_is_a_reported_kernel_fault(
+            name,
+            &[],
+            &[
+                "KERNEL FAULT: vector 14 (#PF page fault) error 0x11",
+                "page fault: protection violation, instruction fetch",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_kernel_stack_overflow_hits_the_guard_page_and_is_reported_as_a_double_fault() {
+    selftest_is_a_reported_kernel_fault(
+        "stack-overflow",
+        &[],
+        &["KERNEL FAULT: vector 8 (#DF double fault)"],
+    );
+}
+
+#[test]
+fn smep_and_smap_keep_the_kernel_out_of_user_pages() {
+    selftest_is_a_reported_kernel_fault(
+        "smep",
+        &["hello"],
+        &[
+            "KERNEL FAULT: vector 14 (#PF page fault) error 0x11",
+            "rip 0x0000000000400",
+            "page fault: protection violation, instruction fetch",
+        ],
+    );
+    selftest_is_a_reported_kernel_fault(
+        "smap",
+        &["hello"],
+        &[
+            "KERNEL FAULT: vector 14 (#PF page fault) error 0x1",
+            "cr2 0x000000007ffffff8",
+            "page fault: protection violation, read",
+        ],
+    );
 }
 
 #[test]
