@@ -13,17 +13,31 @@
 //! ```
 //!
 //! It enables PAE, long mode, NX, `syscall`, write protection and SSE, loads a minimal GDT,
-//! and jumps to `kmain_entry` in the higher half on the kernel stack.
+//! and jumps to `kmain_entry` in the higher half on the kernel stack. These tables serve only
+//! until [`super::kmap`] builds the kernel's final ones (W^X, 4 KiB pages for the image,
+//! guard pages under the stacks).
+//!
+//! The two kernel stacks live here too, each above a guard page the final tables leave
+//! unmapped: the kernel stack (every entry from ring 3) and the double-fault stack (IST 1).
+//! An overflow of the kernel stack then faults on its guard page, which escalates to a double
+//! fault on the other stack and is reported, instead of silently overwriting what lies below.
 
 use core::arch::global_asm;
 
 /// Where the physical memory window starts.
 pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
-/// How many bytes of physical memory the boot page tables put in the window.
+/// How many bytes of physical memory the window maps (the boot tables' and the kernel's).
 pub const PHYS_WINDOW_SIZE: u64 = 4 << 30;
+
+/// Where the kernel image is mapped: virtual = physical + `KERNEL_VMA` (the linker script's).
+pub const KERNEL_VMA: u64 = 0xFFFF_FFFF_8000_0000;
 
 /// Size of the kernel stack (one per CPU; the kernel never blocks on it).
 pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
+/// Size of the double-fault stack.
+pub const DOUBLE_FAULT_STACK_SIZE: usize = 16 * 1024;
+/// Size of a guard page.
+const GUARD_SIZE: usize = 4096;
 
 // The PVH note, the 32-bit entry and the trampoline to 64-bit code.
 global_asm!(
@@ -138,22 +152,57 @@ boot_long:
 
     .section .bss.kernel_stack, "aw", @nobits
     .p2align 12
+    .global kernel_stack_guard
+kernel_stack_guard:
+    .skip {guard_size}
     .global kernel_stack_bottom
 kernel_stack_bottom:
     .skip {stack_size}
     .global kernel_stack_top
 kernel_stack_top:
+    .global double_fault_stack_guard
+double_fault_stack_guard:
+    .skip {guard_size}
+    .skip {df_stack_size}
+    .global double_fault_stack_top
+double_fault_stack_top:
 
     .section .text
     "#,
     entry = sym super::kmain_entry,
     stack_size = const KERNEL_STACK_SIZE,
+    df_stack_size = const DOUBLE_FAULT_STACK_SIZE,
+    guard_size = const GUARD_SIZE,
 );
 
 unsafe extern "C" {
     /// Top of the kernel stack (defined above).
     #[link_name = "kernel_stack_top"]
     static KERNEL_STACK_TOP: u8;
+    /// The guard page under the kernel stack (defined above).
+    #[link_name = "kernel_stack_guard"]
+    static KERNEL_STACK_GUARD: u8;
+    /// The lowest byte of the kernel stack (defined above).
+    #[link_name = "kernel_stack_bottom"]
+    static KERNEL_STACK_BOTTOM: u8;
+    /// Top of the double-fault stack (defined above).
+    #[link_name = "double_fault_stack_top"]
+    static DOUBLE_FAULT_STACK_TOP: u8;
+    /// The guard page under the double-fault stack (defined above).
+    #[link_name = "double_fault_stack_guard"]
+    static DOUBLE_FAULT_STACK_GUARD: u8;
+    /// First byte of the kernel's text (linker script; page aligned).
+    #[link_name = "__text_start"]
+    static TEXT_START: u8;
+    /// First byte of the kernel's read-only data, just past the text (page aligned).
+    #[link_name = "__rodata_start"]
+    static RODATA_START: u8;
+    /// First byte of the kernel's data and bss, just past the read-only data (page aligned).
+    #[link_name = "__data_start"]
+    static DATA_START: u8;
+    /// First byte past the kernel image (page aligned).
+    #[link_name = "__image_end"]
+    static IMAGE_END: u8;
     /// First byte of the kernel image in physical memory.
     #[link_name = "__kernel_phys_start"]
     static KERNEL_PHYS_START: u8;
@@ -166,6 +215,53 @@ unsafe extern "C" {
 pub fn kernel_stack_top() -> u64 {
     // Only the address of the linker-defined symbol is taken, never its value.
     &raw const KERNEL_STACK_TOP as u64
+}
+
+/// The lowest address of the kernel stack: an overflow goes below it, into its guard page.
+pub fn kernel_stack_bottom() -> u64 {
+    &raw const KERNEL_STACK_BOTTOM as u64
+}
+
+/// The address just past the double-fault stack (IST 1).
+pub fn double_fault_stack_top() -> u64 {
+    &raw const DOUBLE_FAULT_STACK_TOP as u64
+}
+
+/// The guard pages the kernel's tables leave unmapped: under the kernel stack and under the
+/// double-fault stack.
+pub fn guard_pages() -> [u64; 2] {
+    [
+        &raw const KERNEL_STACK_GUARD as u64,
+        &raw const DOUBLE_FAULT_STACK_GUARD as u64,
+    ]
+}
+
+/// The parts of the kernel image as virtual addresses, each page aligned: text, read-only
+/// data, and data with bss, in this order, back to back.
+pub struct ImageLayout {
+    /// Start of the text.
+    pub text: u64,
+    /// Start of the read-only data (end of the text).
+    pub rodata: u64,
+    /// Start of the data and bss (end of the read-only data).
+    pub data: u64,
+    /// End of the image.
+    pub end: u64,
+}
+
+/// Where the parts of the kernel image are (from the linker script's symbols).
+pub fn image_layout() -> ImageLayout {
+    ImageLayout {
+        text: &raw const TEXT_START as u64,
+        rodata: &raw const RODATA_START as u64,
+        data: &raw const DATA_START as u64,
+        end: &raw const IMAGE_END as u64,
+    }
+}
+
+/// The physical address of `virt`, an address inside the kernel image's mapping.
+pub fn image_to_phys(virt: u64) -> u64 {
+    virt - KERNEL_VMA
 }
 
 /// The physical range `[start, end)` the kernel image occupies.

@@ -80,7 +80,7 @@ struct MemmapEntry {
 
 fn read<T>(phys: u64) -> T {
     // SAFETY: the caller passes physical addresses from the loader's start-info block, which
-    // lie in the first 4 GiB, all of which the boot page tables map in the window. The reads
+    // lie in the first 4 GiB, all of which the kernel's tables map in the window. The reads
     // are unaligned-safe.
     unsafe { core::ptr::read_unaligned(phys_to_virt(phys) as *const T) }
 }

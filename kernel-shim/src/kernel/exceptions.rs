@@ -57,6 +57,23 @@ pub fn kernel_fault(frame: &TrapFrame) -> ! {
         f.rflags
     );
     kprintln!("  rsp {:#018x}  ss {:#x}  cr2 {:#018x}", f.rsp, f.ss, cr2());
+    if f.vector == PAGE_FAULT {
+        kprintln!(
+            "  page fault: {}, {}",
+            if f.error & 1 != 0 {
+                "protection violation"
+            } else {
+                "page not present"
+            },
+            if f.error & 16 != 0 {
+                "instruction fetch"
+            } else if f.error & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            }
+        );
+    }
     kprintln!(
         "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}",
         f.rax,

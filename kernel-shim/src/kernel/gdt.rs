@@ -4,7 +4,8 @@
 //! user data 0x18 (|3 = 0x1B), user code 0x20 (|3 = 0x23), TSS 0x28.
 //!
 //! The TSS gives the stack for entries from ring 3 (`rsp0`, the top of the kernel stack) and
-//! a separate stack for double faults (IST 1), so a kernel stack overflow is still reported.
+//! a separate stack for double faults (IST 1), so a kernel stack overflow is still reported
+//! (both stacks, and their guard pages, are in [`super::boot`]).
 
 use super::global::Global;
 use core::arch::asm;
@@ -33,9 +34,6 @@ struct Tss {
     iomap_base: u16,
 }
 
-#[repr(C, align(16))]
-struct Stack([u8; 16 * 1024]);
-
 static TSS: Global<Tss> = Global::new(Tss {
     reserved0: 0,
     rsp: [0; 3],
@@ -46,12 +44,11 @@ static TSS: Global<Tss> = Global::new(Tss {
     iomap_base: size_of::<Tss>() as u16,
 });
 static GDT: Global<[u64; 7]> = Global::new([0; 7]);
-static DOUBLE_FAULT_STACK: Global<Stack> = Global::new(Stack([0; 16 * 1024]));
 
-/// Installs the GDT and TSS; `rsp0` is the stack for entries from ring 3.
-pub fn init(rsp0: u64) {
+/// Installs the GDT and TSS; `rsp0` is the stack for entries from ring 3, `df_top` the top of
+/// the double-fault stack.
+pub fn init(rsp0: u64, df_top: u64) {
     let tss = TSS.as_ptr();
-    let df_top = DOUBLE_FAULT_STACK.as_ptr() as u64 + size_of::<Stack>() as u64;
     // SAFETY: called once at boot before interrupts are enabled; nothing else refers to the
     // TSS or GDT yet.
     unsafe {

@@ -29,12 +29,14 @@ pub mod frames;
 pub mod gdt;
 pub mod global;
 pub mod ipc;
+pub mod kmap;
 pub mod memory;
 pub mod pager;
 pub mod power;
 pub mod pt;
 pub mod redox;
 pub mod sched;
+pub mod selftest;
 pub mod space;
 pub mod state;
 pub mod syscall;
@@ -67,7 +69,29 @@ unsafe fn kernel() -> &'static mut Kernel {
 pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     serial::init();
     kprintln!("kernel-shim: long mode, serial up");
-    gdt::init(boot::kernel_stack_top());
+    if !kmap::init() {
+        kprintln!("kernel-shim: the kernel image is too large for its page tables");
+        power::exit(power::EXIT_FATAL);
+    }
+    kprintln!(
+        "kernel-shim: kernel mappings W^X with NX: text r-x, rodata r--, data rw-, window rw- \
+         (image r--); guard pages under both stacks"
+    );
+    let protections = kmap::protect_from_user();
+    kprintln!(
+        "kernel-shim: SMEP {}, SMAP {}",
+        if protections.smep {
+            "on"
+        } else {
+            "off (not in this CPU)"
+        },
+        if protections.smap {
+            "on"
+        } else {
+            "off (not in this CPU)"
+        }
+    );
+    gdt::init(boot::kernel_stack_top(), boot::double_fault_stack_top());
     trap::init_idt();
     trap::init_syscall();
     kprintln!("kernel-shim: GDT, TSS, IDT, syscall ready");
@@ -107,12 +131,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         kprintln!("  module {} at {:#x}, {} bytes", i, m.start, m.len);
     }
 
-    if info.has_flag("selftest=kernel-fault") {
-        kprintln!("kernel-shim: self test: touching an unmapped kernel address");
-        // SAFETY: deliberately faulting: the address is in an absent PML4 slot, so the read
-        // raises #PF, which the kernel reports before halting. Nothing is ever read.
-        unsafe { core::ptr::read_volatile(0xFFFF_9000_0000_0000 as *const u64) };
-    }
+    selftest::before_programs(&info);
 
     // SAFETY: the first and only reference during boot; interrupts are still off.
     let k = unsafe { kernel() };
@@ -123,6 +142,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     memory::split(k, &info);
     timer::init();
     start_programs(k, &info);
+    selftest::after_programs(k, &info, protections);
     sched::run(k)
 }
 

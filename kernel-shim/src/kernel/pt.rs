@@ -33,11 +33,11 @@ pub mod prot {
 
 static WINDOW: Global<Option<PhysWindow>> = Global::new(None);
 
-/// Sets up the window onto physical memory (the boot tables' physmap). Call once at boot.
+/// Sets up the window onto physical memory (the kernel tables' physmap). Call once at boot.
 pub fn init() {
-    // SAFETY: the boot page tables map physical [0, PHYS_WINDOW_SIZE) read/write at
-    // PHYS_OFFSET for the kernel's whole life, and the kernel reaches page-table frames only
-    // through this window. Boot is single-threaded, so the write to WINDOW races nothing.
+    // SAFETY: the kernel's tables (kmap) map physical [0, PHYS_WINDOW_SIZE) at PHYS_OFFSET for
+    // the kernel's whole life, read/write but for the kernel image (read-only: no table frame
+    // lies there), and the kernel reaches page-table frames only through this window. Boot is single-threaded, so the write to WINDOW races nothing.
     unsafe { *WINDOW.as_ptr() = Some(paging::init_virtual_memory(PHYS_OFFSET, PHYS_WINDOW_SIZE)) };
 }
 

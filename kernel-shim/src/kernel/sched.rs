@@ -3,13 +3,16 @@
 //!
 //! When no thread is ready, none ever will be (the kernel has no timers and no interrupts for
 //! processes), so the machine powers off cleanly.
+//!
+//! A thread whose saved RIP is outside the user half cannot be resumed
+//! ([`trap::return_to_user`] refuses it): it is killed as a #GP and the next thread runs.
 
 use super::power;
 use super::pt;
 use super::state::Kernel;
 use super::thread::State;
 use super::timer::TIMER_VECTOR;
-use super::trap::resume;
+use super::trap::{self, GENERAL_PROTECTION};
 
 /// Timer ticks (about 1 ms each) a thread runs before another ready thread gets the CPU.
 pub const SLICE_TICKS: u32 = 10;
@@ -27,6 +30,24 @@ pub fn tick(k: &mut Kernel) {
 /// Ends a kernel entry: keeps the current thread if it is still running and not preempted,
 /// else runs the next ready one.
 pub fn run(k: &mut Kernel) -> ! {
+    loop {
+        let next = pick(k);
+        let refused = switch_to(k, next);
+        kprintln!(
+            "kernel-shim: thread {:#x} cannot return to {:#x}, outside the user half",
+            k.thread_id(next),
+            refused.rip
+        );
+        k.kill(
+            next,
+            "#GP general protection (return outside the user half)",
+            GENERAL_PROTECTION,
+        );
+    }
+}
+
+/// The thread to run next (powers off when there is none).
+fn pick(k: &mut Kernel) -> usize {
     let keep = match k.current {
         Some(c) if k.threads[c].state == State::Running => {
             if k.preempt && !k.run_queue.is_empty() {
@@ -52,10 +73,12 @@ pub fn run(k: &mut Kernel) -> ! {
     if k.slice_left == 0 {
         k.slice_left = SLICE_TICKS;
     }
-    switch_to(k, next)
+    next
 }
 
-fn switch_to(k: &mut Kernel, t: usize) -> ! {
+/// Switches to thread `t` and returns to ring 3 in it; returns only if its frame cannot go
+/// back to ring 3 (it is then the current thread, running, for the caller to kill).
+fn switch_to(k: &mut Kernel, t: usize) -> trap::OutsideUserHalf {
     k.current = Some(t);
     k.threads[t].state = State::Running;
     if k.fpu_owner != Some(t) {
@@ -66,11 +89,7 @@ fn switch_to(k: &mut Kernel, t: usize) -> ! {
         k.fpu_owner = Some(t);
     }
     pt::activate(k.spaces[k.threads[t].space].root);
-    let frame = &raw const k.threads[t].frame;
-    // SAFETY: the frame of a user thread is always a valid ring-3 frame: the kernel builds it
-    // from `TrapFrame::user` or saves it on entry from ring 3, and only changes
-    // general-purpose registers afterwards. It lives in the static thread table.
-    unsafe { resume(frame) }
+    trap::return_to_user(&mut k.threads[t].frame)
 }
 
 fn power_off(k: &mut Kernel) -> ! {

@@ -37,7 +37,7 @@ pub struct Kernel {
     pub fpu_owner: Option<usize>,
     /// Timer ticks since boot.
     pub ticks: u64,
-    /// The kernel's PML4 (boot tables), template of every space's upper half.
+    /// The kernel's PML4 (kmap's tables), template of every space's upper half.
     pub kernel_root: u64,
     /// The pager's space.
     pub pager: Option<usize>,

@@ -2,18 +2,90 @@
 //! entry, and the way back to ring 3.
 //!
 //! Every entry builds the same [`TrapFrame`] at the top of the kernel stack and calls
-//! [`super::dispatch`], which never returns: it ends by [`resume`]-ing a thread (copying that
-//! thread's saved frame back onto the stack). The kernel keeps no state on
+//! [`super::dispatch`], which never returns: it ends by [`return_to_user`]-ing a thread
+//! (copying that thread's saved frame back onto the stack). The kernel keeps no state on
 //! its stack between entries, so one kernel stack serves every thread.
+//!
+//! **The CPU state a process controls.** A process sets most of RFLAGS with `popfq` and, by
+//! where it faults or calls from, its RIP; the kernel must neither run with that state nor
+//! hand it back unchecked:
+//!
+//! - *On entry* the kernel's own RFLAGS are exactly `0x2` (every flag clear, interrupts off):
+//!   `syscall` clears, through SFMASK ([`SYSCALL_FLAG_MASK`]), CF PF AF ZF SF TF IF DF OF,
+//!   IOPL, NT, RF, AC and ID, as Linux does; an interrupt gate clears IF, TF, NT, RF and VM
+//!   itself; and the common entry path then loads `0x2` with `popfq` for every entry, which
+//!   also clears DF and AC (an interrupt gate keeps them: AC set would switch SMAP off in ring
+//!   0). So a process's NT never reaches the kernel's `iretq`, its DF never a kernel string
+//!   copy, its AC never the kernel's accesses.
+//! - *On every return to ring 3* [`return_to_user`] rewrites the saved frame first, in this
+//!   one place: RFLAGS become `(saved & `[`USER_RFLAGS`]`) | IF | 0x2` — the process keeps
+//!   CF, PF, AF, ZF, SF, OF, DF, TF (single-stepping itself: the next instruction traps to
+//!   its pager), AC (no effect: CR0.AM is clear) and ID; NT, IOPL, RF, VM, VIF, VIP and every
+//!   reserved bit are cleared and IF is set. CS and SS are forced to the user selectors. RIP
+//!   must lie below the user-half end (`0x0000_8000_0000_0000`): a frame whose RIP does not
+//!   (a `syscall` in the last bytes of the user half, a jump to a non-canonical address that
+//!   a pager resumed) never reaches `sysretq` or `iretq` — whose non-canonical return would
+//!   fault in ring 0 — and the scheduler kills the thread instead, as a #GP.
 
 use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CS, USER_CS, USER_SS};
 use super::global::Global;
 use core::arch::{global_asm, naked_asm};
+use kernel_shim::paging::USER_END;
 
 /// The `vector` value of a frame built by the `syscall` entry.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 /// How many IDT vectors have stubs: the 32 exceptions and the 16 legacy PIC interrupts.
 pub const STUB_COUNT: usize = 48;
+
+/// The general-protection vector: a thread that cannot return to ring 3 is killed as a #GP.
+pub const GENERAL_PROTECTION: u64 = 13;
+
+/// RFLAGS bits.
+pub mod rflags {
+    /// Carry.
+    pub const CF: u64 = 1 << 0;
+    /// Always one.
+    pub const FIXED: u64 = 1 << 1;
+    /// Parity.
+    pub const PF: u64 = 1 << 2;
+    /// Auxiliary carry.
+    pub const AF: u64 = 1 << 4;
+    /// Zero.
+    pub const ZF: u64 = 1 << 6;
+    /// Sign.
+    pub const SF: u64 = 1 << 7;
+    /// Trap (single step).
+    pub const TF: u64 = 1 << 8;
+    /// Interrupts enabled.
+    pub const IF: u64 = 1 << 9;
+    /// Direction.
+    pub const DF: u64 = 1 << 10;
+    /// Overflow.
+    pub const OF: u64 = 1 << 11;
+    /// I/O privilege level (two bits).
+    pub const IOPL: u64 = 3 << 12;
+    /// Nested task: an `iretq` with it set raises #GP in long mode.
+    pub const NT: u64 = 1 << 14;
+    /// Resume (suppresses instruction breakpoints once).
+    pub const RF: u64 = 1 << 16;
+    /// Alignment check in ring 3; in ring 0 it switches SMAP off.
+    pub const AC: u64 = 1 << 18;
+    /// CPUID available (a process may toggle it to find out).
+    pub const ID: u64 = 1 << 21;
+}
+
+/// The RFLAGS bits a process keeps across a return to ring 3 (see the module doc); every
+/// other bit is cleared, then IF and the fixed bit 1 are set.
+pub const USER_RFLAGS: u64 = {
+    use rflags::*;
+    CF | PF | AF | ZF | SF | TF | DF | OF | AC | ID
+};
+
+/// SFMASK: the RFLAGS bits `syscall` clears on entry (Linux's set).
+pub const SYSCALL_FLAG_MASK: u64 = {
+    use rflags::*;
+    CF | PF | AF | ZF | SF | TF | IF | DF | OF | IOPL | NT | RF | AC | ID
+};
 
 /// The registers of a thread, as saved on entry to the kernel.
 #[repr(C)]
@@ -82,7 +154,7 @@ impl TrapFrame {
             rsp,
             cs: USER_CS as u64,
             ss: USER_SS as u64,
-            rflags: 0x202,
+            rflags: rflags::IF | rflags::FIXED,
             ..TrapFrame::default()
         }
     }
@@ -133,12 +205,14 @@ trap_common:
     push r14
     push r15
     mov rdi, rsp
-    cld
+    push {kernel_flags}
+    popfq
     call {dispatch}
     ud2
     "#,
     count = const STUB_COUNT,
     dispatch = sym super::dispatch,
+    kernel_flags = const rflags::FIXED,
 );
 
 unsafe extern "C" {
@@ -151,7 +225,8 @@ static SYSCALL_USER_RSP: Global<u64> = Global::new(0);
 
 /// The `syscall` entry (LSTAR): builds a [`TrapFrame`] with vector [`SYSCALL_VECTOR`].
 ///
-/// The CPU has put the return address in rcx and the flags in r11, and masked IF (SFMASK).
+/// The CPU has put the return address in rcx and the flags in r11, and cleared the flags of
+/// [`SYSCALL_FLAG_MASK`] (SFMASK): interrupts are off and NT, AC, TF and DF clear.
 #[unsafe(naked)]
 pub extern "C" fn syscall_entry() {
     naked_asm!(
@@ -172,15 +247,39 @@ pub extern "C" fn syscall_entry() {
     )
 }
 
-/// Returns to ring 3 with the registers of `frame`: the frame is copied to the top of the
-/// kernel stack and popped; a frame saved by `syscall` leaves by `sysretq` (rcx and r11 are
-/// clobbered, as the system-call ABI says), any other by `iretq`.
+/// Why a thread cannot go back to ring 3: its saved RIP is not below the user-half end.
+#[derive(Clone, Copy, Debug)]
+pub struct OutsideUserHalf {
+    /// The RIP it would have returned to.
+    pub rip: u64,
+}
+
+/// Returns to ring 3 with the registers of `frame`, sanitized first (the one place that does
+/// it, see the module doc): RFLAGS masked to [`USER_RFLAGS`] plus IF, CS and SS the user
+/// selectors. Returns only when `frame`'s RIP is not below the user-half end: then nothing
+/// was changed and the caller must kill the thread.
+pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
+    if frame.rip >= USER_END {
+        return OutsideUserHalf { rip: frame.rip };
+    }
+    frame.rflags = (frame.rflags & USER_RFLAGS) | rflags::IF | rflags::FIXED;
+    frame.cs = USER_CS as u64;
+    frame.ss = USER_SS as u64;
+    // SAFETY: the frame is now a valid ring-3 frame: user selectors, sane flags and a RIP
+    // below the user-half end (so canonical, as `sysretq` and `iretq` need); it lives in the
+    // thread table, not on the kernel stack.
+    unsafe { resume(frame) }
+}
+
+/// Copies `frame` to the top of the kernel stack and pops it; a frame saved by `syscall`
+/// leaves by `sysretq` (rcx and r11 are clobbered, as the system-call ABI says), any other by
+/// `iretq`.
 ///
 /// # Safety
-/// `frame` must be a valid ring-3 frame (user selectors, lower-half rip, sane rflags) that
-/// does not live on the kernel stack.
+/// `frame` must be a valid ring-3 frame (user selectors, RIP below the user-half end, sane
+/// RFLAGS: [`return_to_user`] makes it so) that does not live on the kernel stack.
 #[unsafe(naked)]
-pub unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
+unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
     naked_asm!(
         "mov rsi, rdi",
         "movabs rdi, offset kernel_stack_top",
@@ -206,8 +305,6 @@ pub unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
         "cmp qword ptr [rsp], {vector}",
         "jne 2f",
         "mov rcx, [rsp + 16]",
-        "bt rcx, 47",
-        "jc 2f",
         "mov r11, [rsp + 32]",
         "mov rsp, [rsp + 40]",
         "sysretq",
@@ -276,7 +373,7 @@ pub fn init_idt() {
     unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr) };
 }
 
-/// Programs the `syscall` MSRs: STAR selectors, LSTAR entry, SFMASK clearing IF, DF, TF, AC.
+/// Programs the `syscall` MSRs: STAR selectors, LSTAR entry, SFMASK [`SYSCALL_FLAG_MASK`].
 pub fn init_syscall() {
     use x86_64::registers::model_specific::Msr;
     // sysret loads CS = base + 16 and SS = base + 8 (user code 0x20, user data 0x18), syscall
@@ -288,6 +385,6 @@ pub fn init_syscall() {
     unsafe {
         Msr::new(0xC000_0081).write(star);
         Msr::new(0xC000_0082).write(syscall_entry as *const () as u64);
-        Msr::new(0xC000_0084).write(0x4_0700);
+        Msr::new(0xC000_0084).write(SYSCALL_FLAG_MASK);
     }
 }
