@@ -31,6 +31,6 @@ fn a_hundred_thousand_hostile_system_calls_with_the_test_pager() {
 fn a_hundred_thousand_hostile_system_calls_with_memd_and_memd_still_serves() {
     fuzz(&["memd", "sysfuzz"])
         .assert_log("sysfuzz: seed 1, 100000 calls, memd is the pager")
-        .assert_log("sysfuzz: memd still serves: mmap, touch, munmap; frames in use")
+        .assert_log("sysfuzz: memd still serves: mmap, touch, munmap; data frames in use")
         .assert_no_log("memd: killed");
 }

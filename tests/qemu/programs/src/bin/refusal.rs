@@ -3,15 +3,16 @@
 //!
 //! Three processes share a page to step together:
 //!
-//! 1. The holder (a forked child) maps one page alone in its own 512 GiB of address space,
-//!    writes a pattern into it and makes it `PROT_NONE`: its page tables (a PDPT, a PD and a
-//!    PT) are emptied and given back, with every spare table frame of the space.
+//! 1. The holder (a forked child) maps a region of [`GIBS`] GiB alone in its own 512 GiB of
+//!    address space, writes a pattern into one page of each GiB and makes the region
+//!    `PROT_NONE`: its page tables (a PDPT, and a PD and a PT for each page) are emptied, and
+//!    memd takes back all but the few spare ones a process keeps.
 //! 2. The hog (another forked child) takes every frame memd has with `MAP_POPULATE` of
 //!    512 MiB (populate stops quietly when frames run out) and tops up with smaller populated
 //!    mappings until no frame (or fewer than the three tables) is left.
-//! 3. The holder asks for `mprotect(READ_WRITE)` of its page: the three tables cannot be had,
-//!    so the call fails with ENOMEM and the region is still `PROT_NONE`.
-//! 4. The hog unmaps its memory; the same `mprotect` now succeeds and the page holds its old
+//! 3. The holder asks for `mprotect(READ_WRITE)` of its region: the tables cannot be had, so
+//!    the call fails with ENOMEM and the region is still `PROT_NONE`.
+//! 4. The hog unmaps its memory; the same `mprotect` now succeeds and the pages hold their old
 //!    contents.
 //!
 //! `frames_quarantined` stays 0 all along, and at the end every frame is back.
@@ -26,8 +27,17 @@ use user_rt::*;
 entry!(main);
 
 const PAGE: usize = 4096;
-/// The holder's page: alone in its 512 GiB (PML4 slot), so mapping it needs three tables.
+/// The holder's region: alone in its 512 GiB (PML4 slot).
 const LONE: usize = 0x5000_0000_0000;
+/// GiB of the holder's region, a page touched in each: mapping them again needs a PDPT, and a
+/// PD and a PT for each, far more than the spare table frames a process keeps (3 to 8).
+const GIBS: usize = 6;
+/// Its length.
+const LEN: usize = GIBS << 30;
+/// Table frames its pages need.
+const TABLES: u64 = 1 + 2 * GIBS as u64;
+/// Spare table frames a process may keep (memd's `tables::KEEP_SPARE`, after a reclaim).
+const KEEP_SPARE: u64 = 3;
 /// What the holder writes into its page.
 const PATTERN: u64 = 0x0A11_0E5E_0F7A_B1E5;
 /// The hog's first populated mapping: more than memd's frames in a 128 MiB guest.
@@ -127,30 +137,33 @@ fn holder() -> u64 {
     warm_stack();
     let r = vm().mmap(
         LONE,
-        PAGE,
+        LEN,
         P::READ_WRITE,
         F::anonymous_private().fixed_noreplace(),
     );
-    check!(r == Ok(LONE), "mmap of the lone page: {:?}", r);
-    write(LONE, PATTERN);
+    check!(r == Ok(LONE), "mmap of the lone region: {:?}", r);
+    for g in 0..GIBS {
+        write(LONE + (g << 30), PATTERN ^ g as u64);
+    }
     let t0 = stats().page_table_frames;
-    let r = vm().mprotect(LONE, PAGE, P::NONE);
+    let r = vm().mprotect(LONE, LEN, P::NONE);
     check!(r.is_ok(), "mprotect NONE: {:?}", r);
     let t1 = stats().page_table_frames;
     check!(
-        t1 + 3 <= t0,
-        "PROT_NONE gave back {} table frames, not the lone page's three",
-        t0 as i64 - t1 as i64
+        t1 + TABLES - KEEP_SPARE <= t0,
+        "PROT_NONE gave back {} table frames, not at least {}",
+        t0 as i64 - t1 as i64,
+        TABLES - KEEP_SPARE
     );
     set(STAGE, STAGE_READY);
     check!(wait_for(STAGE, STAGE_EXHAUSTED), "the hog did not finish");
     let s = stats();
     check!(
-        s.frames_free < 3,
-        "the hog left {} frames free, enough for the three tables",
+        s.frames_free < TABLES - KEEP_SPARE,
+        "the hog left {} frames free, enough for the tables",
         s.frames_free
     );
-    let r = vm().mprotect(LONE, PAGE, P::READ_WRITE);
+    let r = vm().mprotect(LONE, LEN, P::READ_WRITE);
     check!(
         r == Err(VmError::OutOfMemory),
         "mprotect READ_WRITE with {} frames free: {:?}",
@@ -161,7 +174,7 @@ fn holder() -> u64 {
     check!(
         region.is_some_and(|r| r.prot == u64::from(P::NONE.bits())
             && r.start == LONE as u64
-            && r.end == (LONE + PAGE) as u64),
+            && r.end == (LONE + LEN) as u64),
         "the refused mprotect changed the region: {:?}",
         region
     );
@@ -181,7 +194,7 @@ fn holder() -> u64 {
         wait_for(STAGE, STAGE_FREED),
         "the hog did not free its memory"
     );
-    let r = vm().mprotect(LONE, PAGE, P::READ_WRITE);
+    let r = vm().mprotect(LONE, LEN, P::READ_WRITE);
     check!(
         r.is_ok(),
         "mprotect READ_WRITE once memory is back: {:?}",
@@ -193,10 +206,17 @@ fn holder() -> u64 {
         "the region after mprotect: {:?}",
         region
     );
-    let v = read(LONE);
-    check!(v == PATTERN, "the lone page lost its contents: {:#x}", v);
+    for g in 0..GIBS {
+        let v = read(LONE + (g << 30));
+        check!(
+            v == PATTERN ^ g as u64,
+            "page {} lost its contents: {:#x}",
+            g,
+            v
+        );
+    }
     write(LONE + 8, 1);
-    check!(vm().munmap(LONE, PAGE).is_ok(), "munmap");
+    check!(vm().munmap(LONE, LEN).is_ok(), "munmap");
     0
 }
 
