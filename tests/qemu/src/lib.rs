@@ -200,8 +200,8 @@ impl Boot {
         self
     }
 
-    /// Marks the boot as provoking a kernel fault on purpose (see [`Boot::expect_kernel_fault`]
-    /// the field).
+    /// Marks the boot as provoking a kernel fault on purpose: the dump is announced as
+    /// expected.
     pub fn expect_kernel_fault(mut self) -> Boot {
         self.expect_kernel_fault = true;
         self
