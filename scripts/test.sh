@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints (host and bare-metal builds), the host tests (page tables,
 # memd, libvm, the hosted testbed with its randomized model test) and the QEMU system tests.
+# The QEMU tests echo the guest's console as they run, each line after its test's name; a dump
+# of a kernel fault a test provokes on purpose follows a banner saying it is expected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

@@ -212,6 +212,20 @@ impl Server {
         } else {
             wait_status::exited(code as u32)
         };
+        // Said of a process no parent waits for (the first program, an orphan): the boot
+        // runner reads the first program's exit status here.
+        if self.procs.parent(pid).is_none() {
+            let name = self.procs.program(pid).map_or("?", |p| p.name.as_str());
+            let how = if code & KILLED != 0 {
+                "killed by the kernel, reason"
+            } else {
+                "exit status"
+            };
+            println!(
+                "memd: pid {} ({}) ended: {} {}",
+                pid, name, how, code as u32
+            );
+        }
         let _ = self.memd.exit(pid, code as i32);
         self.died(pid, status, 0);
     }

@@ -6,10 +6,19 @@
 //! ([`Exit::KernelFatal`]). Anything else is a crash, and a boot that runs past its time limit
 //! is killed ([`Exit::Timeout`]).
 //!
+//! While a boot runs, each console line is echoed to stderr after a label: the test's name
+//! (`[system::a_ring3_program_runs_and_exits  0.42s] ...`, so the lines of tests that boot at
+//! once can be told apart) or `guest` when booting by hand. A boot that provokes a kernel
+//! fault on purpose ([`Boot::expect_kernel_fault`], or the kernel's self test on its command
+//! line) shows a banner saying so before the dump.
+//!
 //! What the runner needs, and sets up where it can: the `x86_64-unknown-none` Rust target
 //! (`rustup target add`) and `qemu-system-x86_64` (`apt-get install qemu-system-x86` when
 //! running as root). Where it cannot, it fails with a message saying what to install.
 
+pub mod verdict;
+
+use std::ffi::OsString;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,12 +32,20 @@ pub const TARGET: &str = "x86_64-unknown-none";
 /// runner adds [`PAGER_LOADS_FLAG`] to the command line).
 pub const MEMD: &str = "memd";
 
-/// The kernel command-line word that makes the pager load the programs (kernel-shim's
-/// `abi::PAGER_LOADS_FLAG`).
-pub const PAGER_LOADS_FLAG: &str = "modules=pager";
+/// The kernel command-line word that makes the pager load the programs.
+pub const PAGER_LOADS_FLAG: &str = kernel_shim::abi::PAGER_LOADS_FLAG;
 
 /// The magic that opens a boot pack (see [`pack_modules`]).
-pub const BOOTPACK_MAGIC: &[u8; 8] = b"BOOTPACK";
+pub const BOOTPACK_MAGIC: &[u8; 8] = kernel_shim::abi::bootpack::MAGIC;
+
+/// The most programs a boot pack holds: the kernel and memd read no more.
+pub const MAX_PROGRAMS: usize = kernel_shim::abi::bootpack::MAX_PROGRAMS;
+
+/// The kernel command-line word of the self test that faults in ring 0 on purpose.
+pub const KERNEL_FAULT_SELFTEST: &str = "selftest=kernel-fault";
+
+/// The TCP port of QEMU's gdb server (`-s`).
+pub const GDB_PORT: u16 = 1234;
 
 /// How a boot ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +150,17 @@ pub struct Boot {
     /// exits), for an interactive program such as init's prompt. Ignored when `interactive`
     /// is set.
     pub input: Option<Input>,
+    /// What the echoed console lines are labelled with; `None`: the name of the thread that
+    /// runs the boot as `TESTBINARY::TEST` (a test's name), or `guest` on a main thread.
+    pub label: Option<String>,
+    /// The boot provokes a kernel fault on purpose: its dump is announced as expected. Also
+    /// assumed when the command line holds [`KERNEL_FAULT_SELFTEST`].
+    pub expect_kernel_fault: bool,
+    /// Start QEMU's gdb server (`-s`, port [`GDB_PORT`]) with the CPU stopped (`-S`) until gdb
+    /// continues it, and print the gdb command that loads the symbols ([`gdb_command`]).
+    pub gdb: bool,
+    /// More QEMU arguments, passed as they are after the runner's own.
+    pub qemu_args: Vec<String>,
 }
 
 /// Lines to type into the guest's console, one each time it shows its prompt (typing ahead
@@ -159,7 +187,34 @@ impl Boot {
             cpu: "max".to_string(),
             icount: false,
             input: None,
+            label: None,
+            expect_kernel_fault: false,
+            gdb: false,
+            qemu_args: Vec::new(),
         }
+    }
+
+    /// Labels the echoed console lines with `label` rather than the test's name.
+    pub fn label(mut self, label: &str) -> Boot {
+        self.label = Some(label.to_string());
+        self
+    }
+
+    /// Marks the boot as provoking a kernel fault on purpose: the dump is announced as
+    /// expected.
+    pub fn expect_kernel_fault(mut self) -> Boot {
+        self.expect_kernel_fault = true;
+        self
+    }
+
+    /// Whether the boot provokes a kernel fault on purpose: marked so, or the kernel's self
+    /// test is on its command line.
+    pub fn expects_kernel_fault(&self) -> bool {
+        self.expect_kernel_fault
+            || self
+                .cmdline
+                .split_ascii_whitespace()
+                .any(|w| w == KERNEL_FAULT_SELFTEST)
     }
 
     /// Types `lines` into the guest's serial console, each when the guest's output ends with
@@ -188,13 +243,19 @@ impl Boot {
 
     /// As [`Boot::run`], with setup errors returned.
     pub fn try_run(&self) -> Result<Outcome, String> {
+        check_program_count(&self.programs)?;
         let built = build()?;
         let qemu = ensure_qemu()?;
         let mut modules = Vec::new();
         for name in &self.programs {
             let path = built.programs.join(name);
-            let bytes = std::fs::read(&path)
-                .map_err(|e| format!("test program {name} ({}): {e}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "program {name} ({}): {e} (the programs are the bins of \
+                     tests/qemu/programs/src/bin, and memd)",
+                    path.display()
+                )
+            })?;
             modules.push((name.clone(), bytes));
         }
         let pack = built.kernel.parent().unwrap().join(format!(
@@ -208,13 +269,20 @@ impl Boot {
                 })
                 .unwrap_or(0)
         ));
-        std::fs::write(&pack, pack_modules(&modules))
+        std::fs::write(&pack, pack_modules(&modules)?)
             .map_err(|e| format!("write {}: {e}", pack.display()))?;
         let mut boot = self.clone();
+        boot.label = Some(self.label.clone().unwrap_or_else(default_label));
         if self.programs.first().map(String::as_str) == Some(MEMD) {
             boot.cmdline = format!("{} {PAGER_LOADS_FLAG}", boot.cmdline)
                 .trim()
                 .to_string();
+        }
+        if self.gdb {
+            eprintln!(
+                "[runner] QEMU waits for gdb on port {GDB_PORT}; in another terminal:\n{}",
+                gdb_command(&built, &self.programs)
+            );
         }
         let stdin = if self.interactive {
             Stdio::inherit()
@@ -231,6 +299,64 @@ impl Boot {
 
 static PACK_COUNTER: Mutex<u64> = Mutex::new(0);
 
+/// The label of console lines echoed on this thread: `TESTBINARY::TEST` on a test's thread
+/// (libtest names it after the test), `guest` on a main thread.
+pub fn default_label() -> String {
+    match std::thread::current().name() {
+        Some(test) if test != "main" => {
+            let exe = std::env::current_exe().unwrap_or_default();
+            let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            format!("{}::{test}", test_binary_name(stem))
+        }
+        _ => "guest".to_string(),
+    }
+}
+
+/// A test binary's name without the hash cargo appends (`system-0123456789abcdef`).
+fn test_binary_name(stem: &str) -> &str {
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => stem,
+    }
+}
+
+/// One echoed console line: the label, the seconds since QEMU started, the text (with its
+/// newline).
+fn echo_line(label: &str, seconds: f64, text: &str) -> String {
+    format!("[{label} {seconds:>6.2}s] {text}")
+}
+
+/// Whether a console line opens the kernel's fatal report (ring-0 fault, panic, pager fault).
+fn opens_fatal_report(text: &str) -> bool {
+    ["KERNEL FAULT", "KERNEL PANIC", "PAGER FAULT"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// The banner before the dump of a kernel fault a test provokes on purpose.
+fn expected_fault_banner(label: &str) -> String {
+    format!(
+        "[{label}] ==== (expected: this test provokes a kernel fault) the dump below is what \
+         it checks ====\n"
+    )
+}
+
+/// Refuses more programs than a boot pack holds: the kernel and memd would never see the
+/// ones past [`MAX_PROGRAMS`].
+pub fn check_program_count(programs: &[String]) -> Result<(), String> {
+    if programs.len() <= MAX_PROGRAMS {
+        return Ok(());
+    }
+    Err(format!(
+        "{} programs, but a boot pack holds at most {MAX_PROGRAMS} (module 0, the pager, \
+         included): {} would never be seen; boot fewer",
+        programs.len(),
+        programs[MAX_PROGRAMS..].join(", ")
+    ))
+}
+
 /// Packs named modules into one boot pack, QEMU's single `-initrd`:
 ///
 /// ```text
@@ -239,7 +365,11 @@ static PACK_COUNTER: Mutex<u64> = Mutex::new(0);
 /// 16     count entries of 64 bytes: offset u64, length u64, name [u8; 48] (NUL padded)
 /// ...    module bytes, each at a 4096-aligned offset from the start of the pack
 /// ```
-pub fn pack_modules(modules: &[(String, Vec<u8>)]) -> Vec<u8> {
+///
+/// More than [`MAX_PROGRAMS`] modules are refused.
+pub fn pack_modules(modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    check_program_count(&names)?;
     let header = 16 + 64 * modules.len();
     let mut out = vec![0u8; header.next_multiple_of(4096)];
     out[..8].copy_from_slice(BOOTPACK_MAGIC);
@@ -254,7 +384,44 @@ pub fn pack_modules(modules: &[(String, Vec<u8>)]) -> Vec<u8> {
         out.extend_from_slice(bytes);
         out.resize(out.len().next_multiple_of(4096), 0);
     }
-    out
+    Ok(out)
+}
+
+/// The gdb command line that attaches to QEMU's gdb server and loads the symbols of the
+/// kernel (the file: its own addresses), of module 0 (the pager, memd) and of the first
+/// program (module 1): ring-3 ELF files at their link addresses, so `add-symbol-file` needs
+/// no address. memd and the programs are all linked at 4 MiB, each in its own address space:
+/// gdb shows the symbols of whichever file names an address, and a breakpoint there stops in
+/// whichever process runs that address.
+pub fn gdb_command(built: &Built, programs: &[String]) -> String {
+    let mut words = vec!["gdb".to_string(), "-q".to_string()];
+    let mut ex = |command: String| {
+        words.push("-ex".to_string());
+        words.push(shell_quote(&command));
+    };
+    ex("set confirm off".to_string());
+    ex(format!("file {}", built.kernel.display()));
+    let mut symbol_files: Vec<&String> = programs.iter().take(2).collect();
+    symbol_files.dedup();
+    for name in symbol_files {
+        ex(format!(
+            "add-symbol-file {}",
+            built.programs.join(name).display()
+        ));
+    }
+    ex(format!("target remote localhost:{GDB_PORT}"));
+    words.join(" ")
+}
+
+/// `s` as one word of a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Paths of the built bare-metal binaries.
@@ -399,6 +566,47 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// QEMU's arguments for booting `kernel` with the boot pack `initrd` as `boot` says: TCG,
+/// one CPU, the serial port on stdio, `isa-debug-exit` for the verdict; `-s -S` for
+/// [`Boot::gdb`]; then [`Boot::qemu_args`].
+pub fn qemu_args(boot: &Boot, kernel: &Path, initrd: Option<&Path>) -> Vec<OsString> {
+    let memory = format!("{}M", boot.memory_mib);
+    let mut args: Vec<OsString> = ["-accel", "tcg", "-machine", "q35", "-smp", "1"]
+        .map(OsString::from)
+        .into();
+    args.extend(["-cpu", &boot.cpu].map(OsString::from));
+    if boot.icount {
+        args.extend(["-icount", "shift=0"].map(OsString::from));
+    }
+    args.extend(["-m", &memory, "-kernel"].map(OsString::from));
+    args.push(kernel.into());
+    args.extend(
+        [
+            "-append",
+            &boot.cmdline,
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]
+        .map(OsString::from),
+    );
+    if boot.gdb {
+        args.extend(["-s", "-S"].map(OsString::from));
+    }
+    if let Some(initrd) = initrd {
+        args.push("-initrd".into());
+        args.push(initrd.into());
+    }
+    args.extend(boot.qemu_args.iter().map(OsString::from));
+    args
+}
+
 /// Boots `kernel` with the boot pack `initrd` under QEMU (TCG), streaming the serial port.
 pub fn boot_qemu(
     qemu: &Path,
@@ -408,28 +616,7 @@ pub fn boot_qemu(
     stdin: Stdio,
 ) -> Result<Outcome, String> {
     let mut cmd = Command::new(qemu);
-    cmd.args(["-accel", "tcg", "-machine", "q35", "-smp", "1"])
-        .args(["-cpu", &boot.cpu]);
-    if boot.icount {
-        cmd.args(["-icount", "shift=0"]);
-    }
-    cmd.args(["-m", &format!("{}M", boot.memory_mib)])
-        .arg("-kernel")
-        .arg(kernel)
-        .args(["-append", &boot.cmdline])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    if let Some(initrd) = initrd {
-        cmd.arg("-initrd").arg(initrd);
-    }
+    cmd.args(qemu_args(boot, kernel, initrd));
     cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -449,22 +636,29 @@ pub fn boot_qemu(
             (pipe, input.prompt, lines)
         });
     let echo = boot.echo;
+    let label = boot.label.clone().unwrap_or_else(default_label);
+    let expect_fault = boot.expects_kernel_fault();
+    let reader_label = label.clone();
     let reader = std::thread::spawn(move || {
+        let label = reader_label;
+        // The banner before a dump provoked on purpose, not yet shown.
+        let mut banner_due = expect_fault;
         let mut log = String::new();
         let mut r = BufReader::new(stdout);
         let mut line = Vec::new();
         let mut chunk = [0u8; 4096];
         // Whether a line may be typed at the current prompt (not yet typed there).
         let mut armed = true;
-        let emit = |line: &[u8], log: &mut String| {
+        let mut emit = |line: &[u8], log: &mut String| {
             let text = String::from_utf8_lossy(line).replace('\r', "");
             if echo {
-                let _ = write!(
-                    std::io::stderr(),
-                    "[guest {:>6.2}s] {}",
-                    start.elapsed().as_secs_f64(),
-                    text
-                );
+                let mut out = String::new();
+                if banner_due && opens_fatal_report(&text) {
+                    banner_due = false;
+                    out.push_str(&expected_fault_banner(&label));
+                }
+                out.push_str(&echo_line(&label, start.elapsed().as_secs_f64(), &text));
+                let _ = std::io::stderr().write_all(out.as_bytes());
             }
             log.push_str(&text);
         };
@@ -521,16 +715,193 @@ pub fn boot_qemu(
         let mut s = String::new();
         let _ = std::io::Read::read_to_string(&mut err, &mut s);
         if !s.trim().is_empty() {
+            if echo {
+                let _ = write!(std::io::stderr(), "[{label}] QEMU's stderr: {s}");
+            }
             log.push_str("[qemu stderr] ");
             log.push_str(&s);
         }
     }
     if echo {
-        eprintln!("[runner] {:?} after {:.2?}", exit, start.elapsed());
+        let expected = if expect_fault && exit == Exit::KernelFatal {
+            " (expected: this test provokes a kernel fault)"
+        } else {
+            ""
+        };
+        // Straight to stderr as the echoed lines (past the test harness's capture): it closes
+        // them.
+        let _ = writeln!(
+            std::io::stderr(),
+            "[{label}] QEMU ended: {:?} after {:.2?}{expected}",
+            exit,
+            start.elapsed()
+        );
     }
     Ok(Outcome {
         exit,
         log,
         elapsed: start.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("p{i}")).collect()
+    }
+
+    #[test]
+    fn a_pack_holds_up_to_max_programs_and_more_are_refused() {
+        let modules: Vec<(String, Vec<u8>)> = names(MAX_PROGRAMS + 1)
+            .into_iter()
+            .map(|n| (n, b"\x7fELF".to_vec()))
+            .collect();
+        let full = pack_modules(&modules[..MAX_PROGRAMS]).unwrap();
+        let parsed: Vec<_> = kernel_shim::abi::bootpack::parse(&full).unwrap().collect();
+        assert_eq!(parsed.len(), MAX_PROGRAMS);
+        assert_eq!(
+            parsed[MAX_PROGRAMS - 1].name,
+            format!("p{}", MAX_PROGRAMS - 1)
+        );
+        let e = pack_modules(&modules).unwrap_err();
+        assert!(e.contains("at most 16") && e.contains("p16"), "{e}");
+        assert!(check_program_count(&names(MAX_PROGRAMS)).is_ok());
+        let e = check_program_count(&names(MAX_PROGRAMS + 2)).unwrap_err();
+        assert!(
+            e.starts_with("18 programs") && e.contains("p16, p17"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_gdb_command_loads_the_kernel_the_pager_and_the_first_program() {
+        let built = Built {
+            kernel: PathBuf::from("/w/target/metal/x86_64-unknown-none/release/kernel-shim"),
+            programs: PathBuf::from("/w/target/metal/x86_64-unknown-none/release"),
+        };
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            gdb_command(&built, &names(&["memd", "hello", "exit7"])),
+            "gdb -q -ex 'set confirm off' \
+             -ex 'file /w/target/metal/x86_64-unknown-none/release/kernel-shim' \
+             -ex 'add-symbol-file /w/target/metal/x86_64-unknown-none/release/memd' \
+             -ex 'add-symbol-file /w/target/metal/x86_64-unknown-none/release/hello' \
+             -ex 'target remote localhost:1234'"
+        );
+        // One module, or the same one twice: its symbols once.
+        for programs in [&["fpu"][..], &["fpu", "fpu"]] {
+            let c = gdb_command(&built, &names(programs));
+            assert_eq!(c.matches("add-symbol-file").count(), 1, "{c}");
+        }
+        let c = gdb_command(&built, &[]);
+        assert!(
+            !c.contains("add-symbol-file") && c.contains("kernel-shim"),
+            "{c}"
+        );
+        // A path that needs quoting in a shell.
+        let odd = Built {
+            kernel: PathBuf::from("/it's here/kernel-shim"),
+            programs: PathBuf::from("/it's here"),
+        };
+        assert!(
+            gdb_command(&odd, &[]).contains(r"-ex 'file /it'\''s here/kernel-shim'"),
+            "{}",
+            gdb_command(&odd, &[])
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("gdb"), "gdb");
+        assert_eq!(shell_quote("/a/b-c_d.e"), "/a/b-c_d.e");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn qemu_gets_the_runners_arguments_then_the_extra_ones() {
+        let mut boot = Boot::new(&["memd"]).cmdline("aslr=off");
+        boot.qemu_args = vec!["-d".into(), "int".into()];
+        let args: Vec<String> = qemu_args(&boot, Path::new("/k"), Some(Path::new("/p")))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let pair = |flag: &str| {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1].clone()
+        };
+        assert_eq!(pair("-kernel"), "/k");
+        assert_eq!(pair("-initrd"), "/p");
+        assert_eq!(pair("-append"), "aslr=off");
+        assert_eq!(pair("-m"), "128M");
+        assert_eq!(pair("-cpu"), "max");
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == "-s" || a == "-S" || a == "-icount")
+        );
+        assert_eq!(args[args.len() - 2..], ["-d", "int"]);
+        boot.gdb = true;
+        boot.icount = true;
+        let args: Vec<OsString> = qemu_args(&boot, Path::new("/k"), None);
+        let s = |w: &str| OsString::from(w);
+        assert!(args.windows(2).any(|w| w == [s("-s"), s("-S")]));
+        assert!(args.windows(2).any(|w| w == [s("-icount"), s("shift=0")]));
+        assert!(!args.contains(&s("-initrd")));
+    }
+
+    #[test]
+    fn echoed_lines_carry_the_test_name() {
+        let label = default_label();
+        assert!(
+            label.starts_with("qemu_runner::")
+                && label.ends_with("tests::echoed_lines_carry_the_test_name"),
+            "{label}"
+        );
+        assert_eq!(
+            echo_line(&label, 0.123, "PASS hello\n"),
+            format!("[{label}   0.12s] PASS hello\n")
+        );
+        let on_main = std::thread::Builder::new()
+            .name("main".into())
+            .spawn(default_label)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(on_main, "guest");
+        let unnamed = std::thread::spawn(default_label).join().unwrap();
+        assert_eq!(unnamed, "guest");
+        assert_eq!(test_binary_name("system-0123456789abcdef"), "system");
+        assert_eq!(test_binary_name("boot"), "boot");
+        assert_eq!(test_binary_name("qemu-tests"), "qemu-tests");
+    }
+
+    #[test]
+    fn a_kernel_fault_provoked_on_purpose_is_announced() {
+        assert!(!Boot::new(&[]).expects_kernel_fault());
+        assert!(Boot::new(&[]).expect_kernel_fault().expects_kernel_fault());
+        assert!(
+            Boot::new(&[])
+                .cmdline("aslr=off selftest=kernel-fault")
+                .expects_kernel_fault()
+        );
+        assert!(
+            !Boot::new(&[])
+                .cmdline("selftest=kernel-faults")
+                .expects_kernel_fault()
+        );
+        assert!(opens_fatal_report(
+            "KERNEL FAULT: vector 14 (#PF page fault)\n"
+        ));
+        assert!(opens_fatal_report("KERNEL PANIC: at kernel/mod.rs\n"));
+        assert!(opens_fatal_report("PAGER FAULT: vector 13\n"));
+        assert!(!opens_fatal_report("kernel-shim: long mode, serial up\n"));
+        let banner = expected_fault_banner("system::a_kernel_fault_is_reported_and_halts");
+        assert!(banner.starts_with("[system::a_kernel_fault_is_reported_and_halts] "));
+        assert!(banner.contains("(expected: this test provokes a kernel fault)"));
+    }
 }
