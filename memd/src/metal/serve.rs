@@ -44,13 +44,6 @@ fn reply_cqe(token: u64, tag: u32, result: Result<u64, VmError>) {
     sys::reply(token, w[0], w[1]);
 }
 
-fn answer(a: Answer) {
-    if a.waiter.lend >= 8 {
-        sys::ipc_write(a.waiter.token, 0, &a.addr.to_le_bytes());
-    }
-    reply_cqe(a.waiter.token, a.waiter.tag, Ok(a.status));
-}
-
 /// Adds the parents and names memd's metal side knows to the `PROCESSES` entries in `bulk`.
 fn name_processes(procs: &Procs, bulk: &mut [u8]) {
     use libvm::proto::{ProcessInfo, Words};
@@ -102,12 +95,11 @@ impl Server {
     ) -> Result<Pid, loader::LoadError> {
         let pid = loader::start(&self.memd, p.bytes)?;
         if let Ok(space) = self.memd.space_of(pid) {
-            self.procs.add(pid, space, parent);
             let program = Running {
                 name: p.name.into(),
                 args: args.to_vec(),
             };
-            self.procs.set_program(pid, program);
+            self.procs.add(pid, space, parent, program);
         }
         Ok(pid)
     }
@@ -132,10 +124,24 @@ impl Server {
     }
 
     fn died(&mut self, pid: Pid, status: u64, addr: u64) {
+        // The core's record of the death is not needed: the status is kept here (until the
+        // parent waits), so the core's is dropped at once and its table of the dead stays
+        // empty.
         let _ = self.memd.reap(pid);
         if let Some(a) = self.procs.died(pid, status, addr) {
-            answer(a);
+            self.answer(a);
         }
+    }
+
+    /// Delivers a `WAIT`'s answer: the fault address into the lent buffer (when 8 bytes are
+    /// lent), then the status; the child is reaped.
+    fn answer(&mut self, a: Answer) {
+        let w = a.waiter;
+        if w.lend >= 8 {
+            sys::ipc_write(w.token, 0, &a.addr.to_le_bytes());
+        }
+        self.procs.reap(a.child);
+        reply_cqe(w.token, w.tag, Ok(a.status));
     }
 
     fn fault(&mut self, token: u64, badge: u64, w: &[u64; 8]) {
@@ -215,10 +221,12 @@ impl Server {
                     return reply_cqe(token, tag, Err(VmError::BadBuffer));
                 }
                 let result = match self.module(name) {
-                    Some(p) => self.start(p, Some(pid), &args).map_err(|e| match e {
-                        loader::LoadError::Vm(v) => v,
-                        loader::LoadError::Thread(_) => VmError::OutOfMemory,
-                        loader::LoadError::BadElf(_) => VmError::BadRequest,
+                    Some(p) => self.procs.room(Some(pid)).and_then(|()| {
+                        self.start(p, Some(pid), &args).map_err(|e| match e {
+                            loader::LoadError::Vm(v) => v,
+                            loader::LoadError::Thread(_) => VmError::OutOfMemory,
+                            loader::LoadError::BadElf(_) => VmError::BadRequest,
+                        })
                     }),
                     None => Err(VmError::NoSuchProcess),
                 };
@@ -235,7 +243,7 @@ impl Server {
             Ok(Request::Wait { pid: child }) => {
                 let waiter = Waiter { token, tag, lend };
                 match self.procs.wait(pid, child, waiter) {
-                    Ok(Some(a)) => answer(a),
+                    Ok(Some(a)) => self.answer(a),
                     Ok(None) => {}
                     Err(e) => reply_cqe(token, tag, Err(e)),
                 }
@@ -266,6 +274,9 @@ impl Server {
     }
 
     fn fork(&mut self, token: u64, tag: u32, parent: Pid) {
+        if let Err(e) = self.procs.room(Some(parent)) {
+            return reply_cqe(token, tag, Err(e));
+        }
         let child = match self.memd.fork(parent) {
             Ok(c) => c,
             Err(e) => return reply_cqe(token, tag, Err(e)),
@@ -281,10 +292,8 @@ impl Server {
             let _ = self.memd.reap(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
-        self.procs.add(child, space, Some(parent));
-        if let Some(p) = self.procs.program(parent).cloned() {
-            self.procs.set_program(child, p);
-        }
+        let program = self.procs.program(parent).cloned().unwrap_or_default();
+        self.procs.add(child, space, Some(parent), program);
         reply_cqe(token, tag, Ok(child));
     }
 

@@ -86,3 +86,15 @@ fn several_processes_fault_and_map_at_once_under_preemption() {
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
 }
+
+#[test]
+fn zombies_are_bounded_per_parent_refused_with_eagain_and_dropped_with_their_parent() {
+    let o = run(&["memd", "zombies", "exit7"]);
+    o.assert_clean()
+        .assert_log("PASS fork refused with EAGAIN past 256 children")
+        .assert_log("PASS waiting makes room again")
+        .assert_log("PASS the zombies of 20 ended parents are dropped")
+        .assert_log("PASS zombies")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
