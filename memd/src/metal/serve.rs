@@ -5,12 +5,16 @@
 //! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down and the thread is told to die (reply 14) |
 //! | fault, any other exception | reply with the vector: the kernel kills the thread, the exit notice follows |
 //! | exit notice (`TOKEN_EXIT`) | [`Memd::exit`]: every frame returned, the kernel space destroyed; a waiting parent is answered |
-//! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid |
-//! | call `SPAWN` | start the named boot module as a child ([`super::loader`]) |
-//! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies |
+//! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid; `EAGAIN` past the caller's children limit ([`Procs::room`]) |
+//! | call `SPAWN` | start the named boot module as a child ([`super::loader`]); `EAGAIN` as `FORK` |
+//! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies; the fault address goes into the lent buffer, and a buffer memd cannot write gets `EFAULT` with the child left to be waited for again |
 //! | call `ARGS` | the argument string the caller was spawned with (its parent's, after a fork) |
 //! | call `PROCESSES` | [`Memd::handle`] lists the pids; the parents and names are added from [`Procs`] |
 //! | any other call | [`Memd::handle`], with the lent buffer copied in and out |
+//!
+//! Every copy into or out of a lent buffer is checked: one the kernel refuses (a buffer
+//! read-only, not present, copy-on-write) gets `EFAULT` (`BadBuffer`), never a reply saying
+//! memd wrote it.
 //!
 //! The caller's identity is the kernel's badge (word 7), mapped to memd's pid; a badge memd
 //! does not know gets `ESRCH` (calls) or dies (faults).
@@ -134,11 +138,12 @@ impl Server {
     }
 
     /// Delivers a `WAIT`'s answer: the fault address into the lent buffer (when 8 bytes are
-    /// lent), then the status; the child is reaped.
+    /// lent), then the status; the child is reaped. A buffer memd cannot write gets
+    /// `BadBuffer` and the child stays a zombie, to be waited for again.
     fn answer(&mut self, a: Answer) {
         let w = a.waiter;
-        if w.lend >= 8 {
-            sys::ipc_write(w.token, 0, &a.addr.to_le_bytes());
+        if w.lend >= 8 && sys::ipc_write(w.token, 0, &a.addr.to_le_bytes()) < 0 {
+            return reply_cqe(w.token, w.tag, Err(VmError::BadBuffer));
         }
         self.procs.reap(a.child);
         reply_cqe(w.token, w.tag, Ok(a.status));
@@ -264,8 +269,13 @@ impl Server {
                 if sqe.opcode == proto::PROCESSES {
                     name_processes(&self.procs, bulk);
                 }
-                if writes && n > 0 && proto::decode_reply(&cqe).is_ok() {
-                    sys::ipc_write(token, 0, bulk);
+                if writes
+                    && n > 0
+                    && proto::decode_reply(&cqe).is_ok()
+                    && sys::ipc_write(token, 0, bulk) < 0
+                {
+                    // Nothing was changed: these calls only read memd's state.
+                    return reply_cqe(token, tag, Err(VmError::BadBuffer));
                 }
                 let r = proto::cqe_to_words(&cqe);
                 sys::reply(token, r[0], r[1]);

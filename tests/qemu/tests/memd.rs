@@ -98,3 +98,15 @@ fn zombies_are_bounded_per_parent_refused_with_eagain_and_dropped_with_their_par
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
 }
+
+#[test]
+fn a_lent_buffer_memd_cannot_write_gets_efault_and_cow_buffers_work_through_libvm() {
+    let o = run(&["memd", "lentbuf"]);
+    o.assert_clean()
+        .assert_log("PASS a read-only lent buffer gets EFAULT and is not written")
+        .assert_log("PASS a WAIT refused for its buffer leaves the status for the next WAIT")
+        .assert_log("PASS copy-on-write and untouched buffers work through libvm")
+        .assert_log("PASS lentbuf")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
