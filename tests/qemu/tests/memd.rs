@@ -110,3 +110,12 @@ fn a_lent_buffer_memd_cannot_write_gets_efault_and_cow_buffers_work_through_libv
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
 }
+
+#[test]
+fn memd_answers_a_fuzzer_right_and_gets_every_frame_back() {
+    let o = run(&["memd", "memdfuzz", "exit7"]);
+    o.assert_clean()
+        .assert_log("PASS memdfuzz")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
