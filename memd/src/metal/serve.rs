@@ -98,14 +98,23 @@ impl Server {
         args: &[u8],
     ) -> Result<Pid, loader::LoadError> {
         let pid = loader::start(&self.memd, p.bytes)?;
-        if let Ok(space) = self.memd.space_of(pid) {
-            let program = Running {
-                name: p.name.into(),
-                args: args.to_vec(),
-            };
-            self.procs.add(pid, space, parent, program);
-        }
+        let space = self.memd.space_of(pid).map_err(|e| {
+            self.forget(pid);
+            loader::LoadError::Vm(e)
+        })?;
+        let program = Running {
+            name: p.name.into(),
+            args: args.to_vec(),
+        };
+        self.procs.add(pid, space, parent, program);
         Ok(pid)
+    }
+
+    /// Ends process `pid` that never made it into [`Procs`] (its memory returned), and drops
+    /// the core's record of its death.
+    fn forget(&self, pid: Pid) {
+        let _ = self.memd.exit(pid, -1);
+        let _ = self.memd.reap(pid);
     }
 
     /// Serves messages forever.
@@ -292,14 +301,14 @@ impl Server {
             Err(e) => return reply_cqe(token, tag, Err(e)),
         };
         let Ok(space) = self.memd.space_of(child) else {
+            self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         };
         // In the child the call returns the reply (tag, 0).
         let w0 = proto::cqe_to_words(&proto::encode_reply(tag, Ok(0)))[0];
         let t = sys::call(nr::THREAD_CLONE, token, space, w0, 0);
         if t < 0 {
-            let _ = self.memd.exit(child, -1);
-            let _ = self.memd.reap(child);
+            self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
         let program = self.procs.program(parent).cloned().unwrap_or_default();
