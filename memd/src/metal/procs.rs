@@ -25,9 +25,10 @@ use memd::Pid;
 /// The children a process may have, alive or dead and not yet waited for.
 pub const MAX_CHILDREN: usize = 256;
 
-/// The processes memd keeps records of, alive or dead and not yet waited for: 4,096 records
-/// of at most some 200 bytes each (a dead one: its status; a live one: its children's pids
-/// and argument string too, and the kernel runs at most a few dozen spaces).
+/// The processes memd keeps records of, alive or dead and not yet waited for. A dead one
+/// holds its status (some 50 bytes with its share of the table), so 4,096 of them stay well
+/// under a megabyte; a live one also its name, argument string and children's pids, but the
+/// kernel runs at most a few dozen address spaces.
 pub const MAX_RECORDS: usize = 4096;
 
 /// A parent waiting for a child: the token of its `WAIT` call, its tag, and its lent length.

@@ -92,6 +92,7 @@ fn zombies_are_bounded_per_parent_refused_with_eagain_and_dropped_with_their_par
     let o = run(&["memd", "zombies", "exit7"]);
     o.assert_clean()
         .assert_log("PASS fork refused with EAGAIN past 256 children")
+        .assert_log("PASS another process is served during the flood")
         .assert_log("PASS waiting makes room again")
         .assert_log("PASS the zombies of 20 ended parents are dropped")
         .assert_log("PASS zombies")
