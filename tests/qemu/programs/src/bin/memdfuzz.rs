@@ -197,7 +197,11 @@ impl Lend {
 
     /// Whether memd can read what it reads of it (`len` bytes, at most 16 KiB).
     fn readable(&self) -> bool {
-        self.len == 0 || !matches!(self.buf, Buf::NoAccess | Buf::Lazy | Buf::Unmapped)
+        self.len == 0
+            || !matches!(
+                self.buf,
+                Buf::NoAccess | Buf::Lazy | Buf::Unmapped | Buf::Overflow | Buf::Kernel | Buf::Huge
+            )
     }
 
     /// Whether memd can write it.
