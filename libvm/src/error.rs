@@ -4,7 +4,7 @@
 //! `EINVAL`); the reply also carries the precise variant as a one-byte detail, so a client gets
 //! back exactly the `VmError` memd raised.
 
-use syscall::error::{EACCES, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSYS, ESRCH};
+use syscall::error::{EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSYS, ESRCH};
 
 /// Result of a memory operation.
 pub type VmResult<T> = Result<T, VmError>;
@@ -36,6 +36,10 @@ pub enum VmError {
     BadRequest,
     /// A lent buffer too small or not usable (`EFAULT`).
     BadBuffer,
+    /// A `FORK` or `SPAWN` over the limit of children a process may have (alive, or dead and
+    /// not yet waited for), or over the processes memd keeps records of (`EAGAIN`, Linux's
+    /// answer to a fork over `RLIMIT_NPROC`).
+    ProcessLimit,
     /// Any other errno, as received.
     Other(i32),
 }
@@ -54,6 +58,7 @@ impl VmError {
             VmError::NoSuchProcess => ESRCH,
             VmError::BadRequest => ENOSYS,
             VmError::BadBuffer => EFAULT,
+            VmError::ProcessLimit => EAGAIN,
             VmError::Other(errno) => errno,
         }
     }
@@ -73,6 +78,7 @@ impl VmError {
             VmError::NoSuchProcess => 10,
             VmError::BadRequest => 11,
             VmError::BadBuffer => 12,
+            VmError::ProcessLimit => 13,
             VmError::Other(_) => 0,
         }
     }
@@ -93,6 +99,7 @@ impl VmError {
             10 => VmError::NoSuchProcess,
             11 => VmError::BadRequest,
             12 => VmError::BadBuffer,
+            13 => VmError::ProcessLimit,
             _ => return VmError::from(syscall::error::Error::new(errno)),
         };
         if precise.errno() == errno {
@@ -113,6 +120,7 @@ impl From<syscall::error::Error> for VmError {
             ESRCH => VmError::NoSuchProcess,
             ENOSYS => VmError::BadRequest,
             EFAULT => VmError::BadBuffer,
+            EAGAIN => VmError::ProcessLimit,
             errno => VmError::Other(errno),
         }
     }
@@ -139,6 +147,7 @@ impl core::fmt::Display for VmError {
             VmError::NoSuchProcess => "no such process",
             VmError::BadRequest => "request not understood",
             VmError::BadBuffer => "bad buffer",
+            VmError::ProcessLimit => "too many processes",
             VmError::Other(errno) => return write!(f, "errno {errno}"),
         };
         f.write_str(text)
@@ -150,7 +159,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Every variant once (`Other` with an errno no other variant uses).
-    pub(crate) const ALL_ERRORS: [VmError; 13] = [
+    pub(crate) const ALL_ERRORS: [VmError; 14] = [
         VmError::InvalidAddress,
         VmError::InvalidSize,
         VmError::NotAligned,
@@ -163,6 +172,7 @@ pub(crate) mod tests {
         VmError::NoSuchProcess,
         VmError::BadRequest,
         VmError::BadBuffer,
+        VmError::ProcessLimit,
         VmError::Other(123),
     ];
 
@@ -178,6 +188,7 @@ pub(crate) mod tests {
     fn plain_errno_maps_to_a_variant() {
         assert_eq!(VmError::from_wire(ENOMEM, 0), VmError::OutOfMemory);
         assert_eq!(VmError::from_wire(EEXIST, 0), VmError::AlreadyMapped);
+        assert_eq!(VmError::from_wire(EAGAIN, 0), VmError::ProcessLimit);
         // A detail that contradicts the errno is not trusted.
         assert_eq!(VmError::from_wire(EEXIST, 5), VmError::AlreadyMapped);
         assert_eq!(

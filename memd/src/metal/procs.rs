@@ -1,15 +1,35 @@
 //! Parents, children and deferred `WAIT` replies.
 //!
 //! The kernel names a process by the badge of its space; memd's core by its pid. This table
-//! maps one to the other, remembers each process's parent, keeps the status of a dead child
-//! until its parent waits for it (or dies), and holds the token of a parent blocked in `WAIT`
-//! until the child dies: the reply is deferred, the kernel keeps the caller waiting meanwhile.
+//! maps one to the other, remembers each process's parent and children, keeps the status of a
+//! dead child until its parent waits for it (or dies), and holds the token of a parent blocked
+//! in `WAIT` until the child dies: the reply is deferred, the kernel keeps the caller waiting
+//! meanwhile.
+//!
+//! Every record here is one a client made memd keep, so every one is bounded: a process may
+//! have [`MAX_CHILDREN`] children, alive or dead and not yet waited for (Linux's
+//! `RLIMIT_NPROC`, counted per parent), and memd keeps at most [`MAX_RECORDS`] processes in
+//! all; past either, `FORK` and `SPAWN` get [`VmError::ProcessLimit`] (`EAGAIN`). A dead
+//! process keeps only its status (a few dozen bytes) until it is waited for, and is dropped at
+//! once when its parent dies. Each process lists its children, so a death touches only its own
+//! children and its parent (lookups in the table, no scan of it), whatever the number of
+//! processes.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use libvm::VmError;
 use memd::Pid;
+
+/// The children a process may have, alive or dead and not yet waited for.
+pub const MAX_CHILDREN: usize = 256;
+
+/// The processes memd keeps records of, alive or dead and not yet waited for. A dead one
+/// holds its status (some 50 bytes with its share of the table), so 4,096 of them stay well
+/// under a megabyte; a live one also its name, argument string and children's pids, but the
+/// kernel runs at most a few dozen address spaces.
+pub const MAX_RECORDS: usize = 4096;
 
 /// A parent waiting for a child: the token of its `WAIT` call, its tag, and its lent length.
 #[derive(Clone, Copy, Debug)]
@@ -23,20 +43,38 @@ pub struct Waiter {
 }
 
 /// One process, alive or a zombie awaiting its parent's `WAIT`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Entry {
-    badge: u64,
     parent: Option<Pid>,
-    /// Status word and fault address, once dead.
-    death: Option<(u64, u64)>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Alive(Box<Live>),
+    /// Status word and fault address.
+    Dead(u64, u64),
+}
+
+/// What memd keeps of a live process.
+#[derive(Debug)]
+struct Live {
+    badge: u64,
+    program: Program,
+    /// Children alive or dead and not yet waited for (at most [`MAX_CHILDREN`]).
+    children: Vec<Pid>,
+    /// The parent's `WAIT` for this process, while it blocks.
     waiter: Option<Waiter>,
 }
 
-/// A `WAIT` that can be answered now: to whom, with what.
+/// A `WAIT` that can be answered now: to whom, for which child, with what. The child stays a
+/// zombie until the answer is delivered ([`Procs::reap`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Answer {
     /// The waiting parent.
     pub waiter: Waiter,
+    /// The dead child.
+    pub child: Pid,
     /// The child's status word.
     pub status: u64,
     /// The faulting address, for a refused fault.
@@ -53,37 +91,63 @@ pub struct Program {
     pub args: Vec<u8>,
 }
 
-/// Every process memd started, by pid, and the badge-to-pid map.
+/// Every process memd started and that is alive or not yet waited for, by pid, and the
+/// badge-to-pid map of the live ones.
 #[derive(Default)]
 pub struct Procs {
     by_badge: BTreeMap<u64, Pid>,
     entries: BTreeMap<Pid, Entry>,
-    programs: BTreeMap<Pid, Program>,
 }
 
 impl Procs {
-    /// Records a new process `pid` in the kernel space `badge`, child of `parent`.
-    pub fn add(&mut self, pid: Pid, badge: u64, parent: Option<Pid>) {
+    fn live(&self, pid: Pid) -> Option<&Live> {
+        match &self.entries.get(&pid)?.state {
+            State::Alive(live) => Some(live),
+            State::Dead(..) => None,
+        }
+    }
+
+    fn live_mut(&mut self, pid: Pid) -> Option<&mut Live> {
+        match &mut self.entries.get_mut(&pid)?.state {
+            State::Alive(live) => Some(live),
+            State::Dead(..) => None,
+        }
+    }
+
+    /// Whether a new process, child of `parent`, may be recorded: `ProcessLimit` when memd
+    /// keeps [`MAX_RECORDS`] already or `parent` has [`MAX_CHILDREN`] children. Asked before
+    /// the process is made, so a refused `FORK` or `SPAWN` changes nothing.
+    pub fn room(&self, parent: Option<Pid>) -> Result<(), VmError> {
+        let children = parent
+            .and_then(|p| self.live(p))
+            .map_or(0, |p| p.children.len());
+        if self.entries.len() >= MAX_RECORDS || children >= MAX_CHILDREN {
+            return Err(VmError::ProcessLimit);
+        }
+        Ok(())
+    }
+
+    /// Records a new process `pid` in the kernel space `badge`, child of `parent` (which
+    /// [`Procs::room`] allowed), running `program`.
+    pub fn add(&mut self, pid: Pid, badge: u64, parent: Option<Pid>, program: Program) {
+        let parent = parent.filter(|&p| self.live(p).is_some());
+        if let Some(p) = parent.and_then(|p| self.live_mut(p)) {
+            p.children.push(pid);
+        }
         self.by_badge.insert(badge, pid);
-        self.entries.insert(
-            pid,
-            Entry {
-                badge,
-                parent,
-                death: None,
-                waiter: None,
-            },
-        );
+        let live = Live {
+            badge,
+            program,
+            children: Vec::new(),
+            waiter: None,
+        };
+        let state = State::Alive(Box::new(live));
+        self.entries.insert(pid, Entry { parent, state });
     }
 
-    /// Records what process `pid` runs.
-    pub fn set_program(&mut self, pid: Pid, program: Program) {
-        self.programs.insert(pid, program);
-    }
-
-    /// What process `pid` runs, if memd knows.
+    /// What process `pid` runs, if it is alive and memd knows.
     pub fn program(&self, pid: Pid) -> Option<&Program> {
-        self.programs.get(&pid)
+        self.live(pid).map(|l| &l.program)
     }
 
     /// The parent of process `pid` (alive or a zombie), if it has one.
@@ -102,53 +166,49 @@ impl Procs {
     }
 
     /// Process `pid` died with `status` (fault address `addr`): it stops being reachable by
-    /// its badge, its children become orphans (their zombies are dropped), and its own record
-    /// stays for its parent to wait for — the answer comes back when the parent waits already.
+    /// its badge, its children become orphans (its zombies are dropped), and it stays a zombie
+    /// for its parent to wait for (or is dropped at once without a parent). If the parent
+    /// waits for it already, the answer to deliver.
     pub fn died(&mut self, pid: Pid, status: u64, addr: u64) -> Option<Answer> {
-        let entry = self.entries.get(&pid).copied()?;
-        if entry.death.is_some() {
+        let entry = self.entries.get_mut(&pid)?;
+        let parent = entry.parent;
+        let State::Alive(live) = core::mem::replace(&mut entry.state, State::Dead(status, addr))
+        else {
             return None;
-        }
-        self.by_badge.remove(&entry.badge);
-        self.programs.remove(&pid);
-        let orphans: alloc::vec::Vec<Pid> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.parent == Some(pid))
-            .map(|(&p, _)| p)
-            .collect();
-        for child in orphans {
-            let dead = self.entries.get(&child).is_some_and(|e| e.death.is_some());
-            if dead {
-                self.entries.remove(&child);
-            } else if let Some(e) = self.entries.get_mut(&child) {
-                e.parent = None;
+        };
+        self.by_badge.remove(&live.badge);
+        for child in &live.children {
+            let zombie = match self.entries.get_mut(child) {
+                Some(Entry {
+                    parent,
+                    state: State::Alive(l),
+                }) => {
+                    *parent = None;
+                    l.waiter = None;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if zombie {
+                self.entries.remove(child);
             }
         }
-        let parent_alive = entry
-            .parent
-            .and_then(|p| self.entries.get(&p))
-            .is_some_and(|p| p.death.is_none());
-        if !parent_alive {
+        if parent.is_none() {
             self.entries.remove(&pid);
             return None;
         }
-        if let Some(waiter) = entry.waiter {
-            self.entries.remove(&pid);
-            return Some(Answer {
-                waiter,
-                status,
-                addr,
-            });
-        }
-        if let Some(e) = self.entries.get_mut(&pid) {
-            e.death = Some((status, addr));
-        }
-        None
+        live.waiter.map(|waiter| Answer {
+            waiter,
+            child: pid,
+            status,
+            addr,
+        })
     }
 
-    /// `caller` waits for child `pid`: the answer now if it is dead, else the wait is recorded
-    /// (`Ok(None)`). Not a child of the caller, or already waited for: `NoSuchProcess`.
+    /// `caller` waits for child `pid`: the answer now if it is dead (the child stays a zombie
+    /// until [`Procs::reap`]), else the wait is recorded (`Ok(None)`). Not a child of the
+    /// caller, or waited for already: `NoSuchProcess`.
     pub fn wait(
         &mut self,
         caller: Pid,
@@ -158,21 +218,37 @@ impl Procs {
         let entry = self
             .entries
             .get_mut(&pid)
-            .filter(|e| e.parent == Some(caller) && e.waiter.is_none())
+            .filter(|e| e.parent == Some(caller))
             .ok_or(VmError::NoSuchProcess)?;
-        match entry.death {
-            Some((status, addr)) => {
-                self.entries.remove(&pid);
-                Ok(Some(Answer {
-                    waiter,
-                    status,
-                    addr,
-                }))
-            }
-            None => {
-                entry.waiter = Some(waiter);
+        match &mut entry.state {
+            State::Dead(status, addr) => Ok(Some(Answer {
+                waiter,
+                child: pid,
+                status: *status,
+                addr: *addr,
+            })),
+            State::Alive(live) if live.waiter.is_none() => {
+                live.waiter = Some(waiter);
                 Ok(None)
             }
+            State::Alive(_) => Err(VmError::NoSuchProcess),
+        }
+    }
+
+    /// The answer about zombie `pid` was delivered to its parent: the zombie goes.
+    pub fn reap(&mut self, pid: Pid) {
+        let Some(entry) = self.entries.get(&pid) else {
+            return;
+        };
+        if !matches!(entry.state, State::Dead(..)) {
+            return;
+        }
+        let parent = entry.parent;
+        self.entries.remove(&pid);
+        if let Some(p) = parent.and_then(|p| self.live_mut(p))
+            && let Some(i) = p.children.iter().position(|&c| c == pid)
+        {
+            p.children.swap_remove(i);
         }
     }
 }

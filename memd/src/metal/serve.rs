@@ -5,12 +5,16 @@
 //! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down and the thread is told to die (reply 14) |
 //! | fault, any other exception | reply with the vector: the kernel kills the thread, the exit notice follows |
 //! | exit notice (`TOKEN_EXIT`) | [`Memd::exit`]: every frame returned, the kernel space destroyed; a waiting parent is answered |
-//! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid |
-//! | call `SPAWN` | start the named boot module as a child ([`super::loader`]) |
-//! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies |
+//! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid; `EAGAIN` past the caller's children limit ([`Procs::room`]) |
+//! | call `SPAWN` | start the named boot module as a child ([`super::loader`]); `EAGAIN` as `FORK` |
+//! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies; the fault address goes into the lent buffer, and a buffer memd cannot write gets `EFAULT` with the child left to be waited for again |
 //! | call `ARGS` | the argument string the caller was spawned with (its parent's, after a fork) |
 //! | call `PROCESSES` | [`Memd::handle`] lists the pids; the parents and names are added from [`Procs`] |
 //! | any other call | [`Memd::handle`], with the lent buffer copied in and out |
+//!
+//! Every copy into or out of a lent buffer is checked: one the kernel refuses (a buffer
+//! read-only, not present, copy-on-write) gets `EFAULT` (`BadBuffer`), never a reply saying
+//! memd wrote it.
 //!
 //! The caller's identity is the kernel's badge (word 7), mapped to memd's pid; a badge memd
 //! does not know gets `ESRCH` (calls) or dies (faults).
@@ -42,13 +46,6 @@ pub struct Server {
 fn reply_cqe(token: u64, tag: u32, result: Result<u64, VmError>) {
     let w = proto::cqe_to_words(&proto::encode_reply(tag, result));
     sys::reply(token, w[0], w[1]);
-}
-
-fn answer(a: Answer) {
-    if a.waiter.lend >= 8 {
-        sys::ipc_write(a.waiter.token, 0, &a.addr.to_le_bytes());
-    }
-    reply_cqe(a.waiter.token, a.waiter.tag, Ok(a.status));
 }
 
 /// Adds the parents and names memd's metal side knows to the `PROCESSES` entries in `bulk`.
@@ -103,15 +100,23 @@ impl Server {
         // W^X passes from a parent to what it spawns.
         let deny = parent.is_some_and(|p| self.memd.denies_write_exec(p).unwrap_or(false));
         let pid = loader::start(&self.memd, p.bytes, deny)?;
-        if let Ok(space) = self.memd.space_of(pid) {
-            self.procs.add(pid, space, parent);
-            let program = Running {
-                name: p.name.into(),
-                args: args.to_vec(),
-            };
-            self.procs.set_program(pid, program);
-        }
+        let space = self.memd.space_of(pid).map_err(|e| {
+            self.forget(pid);
+            loader::LoadError::Vm(e)
+        })?;
+        let program = Running {
+            name: p.name.into(),
+            args: args.to_vec(),
+        };
+        self.procs.add(pid, space, parent, program);
         Ok(pid)
+    }
+
+    /// Ends process `pid` that never made it into [`Procs`] (its memory returned), and drops
+    /// the core's record of its death.
+    fn forget(&self, pid: Pid) {
+        let _ = self.memd.exit(pid, -1);
+        let _ = self.memd.reap(pid);
     }
 
     /// Serves messages forever.
@@ -148,10 +153,25 @@ impl Server {
     }
 
     fn died(&mut self, pid: Pid, status: u64, addr: u64) {
+        // The core's record of the death is not needed: the status is kept here (until the
+        // parent waits), so the core's is dropped at once and its table of the dead stays
+        // empty.
         let _ = self.memd.reap(pid);
         if let Some(a) = self.procs.died(pid, status, addr) {
-            answer(a);
+            self.answer(a);
         }
+    }
+
+    /// Delivers a `WAIT`'s answer: the fault address into the lent buffer (when 8 bytes are
+    /// lent), then the status; the child is reaped. A buffer memd cannot write gets
+    /// `BadBuffer` and the child stays a zombie, to be waited for again.
+    fn answer(&mut self, a: Answer) {
+        let w = a.waiter;
+        if w.lend >= 8 && sys::ipc_write(w.token, 0, &a.addr.to_le_bytes()) < 0 {
+            return reply_cqe(w.token, w.tag, Err(VmError::BadBuffer));
+        }
+        self.procs.reap(a.child);
+        reply_cqe(w.token, w.tag, Ok(a.status));
     }
 
     fn fault(&mut self, token: u64, badge: u64, w: &[u64; 8]) {
@@ -247,10 +267,12 @@ impl Server {
                     return reply_cqe(token, tag, Err(VmError::BadBuffer));
                 }
                 let result = match self.module(name) {
-                    Some(p) => self.start(p, Some(pid), &args).map_err(|e| match e {
-                        loader::LoadError::Vm(v) => v,
-                        loader::LoadError::Thread(_) => VmError::OutOfMemory,
-                        loader::LoadError::BadElf(_) => VmError::BadRequest,
+                    Some(p) => self.procs.room(Some(pid)).and_then(|()| {
+                        self.start(p, Some(pid), &args).map_err(|e| match e {
+                            loader::LoadError::Vm(v) => v,
+                            loader::LoadError::Thread(_) => VmError::OutOfMemory,
+                            loader::LoadError::BadElf(_) => VmError::BadRequest,
+                        })
                     }),
                     None => Err(VmError::NoSuchProcess),
                 };
@@ -267,7 +289,7 @@ impl Server {
             Ok(Request::Wait { pid: child }) => {
                 let waiter = Waiter { token, tag, lend };
                 match self.procs.wait(pid, child, waiter) {
-                    Ok(Some(a)) => answer(a),
+                    Ok(Some(a)) => self.answer(a),
                     Ok(None) => {}
                     Err(e) => reply_cqe(token, tag, Err(e)),
                 }
@@ -288,8 +310,13 @@ impl Server {
                 if sqe.opcode == proto::PROCESSES {
                     name_processes(&self.procs, bulk);
                 }
-                if writes && n > 0 && proto::decode_reply(&cqe).is_ok() {
-                    sys::ipc_write(token, 0, bulk);
+                if writes
+                    && n > 0
+                    && proto::decode_reply(&cqe).is_ok()
+                    && sys::ipc_write(token, 0, bulk) < 0
+                {
+                    // Nothing was changed: these calls only read memd's state.
+                    return reply_cqe(token, tag, Err(VmError::BadBuffer));
                 }
                 let r = proto::cqe_to_words(&cqe);
                 sys::reply(token, r[0], r[1]);
@@ -298,25 +325,26 @@ impl Server {
     }
 
     fn fork(&mut self, token: u64, tag: u32, parent: Pid) {
+        if let Err(e) = self.procs.room(Some(parent)) {
+            return reply_cqe(token, tag, Err(e));
+        }
         let child = match self.memd.fork(parent) {
             Ok(c) => c,
             Err(e) => return reply_cqe(token, tag, Err(e)),
         };
         let Ok(space) = self.memd.space_of(child) else {
+            self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         };
         // In the child the call returns the reply (tag, 0).
         let w0 = proto::cqe_to_words(&proto::encode_reply(tag, Ok(0)))[0];
         let t = sys::call(nr::THREAD_CLONE, token, space, w0, 0);
         if t < 0 {
-            let _ = self.memd.exit(child, -1);
-            let _ = self.memd.reap(child);
+            self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
-        self.procs.add(child, space, Some(parent));
-        if let Some(p) = self.procs.program(parent).cloned() {
-            self.procs.set_program(child, p);
-        }
+        let program = self.procs.program(parent).cloned().unwrap_or_default();
+        self.procs.add(child, space, Some(parent), program);
         reply_cqe(token, tag, Ok(child));
     }
 

@@ -92,3 +92,40 @@ fn several_processes_fault_and_map_at_once_under_preemption() {
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
 }
+
+#[test]
+fn zombies_are_bounded_per_parent_refused_with_eagain_and_dropped_with_their_parent() {
+    let o = run(&["memd", "zombies", "exit7"]);
+    o.assert_clean()
+        .assert_log("PASS fork refused with EAGAIN past 256 children")
+        .assert_log("PASS another process is served during the flood")
+        .assert_log("PASS waiting makes room again")
+        .assert_log("PASS the zombies of 20 ended parents are dropped")
+        .assert_log("PASS zombies")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
+
+#[test]
+fn a_lent_buffer_memd_cannot_write_gets_efault_and_cow_buffers_work_through_libvm() {
+    let o = run(&["memd", "lentbuf"]);
+    o.assert_clean()
+        .assert_log("PASS a read-only lent buffer gets EFAULT and is not written")
+        .assert_log("PASS a WAIT refused for its buffer leaves the status for the next WAIT")
+        .assert_log("PASS copy-on-write and untouched buffers work through libvm")
+        .assert_log("PASS lentbuf")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}
+
+#[test]
+fn memd_answers_a_fuzzer_right_and_gets_every_frame_back() {
+    // The fixed layout: the fuzzer keeps its hostile ranges off its own memory by address.
+    let mut boot = Boot::new(&["memd", "memdfuzz", "exit7"]).cmdline("aslr=off");
+    boot.timeout = Duration::from_secs(120);
+    let o = boot.run();
+    o.assert_clean()
+        .assert_log("PASS memdfuzz")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+}

@@ -44,6 +44,18 @@ pub mod errno {
 
 pub use libvm::sys::raw::*;
 
+/// Spare page-table frames a process may keep after its mappings are gone (memd's
+/// `tables::MAX_SPARE`): memd takes them back only beyond.
+pub const SPARE_TABLES: u64 = 8;
+
+/// Whether memd is back where `base` was: the same data frames in use and the same processes,
+/// and page-table frames no more than the spare ones a process keeps above.
+pub fn settled(base: &libvm::proto::GlobalStats, now: &libvm::proto::GlobalStats) -> bool {
+    now.data_frames() == base.data_frames()
+        && now.page_table_frames <= base.page_table_frames + SPARE_TABLES
+        && now.processes == base.processes
+}
+
 /// The argument string this program was spawned with (`Vm::spawn_with_args`), split at
 /// spaces; empty when it was started without one.
 pub fn args() -> alloc::vec::Vec<alloc::string::String> {

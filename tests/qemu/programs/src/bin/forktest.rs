@@ -160,15 +160,6 @@ fn no_leak() {
     println!("PASS freed frames never leak");
 }
 
-/// Whether the system is back at `base`: the same data frames and processes; the page
-/// tables no more than three frames above (the spare table frames this process may keep for
-/// its next fault).
-fn settled(base: &GlobalStats, now: &GlobalStats) -> bool {
-    now.data_frames() == base.data_frames()
-        && now.page_table_frames <= base.page_table_frames + 3
-        && now.processes == base.processes
-}
-
 fn cycles() {
     let base = stats();
     let t0 = clock();
