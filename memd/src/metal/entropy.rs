@@ -3,9 +3,7 @@
 //! CPU without RDRAND, RDTSC jitter alone (weaker: said at boot). `aslr=off` on the kernel
 //! command line turns randomization off (every process gets the fixed layout).
 
-use super::sys::call;
 use core::arch::x86_64::{__cpuid, _rdtsc};
-use kernel_shim::abi as nr;
 
 /// Where the seed came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,22 +14,6 @@ pub enum Source {
     Rdrand,
     /// RDTSC jitter alone.
     Rdtsc,
-}
-
-/// Whether the kernel command line holds the word `word`.
-pub fn cmdline_has(word: &str) -> bool {
-    let mut line = [0u8; 256];
-    let n = call(
-        nr::CMDLINE,
-        line.as_mut_ptr() as u64,
-        line.len() as u64,
-        0,
-        0,
-    );
-    let n = usize::try_from(n).unwrap_or(0).min(line.len());
-    line[..n]
-        .split(|&b| b == b' ')
-        .any(|w| w == word.as_bytes())
 }
 
 fn has_rdrand() -> bool {
@@ -80,7 +62,7 @@ fn jitter() -> u64 {
 
 /// The seed for this boot, and where it came from (`None` when randomization is off).
 pub fn seed() -> (Option<[u8; 32]>, Source) {
-    if cmdline_has("aslr=off") {
+    if super::sys::cmdline().split(' ').any(|w| w == "aslr=off") {
         return (None, Source::Off);
     }
     let rdrand_ok = has_rdrand();

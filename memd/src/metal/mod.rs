@@ -11,14 +11,15 @@
 //!    module 1 (the first program after itself); the others wait to be `SPAWN`ed by name.
 //! 5. [`serve::Server::run`]: requests, faults and exit notices, forever.
 //!
-//! One concept per file: [`sys`] (raw system calls), [`entropy`] (the seed of layout
-//! randomization), [`kernel`]
+//! One concept per file: [`sys`] (raw system calls), [`logger`] (the log and its level),
+//! [`entropy`] (the seed of layout randomization), [`kernel`]
 //! (the `Kernel` trait), [`loader`] (ELF boot modules), [`procs`] (parents, children, waits),
 //! [`serve`] (the loop).
 
 pub mod entropy;
 pub mod kernel;
 pub mod loader;
+pub mod logger;
 pub mod procs;
 pub mod serve;
 pub mod sys;
@@ -106,6 +107,8 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     // take, so no client can make memd run out of its own memory, by splitting mappings or by
     // forking large processes; the other half is for everything else memd keeps.
     // The out-of-memory policy never picks init, the first program (pid 1).
+    // Before anything is logged: the level comes from the command line.
+    logger::init();
     let (aslr_seed, source) = entropy::seed();
     let config = memd::Config {
         bookkeeping: (HEAP_BYTES / 2) as usize,
@@ -113,7 +116,7 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         aslr_seed,
         ..memd::Config::default()
     };
-    println!(
+    log::info!(
         "memd: address-space layout randomization {}",
         match source {
             entropy::Source::Off => "off (aslr=off)",
@@ -128,7 +131,7 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     let pack: &'static [u8] =
         unsafe { core::slice::from_raw_parts(BOOTPACK_BASE as *const u8, pack_len) };
     let stats = memd.global_stats();
-    println!(
+    log::info!(
         "memd: ready: {} frames ({} KiB), heap {} KiB, boot pack {} bytes",
         stats.frames_total,
         stats.frames_total * 4,
@@ -138,7 +141,7 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     let mut server = serve::Server::new(memd, pack);
     server.start_index(1);
     if server.alive() == 0 {
-        println!("memd: nothing to run");
+        log::warn!("memd: nothing to run");
     }
     server.run()
 }

@@ -86,8 +86,8 @@ impl Server {
             return;
         };
         match self.start(p, None, &[]) {
-            Ok(pid) => println!("memd: started {} as pid {}", p.name, pid),
-            Err(e) => println!("memd: cannot start {}: {}", p.name, e),
+            Ok(pid) => log::info!("memd: started {} as pid {}", p.name, pid),
+            Err(e) => log::error!("memd: cannot start {}: {}", p.name, e),
         }
     }
 
@@ -143,7 +143,7 @@ impl Server {
     /// answers their parents.
     fn oom_victims(&mut self) {
         for pid in self.memd.take_oom_victims() {
-            println!("memd: killed pid {}: out of memory (largest process)", pid);
+            log::warn!("memd: killed pid {}: out of memory (largest process)", pid);
             self.died(
                 pid,
                 wait_status::fault(wait_status::OOM, wait_status::READ),
@@ -196,6 +196,12 @@ impl Server {
         };
         match self.memd.handle_fault(pid, addr, access) {
             FaultOutcome::Resolved => {
+                log::debug!(
+                    "memd: pid {} {:?} fault at {:#x} resolved",
+                    pid,
+                    access,
+                    addr
+                );
                 sys::reply(token, 0, 0);
             }
             FaultOutcome::Kill(kill) => {
@@ -211,9 +217,13 @@ impl Server {
                     Access::Write => (wait_status::WRITE, "write"),
                     Access::Execute => (wait_status::EXEC, "execute"),
                 };
-                println!(
+                log::warn!(
                     "memd: killed pid {} (space {:#x}): {} at {:#x} ({})",
-                    pid, badge, what, addr, why
+                    pid,
+                    badge,
+                    what,
+                    addr,
+                    why
                 );
                 // The space is gone already (its memory returned); the reply only tells a
                 // kernel that still holds the thread to end it.
@@ -232,8 +242,8 @@ impl Server {
         } else {
             wait_status::exited(code as u32)
         };
-        // Said of a process no parent waits for (the first program, an orphan): the boot
-        // runner reads the first program's exit status here.
+        // Said of a process no parent waits for (the first program, an orphan), at every log
+        // level: the boot runner reads the first program's exit status here.
         if self.procs.parent(pid).is_none() {
             let name = self.procs.program(pid).map_or("?", |p| p.name.as_str());
             let how = if code & KILLED != 0 {
@@ -258,6 +268,7 @@ impl Server {
             return;
         };
         let decoded = Request::decode(&sqe);
+        log::debug!("memd: pid {} {:?}", pid, decoded);
         match decoded {
             Ok(Request::Fork) => self.fork(token, tag, pid),
             Ok(r @ Request::Spawn { .. }) => {

@@ -75,6 +75,20 @@ pub fn ipc_write(token: u64, offset: u64, src: &[u8]) -> i64 {
     raw::ipc_write(token, offset, src)
 }
 
+/// The kernel command line (cut to 256 bytes; empty if the kernel gives none).
+pub fn cmdline() -> alloc::string::String {
+    let mut line = [0u8; 256];
+    let n = call(
+        nr::CMDLINE,
+        line.as_mut_ptr() as u64,
+        line.len() as u64,
+        0,
+        0,
+    );
+    let n = usize::try_from(n).unwrap_or(0).min(line.len());
+    alloc::string::String::from_utf8_lossy(&line[..n]).into_owned()
+}
+
 /// Prints to the debug console (after the pending reply, as every other call).
 pub fn print_fmt(args: fmt::Arguments) {
     send_pending_reply();

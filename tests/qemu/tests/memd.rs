@@ -129,3 +129,24 @@ fn memd_answers_a_fuzzer_right_and_gets_every_frame_back() {
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
 }
+
+#[test]
+fn memds_log_level_comes_from_the_kernel_command_line() {
+    let debug = Boot::new(&["memd", "aslrprobe"])
+        .cmdline("loglevel=debug")
+        .run();
+    debug
+        .assert_clean()
+        .assert_log("memd: log level DEBUG")
+        .assert_log("memd: started aslrprobe as pid 1")
+        .assert_log_line("memd: pid 1 Ok(Mmap {", "})")
+        .assert_log_line("memd: pid 1 Write fault at 0x", " resolved")
+        .assert_log("PASS aslrprobe");
+    let quiet = Boot::new(&["memd", "hello"]).cmdline("loglevel=warn").run();
+    quiet
+        .assert_clean()
+        .assert_no_log("memd: ready")
+        .assert_no_log("memd: started hello")
+        .assert_log("PASS hello")
+        .assert_log("memd: pid 1 (hello) ended: exit status 0");
+}
