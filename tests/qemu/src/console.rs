@@ -83,7 +83,9 @@ impl Console {
                 self.line.push(b);
             }
         }
-        if self.stream && self.line.len() > self.shown {
+        // A line begun with nothing but `\r` is not shown yet: it may be no line at all.
+        let blank = self.line.iter().all(|&b| b == b'\r');
+        if self.stream && self.line.len() > self.shown && !(self.shown == 0 && blank) {
             if self.shown == 0 {
                 out.extend_from_slice(label_prefix(&self.label, seconds).as_bytes());
             }
@@ -119,11 +121,12 @@ impl Console {
     }
 
     /// The end of the output: a last line without its newline goes to the log as it is, and
-    /// its echo is ended with one. Returns the log and what is left to echo.
+    /// its echo is ended with one (a last line of nothing but `\r`, as QEMU's farewell ends,
+    /// is no line). Returns the log and what is left to echo.
     pub fn finish(mut self, seconds: f64) -> (String, Vec<u8>) {
         let mut out = Vec::new();
-        if !self.line.is_empty() {
-            let text = String::from_utf8_lossy(&self.line).replace('\r', "");
+        let text = String::from_utf8_lossy(&self.line).replace('\r', "");
+        if !text.is_empty() || self.shown > 0 {
             if self.stream {
                 if self.shown == 0 {
                     out.extend_from_slice(label_prefix(&self.label, seconds).as_bytes());
@@ -210,6 +213,11 @@ mod tests {
         let (log, rest) = c.finish(1.1);
         assert_eq!(text(rest), "\n");
         assert_eq!(log, "init: ready\nmemd> hx\x08 \x08elp\n\nlast");
+        // QEMU's farewell after Ctrl-A X ends with "\n\r": no line of its own.
+        let mut c = console(true);
+        c.feed(b"memd> QEMU: Terminated\n\r", 2.0);
+        let (log, rest) = c.finish(2.1);
+        assert_eq!((log.as_str(), rest), ("memd> QEMU: Terminated\n", vec![]));
     }
 
     #[test]
