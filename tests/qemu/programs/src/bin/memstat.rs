@@ -272,7 +272,8 @@ fn kills(g: &GlobalStats) -> u64 {
 fn watch(json: bool, secs: u64) -> u64 {
     if !json {
         println!(
-            "memstat: every {} s until a key is pressed; faults and kills since the line before",
+            "memstat: every {} s until a key is pressed; faults and kills since the line before \
+             (the first: since boot)",
             secs
         );
         println!(
