@@ -221,7 +221,7 @@ impl Boot {
     }
 
     /// Types `lines` into the guest's serial console, each with its newline once the guest
-    /// printed `prompt` (again) (see [`Boot::input`]).
+    /// printed `prompt` (again since the line before): see [`Boot::input`](Boot#structfield.input).
     pub fn input(mut self, prompt: &str, lines: &[&str]) -> Boot {
         self.input.extend(lines.iter().map(|l| Keys {
             after: prompt.to_string(),
