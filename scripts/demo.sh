@@ -7,8 +7,10 @@
 #
 #   scripts/demo.sh                 the demonstration, then power-off
 #   scripts/demo.sh -i              the same, then init's prompt on this terminal:
-#                                   memstat [--json] [--ps | PID], ps, run PROGRAM [ARGS],
-#                                   bench, help, poweroff (Ctrl-A X leaves QEMU by force)
+#                                   memstat [--json] [--watch N] [--ps | PID], ps,
+#                                   run PROGRAM [ARGS], bench, help, poweroff (exits 0);
+#                                   backspace, Ctrl-U, arrow up edit; Ctrl-C kills what
+#                                   run started; Ctrl-A X leaves QEMU by force (exits 130)
 #   scripts/demo.sh [-i] NAME...    also packs the programs NAME... (bins of
 #                                   tests/qemu/programs/src/bin) for `run NAME` at the prompt
 set -euo pipefail
@@ -20,7 +22,7 @@ for arg in "$@"; do
     case "$arg" in
         -i | --interactive) interactive=1 ;;
         -h | --help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
@@ -34,8 +36,8 @@ done
 source scripts/setup.sh
 
 # The boot image: memd (module 0), init (module 1, started by memd), and what init and its
-# prompt spawn by name. At most 16 modules.
-programs=(memd init memstat hello segv_ro segv_none segv_null exit7 forktest vmtest statprobe)
+# prompt spawn by name (spinner runs 1.5 s: time to try Ctrl-C). At most 16 modules.
+programs=(memd init memstat hello segv_ro segv_none segv_null exit7 forktest vmtest statprobe spinner)
 if [ -f tests/qemu/programs/src/bin/vmbench.rs ]; then
     programs+=(vmbench)
 fi

@@ -20,10 +20,11 @@
 //! | 9 `PROCESS_STATS` | one process | pid (0: self) (bulk: [`ProcessStats`]) | words written |
 //! | 10 `REGIONS` | region map | pid (0: self), from address (bulk: [`RegionInfo`]s) | regions written |
 //! | 11 `SPAWN` | start a boot module as a child | its name, NUL padded, in the six args (≤ 47 bytes) (bulk, optional: its argument string, ≤ [`MAX_ARGS`] bytes) | child pid |
-//! | 12 `WAIT` | wait for a child to die | child pid (bulk: fault address, if 8 bytes lent) | [`wait_status`] word |
+//! | 12 `WAIT` | wait for a child to die | child pid, flags ([`WAIT_NOHANG`]: answer at once) (bulk: fault address, if 8 bytes lent) | [`wait_status`] word ([`wait_status::RUNNING`] with `WAIT_NOHANG` while the child lives) |
 //! | 13 `ARGS` | the caller's argument string | - (bulk: the bytes, cut to the buffer) | bytes written |
 //! | 14 `PROCESSES` | which processes exist | from pid (bulk: [`ProcessInfo`]s of pids ≥ from) | entries written |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
+//! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
 //! On the metal the 8 words of an `Sqe` travel in registers ([`sqe_to_words`]): word 0 holds
 //! opcode, flags and tag, words 1..7 the args, word 7 the caller (the kernel's badge). A reply
@@ -64,6 +65,12 @@ pub const ARGS: u8 = 13;
 pub const PROCESSES: u8 = 14;
 /// `DENY_WRITE_EXEC`: W^X for the caller from now on (Linux's `PR_SET_MDWE`).
 pub const DENY_WRITE_EXEC: u8 = 15;
+/// `KILL`: end a live child of the caller, as if it had exited, but with the status of a kill.
+pub const KILL: u8 = 16;
+
+/// `WAIT` flag: answer at once, with [`wait_status::RUNNING`] if the child still lives (as
+/// `waitpid`'s `WNOHANG`), so a parent can do other things (read its console) meanwhile.
+pub const WAIT_NOHANG: u64 = 1;
 
 /// Longest argument string a `SPAWN` carries (longer ones are cut).
 pub const MAX_ARGS: usize = 256;
@@ -75,10 +82,11 @@ pub const MAX_NAME: usize = 47;
 ///
 /// | bits | meaning |
 /// |---|---|
-/// | 0..32 | exit code, or the exception vector that killed it (14: page fault) |
+/// | 0..32 | exit code (a program's `exit` code is 32 bits: the kernel drops the upper half), or the exception vector that killed it (14: page fault; 0 for a `KILL`) |
 /// | 32 | [`KILLED`](wait_status::KILLED): killed, not exited |
-/// | 40..48 | memd's reason for a refused page fault ([`MAPERR`](wait_status::MAPERR), [`ACCERR`](wait_status::ACCERR), [`OOM`](wait_status::OOM)); 0 otherwise |
+/// | 40..48 | memd's reason for a kill ([`MAPERR`](wait_status::MAPERR), [`ACCERR`](wait_status::ACCERR), [`OOM`](wait_status::OOM) for a refused page fault, [`PARENT`](wait_status::PARENT) for a `KILL`); 0 otherwise |
 /// | 48..56 | the access that faulted ([`READ`](wait_status::READ), [`WRITE`](wait_status::WRITE), [`EXEC`](wait_status::EXEC)) |
+/// | 63 | [`RUNNING`](wait_status::RUNNING): no status yet (a `WAIT_NOHANG` of a live child) |
 pub mod wait_status {
     /// Killed rather than exited.
     pub const KILLED: u64 = 1 << 32;
@@ -92,6 +100,10 @@ pub mod wait_status {
     pub const ACCERR: u64 = 2;
     /// Reason: no frame could be had.
     pub const OOM: u64 = 3;
+    /// Reason: its parent ended it with a `KILL` request.
+    pub const PARENT: u64 = 4;
+    /// Not a status: the child of a `WAIT_NOHANG` still lives.
+    pub const RUNNING: u64 = 1 << 63;
     /// Access: a load.
     pub const READ: u64 = 1;
     /// Access: a store.
@@ -109,9 +121,14 @@ pub mod wait_status {
         KILLED | 14 | (reason & 0xFF) << REASON_SHIFT | (access & 0xFF) << ACCESS_SHIFT
     }
 
+    /// The status of a child its parent ended with a `KILL` request.
+    pub const fn killed_by_parent() -> u64 {
+        KILLED | PARENT << REASON_SHIFT
+    }
+
     /// The exit code, if it exited.
     pub const fn code(status: u64) -> Option<u32> {
-        if status & KILLED == 0 {
+        if status & (KILLED | RUNNING) == 0 {
             Some(status as u32)
         } else {
             None
@@ -224,6 +241,8 @@ pub enum Request {
     Wait {
         /// The child.
         pid: u64,
+        /// Answer at once, [`wait_status::RUNNING`] while the child lives ([`WAIT_NOHANG`]).
+        nohang: bool,
     },
     /// The caller's argument string into the lent buffer.
     Args,
@@ -235,6 +254,11 @@ pub enum Request {
     /// From now on no page of the caller (and of the processes it forks or spawns) is ever
     /// writable and executable at once, and none becomes executable that was not.
     DenyWriteExec,
+    /// End the caller's live child `pid`.
+    Kill {
+        /// The child.
+        pid: u64,
+    },
 }
 
 impl Request {
@@ -333,10 +357,14 @@ impl Request {
                 }
                 sqe(SPAWN, args)
             }
-            Request::Wait { pid } => sqe(WAIT, [pid, 0, 0, 0, 0, 0]),
+            Request::Wait { pid, nohang } => sqe(
+                WAIT,
+                [pid, if nohang { WAIT_NOHANG } else { 0 }, 0, 0, 0, 0],
+            ),
             Request::Args => sqe(ARGS, [0; 6]),
             Request::Processes { from } => sqe(PROCESSES, [from, 0, 0, 0, 0, 0]),
             Request::DenyWriteExec => sqe(DENY_WRITE_EXEC, [0; 6]),
+            Request::Kill { pid } => sqe(KILL, [pid, 0, 0, 0, 0, 0]),
         }
     }
 
@@ -463,8 +491,14 @@ impl Request {
                 Ok(Request::Spawn { name })
             }
             WAIT => {
-                unused(1)?;
-                Ok(Request::Wait { pid: a[0] })
+                unused(2)?;
+                if a[1] & !WAIT_NOHANG != 0 {
+                    return Err(VmError::InvalidFlags);
+                }
+                Ok(Request::Wait {
+                    pid: a[0],
+                    nohang: a[1] & WAIT_NOHANG != 0,
+                })
             }
             ARGS => {
                 unused(0)?;
@@ -477,6 +511,10 @@ impl Request {
             DENY_WRITE_EXEC => {
                 unused(0)?;
                 Ok(Request::DenyWriteExec)
+            }
+            KILL => {
+                unused(1)?;
+                Ok(Request::Kill { pid: a[0] })
             }
             _ => Err(VmError::BadRequest),
         }
@@ -649,6 +687,19 @@ wire_struct! {
         /// Frames kept out of use for good because the kernel refused to destroy a space
         /// that might still map them (0 unless the kernel misbehaves).
         pub frames_quarantined: u64,
+        /// Bytes of memd's own heap in use (its region maps, page maps, process records).
+        pub memd_heap_used: u64,
+        /// Bytes of memd's own heap (fixed at start).
+        pub memd_heap_total: u64,
+        /// Bytes of memd's memory the bookkeeping of all processes is counted for now
+        /// (regions, resident pages, page tables).
+        pub bookkeeping_used: u64,
+        /// The most bytes that bookkeeping may take (past it requests get ENOMEM, faults kill).
+        pub bookkeeping_total: u64,
+        /// Processes killed for an exception other than a page fault (#GP, #UD, #DE, ...).
+        pub kills_exception: u64,
+        /// Processes their parent ended with a `KILL` request.
+        pub kills_parent: u64,
     }
 }
 
@@ -803,10 +854,18 @@ mod tests {
             },
             Request::spawn("hello").unwrap(),
             Request::spawn(core::str::from_utf8(&[b'x'; MAX_NAME]).unwrap()).unwrap(),
-            Request::Wait { pid: 9 },
+            Request::Wait {
+                pid: 9,
+                nohang: false,
+            },
+            Request::Wait {
+                pid: 9,
+                nohang: true,
+            },
             Request::Args,
             Request::Processes { from: 2 },
             Request::DenyWriteExec,
+            Request::Kill { pid: 4 },
         ];
         for r in all {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
@@ -887,6 +946,34 @@ mod tests {
         assert_eq!(wait_status::reason(k), wait_status::ACCERR);
         assert_eq!(wait_status::access(k), wait_status::WRITE);
         assert_eq!(k as u32, 14);
+        let p = wait_status::killed_by_parent();
+        assert_eq!(wait_status::code(p), None);
+        assert_eq!(wait_status::reason(p), wait_status::PARENT);
+        assert_eq!(wait_status::code(wait_status::RUNNING), None);
+        // The largest exit code is an exit, never a kill.
+        assert_eq!(
+            wait_status::code(wait_status::exited(u32::MAX)),
+            Some(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn wait_flags_and_kill_are_checked() {
+        let mut w = Request::Wait {
+            pid: 3,
+            nohang: true,
+        }
+        .encode();
+        assert_eq!(w.args[1], WAIT_NOHANG);
+        w.args[1] = 2;
+        assert_eq!(Request::decode(&w), Err(VmError::InvalidFlags));
+        w.args[1] = 0;
+        w.args[2] = 1;
+        assert_eq!(Request::decode(&w), Err(VmError::BadRequest));
+        let mut k = Request::Kill { pid: 3 }.encode();
+        assert_eq!(k.opcode, KILL);
+        k.args[1] = 1;
+        assert_eq!(Request::decode(&k), Err(VmError::BadRequest));
     }
 
     #[test]
@@ -921,7 +1008,17 @@ mod tests {
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
         assert!(!s.write_to(&mut buf[..71]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
-        assert_eq!(GlobalStats::WORDS, 21);
+        assert_eq!(GlobalStats::WORDS, 27);
+        // The fields added last stay last: older readers see the same first 21 words.
+        let g = GlobalStats {
+            frames_quarantined: 21,
+            kills_parent: 27,
+            ..GlobalStats::default()
+        };
+        let mut buf = [0u8; 27 * 8];
+        assert!(g.write_to(&mut buf));
+        assert_eq!(buf[20 * 8], 21);
+        assert_eq!(buf[26 * 8], 27);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! | [`Vm::regions`] | `REGIONS`, repeated | entries written per call |
 //! | [`Vm::spawn`] | `SPAWN` | child pid |
 //! | [`Vm::wait`] | `WAIT` | [`proto::wait_status`] word (and the fault address) |
+//! | [`Vm::try_wait`] | `WAIT` with [`proto::WAIT_NOHANG`] | as `wait`, or `None` while the child lives |
+//! | [`Vm::kill`] | `KILL` | 0 |
 //! | [`Vm::spawn_with_args`] | `SPAWN`, the argument string lent | child pid |
 //! | [`Vm::args`] | `ARGS` | the argument string's length |
 //! | [`Vm::processes`] | `PROCESSES`, repeated | entries written per call |
@@ -228,8 +230,26 @@ impl<T: Transport> Vm<T> {
     /// word and, for a refused page fault, the faulting address (else 0).
     pub fn wait(&self, pid: u64) -> VmResult<(u64, u64)> {
         let mut addr = [0u8; 8];
-        let status = self.call(Request::Wait { pid }, &mut addr)?;
+        let status = self.call(Request::Wait { pid, nohang: false }, &mut addr)?;
         Ok((status, u64::from_le_bytes(addr)))
+    }
+
+    /// As [`Vm::wait`], without waiting: `None` while child `pid` lives (its status is then
+    /// still to be had, by this or by [`Vm::wait`]).
+    pub fn try_wait(&self, pid: u64) -> VmResult<Option<(u64, u64)>> {
+        let mut addr = [0u8; 8];
+        let status = self.call(Request::Wait { pid, nohang: true }, &mut addr)?;
+        if status == proto::wait_status::RUNNING {
+            return Ok(None);
+        }
+        Ok(Some((status, u64::from_le_bytes(addr))))
+    }
+
+    /// Ends child `pid` of this process at once (its memory returned, as at an exit); its
+    /// status, for [`Vm::wait`], is [`proto::wait_status::killed_by_parent`]. Not a live child
+    /// of this process: `NoSuchProcess`.
+    pub fn kill(&self, pid: u64) -> VmResult<()> {
+        self.call(Request::Kill { pid }, &mut []).map(drop)
     }
 
     /// One statistics structure, read from a lent buffer of exactly its size.
@@ -529,6 +549,38 @@ mod tests {
                 assert_eq!(*lent, REGIONS_PER_CALL * REGION_BYTES);
             }
         }
+    }
+
+    #[test]
+    fn try_wait_tells_a_live_child_from_a_status_and_kill_names_the_child() {
+        use crate::proto::wait_status;
+        let memd = Recorder::new(
+            |sqe: &Sqe, bulk: &mut [u8]| match (sqe.opcode, sqe.args[0]) {
+                (proto::WAIT, 5) => encode_reply(sqe.tag, Ok(wait_status::RUNNING)),
+                (proto::WAIT, _) => {
+                    bulk.copy_from_slice(&0x1000u64.to_le_bytes());
+                    encode_reply(sqe.tag, Ok(wait_status::fault(1, 2)))
+                }
+                (proto::KILL, 5) => encode_reply(sqe.tag, Ok(0)),
+                _ => encode_reply(sqe.tag, Err(VmError::NoSuchProcess)),
+            },
+        );
+        let vm = Vm::new(&memd);
+        assert_eq!(vm.try_wait(5), Ok(None));
+        assert_eq!(vm.try_wait(6), Ok(Some((wait_status::fault(1, 2), 0x1000))));
+        assert_eq!(vm.kill(5), Ok(()));
+        assert_eq!(vm.kill(6), Err(VmError::NoSuchProcess));
+        let sent = memd.sent();
+        assert!(same(
+            &sent[0].0,
+            &Request::Wait {
+                pid: 5,
+                nohang: true
+            }
+            .encode()
+        ));
+        assert_eq!(sent[0].1, 8);
+        assert!(same(&sent[2].0, &Request::Kill { pid: 5 }.encode()));
     }
 
     #[test]

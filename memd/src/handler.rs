@@ -59,8 +59,9 @@ impl<K: Kernel> Memd<K> {
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
             // Boot modules and deferred replies are the metal side's (`metal/serve.rs`); the
             // core alone cannot start a program or block a caller.
-            // Argument strings too: they come with a `SPAWN`.
-            Request::Spawn { .. } | Request::Wait { .. } | Request::Args => {
+            // Argument strings too: they come with a `SPAWN`; and `KILL`, which needs to know
+            // who is whose parent.
+            Request::Spawn { .. } | Request::Wait { .. } | Request::Args | Request::Kill { .. } => {
                 Err(VmError::BadRequest)
             }
             Request::Processes { from } => {

@@ -1,5 +1,5 @@
-//! Statistics: event counters for the whole system, and the figures of each process, computed
-//! from its address space when asked.
+//! Statistics: event counters for the whole system, memd's own memory, and the figures of each
+//! process, computed from its address space when asked.
 
 use crate::daemon::{Memd, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE};
@@ -8,7 +8,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use libvm::VmError;
 use libvm::proto::{GlobalStats, ProcessStats, RegionInfo};
 
-/// Event counters, bumped without a lock.
+/// Event counters, bumped without a lock, and the figures of memd's own heap its host reports
+/// ([`Memd::set_own_memory`]).
 #[derive(Default)]
 pub struct Counters {
     /// Faults resolved with a zero-filled frame.
@@ -39,6 +40,24 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Processes killed by the out-of-memory policy.
     pub oom_kills: AtomicU64,
+    /// Processes killed for an exception other than a page fault.
+    pub kills_exception: AtomicU64,
+    /// Processes their parent ended with a `KILL` request.
+    pub kills_parent: AtomicU64,
+    /// Bytes of memd's own heap in use, as last reported.
+    pub heap_used: AtomicU64,
+    /// Bytes of memd's own heap, as last reported.
+    pub heap_total: AtomicU64,
+}
+
+/// A kill the core does not see: the server's, counted with [`Memd::count_kill`] (the core
+/// counts the kills for refused page faults and out of memory itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kill {
+    /// The process raised an exception other than a page fault (the kernel ends it).
+    Exception,
+    /// Its parent asked, with a `KILL` request.
+    Parent,
 }
 
 /// Adds one to a counter.
@@ -51,6 +70,21 @@ fn get(counter: &AtomicU64) -> u64 {
 }
 
 impl<K: Kernel> Memd<K> {
+    /// Records the figures of memd's own heap, which only its host knows (the allocator on
+    /// the metal): `used` bytes of `total`. [`Memd::global_stats`] reports the last ones.
+    pub fn set_own_memory(&self, used: u64, total: u64) {
+        self.counters.heap_used.store(used, Ordering::Relaxed);
+        self.counters.heap_total.store(total, Ordering::Relaxed);
+    }
+
+    /// Counts a kill of the server's (see [`Kill`]).
+    pub fn count_kill(&self, kill: Kill) {
+        bump(match kill {
+            Kill::Exception => &self.counters.kills_exception,
+            Kill::Parent => &self.counters.kills_parent,
+        });
+    }
+
     /// System-wide statistics.
     pub fn global_stats(&self) -> GlobalStats {
         let (total, free) = {
@@ -80,6 +114,12 @@ impl<K: Kernel> Memd<K> {
             total_allocated: (total - free) * PAGE_SIZE,
             oom_kills: get(&c.oom_kills),
             frames_quarantined: self.quarantined.load(Ordering::Relaxed),
+            memd_heap_used: get(&c.heap_used),
+            memd_heap_total: get(&c.heap_total),
+            bookkeeping_used: self.bookkeeping() as u64,
+            bookkeeping_total: self.config.bookkeeping as u64,
+            kills_exception: get(&c.kills_exception),
+            kills_parent: get(&c.kills_parent),
         }
     }
 

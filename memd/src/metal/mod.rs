@@ -37,6 +37,20 @@ pub const STACK_BYTES: u64 = 256 << 10;
 #[global_allocator]
 static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
 
+/// The top of memd's own stack (0 until `_start` has moved there): the panic handler's
+/// backtrace reads no frame outside `[STACK_TOP - STACK_BYTES, STACK_TOP)`.
+static STACK_TOP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// memd's own heap: bytes in use (as the allocator counts them: whole buddy blocks) and its
+/// size, for `GLOBAL_STATS`.
+pub fn own_memory() -> (u64, u64) {
+    let heap = HEAP.lock();
+    (
+        heap.stats_alloc_actual() as u64,
+        heap.stats_total_bytes() as u64,
+    )
+}
+
 /// The entry: rdi = memd's badge, rdx = 1 (the pager).
 #[unsafe(no_mangle)]
 pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
@@ -83,12 +97,14 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
     let ranges = alloc::boxed::Box::leak(ranges.into_boxed_slice());
     println!("memd: pager {:#x}, {} frame ranges", badge, n);
     let stack_top = WINDOW_BASE + start + own;
+    STACK_TOP.store(stack_top, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: switches to memd's own stack (above, mapped and unused) and calls `serve_main`,
     // which never returns; nothing on the boot stack is used afterwards except `ranges`, which
-    // lives in the heap.
+    // lives in the heap. rbp is cleared: the chain of frame pointers ends at `serve_main`.
     unsafe {
         core::arch::asm!(
             "mov rsp, {top}",
+            "xor ebp, ebp",
             "call {main}",
             "ud2",
             top = in(reg) stack_top,
@@ -149,5 +165,49 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("memd: PANIC: {}", info);
+    backtrace();
     sys::exit(101)
+}
+
+/// Deepest backtrace printed.
+const MAX_FRAMES: usize = 32;
+
+/// Prints the return addresses of the calls that led here, in the format the boot runner
+/// symbolizes (`backtrace (memd):`, then `  #N 0xADDRESS` a line; #0 is in this function):
+/// memd is built with frame pointers, so each frame holds its caller's rbp and return address.
+/// Only frames inside memd's own stack are read.
+#[inline(never)]
+fn backtrace() {
+    let (rip, mut rbp): (u64, u64);
+    // SAFETY: reads rip and rbp into registers; no memory is touched.
+    unsafe {
+        core::arch::asm!("lea {}, [rip]", "mov {}, rbp", out(reg) rip, out(reg) rbp,
+                         options(nomem, nostack, preserves_flags))
+    };
+    let top = STACK_TOP.load(core::sync::atomic::Ordering::Relaxed);
+    let bottom = top.saturating_sub(STACK_BYTES);
+    println!("backtrace (memd):\n  #0 {:#x}", rip);
+    for n in 1..MAX_FRAMES {
+        if rbp % 8 != 0 || rbp < bottom || rbp.saturating_add(16) > top {
+            break;
+        }
+        // SAFETY: `rbp` and the word above it lie inside memd's own stack (checked above),
+        // mapped for good and readable; a frame pointer that is not one only gives wrong
+        // numbers, never a read outside it.
+        let (next, ret) = unsafe {
+            (
+                core::ptr::read_volatile(rbp as *const u64),
+                core::ptr::read_volatile((rbp + 8) as *const u64),
+            )
+        };
+        if ret == 0 {
+            break;
+        }
+        println!("  #{} {:#x}", n, ret);
+        // Frames of callers lie higher up: a chain that does not climb is at its end.
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
 }

@@ -3,11 +3,12 @@
 //! | message | what memd does |
 //! |---|---|
 //! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down and the thread is told to die (reply 14) |
-//! | fault, any other exception | reply with the vector: the kernel kills the thread, the exit notice follows |
+//! | fault, any other exception | counted ([`Kill::Exception`]), reply with the vector: the kernel kills the thread, the exit notice follows |
 //! | exit notice (`TOKEN_EXIT`) | [`Memd::exit`]: every frame returned, the kernel space destroyed; a waiting parent is answered |
 //! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid; `EAGAIN` past the caller's children limit ([`Procs::room`]) |
 //! | call `SPAWN` | start the named boot module as a child ([`super::loader`]); `EAGAIN` as `FORK` |
-//! | call `WAIT` | answer now if the child is dead, else keep the token and answer when it dies; the fault address goes into the lent buffer, and a buffer memd cannot write gets `EFAULT` with the child left to be waited for again |
+//! | call `WAIT` | answer now if the child is dead (or, with `WAIT_NOHANG`, [`wait_status::RUNNING`] if not), else keep the token and answer when it dies; the fault address goes into the lent buffer, and a buffer memd cannot write gets `EFAULT` with the child left to be waited for again |
+//! | call `KILL` | a live child of the caller ends as at its exit ([`Memd::exit`]); its status says [`wait_status::PARENT`] |
 //! | call `ARGS` | the argument string the caller was spawned with (its parent's, after a fork) |
 //! | call `PROCESSES` | [`Memd::handle`] lists the pids; the parents and names are added from [`Procs`] |
 //! | any other call | [`Memd::handle`], with the lent buffer copied in and out |
@@ -30,6 +31,7 @@ use kernel_shim::abi::{
 };
 use libvm::VmError;
 use libvm::proto::{self, Request, Sqe, wait_status};
+use memd::stats::Kill;
 use memd::{Access, FaultOutcome, FaultReason, Memd, Pid};
 
 /// The most bytes of a lent buffer memd copies in and out.
@@ -182,6 +184,7 @@ impl Server {
         };
         if vector != PAGE_FAULT {
             // The kernel kills the thread; its exit notice brings the status.
+            self.memd.count_kill(Kill::Exception);
             sys::reply(token, vector.max(1), 0);
             return;
         }
@@ -297,7 +300,12 @@ impl Server {
                 }
                 reply_cqe(token, tag, Ok(n as u64));
             }
-            Ok(Request::Wait { pid: child }) => {
+            Ok(Request::Wait { pid: child, nohang }) => {
+                let alive =
+                    self.procs.parent(child) == Some(pid) && self.memd.space_of(child).is_ok();
+                if nohang && alive {
+                    return reply_cqe(token, tag, Ok(wait_status::RUNNING));
+                }
                 let waiter = Waiter { token, tag, lend };
                 match self.procs.wait(pid, child, waiter) {
                     Ok(Some(a)) => self.answer(a),
@@ -305,12 +313,32 @@ impl Server {
                     Err(e) => reply_cqe(token, tag, Err(e)),
                 }
             }
+            Ok(Request::Kill { pid: child }) => {
+                // Only a parent, and only of a live child: a zombie's status stays as it died.
+                if self.procs.parent(child) != Some(pid) || self.memd.exit(child, -1).is_err() {
+                    return reply_cqe(token, tag, Err(VmError::NoSuchProcess));
+                }
+                self.memd.count_kill(Kill::Parent);
+                let name = self.procs.program(child).map_or("?", |p| p.name.as_str());
+                log::warn!(
+                    "memd: killed pid {} ({}): its parent, pid {}, asked (KILL)",
+                    child,
+                    name,
+                    pid
+                );
+                reply_cqe(token, tag, Ok(0));
+                self.died(child, wait_status::killed_by_parent(), 0);
+            }
             _ => {
                 let n = (lend as usize).min(MAX_BULK);
                 let writes = matches!(
                     sqe.opcode,
                     proto::GLOBAL_STATS | proto::PROCESS_STATS | proto::REGIONS | proto::PROCESSES
                 );
+                if sqe.opcode == proto::GLOBAL_STATS {
+                    let (used, total) = super::own_memory();
+                    self.memd.set_own_memory(used, total);
+                }
                 let bulk = &mut self.bulk[..n];
                 bulk.fill(0);
                 if writes && n > 0 && sys::ipc_read(token, 0, bulk) < 0 {

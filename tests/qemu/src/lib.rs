@@ -8,16 +8,21 @@
 //!
 //! While a boot runs, each console line is echoed to stderr after a label: the test's name
 //! (`[system::a_ring3_program_runs_and_exits  0.42s] ...`, so the lines of tests that boot at
-//! once can be told apart) or `guest` when booting by hand. A boot that provokes a kernel
-//! fault on purpose ([`Boot::expect_kernel_fault`], or the kernel's self test on its command
-//! line) shows a banner saying so before the dump.
+//! once can be told apart) or `guest` when booting by hand, where bytes are echoed as they come
+//! (a prompt shows before its newline: [`console`]). A boot that provokes a kernel fault on
+//! purpose ([`Boot::expect_kernel_fault`], or the kernel's self test on its command line)
+//! shows a banner saying so before the dump. Backtraces the kernel, memd and the programs
+//! print get function names and source lines ([`symbolize`]).
 //!
 //! What the runner needs, and sets up where it can: the `x86_64-unknown-none` Rust target
 //! (`rustup target add`) and `qemu-system-x86_64` (`apt-get install qemu-system-x86` when
 //! running as root). Where it cannot, it fails with a message saying what to install.
 
+pub mod console;
+pub mod symbolize;
 pub mod verdict;
 
+use console::{Console, Keys, Typist};
 use std::ffi::OsString;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -58,7 +63,12 @@ pub enum Exit {
     Crashed(i32),
     /// The boot ran past its time limit and was killed.
     Timeout,
+    /// Whoever sat at the terminal left QEMU with Ctrl-A X (an interactive boot).
+    Quit,
 }
+
+/// What QEMU prints on the console when Ctrl-A X leaves it.
+pub const QUIT_NOTICE: &str = "QEMU: Terminated";
 
 /// The result of one boot.
 #[derive(Debug)]
@@ -138,7 +148,9 @@ pub struct Boot {
     pub timeout: Duration,
     /// Echo the serial log to stderr while it runs.
     pub echo: bool,
-    /// Connect this terminal's input to the guest's serial port (for booting by hand).
+    /// Connect this terminal's input to the guest's serial port (for booting by hand): the
+    /// console is echoed as a stream, and QEMU's monitor shares it (`-serial mon:stdio`:
+    /// Ctrl-A X leaves QEMU, Ctrl-A C is its monitor, Ctrl-C goes to the guest).
     pub interactive: bool,
     /// QEMU's CPU model (`-cpu`): `max` by default; the benchmark uses `qemu64`, as the Linux
     /// peer is measured.
@@ -146,10 +158,11 @@ pub struct Boot {
     /// Run with `-icount shift=0`: one virtual nanosecond per guest instruction, so `rdtsc`
     /// counts guest instructions (the benchmark's unit).
     pub icount: bool,
-    /// Lines typed into the guest's serial console (QEMU's stdin, a pipe kept open until QEMU
-    /// exits), for an interactive program such as init's prompt. Ignored when `interactive`
-    /// is set.
-    pub input: Option<Input>,
+    /// Keys typed into the guest's serial console (QEMU's stdin, a pipe kept open until QEMU
+    /// exits), for an interactive program such as init's prompt, each once the guest printed
+    /// their text (typing ahead could lose bytes: the UART holds a few, and they are dropped
+    /// when it is reset at boot). Ignored when `interactive` is set.
+    pub input: Vec<Keys>,
     /// What the echoed console lines are labelled with; `None`: the name of the thread that
     /// runs the boot as `TESTBINARY::TEST` (a test's name), or `guest` on a main thread.
     pub label: Option<String>,
@@ -161,16 +174,6 @@ pub struct Boot {
     pub gdb: bool,
     /// More QEMU arguments, passed as they are after the runner's own.
     pub qemu_args: Vec<String>,
-}
-
-/// Lines to type into the guest's console, one each time it shows its prompt (typing ahead
-/// could lose bytes: the UART holds a few, and they are dropped when it is reset at boot).
-#[derive(Clone, Debug)]
-pub struct Input {
-    /// What the guest prints when it waits for a line (e.g. `memd> `).
-    pub prompt: String,
-    /// The lines, without their newline.
-    pub lines: Vec<String>,
 }
 
 impl Boot {
@@ -186,7 +189,7 @@ impl Boot {
             interactive: false,
             cpu: "max".to_string(),
             icount: false,
-            input: None,
+            input: Vec::new(),
             label: None,
             expect_kernel_fault: false,
             gdb: false,
@@ -217,12 +220,22 @@ impl Boot {
                 .any(|w| w == KERNEL_FAULT_SELFTEST)
     }
 
-    /// Types `lines` into the guest's serial console, each when the guest's output ends with
-    /// `prompt` (see [`Input`]).
+    /// Types `lines` into the guest's serial console, each with its newline once the guest
+    /// printed `prompt` (again since the line before): see [`Boot::input`](Boot#structfield.input).
     pub fn input(mut self, prompt: &str, lines: &[&str]) -> Boot {
-        self.input = Some(Input {
-            prompt: prompt.to_string(),
-            lines: lines.iter().map(|l| l.to_string()).collect(),
+        self.input.extend(lines.iter().map(|l| Keys {
+            after: prompt.to_string(),
+            bytes: format!("{l}\n").into_bytes(),
+        }));
+        self
+    }
+
+    /// Types `bytes` (a line, or keys such as Ctrl-C, `\x03`) into the guest's serial console
+    /// once it printed `after`, after the keys before.
+    pub fn keys(mut self, after: &str, bytes: &[u8]) -> Boot {
+        self.input.push(Keys {
+            after: after.to_string(),
+            bytes: bytes.to_vec(),
         });
         self
     }
@@ -286,7 +299,7 @@ impl Boot {
         }
         let stdin = if self.interactive {
             Stdio::inherit()
-        } else if self.input.is_some() {
+        } else if !self.input.is_empty() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -320,27 +333,6 @@ fn test_binary_name(stem: &str) -> &str {
         }
         _ => stem,
     }
-}
-
-/// One echoed console line: the label, the seconds since QEMU started, the text (with its
-/// newline).
-fn echo_line(label: &str, seconds: f64, text: &str) -> String {
-    format!("[{label} {seconds:>6.2}s] {text}")
-}
-
-/// Whether a console line opens the kernel's fatal report (ring-0 fault, panic, pager fault).
-fn opens_fatal_report(text: &str) -> bool {
-    ["KERNEL FAULT", "KERNEL PANIC", "PAGER FAULT"]
-        .iter()
-        .any(|m| text.contains(m))
-}
-
-/// The banner before the dump of a kernel fault a test provokes on purpose.
-fn expected_fault_banner(label: &str) -> String {
-    format!(
-        "[{label}] ==== (expected: this test provokes a kernel fault) the dump below is what \
-         it checks ====\n"
-    )
 }
 
 /// Refuses more programs than a boot pack holds: the kernel and memd would never see the
@@ -567,8 +559,9 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// QEMU's arguments for booting `kernel` with the boot pack `initrd` as `boot` says: TCG,
-/// one CPU, the serial port on stdio, `isa-debug-exit` for the verdict; `-s -S` for
-/// [`Boot::gdb`]; then [`Boot::qemu_args`].
+/// one CPU, the serial port on stdio (shared with QEMU's monitor for an interactive boot:
+/// `mon:stdio`, so Ctrl-A X leaves QEMU and Ctrl-C reaches the guest), `isa-debug-exit` for
+/// the verdict; `-s -S` for [`Boot::gdb`]; then [`Boot::qemu_args`].
 pub fn qemu_args(boot: &Boot, kernel: &Path, initrd: Option<&Path>) -> Vec<OsString> {
     let memory = format!("{}M", boot.memory_mib);
     let mut args: Vec<OsString> = ["-accel", "tcg", "-machine", "q35", "-smp", "1"]
@@ -589,7 +582,11 @@ pub fn qemu_args(boot: &Boot, kernel: &Path, initrd: Option<&Path>) -> Vec<OsStr
             "-monitor",
             "none",
             "-serial",
-            "stdio",
+            if boot.interactive {
+                "mon:stdio"
+            } else {
+                "stdio"
+            },
             "-no-reboot",
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
@@ -625,73 +622,51 @@ pub fn boot_qemu(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
     let stdout = child.stdout.take().expect("piped stdout");
-    // Typed input: a line each time the unfinished output line ends with the prompt; the pipe
-    // stays open until QEMU exits (an end of input must not look like a closed console).
+    // Typed keys, each once its text has come; the pipe stays open until QEMU exits (an end
+    // of input must not look like a closed console).
     let mut typer = child
         .stdin
         .take()
-        .zip(boot.input.clone())
-        .map(|(pipe, input)| {
-            let lines: std::collections::VecDeque<String> = input.lines.into();
-            (pipe, input.prompt, lines)
-        });
+        .map(|pipe| (pipe, Typist::new(boot.input.clone())));
     let echo = boot.echo;
     let label = boot.label.clone().unwrap_or_else(default_label);
     let expect_fault = boot.expects_kernel_fault();
-    let reader_label = label.clone();
+    // By hand, bytes as they come; the banner of an expected fault needs whole lines.
+    let stream = boot.interactive && !expect_fault;
+    let elf_dir = kernel.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let symbols = symbolize::Symbolizer::new(&elf_dir, &boot.programs, &workspace_root());
+    let mut console = Console::new(
+        &label,
+        stream,
+        expect_fault,
+        symbolize::Annotator::new(symbols),
+    );
     let reader = std::thread::spawn(move || {
-        let label = reader_label;
-        // The banner before a dump provoked on purpose, not yet shown.
-        let mut banner_due = expect_fault;
-        let mut log = String::new();
         let mut r = BufReader::new(stdout);
-        let mut line = Vec::new();
         let mut chunk = [0u8; 4096];
-        // Whether a line may be typed at the current prompt (not yet typed there).
-        let mut armed = true;
-        let mut emit = |line: &[u8], log: &mut String| {
-            let text = String::from_utf8_lossy(line).replace('\r', "");
-            if echo {
-                let mut out = String::new();
-                if banner_due && opens_fatal_report(&text) {
-                    banner_due = false;
-                    out.push_str(&expected_fault_banner(&label));
-                }
-                out.push_str(&echo_line(&label, start.elapsed().as_secs_f64(), &text));
-                let _ = std::io::stderr().write_all(out.as_bytes());
+        let show = |bytes: &[u8]| {
+            if echo && !bytes.is_empty() {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(bytes).and_then(|()| err.flush());
             }
-            log.push_str(&text);
         };
         while let Ok(n) = std::io::Read::read(&mut r, &mut chunk) {
             if n == 0 {
                 break;
             }
-            for &b in &chunk[..n] {
-                line.push(b);
-                if b == b'\n' {
-                    emit(&line, &mut log);
-                    line.clear();
-                    armed = true;
-                }
-            }
-            if let Some((pipe, prompt, lines)) = typer.as_mut()
-                && armed
-                && line.ends_with(prompt.as_bytes())
-                && let Some(next) = lines.pop_front()
+            show(&console.feed(&chunk[..n], start.elapsed().as_secs_f64()));
+            if let Some((pipe, typist)) = typer.as_mut()
+                && let Some(keys) = typist.feed(&chunk[..n])
             {
-                armed = false;
-                let _ = pipe
-                    .write_all(format!("{next}\n").as_bytes())
-                    .and_then(|()| pipe.flush());
+                let _ = pipe.write_all(&keys).and_then(|()| pipe.flush());
             }
         }
-        if !line.is_empty() {
-            emit(&line, &mut log);
-        }
+        let (log, rest) = console.finish(start.elapsed().as_secs_f64());
+        show(&rest);
         drop(typer);
         log
     });
-    let exit = loop {
+    let mut exit = loop {
         match child.try_wait() {
             Ok(Some(status)) => {
                 break match status.code() {
@@ -711,6 +686,11 @@ pub fn boot_qemu(
         }
     };
     let mut log = reader.join().unwrap_or_default();
+    // Ctrl-A X: QEMU says so on the console and exits with 0 (as after a triple fault, which
+    // says nothing).
+    if exit == Exit::Crashed(0) && boot.interactive && log.contains(QUIT_NOTICE) {
+        exit = Exit::Quit;
+    }
     if let Some(mut err) = child.stderr.take() {
         let mut s = String::new();
         let _ = std::io::Read::read_to_string(&mut err, &mut s);
@@ -747,6 +727,7 @@ pub fn boot_qemu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use console::{echo_line, expected_fault_banner, opens_fatal_report};
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("p{i}")).collect()
@@ -852,6 +833,25 @@ mod tests {
         assert!(args.windows(2).any(|w| w == [s("-s"), s("-S")]));
         assert!(args.windows(2).any(|w| w == [s("-icount"), s("shift=0")]));
         assert!(!args.contains(&s("-initrd")));
+    }
+
+    #[test]
+    fn an_interactive_boot_shares_the_console_with_qemus_monitor() {
+        let serial = |boot: &Boot| {
+            let args: Vec<String> = qemu_args(boot, Path::new("/k"), None)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect();
+            let at = args.iter().position(|a| a == "-serial").unwrap();
+            assert_eq!(args.iter().filter(|a| *a == "-serial").count(), 1);
+            args[at + 1].clone()
+        };
+        let mut boot = Boot::new(&["memd", "init"]);
+        // Tests and scripts: the plain console (a Ctrl-A typed is the guest's).
+        assert_eq!(serial(&boot), "stdio");
+        // By hand: Ctrl-A X leaves QEMU, Ctrl-C reaches the guest (QEMU's mon: prefix).
+        boot.interactive = true;
+        assert_eq!(serial(&boot), "mon:stdio");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub mod code {
     pub const KILLED: i32 = 126;
     /// The first program was never started (its ELF was refused).
     pub const NOT_STARTED: i32 = 127;
+    /// Whoever sat at the terminal left QEMU with Ctrl-A X (130, as a shell's status after
+    /// Ctrl-C): nothing is said of the program.
+    pub const QUIT: i32 = 130;
 }
 
 /// How the first program ended, as the system printed it.
@@ -223,6 +226,7 @@ pub fn verdict(programs: &[String], outcome: &Outcome, expected: &[String]) -> V
             code::KERNEL_FATAL,
             format!("the kernel stopped on a fatal error{so_far}"),
         ),
+        Exit::Quit => (code::QUIT, format!("left QEMU with Ctrl-A X{so_far}")),
         Exit::Clean => match first {
             None => (code::OK, "clean power-off".to_string()),
             Some(FirstProgram { name, end }) => match end {
@@ -413,6 +417,9 @@ mod tests {
         assert_eq!(code_of(&p, Exit::KernelFatal, &log), code::KERNEL_FATAL);
         assert_eq!(code_of(&p, Exit::Crashed(1), &log), code::QEMU_CRASHED);
         assert_eq!(code_of(&p, Exit::Crashed(-1), &log), code::QEMU_CRASHED);
+        let v = verdict(&names(&p), &outcome(Exit::Quit, &log), &[]);
+        assert_eq!(v.code, code::QUIT);
+        assert!(v.message.contains("Ctrl-A X"), "{v:?}");
     }
 
     #[test]
@@ -452,5 +459,7 @@ mod tests {
             assert!(*c > code::MAX_STATUS && *c <= 127, "{c}");
             assert!(!runner[i + 1..].contains(c), "{c} twice");
         }
+        // Leaving QEMU by hand is no program's status nor the system's.
+        const { assert!(code::QUIT > 127) };
     }
 }

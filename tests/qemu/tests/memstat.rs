@@ -213,3 +213,112 @@ fn the_prompt_answers_over_the_serial_console() {
         "{after}"
     );
 }
+
+#[test]
+fn memstat_counts_kills_by_reason_and_shows_memd_itself() {
+    let o = boot(&[
+        "memd",
+        "init",
+        "memstat",
+        "hello",
+        "segv_ro",
+        "segv_null",
+        "jump_top",
+        "spinner",
+    ])
+    .cmdline("init=interactive")
+    .keys("memd> ", b"run segv_null\r")
+    .keys("memd> ", b"run segv_ro\r")
+    .keys("memd> ", b"run jump_top\r")
+    .keys("memd> ", b"run spinner\r")
+    .keys("spinner: spinning", b"\x03")
+    .keys("memd> ", b"memstat --json\r")
+    .keys("memd> ", b"memstat\r")
+    .keys("memd> ", b"poweroff\r")
+    .run();
+    o.assert_clean()
+        .assert_log("SEGV_MAPERR (nothing mapped)")
+        .assert_log("jump_top (pid ")
+        .assert_log(") killed by exception 13")
+        .assert_log(") killed (Ctrl-C)")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+    let all = json(after_prompt(&o.log, "memstat --json"), "{\"system\"");
+    let sys = &all["system"];
+    // Killed: the demonstration's segv step and segv_ro for protection, segv_null for an
+    // unmapped address, jump_top for #GP, spinner by its parent; none for memory.
+    assert_eq!(n(sys, "faults_accerr"), 2, "{sys}");
+    assert_eq!(n(sys, "faults_maperr"), 1, "{sys}");
+    assert_eq!(n(sys, "kills_exception"), 1, "{sys}");
+    assert_eq!(n(sys, "kills_parent"), 1, "{sys}");
+    assert_eq!(n(sys, "oom_kills"), 0, "{sys}");
+    // memd's own heap (12 MiB on the metal) and the half of it the bookkeeping may take.
+    let (heap, heap_used) = (n(sys, "memd_heap_total"), n(sys, "memd_heap_used"));
+    assert_eq!(heap, 12 << 20, "{sys}");
+    assert!(heap_used > 0 && heap_used < heap, "{sys}");
+    let (budget, used) = (n(sys, "bookkeeping_total"), n(sys, "bookkeeping_used"));
+    assert_eq!(budget, heap / 2, "{sys}");
+    // init and memstat at least: their regions and resident pages.
+    assert!(used >= 2 * 5 * 128 && used < budget, "{sys}");
+    // The table says the same.
+    let table = after_prompt(&o.log, "memd> memstat\n");
+    assert!(
+        table.contains(
+            "kills        out of memory 0  protection 2  unmapped 1  other exceptions 1  by parent 1"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("memd itself  heap ") && table.contains(" of 12288 KiB in use"),
+        "{table}"
+    );
+    assert!(
+        table.contains("of 6144 KiB (the part of the heap"),
+        "{table}"
+    );
+}
+
+#[test]
+fn memstat_watch_prints_a_line_a_second_until_a_key_is_pressed() {
+    let o = boot(DEMO)
+        .cmdline("init=interactive")
+        .keys("memd> ", b"memstat --watch 1\r")
+        .keys("    2s ", b"q")
+        .keys("memd> ", b"poweroff\r")
+        .run();
+    o.assert_clean()
+        .assert_log("memstat: every 1 s until a key is pressed")
+        .assert_log("memstat: stopped (a key was pressed)")
+        .assert_log("memd> poweroff\ninit: powering off")
+        .assert_no_log("FAIL");
+    let watch = after_prompt(&o.log, "memstat: every 1 s");
+    let lines: Vec<&str> = watch
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with("memstat: stopped"))
+        .collect();
+    // One line at once, then one a second; the key came after the third.
+    let times: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(times, ["0s", "1s", "2s"], "{watch}");
+    for l in &lines {
+        let figures: Vec<u64> = l
+            .split_whitespace()
+            .skip(1)
+            .map(|w| w.trim_end_matches('K').parse().expect("a figure"))
+            .collect();
+        // free, used, tables, processes (init and memstat at least), ..., memd's heap.
+        assert_eq!(figures.len(), 9, "{l}");
+        assert!(figures[3] >= 2 && figures[8] > 0, "{l}");
+    }
+}
+
+/// The log after the first `text`.
+fn after_prompt<'a>(log: &'a str, text: &str) -> &'a str {
+    let at = log
+        .find(text)
+        .unwrap_or_else(|| panic!("{text:?} not in\n{log}"));
+    &log[at..]
+}

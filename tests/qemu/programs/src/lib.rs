@@ -1,12 +1,14 @@
 //! user-rt: the tiny runtime the ring-3 test programs share: the raw system calls of
 //! kernel-shim (re-exported from [`libvm::sys::raw`], their one definition), console printing,
-//! the panic handler and the process entry; libvm's system-call transport and its
-//! `GlobalAlloc`, so programs use `Vec`, `Box` and `String` with memory from memd.
+//! the panic handler (message, then a backtrace the boot runner symbolizes) and the process
+//! entry; libvm's system-call transport and its `GlobalAlloc`, so programs use `Vec`, `Box`
+//! and `String` with memory from memd.
 #![no_std]
 
 extern crate alloc;
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// System-call numbers and message layouts: kernel-shim's ABI, one definition.
 pub use kernel_shim::abi as nr;
@@ -25,8 +27,21 @@ pub fn vm() -> libvm::Vm<&'static libvm::sys::SyscallTransport> {
     libvm::Vm::new(&TRANSPORT)
 }
 
-/// Installs libvm's process-wide transport (done by [`entry!`] before `main`).
+/// The frame pointer of `_start`, the outermost frame: a backtrace reads no frame above it.
+static OUTERMOST_FRAME: AtomicU64 = AtomicU64::new(0);
+
+/// Installs libvm's process-wide transport and notes where the stack of frames ends (done by
+/// [`entry!`] first thing in `_start`, before `main`).
+#[inline(never)]
 pub fn init() {
+    let caller: u64;
+    // SAFETY: reads the word rbp points at: this function's saved rbp (the programs are built
+    // with frame pointers), i.e. the frame pointer of `_start`, which called it; its own stack
+    // frame is mapped as it runs.
+    unsafe {
+        core::arch::asm!("mov {}, [rbp]", out(reg) caller, options(readonly, nostack, preserves_flags))
+    };
+    OUTERMOST_FRAME.store(caller, Ordering::Relaxed);
     let _ = libvm::set_transport(&TRANSPORT);
 }
 
@@ -132,5 +147,115 @@ macro_rules! entry {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("FAIL panic: {}", info);
+    let mut name = [0u8; libvm::proto::MAX_NAME + 1];
+    backtrace(own_name(&mut name));
     exit(101)
+}
+
+/// This process's name, as memd lists it in `PROCESSES` for its own pid (the boot module it
+/// runs: a forked child has its parent's); `?` when the pager does not say (the kernel tests'
+/// pager). Asks memd without allocating: a panic may come from the allocator.
+pub fn own_name(buf: &mut [u8; libvm::proto::MAX_NAME + 1]) -> &str {
+    use libvm::Transport;
+    use libvm::proto::{self, ProcessInfo, Request, Words};
+    let Ok(me) = vm().process_stats(0).map(|s| s.pid) else {
+        return "?";
+    };
+    let mut bulk = [0u8; ProcessInfo::WORDS * 8];
+    let reply = TRANSPORT.call(&Request::Processes { from: me }.encode(), &mut bulk);
+    let Some(info) = proto::decode_reply(&reply)
+        .ok()
+        .filter(|&n| n == 1)
+        .and_then(|_| ProcessInfo::read_from(&bulk))
+        .filter(|info| info.pid == me && !info.name().is_empty())
+    else {
+        return "?";
+    };
+    let n = info.name().len();
+    buf[..n].copy_from_slice(info.name().as_bytes());
+    core::str::from_utf8(&buf[..n]).unwrap_or("?")
+}
+
+/// Deepest backtrace printed.
+const MAX_FRAMES: usize = 32;
+
+/// Prints the return addresses of the calls that led here, in the format the boot runner
+/// symbolizes with the ELF of the program `name` (`backtrace (NAME):`, then `  #N 0xADDRESS`
+/// a line; #0 is in this function). The programs are built with frame pointers: each frame
+/// holds its caller's rbp and return address. Only frames between here and `_start`'s are
+/// read (not `_start`'s own, whose return address is no call's): all on this thread's stack.
+#[inline(never)]
+pub fn backtrace(name: &str) {
+    let (rip, mut rbp): (u64, u64);
+    // SAFETY: reads rip and rbp into registers; no memory is touched.
+    unsafe {
+        core::arch::asm!("lea {}, [rip]", "mov {}, rbp", out(reg) rip, out(reg) rbp,
+                         options(nomem, nostack, preserves_flags))
+    };
+    let outermost = OUTERMOST_FRAME.load(Ordering::Relaxed);
+    let mut out = Lines::default();
+    let _ = fmt::write(
+        &mut out,
+        format_args!("backtrace ({}):\n  #0 {:#x}\n", name, rip),
+    );
+    for n in 1..MAX_FRAMES {
+        if rbp % 8 != 0 || rbp >= outermost {
+            break;
+        }
+        // SAFETY: `rbp` lies between this function's frame and `_start`'s, on this thread's
+        // stack, which is mapped (backed on demand) from here to above `_start`'s frame; a
+        // frame pointer that is not one only gives wrong numbers, never a read off the stack.
+        let (next, ret) = unsafe {
+            (
+                core::ptr::read_volatile(rbp as *const u64),
+                core::ptr::read_volatile((rbp + 8) as *const u64),
+            )
+        };
+        if ret == 0 {
+            break;
+        }
+        let _ = fmt::write(&mut out, format_args!("  #{} {:#x}\n", n, ret));
+        // Frames of callers lie higher up: a chain that does not climb is at its end.
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
+    out.flush();
+}
+
+/// A backtrace's lines gathered into as few console writes as fit (another program's line
+/// cannot cut one of them).
+struct Lines {
+    b: [u8; 1024],
+    n: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Lines {
+        Lines { b: [0; 1024], n: 0 }
+    }
+}
+
+impl Lines {
+    fn flush(&mut self) {
+        debug_write(&self.b[..self.n]);
+        self.n = 0;
+    }
+}
+
+impl fmt::Write for Lines {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.n + s.len() > self.b.len() {
+            self.flush();
+        }
+        for &c in s.as_bytes() {
+            if self.n == self.b.len() {
+                self.flush();
+            }
+            self.b[self.n] = c;
+            self.n += 1;
+        }
+        Ok(())
+    }
 }

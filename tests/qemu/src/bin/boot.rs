@@ -19,7 +19,8 @@ usage: boot [OPTIONS] [PROGRAM...]
 Boots kernel-shim in QEMU (TCG) with PROGRAM... packed as its boot modules: module 0 is the
 pager (memd, or the kernel tests' pager), module 1 the first program. With memd first, memd
 starts module 1 and the others wait to be spawned by name. At most 16 programs. The serial
-console is this terminal (type to reach the guest's console read; Ctrl-A X leaves QEMU).
+console is this terminal, shared with QEMU's monitor: what you type reaches the guest's
+console read (Ctrl-C too); Ctrl-A X leaves QEMU, Ctrl-A C switches to QEMU's monitor and back.
 
 options:
   --append CMDLINE    the kernel command line (e.g. aslr=off, init=interactive)
@@ -48,6 +49,7 @@ exit status:
            unknown program, more than 16 programs
   126      the first program was killed (a fault memd, the pager or the kernel refused)
   127      the first program was never started
+  130      you left QEMU with Ctrl-A X
 A line [boot] ... on stderr says which, and why.
 ";
 
@@ -248,6 +250,7 @@ mod tests {
             code::RUNNER_ERROR,
             code::KILLED,
             code::NOT_STARTED,
+            code::QUIT,
         ] {
             assert!(
                 USAGE

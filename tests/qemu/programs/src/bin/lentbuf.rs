@@ -154,7 +154,7 @@ fn wait() {
                 yield_now();
             }
         }
-        let r = raw(&Request::Wait { pid }, ro, 8);
+        let r = raw(&Request::Wait { pid, nohang: false }, ro, 8);
         check!(
             r == Err(VmError::BadBuffer),
             "WAIT into read-only memory (delay {}): {:?}",

@@ -592,8 +592,9 @@ impl Fuzz {
             0,
         ]);
         let opcode = if opcode == 0 && self.rng.one_in(2) {
-            // Anything memd does not know.
-            (15 + self.rng.below(241)) as u8
+            // Anything memd does not know (`DENY_WRITE_EXEC` and `KILL`, which would change
+            // the worker's rules or end its children under the model, are left out).
+            proto::KILL + 1 + self.rng.below(u64::from(255 - proto::KILL)) as u8
         } else {
             opcode
         };
@@ -604,7 +605,8 @@ impl Fuzz {
             proto::MMAP => 4,
             proto::MUNMAP | proto::REGIONS => 2,
             proto::MPROTECT | proto::MADVISE => 3,
-            proto::BRK | proto::SBRK | proto::PROCESS_STATS | proto::WAIT | proto::PROCESSES => 1,
+            proto::BRK | proto::SBRK | proto::PROCESS_STATS | proto::PROCESSES => 1,
+            proto::WAIT => 2,
             proto::SPAWN => 6,
             _ => 0,
         };
@@ -676,7 +678,7 @@ impl Fuzz {
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
         let reply = self.call(w, lend);
-        if opcode >= 15 || opcode == 0 {
+        if opcode > proto::KILL || opcode == 0 {
             // Refused whatever the mode.
             check!(
                 matches!(
@@ -1307,11 +1309,19 @@ impl Fuzz {
             (p, self.pending.iter().position(|c| c.pid() == p))
         };
         let mut a = [pid, 0, 0, 0, 0, 0];
-        if garbage {
-            a[1 + self.rng.below(5) as usize] = 1 + self.rng.below(u64::MAX - 1);
+        // Argument 1 holds WAIT's flags: a word with an unknown flag there is refused as
+        // flags; a word in an argument WAIT does not use, as a bad request.
+        let flags = garbage && self.rng.one_in(3);
+        if flags {
+            a[1] = (1 + self.rng.below(u64::MAX - 1)) & !proto::WAIT_NOHANG | 2;
+        } else if garbage {
+            a[2 + self.rng.below(4) as usize] = 1 + self.rng.below(u64::MAX - 1);
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
         let reply = self.call(w, lend);
+        if flags {
+            return self.expect(reply, Err(VmError::InvalidFlags), &w, lend);
+        }
         if garbage {
             return self.expect(reply, Err(VmError::BadRequest), &w, lend);
         }

@@ -5,7 +5,12 @@
 //! | (none) | the system table (like `free` and `vmstat`), then the process table |
 //! | `--ps` | the process table only (like `ps`): PID, PPID, NAME, VSZ, RSS, SHARED, PRIVATE, HEAP, REGIONS |
 //! | `PID` or `-p PID` | the region map of one process (like `pmap`) and its address-space bar |
-//! | `--json` with any of these | the same figures as one JSON object, on one line (pages, bytes, counts) |
+//! | `--watch N` | a line of system figures every N seconds (like `vmstat N`) until a key is pressed on the console |
+//! | `--json` with any of these | the same figures as one JSON object, on one line (pages, bytes, counts); with `--watch`, one a line |
+//!
+//! The system table shows memd itself too: its own heap (in use and size) and the bookkeeping
+//! budget (what the region maps and page maps of all processes may take of that heap), and the
+//! processes killed, by reason.
 //!
 //! Arguments come from the `SPAWN` that started it (`run memstat -p 3` at init's prompt);
 //! started without any (as a boot module of its own), it prints the default view. The output is
@@ -33,6 +38,8 @@ enum View {
     All,
     Ps,
     Map(u64),
+    /// System figures every this many seconds.
+    Watch(u64),
 }
 
 fn main(_: Start) -> u64 {
@@ -44,6 +51,10 @@ fn main(_: Start) -> u64 {
         match a {
             "--json" | "-j" => json = true,
             "--ps" => view = View::Ps,
+            "--watch" | "-w" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(secs) if secs > 0 => view = View::Watch(secs),
+                _ => return usage(),
+            },
             "-p" => match it.next().and_then(|p| p.parse().ok()) {
                 Some(pid) => view = View::Map(pid),
                 None => return usage(),
@@ -59,13 +70,14 @@ fn main(_: Start) -> u64 {
         View::All => all(&mut out, json, true),
         View::Ps => all(&mut out, json, false),
         View::Map(pid) => map(&mut out, json, pid),
+        View::Watch(secs) => return watch(json, secs),
     };
     debug_write(out.as_bytes());
     if ok { 0 } else { 1 }
 }
 
 fn usage() -> u64 {
-    println!("usage: memstat [--json] [--ps | PID | -p PID]");
+    println!("usage: memstat [--json] [--ps | PID | -p PID | --watch SECONDS]");
     2
 }
 
@@ -141,15 +153,30 @@ fn system_table(out: &mut String, g: &GlobalStats) {
     );
     let _ = writeln!(
         out,
-        "page tables  {} frames ({} KiB) of the used: memd's frames lent to the kernel as the \
-         page tables of processes, each charged to its process",
+        "page tables  {} frames ({} KiB), counted in \"used\": frames memd lent the kernel to \
+         hold the page tables of processes (each process's own: memstat PID)",
         g.page_table_frames,
         kib(g.page_table_frames)
     );
     let _ = writeln!(
         out,
+        "memd itself  heap {} of {} KiB in use; bookkeeping {} of {} KiB (the part of the heap \
+         the regions, pages and page tables of all processes may take)",
+        g.memd_heap_used / 1024,
+        g.memd_heap_total / 1024,
+        g.bookkeeping_used / 1024,
+        g.bookkeeping_total / 1024
+    );
+    let _ = writeln!(
+        out,
         "faults       zero-fill {}  cow {}  shared {}  refused: maperr {}  accerr {}",
         g.faults_zero_fill, g.faults_cow, g.faults_shared, g.faults_maperr, g.faults_accerr
+    );
+    let _ = writeln!(
+        out,
+        "kills        out of memory {}  protection {}  unmapped {}  other exceptions {}  by \
+         parent {}",
+        g.oom_kills, g.faults_accerr, g.faults_maperr, g.kills_exception, g.kills_parent
     );
     let _ = writeln!(out, "cow copies   {}", g.cow_copies);
     let _ = writeln!(
@@ -163,11 +190,7 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.ops_fork,
         g.ops_failed
     );
-    let _ = writeln!(
-        out,
-        "processes    {}  killed for memory: {} (the largest each time)",
-        g.processes, g.oom_kills
-    );
+    let _ = writeln!(out, "processes    {}", g.processes);
     if g.frames_quarantined != 0 {
         let _ = writeln!(
             out,
@@ -203,7 +226,7 @@ fn ps_table(out: &mut String, procs: &[Proc]) {
 }
 
 fn system_json(out: &mut String, g: &GlobalStats) {
-    let fields: [(&str, u64); 21] = [
+    let fields: [(&str, u64); 27] = [
         ("frames_total", g.frames_total),
         ("frames_free", g.frames_free),
         ("frames_used", g.frames_used),
@@ -224,6 +247,12 @@ fn system_json(out: &mut String, g: &GlobalStats) {
         ("processes", g.processes),
         ("oom_kills", g.oom_kills),
         ("frames_quarantined", g.frames_quarantined),
+        ("memd_heap_used", g.memd_heap_used),
+        ("memd_heap_total", g.memd_heap_total),
+        ("bookkeeping_used", g.bookkeeping_used),
+        ("bookkeeping_total", g.bookkeeping_total),
+        ("kills_exception", g.kills_exception),
+        ("kills_parent", g.kills_parent),
         ("page_size", PAGE),
     ];
     out.push('{');
@@ -231,6 +260,77 @@ fn system_json(out: &mut String, g: &GlobalStats) {
         let _ = write!(out, "{}\"{}\":{}", if i > 0 { "," } else { "" }, k, v);
     }
     out.push('}');
+}
+
+/// Kills of every reason.
+fn kills(g: &GlobalStats) -> u64 {
+    g.oom_kills + g.faults_accerr + g.faults_maperr + g.kills_exception + g.kills_parent
+}
+
+/// `--watch SECS`: a line of system figures at once and then every `secs` seconds, faults and
+/// kills counted since the line before (as `vmstat`), until a key comes on the console.
+fn watch(json: bool, secs: u64) -> u64 {
+    if !json {
+        println!(
+            "memstat: every {} s until a key is pressed; faults and kills since the line before \
+             (the first: since boot)",
+            secs
+        );
+        println!(
+            "{:>6} {:>8} {:>8} {:>7} {:>5} {:>9} {:>6} {:>6} {:>5} {:>9}",
+            "time",
+            "free",
+            "used",
+            "tables",
+            "procs",
+            "zero-fill",
+            "cow",
+            "shared",
+            "kills",
+            "memd-heap"
+        );
+    }
+    let start = clock();
+    let mut last = GlobalStats::default();
+    let mut key = [0u8; 16];
+    for tick in 0u64.. {
+        let Ok(g) = vm().global_stats() else {
+            println!("memstat: memd gave no statistics");
+            return 1;
+        };
+        let mut out = String::new();
+        if json {
+            out.push_str("{\"system\":");
+            system_json(&mut out, &g);
+            out.push_str("}\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "{:>5}s {:>8} {:>8} {:>7} {:>5} {:>9} {:>6} {:>6} {:>5} {:>8}K",
+                tick * secs,
+                g.frames_free,
+                g.frames_used,
+                g.page_table_frames,
+                g.processes,
+                g.faults_zero_fill - last.faults_zero_fill,
+                g.faults_cow - last.faults_cow,
+                g.faults_shared - last.faults_shared,
+                kills(&g) - kills(&last),
+                g.memd_heap_used / 1024
+            );
+        }
+        debug_write(out.as_bytes());
+        last = g;
+        let due = start + (tick + 1) * secs * 1_000_000_000;
+        while clock() < due {
+            if debug_read(&mut key) > 0 {
+                println!("memstat: stopped (a key was pressed)");
+                return 0;
+            }
+            yield_now();
+        }
+    }
+    0
 }
 
 fn process_json(out: &mut String, p: &Proc) {
