@@ -40,8 +40,9 @@ pub fn run(k: &mut Kernel) -> ! {
         );
         k.kill(
             next,
-            "#GP general protection (return outside the user half)",
             GENERAL_PROTECTION,
+            refused.rip,
+            "a return outside the user half",
         );
     }
 }

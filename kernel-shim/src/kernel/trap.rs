@@ -39,6 +39,8 @@ pub const STUB_COUNT: usize = 48;
 
 /// The general-protection vector: a thread that cannot return to ring 3 is killed as a #GP.
 pub const GENERAL_PROTECTION: u64 = 13;
+/// The breakpoint vector: the one gate ring 3 may raise with `int3`.
+pub const BREAKPOINT: u64 = 3;
 
 /// RFLAGS bits.
 pub mod rflags {
@@ -341,8 +343,9 @@ const EMPTY_GATE: Gate = Gate {
 
 static IDT: Global<[Gate; 256]> = Global::new([EMPTY_GATE; 256]);
 
-/// Fills and loads the IDT: every stub as an interrupt gate (IF cleared on entry, DPL 0 so
-/// `int n` from ring 3 is a #GP); double faults on their own stack.
+/// Fills and loads the IDT: every stub as an interrupt gate (IF cleared on entry); double
+/// faults on their own stack. Every gate has DPL 0, so `int n` from ring 3 is a #GP, except the
+/// breakpoint's: DPL 3 (as Linux's), so a process's `int3` is reported as the breakpoint it is.
 pub fn init_idt() {
     let base = &raw const TRAP_STUBS as u64;
     let idt = IDT.as_ptr();
@@ -352,7 +355,7 @@ pub fn init_idt() {
             offset_low: addr as u16,
             selector: KERNEL_CS,
             ist: if n == 8 { DOUBLE_FAULT_IST } else { 0 },
-            attributes: 0x8E,
+            attributes: if n == BREAKPOINT as usize { 0xEE } else { 0x8E },
             offset_mid: (addr >> 16) as u16,
             offset_high: (addr >> 32) as u32,
             zero: 0,

@@ -146,8 +146,9 @@ fn a_page_fault_goes_to_the_pager_and_the_thread_resumes() {
 fn a_faulting_process_is_killed_while_others_go_on() {
     let o = Boot::new(&["pager", "crasher", "hello", "demand"]).run();
     o.assert_clean()
-        .assert_log(
-            "killed thread 0x10001 of space 0x10001: the pager refused its fault (reason 14)",
+        .assert_log_line(
+            "killed thread 0x10001 of space 0x10001: page fault (vector 14) at rip 0x40",
+            " (the pager refused its fault)",
         )
         .assert_log("pager: space 0x10001 ended with code 0x10000000e")
         .assert_log("PASS hello")
@@ -195,7 +196,10 @@ fn once_the_pager_has_ended_a_fault_kills_the_process() {
     o.assert_clean()
         .assert_log("PASS hello")
         .assert_log("the pager (space 0x10000) ended with code 0x0")
-        .assert_log("killed thread 0x10001 of space 0x10001: #PF page fault (reason 14)");
+        .assert_log_line(
+            "killed thread 0x10001 of space 0x10001: page fault (vector 14) at rip 0x40",
+            " (no pager)",
+        );
 }
 
 #[test]
@@ -220,7 +224,7 @@ fn jumping_out_of_the_user_half_or_reading_the_kernel_half_kills_only_that_proce
     o.assert_clean()
         .assert_log("pager: refusing fault vector 13 at 0x800000000000 of space 0x10001")
         .assert_log("pager: refusing fault vector 14 at 0xffff800000100000 of space 0x10002")
-        .assert_log("pager: space 0x10001 ended with code 0x10000000e")
+        .assert_log("pager: space 0x10001 ended with code 0x10000000d")
         .assert_log("pager: space 0x10002 ended with code 0x10000000e")
         .assert_log("PASS hello")
         .assert_no_log("KERNEL FAULT")
@@ -238,9 +242,111 @@ fn a_thread_is_never_resumed_outside_the_user_half() {
         .assert_log("badpager: resuming fault vector 13 at 0x800000000000")
         .assert_log("kernel-shim: thread 0x10001 cannot return to 0x800000000000, outside the user half")
         .assert_log(
-            "killed thread 0x10001 of space 0x10001: #GP general protection (return outside the user half) (reason 13)",
+            "killed thread 0x10001 of space 0x10001: general protection (vector 13) at rip 0x800000000000 (a return outside the user half)",
         )
         .assert_log("badpager: space 0x10001 ended with code 0x10000000d")
         .assert_log("PASS hello")
         .assert_no_log("KERNEL FAULT");
+}
+
+/// The programs that each raise one exception in ring 3 (`tests/qemu/programs/src/bin`): the
+/// program, the vector and its name in the kill line. Each first prints `NAME: badge B, rip
+/// R`, R the RIP the CPU saves: the faulting instruction, or for a trap (the single step, the
+/// breakpoint) the instruction after it. (`#XM` is left out: QEMU's TCG does not raise SIMD
+/// exceptions; `#AC` and `#NM` cannot arise, CR0.AM and CR0.TS are never set.)
+const EXCEPTIONS: [(&str, u64, &str); 6] = [
+    ("divzero", 0, "divide error"),
+    ("singlestep", 1, "debug"),
+    ("breakpoint", 3, "breakpoint"),
+    ("badopcode", 6, "invalid opcode"),
+    ("gpfault", 13, "general protection"),
+    ("x87fault", 16, "x87 floating point"),
+];
+
+/// The badge and the RIP that `program` printed (`NAME: badge B, rip R`).
+fn printed_badge_and_rip(log: &str, program: &str) -> (String, String) {
+    let prefix = format!("{program}: badge ");
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("{program} never said where it faults:\n{log}"));
+    let (badge, rip) = line
+        .split_once(", rip ")
+        .unwrap_or_else(|| panic!("{program}: {line}"));
+    assert!(
+        rip.starts_with("0x40"),
+        "{program} at {rip}: not in its image"
+    );
+    (badge.to_string(), rip.trim().to_string())
+}
+
+/// The text after `marker` on the one console line holding it (panics unless exactly one).
+fn the_line_after<'a>(log: &'a str, marker: &str) -> &'a str {
+    let found: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim_end()))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{marker:?} on {} lines:\n{log}",
+        found.len()
+    );
+    found[0]
+}
+
+#[test]
+fn a_process_killed_by_an_exception_is_reported_with_its_vector_and_rip() {
+    // killpager refuses every fault with a reply word of its own (0xBAD) and prints the fault
+    // messages and exit notices: the kill line names the vector and the RIP the program
+    // printed; the exit notice carries `KILLED | vector` and that RIP, whatever the pager said.
+    let mut programs = vec!["killpager"];
+    programs.extend(EXCEPTIONS.iter().map(|e| e.0));
+    programs.extend(["exit7", "fakekill"]);
+    let o = Boot::new(&programs).run();
+    o.assert_clean().assert_no_log("KERNEL FAULT");
+    for (program, vector, name) in EXCEPTIONS {
+        let (space, rip) = printed_badge_and_rip(&o.log, program);
+        assert_eq!(
+            the_line_after(&o.log, &format!(" of space {space}: ")),
+            format!("{name} (vector {vector}) at rip {rip} (the pager refused its fault)"),
+            "{program}"
+        );
+        assert_eq!(
+            the_line_after(
+                &o.log,
+                &format!("killpager: space {space} ended with code ")
+            ),
+            format!("{:#x}, rip {rip}", (1u64 << 32) | vector),
+            "{program}"
+        );
+        o.assert_log(&format!(
+            "killpager: fault vector {vector} at {rip} (rip {rip}) of space {space}"
+        ));
+    }
+    // An exit says code and no RIP; a process cannot pass its exit off as a kill.
+    o.assert_log("killpager: space 0x10007 ended with code 0x7, rip 0x0")
+        .assert_log("fakekill: exiting with 0x100000003")
+        .assert_log("killpager: space 0x10008 ended with code 0x3, rip 0x0");
+}
+
+#[test]
+fn memd_gets_the_vector_of_a_process_the_kernel_killed() {
+    // exwait spawns each exception program under memd and prints the WAIT status.
+    let mut programs = vec!["memd", "exwait"];
+    programs.extend(EXCEPTIONS.iter().map(|e| e.0));
+    let o = Boot::new(&programs).run();
+    o.assert_clean()
+        .assert_log("PASS exwait")
+        .assert_no_log("FAIL");
+    for (program, vector, name) in EXCEPTIONS {
+        let (_, rip) = printed_badge_and_rip(&o.log, program);
+        o.assert_log(&format!(
+            ": {name} (vector {vector}) at rip {rip} (the pager refused its fault)\n"
+        ))
+        .assert_log(&format!(
+            "exwait: {program} ended with status {:#x}\n",
+            (1u64 << 32) | vector
+        ));
+    }
 }
