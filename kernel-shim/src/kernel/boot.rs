@@ -146,6 +146,7 @@ boot_long:
     mov gs, ax
     movabs rsp, offset kernel_stack_top
     mov edi, esi
+    xor ebp, ebp
     movabs rax, offset {entry}
     call rax
 3:

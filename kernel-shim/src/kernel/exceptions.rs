@@ -1,6 +1,7 @@
 //! CPU exceptions: names, the decoding of a user fault, and the fatal report for a fault in
-//! ring 0 (the kernel's own bug: print everything and stop).
+//! ring 0 (the kernel's own bug: print everything, the backtrace last, and stop).
 
+use super::backtrace;
 use super::power;
 use super::trap::TrapFrame;
 use core::fmt;
@@ -92,6 +93,7 @@ pub fn kernel_fault(frame: &TrapFrame) -> ! {
         f.r14,
         f.r15
     );
+    backtrace::print(f.rip, f.rbp);
     kprintln!("kernel halted");
     power::exit(power::EXIT_FATAL)
 }

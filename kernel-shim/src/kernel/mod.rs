@@ -18,6 +18,7 @@
 
 #[macro_use]
 pub mod serial;
+pub mod backtrace;
 pub mod boot;
 pub mod bootinfo;
 pub mod bootpack;
@@ -232,6 +233,7 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     kprintln!();
     kprintln!("KERNEL PANIC: {}", info);
+    backtrace::print_here();
     kprintln!("kernel halted");
     power::exit(power::EXIT_FATAL)
 }

@@ -4,7 +4,9 @@
 //! Every entry builds the same [`TrapFrame`] at the top of the kernel stack and calls
 //! [`super::dispatch`], which never returns: it ends by [`return_to_user`]-ing a thread
 //! (copying that thread's saved frame back onto the stack). The kernel keeps no state on
-//! its stack between entries, so one kernel stack serves every thread.
+//! its stack between entries, so one kernel stack serves every thread. rbp is 0 when
+//! `dispatch` is called (the interrupted one is in the frame): the chain of frame pointers a
+//! backtrace walks ends there ([`super::backtrace`]).
 //!
 //! **The CPU state a process controls.** A process sets most of RFLAGS with `popfq` and, by
 //! where it faults or calls from, its RIP; the kernel must neither run with that state nor
@@ -207,6 +209,7 @@ trap_common:
     push r14
     push r15
     mov rdi, rsp
+    xor ebp, ebp
     push {kernel_flags}
     popfq
     call {dispatch}

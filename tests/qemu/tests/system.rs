@@ -350,3 +350,106 @@ fn memd_gets_the_vector_of_a_process_the_kernel_killed() {
         ));
     }
 }
+
+/// The function symbols of the kernel's ELF file: (start, size, mangled name).
+fn kernel_functions() -> Vec<(u64, u64, String)> {
+    let path = qemu_runner::build().expect("build").kernel;
+    let elf = std::fs::read(&path).expect("the kernel's ELF file");
+    let word =
+        |at: usize, n: usize| -> u64 { (0..n).fold(0, |v, i| v | (elf[at + i] as u64) << (8 * i)) };
+    let (shoff, shentsize, shnum) = (
+        word(0x28, 8) as usize,
+        word(0x3A, 2) as usize,
+        word(0x3C, 2),
+    );
+    let section = |i: usize| shoff + i * shentsize;
+    let symtab = (0..shnum as usize)
+        .map(section)
+        .find(|&s| word(s + 4, 4) == 2)
+        .expect("a symbol table");
+    let strtab = section(word(symtab + 40, 4) as usize);
+    let (strings, symbols) = (word(strtab + 24, 8) as usize, word(symtab + 24, 8) as usize);
+    let mut functions = Vec::new();
+    for sym in (symbols..symbols + word(symtab + 32, 8) as usize).step_by(24) {
+        if elf[sym + 4] & 0xF == 2 {
+            let name = &elf[strings + word(sym, 4) as usize..];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap()];
+            let name = String::from_utf8_lossy(name).into_owned();
+            functions.push((word(sym + 8, 8), word(sym + 16, 8), name));
+        }
+    }
+    functions
+}
+
+/// The addresses of the backtrace in `log`, each line checked against the documented format
+/// (`backtrace (kernel-shim):`, then `  #N 0x` and 16 hex digits, N from 0 on, at most 32).
+fn backtrace_of(log: &str) -> Vec<u64> {
+    let mut lines = log.lines().skip_while(|l| *l != "backtrace (kernel-shim):");
+    assert!(lines.next().is_some(), "no backtrace in\n{log}");
+    let mut frames = Vec::new();
+    for line in lines.take_while(|l| l.starts_with("  #")) {
+        let expected = format!("  #{} 0x", frames.len());
+        let hex = line
+            .strip_prefix(&expected)
+            .unwrap_or_else(|| panic!("{line:?} is not {expected:?}..."));
+        assert_eq!(hex.len(), 16, "{line:?}");
+        frames.push(u64::from_str_radix(hex, 16).unwrap());
+    }
+    assert!(!frames.is_empty() && frames.len() <= 32, "{frames:x?}");
+    frames
+}
+
+/// The name of the kernel function holding `address`.
+fn function_at(functions: &[(u64, u64, String)], address: u64) -> &str {
+    functions
+        .iter()
+        .find(|(start, size, _)| (*start..start + size).contains(&address))
+        .map_or("?", |f| f.2.as_str())
+}
+
+#[test]
+fn a_kernel_fault_prints_a_backtrace_through_its_callers() {
+    let o = Boot::new(&[]).cmdline("selftest=kernel-fault").run();
+    assert_eq!(o.exit, Exit::KernelFatal, "{}", o.log);
+    let frames = backtrace_of(&o.log);
+    let rip = o
+        .log
+        .lines()
+        .find_map(|l| l.strip_prefix("  rip 0x"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+        .expect("the report's rip");
+    assert_eq!(frames[0], rip, "#0 is the faulting instruction");
+    // The self test runs in `selftest::before_programs`, called by `kmain_entry`, called by the
+    // boot trampoline (whose rbp of 0 ends the chain). A return address is symbolized at the
+    // byte before it, inside its call.
+    let functions = kernel_functions();
+    let names: Vec<&str> = std::iter::once(frames[0])
+        .chain(frames[1..].iter().map(|a| a - 1))
+        .map(|a| function_at(&functions, a))
+        .collect();
+    assert!(names[0].contains("selftest15before_programs"), "{names:?}");
+    assert!(names[1].contains("11kmain_entry"), "{names:?}");
+    assert!(o.log.contains("\nkernel halted"));
+}
+
+#[test]
+fn a_kernel_panic_prints_a_backtrace() {
+    let o = Boot::new(&[])
+        .cmdline("selftest=panic")
+        .expect_kernel_fault()
+        .run();
+    assert_eq!(o.exit, Exit::KernelFatal, "{}", o.log);
+    o.assert_log("KERNEL PANIC: ")
+        .assert_log("self test")
+        .assert_log("kernel halted");
+    let functions = kernel_functions();
+    let names: Vec<&str> = backtrace_of(&o.log)
+        .iter()
+        .map(|&a| function_at(&functions, a - 1))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("11kmain_entry")),
+        "{names:?}"
+    );
+}
