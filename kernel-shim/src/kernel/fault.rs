@@ -60,6 +60,15 @@ pub fn user_fault(k: &mut Kernel, t: usize) {
     }
     let badge = k.badge(s);
     let tid = k.thread_id(t);
+    log::debug!(
+        "kernel-shim: fault vector {} at {:#x} (rip {:#x}) of thread {:#x} in space {:#x}, to \
+         the pager",
+        f.vector,
+        addr,
+        f.rip,
+        tid,
+        badge
+    );
     let th = &mut k.threads[t];
     th.msg = [f.vector, addr, access, f.rip, tid, f.error, 0, badge];
     th.kind = MsgKind::Fault;

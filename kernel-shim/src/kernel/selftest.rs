@@ -42,7 +42,7 @@ fn target() -> u64 {
 }
 
 fn announce(name: &str, what: &str) {
-    kprintln!("kernel-shim: self test {}: {}", name, what);
+    log::warn!("kernel-shim: self test {}: {}", name, what);
 }
 
 /// Calls the code at `addr` (which must fault before running anything).
@@ -127,13 +127,13 @@ pub fn after_programs(k: &Kernel, info: &BootInfo, p: Protections) {
         return;
     }
     let Some(t) = k.threads.iter().find(|t| t.state != State::Free) else {
-        kprintln!("kernel-shim: self test: no program loaded");
+        log::warn!("kernel-shim: self test: no program loaded");
         return;
     };
     pt::activate(k.spaces[t.space].root);
     if smap {
         if !p.smap {
-            kprintln!("kernel-shim: self test smap: the CPU has no SMAP");
+            log::warn!("kernel-shim: self test smap: the CPU has no SMAP");
             return;
         }
         announce("smap", "reading a program's stack directly");
@@ -143,7 +143,7 @@ pub fn after_programs(k: &Kernel, info: &BootInfo, p: Protections) {
     }
     if smep {
         if !p.smep {
-            kprintln!("kernel-shim: self test smep: the CPU has no SMEP");
+            log::warn!("kernel-shim: self test smep: the CPU has no SMEP");
             return;
         }
         announce("smep", "calling a program's entry point");

@@ -124,6 +124,7 @@ impl Kernel {
         sp.threads = 0;
         sp.image = None;
         sp.reserve = reserve;
+        log::trace!("kernel-shim: space {:#x} created", self.badge(s));
     }
 
     /// A new thread in space `s` with registers `frame` and FPU state `fpu`, put on the run
@@ -146,6 +147,12 @@ impl Kernel {
         th.routed = false;
         self.spaces[s].threads += 1;
         self.make_ready(t);
+        log::trace!(
+            "kernel-shim: thread {:#x} started in space {:#x} at rip {:#x}",
+            self.thread_id(t),
+            self.badge(s),
+            frame.rip
+        );
         Some(t)
     }
 
@@ -202,7 +209,7 @@ impl Kernel {
             return;
         }
         if self.is_pager(s) {
-            kprintln!(
+            log::warn!(
                 "kernel-shim: the pager (space {:#x}) ended with code {:#x}",
                 badge,
                 code
@@ -216,6 +223,11 @@ impl Kernel {
             self.end_space(s);
         }
         if self.pager.is_some() {
+            log::debug!(
+                "kernel-shim: space {:#x} ended with code {:#x}, exit notice to the pager",
+                badge,
+                code
+            );
             let mut msg = [0; 8];
             msg[abi::EXIT_CODE] = code;
             msg[abi::EXIT_RIP] = rip;
@@ -239,7 +251,7 @@ impl Kernel {
     /// instruction; for a trap, a breakpoint or a single step, the one after it).
     pub fn kill(&mut self, t: usize, vector: u64, rip: u64, cause: &str) {
         let s = self.threads[t].space;
-        kprintln!(
+        log::warn!(
             "kernel-shim: killed thread {:#x} of space {:#x}: {} (vector {}) at rip {:#x} ({})",
             self.thread_id(t),
             self.badge(s),
@@ -257,6 +269,7 @@ impl Kernel {
         if !self.spaces[s].live {
             return;
         }
+        log::trace!("kernel-shim: space {:#x} ended", self.badge(s));
         for t in 0..MAX_THREADS {
             let th = &self.threads[t];
             if th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {

@@ -453,3 +453,62 @@ fn a_kernel_panic_prints_a_backtrace() {
         "{names:?}"
     );
 }
+
+/// Boots the test pager, `crasher` (killed) and `demand` (served) with `cmdline`.
+fn boot_logging(cmdline: &str) -> qemu_runner::Outcome {
+    let o = Boot::new(&["pager", "crasher", "demand"])
+        .cmdline(cmdline)
+        .run();
+    o.assert_clean()
+        .assert_log("PASS demand")
+        .assert_log("pager: space 0x10001 ended with code 0x10000000e");
+    o
+}
+
+#[test]
+fn the_log_level_is_chosen_on_the_command_line() {
+    const KILL: &str = "kernel-shim: killed thread 0x10001 of space 0x10001: page fault";
+    const FAULT: &str = "kernel-shim: fault vector 14 at 0x20000000 (rip 0x40";
+    const NOTICE: &str =
+        "kernel-shim: space 0x10001 ended with code 0x10000000e, exit notice to the pager";
+    const CREATED: &str = "kernel-shim: space 0x10001 created";
+    // The default, info: the boot and the kills, none of the debug or trace lines.
+    let o = boot_logging("");
+    o.assert_log("kernel-shim: long mode, serial up")
+        .assert_log("  memory 0x0000100000..")
+        .assert_log("kernel-shim: started crasher as space 0x10001")
+        .assert_log(KILL)
+        .assert_no_log("kernel-shim: kernel pool")
+        .assert_no_log(FAULT)
+        .assert_no_log(NOTICE)
+        .assert_no_log(CREATED);
+    // warn: no boot lines, the kill still; the programs' own lines are not the kernel's log.
+    let o = boot_logging("loglevel=warn");
+    o.assert_log(KILL)
+        .assert_log("crasher: touching 0x20000000")
+        .assert_no_log("kernel-shim: long mode")
+        .assert_no_log("  memory 0x")
+        .assert_no_log("kernel-shim: started");
+    // error: not even the kill.
+    boot_logging("loglevel=error").assert_no_log("kernel-shim:");
+    // debug: the pool, each fault sent to the pager, each exit notice; not the trace lines.
+    let o = boot_logging("loglevel=debug");
+    o.assert_log("kernel-shim: kernel pool 0x")
+        .assert_log_line(FAULT, ") of thread 0x10001 in space 0x10001, to the pager")
+        .assert_log(NOTICE)
+        .assert_log(KILL)
+        .assert_no_log(CREATED);
+    // trace (one word among others): every space and thread too.
+    boot_logging("aslr=off loglevel=trace")
+        .assert_log(CREATED)
+        .assert_log("kernel-shim: thread 0x10001 started in space 0x10001 at rip 0x40")
+        .assert_log("kernel-shim: space 0x10001 ended\n")
+        .assert_log(NOTICE);
+    // An unknown level is said, and info is kept.
+    boot_logging("loglevel=loud")
+        .assert_log(
+            "kernel-shim: unknown loglevel \"loud\" (error, warn, info, debug, trace); info",
+        )
+        .assert_log("kernel-shim: started crasher as space 0x10001")
+        .assert_no_log(FAULT);
+}
