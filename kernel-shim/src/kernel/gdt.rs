@@ -27,8 +27,9 @@ pub const USER_SS: u16 = 0x1B;
 /// User code selector (RPL 3).
 pub const USER_CS: u16 = 0x23;
 
-/// IST index (1-based, as the CPU counts) of the double-fault stack.
-pub const DOUBLE_FAULT_IST: u8 = 1;
+/// The interrupt-stack-table slot of the double-fault stack, counted from 0 as the `x86_64`
+/// crate does (the CPU's IST 1).
+pub const DOUBLE_FAULT_IST_INDEX: u16 = 0;
 
 /// The segments, in the order of the selectors above (checked when the kernel is compiled).
 const fn segments() -> GlobalDescriptorTable {
@@ -58,7 +59,7 @@ pub fn init(rsp0: u64, df_top: u64) {
     let (tss, gdt) = unsafe {
         let tss = &mut *TSS.as_ptr();
         tss.privilege_stack_table[0] = VirtAddr::new(rsp0);
-        tss.interrupt_stack_table[(DOUBLE_FAULT_IST - 1) as usize] = VirtAddr::new(df_top);
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] = VirtAddr::new(df_top);
         (&*TSS.as_ptr(), &mut *GDT.as_ptr())
     };
     let tss_selector = gdt.append(Descriptor::tss_segment(tss));
