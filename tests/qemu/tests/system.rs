@@ -512,3 +512,72 @@ fn the_log_level_is_chosen_on_the_command_line() {
         .assert_log("kernel-shim: started crasher as space 0x10001")
         .assert_no_log(FAULT);
 }
+
+#[test]
+fn boot_programs_that_are_not_x86_64_executables_are_refused_and_the_rest_run() {
+    // Damaged copies of `hello`, written beside the built programs for the runner to pack.
+    let dir = qemu_runner::build().expect("build").programs;
+    let hello = std::fs::read(dir.join("hello")).expect("hello");
+    let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let first_load = {
+        let (phoff, phnum) = (word(&hello, 32) as usize, hello[56] as usize);
+        (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .find(|&ph| hello[ph] == 1)
+            .expect("a PT_LOAD header")
+    };
+    let patched = |at: usize, bytes: &[u8]| {
+        let mut b = hello.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "refused-text",
+            b"#!/bin/sh\necho not an ELF file\n".to_vec(),
+            "not an ELF file",
+        ),
+        (
+            // The 64-bit headers read as 32-bit ones.
+            "refused-elf32",
+            patched(4, &[1]),
+            "malformed ELF headers",
+        ),
+        (
+            "refused-bigendian",
+            patched(5, &[2]),
+            "not a little-endian ELF64 file",
+        ),
+        (
+            "refused-cut",
+            hello[..100].to_vec(),
+            "malformed ELF headers",
+        ),
+        (
+            "refused-i386",
+            patched(18, &3u16.to_le_bytes()),
+            "not an x86_64 executable",
+        ),
+        (
+            "refused-null-segment",
+            patched(first_load + 16, &0u64.to_le_bytes()),
+            "segment outside the image area",
+        ),
+    ];
+    let mut programs = vec!["pager"];
+    for (name, bytes, _) in &cases {
+        std::fs::write(dir.join(name), bytes).expect("write a damaged program");
+        programs.push(name);
+    }
+    programs.push("hello");
+    let o = Boot::new(&programs).run();
+    for (name, _, _) in &cases {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    o.assert_clean()
+        .assert_log("PASS hello")
+        .assert_no_log("KERNEL");
+    for (name, _, why) in &cases {
+        o.assert_log(&format!("kernel-shim: cannot load {name}: {why}\n"));
+    }
+}
