@@ -119,7 +119,7 @@ pub fn sqe_word0(opcode: u8, flags: u8, tag: u32) -> u64 {
 pub const PAGER_ENDPOINT: u64 = 0;
 
 /// Token bit of a fault message; reply word 0 = 0 resumes the thread, anything else kills it
-/// with that reason.
+/// (its exit code is [`KILLED`] `|` the fault's vector, whatever the reply said).
 pub const TOKEN_FAULT: u64 = 1 << 62;
 /// Token bit of an exit notice (no reply).
 pub const TOKEN_EXIT: u64 = 1 << 61;
@@ -138,8 +138,14 @@ pub const FAULT_THREAD: usize = 4;
 pub const FAULT_ERROR: usize = 5;
 /// Every message, word 7: the badge of the sender's space (stamped by the kernel).
 pub const MSG_BADGE: usize = 7;
-/// Exit notice, word 0: the exit code ([`KILLED`] `| reason` when the kernel killed it).
+/// Exit notice, word 0: the exit code: the low 32 bits a process passed to `exit`, or
+/// [`KILLED`] `|` the exception vector when the kernel killed it (only the kernel sets
+/// [`KILLED`]).
 pub const EXIT_CODE: usize = 0;
+/// Exit notice, word 3: the RIP the CPU saved for the exception that killed the thread (the
+/// faulting instruction; for a trap, a breakpoint or a single step, the instruction after it);
+/// 0 for an `exit`.
+pub const EXIT_RIP: usize = 3;
 /// Exit notice, word 4: the thread id.
 pub const EXIT_THREAD: usize = 4;
 
@@ -152,8 +158,73 @@ pub const ACCESS_PRESENT: u64 = 4;
 
 /// The page-fault vector.
 pub const PAGE_FAULT: u64 = 14;
-/// Exit code bit: the thread was killed; the low 32 bits are the reason.
+/// Exit code bit: the thread was killed; the low 32 bits are the exception vector (see
+/// [`vector_name`]).
 pub const KILLED: u64 = 1 << 32;
+
+/// The name of exception `vector`, as the kernel's kill line and crash reports say it
+/// (`breakpoint`, `general protection`, ...).
+pub const fn vector_name(vector: u64) -> &'static str {
+    match vector {
+        0 => "divide error",
+        1 => "debug",
+        2 => "non-maskable interrupt",
+        3 => "breakpoint",
+        4 => "overflow",
+        5 => "bound range",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        9 => "coprocessor segment overrun",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack segment",
+        13 => "general protection",
+        14 => "page fault",
+        16 => "x87 floating point",
+        17 => "alignment check",
+        18 => "machine check",
+        19 => "SIMD floating point",
+        20 => "virtualization",
+        21 => "control protection",
+        28 => "hypervisor injection",
+        29 => "VMM communication",
+        30 => "security",
+        15 | 22..=27 | 31 => "reserved exception",
+        32..=255 => "interrupt",
+        _ => "unknown vector",
+    }
+}
+
+/// The mnemonic of exception `vector` (`#BP`, `#GP`, ...; empty for a vector without one).
+pub const fn vector_mnemonic(vector: u64) -> &'static str {
+    match vector {
+        0 => "#DE",
+        1 => "#DB",
+        2 => "NMI",
+        3 => "#BP",
+        4 => "#OF",
+        5 => "#BR",
+        6 => "#UD",
+        7 => "#NM",
+        8 => "#DF",
+        10 => "#TS",
+        11 => "#NP",
+        12 => "#SS",
+        13 => "#GP",
+        14 => "#PF",
+        16 => "#MF",
+        17 => "#AC",
+        18 => "#MC",
+        19 => "#XM",
+        20 => "#VE",
+        21 => "#CP",
+        28 => "#HV",
+        29 => "#VC",
+        30 => "#SX",
+        _ => "",
+    }
+}
 
 /// `space_apply` operation kind: map `page` to frame `a` with protection `b`, replacing.
 pub const OP_MAP: u64 = 1;
@@ -272,5 +343,29 @@ mod tests {
         assert_eq!(SYS_FMAP, 0x2100_0384);
         assert_eq!(SYS_FUNMAP, 0x2000_005C);
         assert_eq!(sqe_word0(1, 2, 3), 0x0000_0003_0000_0201);
+    }
+
+    #[test]
+    fn every_exception_vector_has_its_name() {
+        assert_eq!(vector_name(0), "divide error");
+        assert_eq!(vector_name(3), "breakpoint");
+        assert_eq!(vector_name(PAGE_FAULT), "page fault");
+        assert_eq!(vector_name(19), "SIMD floating point");
+        assert_eq!(vector_name(15), "reserved exception");
+        assert_eq!(vector_name(32), "interrupt");
+        assert_eq!(vector_name(KILLED), "unknown vector");
+        assert_eq!(vector_mnemonic(13), "#GP");
+        assert_eq!(vector_mnemonic(16), "#MF");
+        assert_eq!(vector_mnemonic(9), "");
+        // Every architectural exception the CPU may raise has a name and a mnemonic of its own.
+        let named: std::vec::Vec<u64> = (0..32)
+            .filter(|&v| vector_name(v) != "reserved exception")
+            .collect();
+        for &v in &named {
+            assert!(!vector_name(v).is_empty());
+            for &w in &named {
+                assert!(v == w || vector_name(v) != vector_name(w), "{v} {w}");
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@
 //! | 9 `PROCESS_STATS` | one process | pid (0: self) (bulk: [`ProcessStats`]) | words written |
 //! | 10 `REGIONS` | region map | pid (0: self), from address (bulk: [`RegionInfo`]s) | regions written |
 //! | 11 `SPAWN` | start a boot module as a child | its name, NUL padded, in the six args (≤ 47 bytes) (bulk, optional: its argument string, ≤ [`MAX_ARGS`] bytes) | child pid |
-//! | 12 `WAIT` | wait for a child to die | child pid, flags ([`WAIT_NOHANG`]: answer at once) (bulk: fault address, if 8 bytes lent) | [`wait_status`] word ([`wait_status::RUNNING`] with `WAIT_NOHANG` while the child lives) |
+//! | 12 `WAIT` | wait for a child to die | child pid, flags ([`WAIT_NOHANG`]: answer at once) (bulk: the fault address — for a kill by another exception, its RIP — if 8 bytes lent) | [`wait_status`] word ([`wait_status::RUNNING`] with `WAIT_NOHANG` while the child lives) |
 //! | 13 `ARGS` | the caller's argument string | - (bulk: the bytes, cut to the buffer) | bytes written |
 //! | 14 `PROCESSES` | which processes exist | from pid (bulk: [`ProcessInfo`]s of pids ≥ from) | entries written |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
@@ -144,6 +144,18 @@ pub mod wait_status {
     pub const fn access(status: u64) -> u64 {
         (status >> ACCESS_SHIFT) & 0xFF
     }
+
+    /// The exception that killed it, for a kill by the kernel for an exception other than a
+    /// page fault memd refused (`KILLED | vector`; the `WAIT` word is then the RIP).
+    pub const fn vector(status: u64) -> Option<u64> {
+        if status & KILLED != 0 && reason(status) == 0 && status & RUNNING == 0 {
+            Some(status & 0xFF)
+        } else {
+            None
+        }
+    }
+
+    pub use kernel_shim::abi::vector_name;
 }
 
 // The kernel builds these requests itself for redox_syscall's routed memory calls.

@@ -12,8 +12,10 @@
 //! PML4[511] -> kernel image: 0xFFFF_FFFF_8000_0000 + phys, first 1 GiB, supervisor
 //! ```
 //!
-//! It enables PAE, long mode, NX, `syscall`, write protection and SSE, loads a minimal GDT,
-//! and jumps to `kmain_entry` in the higher half on the kernel stack. These tables serve only
+//! It enables PAE, long mode, NX, `syscall`, write protection, SSE (with SIMD exceptions as
+//! #XM) and native x87 error reporting (CR0.NE: an unmasked x87 exception is a #MF of the
+//! thread that caused it, not the legacy IRQ 13), loads a minimal GDT, and jumps to
+//! `kmain_entry` in the higher half on the kernel stack. These tables serve only
 //! until [`super::kmap`] builds the kernel's final ones (W^X, 4 KiB pages for the image,
 //! guard pages under the stacks).
 //!
@@ -123,7 +125,7 @@ pvh_start:
     wrmsr
     mov eax, cr0
     and eax, 0xFFFFFFF3
-    or eax, 0x80010003
+    or eax, 0x80010023
     mov cr0, eax
 
     lgdt [boot_gdt_ptr]
@@ -144,6 +146,7 @@ boot_long:
     mov gs, ax
     movabs rsp, offset kernel_stack_top
     mov edi, esi
+    xor ebp, ebp
     movabs rax, offset {entry}
     call rax
 3:

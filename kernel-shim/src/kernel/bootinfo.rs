@@ -3,6 +3,11 @@
 //!
 //! Layout (Xen `arch-x86/hvm/start_info.h`): magic, version, flags, nr_modules,
 //! modlist_paddr, cmdline_paddr, rsdp_paddr, and from version 1 memmap_paddr, memmap_entries.
+//!
+//! Hand-written rather than the `pvh` crate's reader: that reader makes slices from the
+//! loader's counts and addresses as they are, where this one copies a bounded number of
+//! entries (at most [`MAX_ENTRIES`] of each list, 255 bytes of command line) out through the
+//! physical window after checking the block lies in it; the structures are three and small.
 
 use super::boot::phys_to_virt;
 

@@ -1,5 +1,6 @@
-//! Loading a boot program: an ELF64 x86_64 executable becomes a new address space whose
-//! image and stack are kernel-pool frames, mapped eagerly, and a thread at its entry point.
+//! Loading a boot program: an ELF64 x86_64 executable (parsed with the `elf` crate, as memd
+//! parses the programs it starts) becomes a new address space whose image and stack are
+//! kernel-pool frames, mapped eagerly, and a thread at its entry point.
 //!
 //! ```text
 //! 0x0000_0000_0000 ─ 0x0000_0000_1000   never mapped (null guard)
@@ -14,6 +15,11 @@ use super::pt::{self, prot};
 use super::state::Kernel;
 use super::thread::Fpu;
 use super::trap::TrapFrame;
+use elf::ElfBytes;
+use elf::abi::{EM_X86_64, ET_EXEC, PF_R, PF_W, PF_X, PT_LOAD};
+use elf::endian::LittleEndian;
+use elf::file::Class;
+use elf::parse::ParseError;
 use x86_64::PhysAddr;
 
 /// Top of the initial stack.
@@ -35,46 +41,35 @@ struct Segment {
     prot: u8,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// The entry point and the PT_LOAD segments, each checked.
+/// The entry point and the PT_LOAD segments, each checked. The `elf` crate parses the headers
+/// (every offset and count checked against the file); the kernel checks what it needs beyond
+/// that: a 64-bit x86_64 executable, each segment inside the image area and its bytes inside
+/// the file.
 fn parse(b: &[u8]) -> Result<(u64, [Segment; MAX_SEGMENTS], usize), &'static str> {
-    if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) {
+    let file = ElfBytes::<LittleEndian>::minimal_parse(b).map_err(|e| match e {
+        ParseError::BadMagic(_) => "not an ELF file",
+        ParseError::UnsupportedElfClass(_) | ParseError::UnsupportedElfEndianness(_) => {
+            "not a little-endian ELF64 file"
+        }
+        _ => "malformed ELF headers",
+    })?;
+    if file.ehdr.class != Class::ELF64 {
         return Err("not a little-endian ELF64 file");
     }
-    if u16_at(b, 16) != Some(2) || u16_at(b, 18) != Some(62) {
+    if file.ehdr.e_type != ET_EXEC || file.ehdr.e_machine != EM_X86_64 {
         return Err("not an x86_64 executable");
     }
-    let entry = u64_at(b, 24).ok_or("truncated")?;
-    let phoff = u64_at(b, 32).ok_or("truncated")? as usize;
-    let phentsize = u16_at(b, 54).ok_or("truncated")? as usize;
-    let phnum = u16_at(b, 56).ok_or("truncated")? as usize;
+    let headers = file.segments().ok_or("no program headers")?;
     let mut segs = [Segment::default(); MAX_SEGMENTS];
     let mut n = 0;
-    for i in 0..phnum {
-        let ph = phoff
-            .checked_add(i.checked_mul(phentsize).ok_or("bad header")?)
-            .ok_or("bad header")?;
-        if u32_at(b, ph).ok_or("truncated")? != 1 {
-            continue;
-        }
-        let flags = u32_at(b, ph + 4).ok_or("truncated")?;
+    for ph in headers.iter().filter(|ph| ph.p_type == PT_LOAD) {
+        let flag = |bit: u32, p: u8| if ph.p_flags & bit != 0 { p } else { 0 };
         let s = Segment {
-            offset: u64_at(b, ph + 8).ok_or("truncated")?,
-            vaddr: u64_at(b, ph + 16).ok_or("truncated")?,
-            filesz: u64_at(b, ph + 32).ok_or("truncated")?,
-            memsz: u64_at(b, ph + 40).ok_or("truncated")?,
-            prot: (if flags & 4 != 0 { prot::READ } else { 0 })
-                | (if flags & 2 != 0 { prot::WRITE } else { 0 })
-                | (if flags & 1 != 0 { prot::EXEC } else { 0 }),
+            offset: ph.p_offset,
+            vaddr: ph.p_vaddr,
+            filesz: ph.p_filesz,
+            memsz: ph.p_memsz,
+            prot: flag(PF_R, prot::READ) | flag(PF_W, prot::WRITE) | flag(PF_X, prot::EXEC),
         };
         let end = s.vaddr.checked_add(s.memsz).ok_or("segment wraps")?;
         if s.vaddr < PAGE || end > IMAGE_LIMIT || s.filesz > s.memsz {
@@ -93,7 +88,7 @@ fn parse(b: &[u8]) -> Result<(u64, [Segment; MAX_SEGMENTS], usize), &'static str
     if n == 0 {
         return Err("no loadable segment");
     }
-    Ok((entry, segs, n))
+    Ok((file.ehdr.e_entry, segs, n))
 }
 
 /// Loads `bytes` into a new space and starts its thread; the space's slot.

@@ -1,36 +1,25 @@
 //! CPU exceptions: names, the decoding of a user fault, and the fatal report for a fault in
-//! ring 0 (the kernel's own bug: print everything and stop).
+//! ring 0 (the kernel's own bug: print everything, the backtrace last, and stop).
 
+use super::backtrace;
 use super::power;
 use super::trap::TrapFrame;
+use core::fmt;
+use kernel_shim::abi::{vector_mnemonic, vector_name};
 
 /// Page-fault vector.
 pub const PAGE_FAULT: u64 = 14;
 
-/// The mnemonic of exception `vector`.
-pub fn name(vector: u64) -> &'static str {
-    match vector {
-        0 => "#DE divide error",
-        1 => "#DB debug",
-        2 => "NMI",
-        3 => "#BP breakpoint",
-        4 => "#OF overflow",
-        5 => "#BR bound range",
-        6 => "#UD invalid opcode",
-        7 => "#NM device not available",
-        8 => "#DF double fault",
-        10 => "#TS invalid TSS",
-        11 => "#NP segment not present",
-        12 => "#SS stack fault",
-        13 => "#GP general protection",
-        14 => "#PF page fault",
-        16 => "#MF x87 floating point",
-        17 => "#AC alignment check",
-        18 => "#MC machine check",
-        19 => "#XM SIMD floating point",
-        20 => "#VE virtualization",
-        21 => "#CP control protection",
-        _ => "reserved exception",
+/// Exception `vector` as the fatal reports say it: its mnemonic and name (`#PF page fault`),
+/// from the ABI's [`vector_mnemonic`] and [`vector_name`].
+pub struct Named(pub u64);
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match vector_mnemonic(self.0) {
+            "" => f.write_str(vector_name(self.0)),
+            m => write!(f, "{m} {}", vector_name(self.0)),
+        }
     }
 }
 
@@ -47,7 +36,7 @@ pub fn kernel_fault(frame: &TrapFrame) -> ! {
     kprintln!(
         "KERNEL FAULT: vector {} ({}) error {:#x}",
         f.vector,
-        name(f.vector),
+        Named(f.vector),
         f.error
     );
     kprintln!(
@@ -104,6 +93,7 @@ pub fn kernel_fault(frame: &TrapFrame) -> ! {
         f.r14,
         f.r15
     );
+    backtrace::print(f.rip, f.rbp);
     kprintln!("kernel halted");
     power::exit(power::EXIT_FATAL)
 }

@@ -4,8 +4,15 @@
 //! fault, else RIP), 2 access kind ([`ACCESS_WRITE`], [`ACCESS_EXEC`], [`ACCESS_PRESENT`]),
 //! 3 RIP, 4 thread id, 5 CPU error code, 6 zero, 7 badge of the faulting space. The thread
 //! waits; the pager's reply resumes it (word 0 = 0, the instruction is retried) or kills it
-//! (word 0 = reason). With no pager the thread is killed. A fault of the pager itself is a
+//! (any other word 0). With no pager the thread is killed. A fault of the pager itself is a
 //! fatal kernel report: nobody could serve it.
+//!
+//! A killed thread is said on the console, with the name of its vector and the RIP the CPU
+//! saved (the faulting instruction; for a trap, the instruction after it: `int3`, a single
+//! step) and why, e.g. `kernel-shim: killed thread 0x10001 of space 0x10001: breakpoint
+//! (vector 3) at rip 0x401234 (the pager refused its fault)` ([`Kernel::kill`]); its exit code
+//! is `KILLED | vector` and the exit notice carries the RIP too (`abi::EXIT_RIP`), whatever
+//! word the pager replied with.
 
 use super::exceptions::{self, PAGE_FAULT};
 use super::ipc::{self, PAGER_ENDPOINT};
@@ -38,7 +45,7 @@ pub fn user_fault(k: &mut Kernel, t: usize) {
         kprintln!(
             "PAGER FAULT: vector {} ({}) at {:#x}, rip {:#x}, error {:#x}, thread {:#x}",
             f.vector,
-            exceptions::name(f.vector),
+            exceptions::Named(f.vector),
             addr,
             f.rip,
             f.error,
@@ -48,11 +55,20 @@ pub fn user_fault(k: &mut Kernel, t: usize) {
         power::exit(power::EXIT_FATAL);
     }
     if k.pager.is_none() {
-        k.kill(t, exceptions::name(f.vector), f.vector);
+        k.kill(t, f.vector, f.rip, "no pager");
         return;
     }
     let badge = k.badge(s);
     let tid = k.thread_id(t);
+    log::debug!(
+        "kernel-shim: fault vector {} at {:#x} (rip {:#x}) of thread {:#x} in space {:#x}, to \
+         the pager",
+        f.vector,
+        addr,
+        f.rip,
+        tid,
+        badge
+    );
     let th = &mut k.threads[t];
     th.msg = [f.vector, addr, access, f.rip, tid, f.error, 0, badge];
     th.kind = MsgKind::Fault;

@@ -1,14 +1,22 @@
-//! The GDT and TSS.
+//! The GDT and TSS, built from the `x86_64` crate's structures.
 //!
 //! Selector layout, fixed by `syscall`/`sysret` (STAR): kernel code 0x08, kernel data 0x10,
-//! user data 0x18 (|3 = 0x1B), user code 0x20 (|3 = 0x23), TSS 0x28.
+//! user data 0x18 (|3 = 0x1B), user code 0x20 (|3 = 0x23), TSS 0x28 (two entries). The four
+//! segments are the crate's flat long-mode descriptors, appended in that order when the kernel
+//! is compiled (a table whose selectors differ from these constants does not build); the TSS
+//! descriptor is appended at boot, once the TSS's address is known.
 //!
 //! The TSS gives the stack for entries from ring 3 (`rsp0`, the top of the kernel stack) and
 //! a separate stack for double faults (IST 1), so a kernel stack overflow is still reported
-//! (both stacks, and their guard pages, are in [`super::boot`]).
+//! (both stacks, and their guard pages, are in [`super::boot`]). It has no I/O bitmap: ring 3
+//! reaches no port.
 
 use super::global::Global;
-use core::arch::asm;
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
 
 /// Kernel code selector.
 pub const KERNEL_CS: u16 = 0x08;
@@ -18,88 +26,52 @@ pub const KERNEL_SS: u16 = 0x10;
 pub const USER_SS: u16 = 0x1B;
 /// User code selector (RPL 3).
 pub const USER_CS: u16 = 0x23;
-const TSS_SEL: u16 = 0x28;
 
-/// IST index (1-based) of the double-fault stack.
-pub const DOUBLE_FAULT_IST: u8 = 1;
+/// The interrupt-stack-table slot of the double-fault stack, counted from 0 as the `x86_64`
+/// crate does (the CPU's IST 1).
+pub const DOUBLE_FAULT_IST_INDEX: u16 = 0;
 
-#[repr(C, packed(4))]
-struct Tss {
-    reserved0: u32,
-    rsp: [u64; 3],
-    reserved1: u64,
-    ist: [u64; 7],
-    reserved2: u64,
-    reserved3: u16,
-    iomap_base: u16,
+/// The segments, in the order of the selectors above (checked when the kernel is compiled).
+const fn segments() -> GlobalDescriptorTable {
+    let mut gdt = GlobalDescriptorTable::new();
+    let kernel_code = gdt.append(Descriptor::kernel_code_segment());
+    let kernel_data = gdt.append(Descriptor::kernel_data_segment());
+    let user_data = gdt.append(Descriptor::user_data_segment());
+    let user_code = gdt.append(Descriptor::user_code_segment());
+    assert!(
+        kernel_code.0 == KERNEL_CS
+            && kernel_data.0 == KERNEL_SS
+            && user_data.0 == USER_SS
+            && user_code.0 == USER_CS
+    );
+    gdt
 }
 
-static TSS: Global<Tss> = Global::new(Tss {
-    reserved0: 0,
-    rsp: [0; 3],
-    reserved1: 0,
-    ist: [0; 7],
-    reserved2: 0,
-    reserved3: 0,
-    iomap_base: size_of::<Tss>() as u16,
-});
-static GDT: Global<[u64; 7]> = Global::new([0; 7]);
+static GDT: Global<GlobalDescriptorTable> = Global::new(segments());
+static TSS: Global<TaskStateSegment> = Global::new(TaskStateSegment::new());
 
 /// Installs the GDT and TSS; `rsp0` is the stack for entries from ring 3, `df_top` the top of
 /// the double-fault stack.
 pub fn init(rsp0: u64, df_top: u64) {
-    let tss = TSS.as_ptr();
-    // SAFETY: called once at boot before interrupts are enabled; nothing else refers to the
-    // TSS or GDT yet.
+    // SAFETY: called once at boot before interrupts are enabled: nothing else refers to the
+    // TSS or the GDT yet, and neither changes after it is loaded below, so the references may
+    // live for good.
+    let (tss, gdt) = unsafe {
+        let tss = &mut *TSS.as_ptr();
+        tss.privilege_stack_table[0] = VirtAddr::new(rsp0);
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] = VirtAddr::new(df_top);
+        (&*TSS.as_ptr(), &mut *GDT.as_ptr())
+    };
+    let tss_selector = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = gdt;
+    gdt.load();
+    // SAFETY: the selectors name the kernel code and data segments and the TSS of the GDT just
+    // loaded; reloading CS (a far return) and the data segments changes no memory.
     unsafe {
-        (*tss).rsp[0] = rsp0;
-        (*tss).ist[(DOUBLE_FAULT_IST - 1) as usize] = df_top;
-    }
-    let base = tss as u64;
-    let limit = (size_of::<Tss>() - 1) as u64;
-    let tss_low = (limit & 0xFFFF)
-        | ((base & 0xFF_FFFF) << 16)
-        | (0x89 << 40)
-        | (((limit >> 16) & 0xF) << 48)
-        | (((base >> 24) & 0xFF) << 56);
-    let tss_high = base >> 32;
-    let gdt = GDT.as_ptr();
-    // SAFETY: as above; the GDT is a static, so the pointer given to `lgdt` stays valid.
-    unsafe {
-        *gdt = [
-            0,
-            0x00AF_9A00_0000_FFFF,
-            0x00CF_9200_0000_FFFF,
-            0x00CF_F200_0000_FFFF,
-            0x00AF_FA00_0000_FFFF,
-            tss_low,
-            tss_high,
-        ];
-        #[repr(C, packed(2))]
-        struct Ptr {
-            limit: u16,
-            base: u64,
-        }
-        let ptr = Ptr {
-            limit: (size_of::<[u64; 7]>() - 1) as u16,
-            base: gdt as u64,
-        };
-        asm!(
-            "lgdt [{ptr}]",
-            "push {cs}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov ds, {ss:x}",
-            "mov es, {ss:x}",
-            "mov ss, {ss:x}",
-            "ltr {tss:x}",
-            ptr = in(reg) &ptr,
-            cs = in(reg) KERNEL_CS as u64,
-            ss = in(reg) KERNEL_SS as u64,
-            tss = in(reg) TSS_SEL as u64,
-            tmp = out(reg) _,
-        );
+        CS::set_reg(SegmentSelector(KERNEL_CS));
+        SS::set_reg(SegmentSelector(KERNEL_SS));
+        DS::set_reg(SegmentSelector(KERNEL_SS));
+        ES::set_reg(SegmentSelector(KERNEL_SS));
+        load_tss(tss_selector);
     }
 }

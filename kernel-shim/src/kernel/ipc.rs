@@ -13,7 +13,7 @@
 //! length of the buffer lent with the call (0 for faults and exit notices).
 //!
 //! The kernel also sends on the pager's endpoint: a thread's fault (token bit
-//! [`TOKEN_FAULT`]; reply word 0 = 0 resumes it, anything else kills it with that reason) and
+//! [`TOKEN_FAULT`]; reply word 0 = 0 resumes it, anything else kills it for that fault) and
 //! the end of a space's last thread (token bit [`TOKEN_EXIT`]; no reply).
 //!
 //! A server's loop replies and waits for the next message with one call,
@@ -100,7 +100,8 @@ pub fn close(k: &mut Kernel, ep: usize) {
                 }
                 MsgKind::Fault => {
                     k.threads[t].state = State::Running;
-                    k.kill(t, "its fault cannot be served: the pager is gone", EPIPE);
+                    let f = k.threads[t].frame;
+                    k.kill(t, f.vector, f.rip, "the pager is gone");
                 }
                 MsgKind::Exit => {
                     k.threads[t].state = State::Free;
@@ -218,7 +219,7 @@ pub fn replied_thread(k: &Kernel, t: usize, token: u64) -> Result<usize, Errno> 
 }
 
 /// `ipc_reply(token, w0, w1)`: a call returns (w0, w1); a fault resumes if w0 is 0, else the
-/// thread is killed with reason w0.
+/// thread is killed for its fault (its exit code names the fault's vector, not w0).
 pub fn reply(k: &mut Kernel, t: usize) -> Result<(), Errno> {
     let f = k.threads[t].frame;
     reply_to(k, t, f.rdi, f.rsi, f.rdx)
@@ -241,8 +242,10 @@ fn reply_to(k: &mut Kernel, t: usize, token: u64, w0: u64, w1: u64) -> Result<()
     let c = replied_thread(k, t, token)?;
     match k.threads[c].kind {
         MsgKind::Fault if w0 != 0 => {
+            // The exit code names the fault's own vector, not what the pager replied.
             k.threads[c].state = State::Running;
-            k.kill(c, "the pager refused its fault", w0);
+            let f = k.threads[c].frame;
+            k.kill(c, f.vector, f.rip, "the pager refused its fault");
         }
         MsgKind::Fault => k.make_ready(c),
         MsgKind::Call if k.threads[c].routed => {

@@ -59,7 +59,7 @@ pub fn split(k: &mut Kernel, info: &BootInfo) {
         .min(((le - ls) / PAGE) as usize);
     k.frames.init(ls, pool_frames);
     pieces[largest].0 = ls + pool_frames as u64 * PAGE;
-    kprintln!(
+    log::debug!(
         "kernel-shim: kernel pool {:#x}..{:#x} ({} frames)",
         ls,
         pieces[largest].0,
@@ -69,7 +69,7 @@ pub fn split(k: &mut Kernel, info: &BootInfo) {
         if e > s && k.pager_ranges_len < MAX_PAGER_RANGES {
             k.pager_ranges[k.pager_ranges_len] = (s, e - s);
             k.pager_ranges_len += 1;
-            kprintln!("kernel-shim: pager frames {:#x}..{:#x}", s, e);
+            log::debug!("kernel-shim: pager frames {:#x}..{:#x}", s, e);
         }
     }
 }

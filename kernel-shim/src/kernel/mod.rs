@@ -11,6 +11,9 @@
 //!   the pager. Only the kernel's own bugs stop the machine (with a full report).
 //! - **Simple over clever.** One CPU, interrupts off in the kernel, one kernel stack, no
 //!   kernel threads, fixed-size tables, no heap.
+//! - **Say what happens, at the level asked for.** The kernel's lines go through the `log`
+//!   facade ([`logger`], `loglevel=` on the command line); only the fatal reports are printed
+//!   whatever the level.
 //!
 //! The kernel never: allocates user memory on its own (beyond loading the boot modules it is
 //! given), maps kernel memory or page-table pages into ring 3, trusts an identity a process
@@ -18,6 +21,7 @@
 
 #[macro_use]
 pub mod serial;
+pub mod backtrace;
 pub mod boot;
 pub mod bootinfo;
 pub mod bootpack;
@@ -30,6 +34,7 @@ pub mod gdt;
 pub mod global;
 pub mod ipc;
 pub mod kmap;
+pub mod logger;
 pub mod memory;
 pub mod pager;
 pub mod power;
@@ -68,17 +73,21 @@ unsafe fn kernel() -> &'static mut Kernel {
 /// start-info block.
 pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     serial::init();
-    kprintln!("kernel-shim: long mode, serial up");
+    // The start info first, for the log level on its command line (the boot tables map the
+    // physical window it is read through).
+    let info = BootInfo::read(start_info);
+    logger::init(info.as_ref().map_or("", |i| i.cmdline()));
+    log::info!("kernel-shim: long mode, serial up");
     if !kmap::init() {
         kprintln!("kernel-shim: the kernel image is too large for its page tables");
         power::exit(power::EXIT_FATAL);
     }
-    kprintln!(
+    log::info!(
         "kernel-shim: kernel mappings W^X with NX: text r-x, rodata r--, data rw-, window rw- \
          (image r--); guard pages under both stacks"
     );
     let protections = kmap::protect_from_user();
-    kprintln!(
+    log::info!(
         "kernel-shim: SMEP {}, SMAP {}",
         if protections.smep {
             "on"
@@ -94,9 +103,9 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     gdt::init(boot::kernel_stack_top(), boot::double_fault_stack_top());
     trap::init_idt();
     trap::init_syscall();
-    kprintln!("kernel-shim: GDT, TSS, IDT, syscall ready");
+    log::info!("kernel-shim: GDT, TSS, IDT, syscall ready");
 
-    let Some(info) = BootInfo::read(start_info) else {
+    let Some(info) = info else {
         kprintln!(
             "kernel-shim: no PVH start info at {:#x}; boot with qemu -kernel",
             start_info
@@ -104,7 +113,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         power::exit(power::EXIT_FATAL);
     };
     let (kstart, kend) = boot::kernel_image();
-    kprintln!(
+    log::info!(
         "kernel-shim: image {:#x}..{:#x}, cmdline \"{}\"",
         kstart,
         kend,
@@ -112,7 +121,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     );
     let mut ram = 0;
     for r in info.memory() {
-        kprintln!(
+        log::info!(
             "  memory {:#012x}..{:#012x} {}",
             r.start,
             r.start + r.len,
@@ -126,9 +135,9 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
             ram += r.len;
         }
     }
-    kprintln!("kernel-shim: {} KiB of RAM", ram / 1024);
+    log::info!("kernel-shim: {} KiB of RAM", ram / 1024);
     for (i, m) in info.modules().iter().enumerate() {
-        kprintln!("  module {} at {:#x}, {} bytes", i, m.start, m.len);
+        log::info!("  module {} at {:#x}, {} bytes", i, m.start, m.len);
     }
 
     selftest::before_programs(&info);
@@ -160,7 +169,7 @@ fn start_programs(k: &mut Kernel, info: &BootInfo) {
         .checked_add(m.len)
         .is_none_or(|end| end > boot::PHYS_WINDOW_SIZE)
     {
-        kprintln!("kernel-shim: boot module outside the window; ignored");
+        log::error!("kernel-shim: boot module outside the window; ignored");
         return;
     }
     // SAFETY: the module lies in RAM inside the window (checked above) and the kernel keeps
@@ -169,7 +178,7 @@ fn start_programs(k: &mut Kernel, info: &BootInfo) {
         core::slice::from_raw_parts(boot::phys_to_virt(m.start) as *const u8, m.len as usize)
     };
     let Some(programs) = bootpack::parse(pack) else {
-        kprintln!("kernel-shim: module 0 is not a boot pack; ignored");
+        log::error!("kernel-shim: module 0 is not a boot pack; ignored");
         return;
     };
     let pager_loads = info.has_flag(kernel_shim::abi::PAGER_LOADS_FLAG);
@@ -180,7 +189,7 @@ fn start_programs(k: &mut Kernel, info: &BootInfo) {
         }
         match elf::load(k, p.bytes, is_pager) {
             Ok(s) => {
-                kprintln!(
+                log::info!(
                     "kernel-shim: started {} as space {:#x}{}",
                     p.name,
                     k.badge(s),
@@ -198,11 +207,11 @@ fn start_programs(k: &mut Kernel, info: &BootInfo) {
                     }
                 }
             }
-            Err(e) => kprintln!("kernel-shim: cannot load {}: {}", p.name, e),
+            Err(e) => log::error!("kernel-shim: cannot load {}: {}", p.name, e),
         }
     }
     if pager_loads {
-        kprintln!("kernel-shim: the pager starts the other programs");
+        log::info!("kernel-shim: the pager starts the other programs");
     }
 }
 
@@ -232,6 +241,7 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     kprintln!();
     kprintln!("KERNEL PANIC: {}", info);
+    backtrace::print_here();
     kprintln!("kernel halted");
     power::exit(power::EXIT_FATAL)
 }

@@ -33,15 +33,16 @@ pub fn run(k: &mut Kernel) -> ! {
     loop {
         let next = pick(k);
         let refused = switch_to(k, next);
-        kprintln!(
+        log::warn!(
             "kernel-shim: thread {:#x} cannot return to {:#x}, outside the user half",
             k.thread_id(next),
             refused.rip
         );
         k.kill(
             next,
-            "#GP general protection (return outside the user half)",
             GENERAL_PROTECTION,
+            refused.rip,
+            "a return outside the user half",
         );
     }
 }
@@ -94,7 +95,7 @@ fn switch_to(k: &mut Kernel, t: usize) -> trap::OutsideUserHalf {
 
 fn power_off(k: &mut Kernel) -> ! {
     let waiting = k.threads.iter().filter(|t| t.state != State::Free).count();
-    kprintln!(
+    log::info!(
         "kernel-shim: no thread can run ({} waiting, {} kernel frames in use); powering off",
         waiting,
         k.frames.in_use()

@@ -1,10 +1,13 @@
 //! Self tests of the kernel's own protections, chosen on the command line with
-//! `selftest=NAME`: each does what only a kernel bug would, which must end in the fatal report
-//! of a ring-0 fault (QEMU exit status 35) and never succeed. The QEMU tests boot each one.
+//! `selftest=NAME`: each does what only a kernel bug would, which must end in a fatal report
+//! (of a ring-0 fault, or of the panic; QEMU exit status 35) and never succeed. The QEMU tests
+//! boot each one.
+//! Every fatal report ends with a backtrace ([`super::backtrace`]).
 //!
 //! | NAME | what the kernel does | the report |
 //! |---|---|---|
 //! | `kernel-fault` | reads an unmapped kernel address | #PF, page not present, cr2 `0xffff900000000000` |
+//! | `panic` | panics | the panic report, with its backtrace |
 //! | `write-text` | writes to its own text | #PF, protection violation, write |
 //! | `write-rodata` | writes to its read-only data | #PF, protection violation, write |
 //! | `write-window-text` | writes to its text through the physical window | #PF, protection violation, write |
@@ -39,7 +42,7 @@ fn target() -> u64 {
 }
 
 fn announce(name: &str, what: &str) {
-    kprintln!("kernel-shim: self test {}: {}", name, what);
+    log::warn!("kernel-shim: self test {}: {}", name, what);
 }
 
 /// Calls the code at `addr` (which must fault before running anything).
@@ -52,6 +55,10 @@ fn call(addr: u64) {
 
 /// Runs the self tests that need no program, as chosen on `info`'s command line.
 pub fn before_programs(info: &BootInfo) {
+    if info.has_flag("selftest=panic") {
+        announce("panic", "panicking");
+        panic!("self test");
+    }
     if info.has_flag("selftest=kernel-fault") {
         announce("kernel-fault", "touching an unmapped kernel address");
         // SAFETY: deliberately faulting: the address is in an absent PML4 slot, so the read
@@ -120,13 +127,13 @@ pub fn after_programs(k: &Kernel, info: &BootInfo, p: Protections) {
         return;
     }
     let Some(t) = k.threads.iter().find(|t| t.state != State::Free) else {
-        kprintln!("kernel-shim: self test: no program loaded");
+        log::warn!("kernel-shim: self test: no program loaded");
         return;
     };
     pt::activate(k.spaces[t.space].root);
     if smap {
         if !p.smap {
-            kprintln!("kernel-shim: self test smap: the CPU has no SMAP");
+            log::warn!("kernel-shim: self test smap: the CPU has no SMAP");
             return;
         }
         announce("smap", "reading a program's stack directly");
@@ -136,7 +143,7 @@ pub fn after_programs(k: &Kernel, info: &BootInfo, p: Protections) {
     }
     if smep {
         if !p.smep {
-            kprintln!("kernel-shim: self test smep: the CPU has no SMEP");
+            log::warn!("kernel-shim: self test smep: the CPU has no SMEP");
             return;
         }
         announce("smep", "calling a program's entry point");

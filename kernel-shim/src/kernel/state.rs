@@ -8,6 +8,7 @@ use super::space::{self, MAX_SPACES, Space};
 use super::tables::{self, Reserve, TableMarks, Tables};
 use super::thread::{MAX_THREADS, MsgKind, Queue, State, Thread, thread_id};
 use super::trap::TrapFrame;
+use kernel_shim::abi;
 
 /// The most physical ranges handed to the pager.
 pub const MAX_PAGER_RANGES: usize = kernel_shim::abi::MAX_PAGER_RANGES;
@@ -123,6 +124,7 @@ impl Kernel {
         sp.threads = 0;
         sp.image = None;
         sp.reserve = reserve;
+        log::trace!("kernel-shim: space {:#x} created", self.badge(s));
     }
 
     /// A new thread in space `s` with registers `frame` and FPU state `fpu`, put on the run
@@ -145,6 +147,12 @@ impl Kernel {
         th.routed = false;
         self.spaces[s].threads += 1;
         self.make_ready(t);
+        log::trace!(
+            "kernel-shim: thread {:#x} started in space {:#x} at rip {:#x}",
+            self.thread_id(t),
+            self.badge(s),
+            frame.rip
+        );
         Some(t)
     }
 
@@ -184,10 +192,12 @@ impl Kernel {
         th.next = None;
     }
 
-    /// Ends thread `t` with `code`. When it was the last of its space: a boot program's space
-    /// is destroyed at once; and the pager (if any, and not the one ending) gets an exit
-    /// notice with the space's badge, so it can reclaim what it mapped there.
-    pub fn end_thread(&mut self, t: usize, code: u64) {
+    /// Ends thread `t` with `code`; `rip` is the instruction that killed it (0 for an exit).
+    /// When it was the last of its space: a boot program's space is destroyed at once; and the
+    /// pager (if any, and not the one ending) gets an exit notice with the space's badge, the
+    /// code and the RIP ([`abi::EXIT_CODE`], [`abi::EXIT_RIP`]), so it can reclaim what it
+    /// mapped there and say how the process ended.
+    pub fn end_thread(&mut self, t: usize, code: u64, rip: u64) {
         self.unqueue(t);
         let s = self.threads[t].space;
         self.spaces[s].threads -= 1;
@@ -199,7 +209,7 @@ impl Kernel {
             return;
         }
         if self.is_pager(s) {
-            kprintln!(
+            log::warn!(
                 "kernel-shim: the pager (space {:#x}) ended with code {:#x}",
                 badge,
                 code
@@ -213,8 +223,18 @@ impl Kernel {
             self.end_space(s);
         }
         if self.pager.is_some() {
+            log::debug!(
+                "kernel-shim: space {:#x} ended with code {:#x}, exit notice to the pager",
+                badge,
+                code
+            );
+            let mut msg = [0; 8];
+            msg[abi::EXIT_CODE] = code;
+            msg[abi::EXIT_RIP] = rip;
+            msg[abi::EXIT_THREAD] = tid;
+            msg[abi::MSG_BADGE] = badge;
             let th = &mut self.threads[t];
-            th.msg = [code, 0, 0, 0, tid, 1, 0, badge];
+            th.msg = msg;
             th.kind = MsgKind::Exit;
             th.lend = (0, 0);
             ipc::send(self, t, PAGER_ENDPOINT);
@@ -223,17 +243,24 @@ impl Kernel {
         }
     }
 
-    /// Kills thread `t`, saying why on the console; the exit code is `1 << 32 | reason`.
-    pub fn kill(&mut self, t: usize, why: &str, reason: u64) {
+    /// Kills thread `t` for exception `vector` at `rip`, saying so on the console with the
+    /// `cause`; its exit code is [`abi::KILLED`] `| vector`.
+    ///
+    /// The line: `kernel-shim: killed thread T of space S: NAME (vector V) at rip R (CAUSE)`,
+    /// NAME being [`abi::vector_name`] of V and R the RIP the CPU saved (the faulting
+    /// instruction; for a trap, a breakpoint or a single step, the one after it).
+    pub fn kill(&mut self, t: usize, vector: u64, rip: u64, cause: &str) {
         let s = self.threads[t].space;
-        kprintln!(
-            "kernel-shim: killed thread {:#x} of space {:#x}: {} (reason {})",
+        log::warn!(
+            "kernel-shim: killed thread {:#x} of space {:#x}: {} (vector {}) at rip {:#x} ({})",
             self.thread_id(t),
             self.badge(s),
-            why,
-            reason
+            abi::vector_name(vector),
+            vector,
+            rip,
+            cause,
         );
-        self.end_thread(t, (1 << 32) | reason);
+        self.end_thread(t, abi::KILLED | (vector & 0xFFFF_FFFF), rip);
     }
 
     /// Ends space `s`: its threads end without notice, its endpoints close, its tables (and a
@@ -242,6 +269,7 @@ impl Kernel {
         if !self.spaces[s].live {
             return;
         }
+        log::trace!("kernel-shim: space {:#x} ended", self.badge(s));
         for t in 0..MAX_THREADS {
             let th = &self.threads[t];
             if th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {

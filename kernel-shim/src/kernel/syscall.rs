@@ -29,9 +29,9 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::DEBUG_WRITE => debug_write(k, t).map(Done::Value),
         nr::DEBUG_READ => debug_read(k, t).map(Done::Value),
         nr::EXIT => {
-            // An exit code is 32 bits: bit 32 and above are the kernel's own (`KILLED`), so a
-            // program's code can never read as a kill.
-            k.end_thread(t, f.rdi & u64::from(u32::MAX));
+            // A process's exit code is 32 bits: the bits above, `KILLED` among them, are the
+            // kernel's to set, so no process can pass its exit off as a kill.
+            k.end_thread(t, f.rdi & 0xFFFF_FFFF, 0);
             Ok(Done::Blocked)
         }
         nr::CLOCK => Ok(Done::Value(k.ticks * TICK_NS)),

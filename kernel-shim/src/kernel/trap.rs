@@ -4,7 +4,9 @@
 //! Every entry builds the same [`TrapFrame`] at the top of the kernel stack and calls
 //! [`super::dispatch`], which never returns: it ends by [`return_to_user`]-ing a thread
 //! (copying that thread's saved frame back onto the stack). The kernel keeps no state on
-//! its stack between entries, so one kernel stack serves every thread.
+//! its stack between entries, so one kernel stack serves every thread. rbp is 0 when
+//! `dispatch` is called (the interrupted one is in the frame): the chain of frame pointers a
+//! backtrace walks ends there ([`super::backtrace`]).
 //!
 //! **The CPU state a process controls.** A process sets most of RFLAGS with `popfq` and, by
 //! where it faults or calls from, its RIP; the kernel must neither run with that state nor
@@ -27,10 +29,12 @@
 //!   a pager resumed) never reaches `sysretq` or `iretq` — whose non-canonical return would
 //!   fault in ring 0 — and the scheduler kills the thread instead, as a #GP.
 
-use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CS, USER_CS, USER_SS};
+use super::gdt::{DOUBLE_FAULT_IST_INDEX, KERNEL_CS, USER_CS, USER_SS};
 use super::global::Global;
 use core::arch::{global_asm, naked_asm};
 use kernel_shim::paging::USER_END;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::{PrivilegeLevel, VirtAddr};
 
 /// The `vector` value of a frame built by the `syscall` entry.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -39,6 +43,8 @@ pub const STUB_COUNT: usize = 48;
 
 /// The general-protection vector: a thread that cannot return to ring 3 is killed as a #GP.
 pub const GENERAL_PROTECTION: u64 = 13;
+/// The breakpoint vector: the one gate ring 3 may raise with `int3`.
+pub const BREAKPOINT: u64 = 3;
 
 /// RFLAGS bits.
 pub mod rflags {
@@ -205,6 +211,7 @@ trap_common:
     push r14
     push r15
     mov rdi, rsp
+    xor ebp, ebp
     push {kernel_flags}
     popfq
     call {dispatch}
@@ -317,60 +324,51 @@ unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
     )
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Gate {
-    offset_low: u16,
-    selector: u16,
-    ist: u8,
-    attributes: u8,
-    offset_mid: u16,
-    offset_high: u32,
-    zero: u32,
-}
+static IDT: Global<InterruptDescriptorTable> = Global::new(InterruptDescriptorTable::new());
 
-const EMPTY_GATE: Gate = Gate {
-    offset_low: 0,
-    selector: 0,
-    ist: 0,
-    attributes: 0,
-    offset_mid: 0,
-    offset_high: 0,
-    zero: 0,
-};
-
-static IDT: Global<[Gate; 256]> = Global::new([EMPTY_GATE; 256]);
-
-/// Fills and loads the IDT: every stub as an interrupt gate (IF cleared on entry, DPL 0 so
-/// `int n` from ring 3 is a #GP); double faults on their own stack.
+/// Fills and loads the IDT (the `x86_64` crate's table): every exception the CPU may raise and
+/// the 16 PIC interrupts get their stub as an interrupt gate (IF cleared on entry, the code
+/// segment the current one: call after [`super::gdt::init`]); double faults run on their own
+/// stack. Every gate has DPL 0, so `int n` from ring 3 is a #GP, except the breakpoint's: DPL 3
+/// (as Linux's), so a process's `int3` is reported as the breakpoint it is.
+///
+/// The reserved vectors (15, 22 to 27, 31) stay absent (the crate keeps them out of reach and
+/// the CPU never raises them); their stubs only keep stub `n` at `trap_stubs + 16 * n`.
 pub fn init_idt() {
-    let base = &raw const TRAP_STUBS as u64;
-    let idt = IDT.as_ptr();
-    for n in 0..STUB_COUNT {
-        let addr = base + 16 * n as u64;
-        let gate = Gate {
-            offset_low: addr as u16,
-            selector: KERNEL_CS,
-            ist: if n == 8 { DOUBLE_FAULT_IST } else { 0 },
-            attributes: 0x8E,
-            offset_mid: (addr >> 16) as u16,
-            offset_high: (addr >> 32) as u32,
-            zero: 0,
-        };
-        // SAFETY: boot, before interrupts are enabled: nothing else uses the IDT.
-        unsafe { (*idt)[n] = gate };
+    let stub = |vector: u8| VirtAddr::new(&raw const TRAP_STUBS as u64 + 16 * vector as u64);
+    // SAFETY: boot, before interrupts are enabled: nothing else refers to the IDT, and it does
+    // not change once loaded below, so the reference may live for good.
+    let idt = unsafe { &mut *IDT.as_ptr() };
+    // SAFETY: stub `n` is the entry of vector `n`, and every stub takes the frame its vector
+    // gives: it pushes a zero where the CPU pushes no error code (the same list of vectors as
+    // the stubs' assembly), so each address suits its gate. The IST index is the double-fault
+    // stack's, set in the TSS and used by no other gate.
+    unsafe {
+        for vector in [0, 1, 2, 4, 5, 6, 7, 9, 16, 19, 20, 28]
+            .into_iter()
+            .chain(32..STUB_COUNT as u8)
+        {
+            idt[vector].set_handler_addr(stub(vector));
+        }
+        idt.breakpoint
+            .set_handler_addr(stub(BREAKPOINT as u8))
+            .set_privilege_level(PrivilegeLevel::Ring3);
+        idt.double_fault
+            .set_handler_addr(stub(8))
+            .set_stack_index(DOUBLE_FAULT_IST_INDEX);
+        idt.invalid_tss.set_handler_addr(stub(10));
+        idt.segment_not_present.set_handler_addr(stub(11));
+        idt.stack_segment_fault.set_handler_addr(stub(12));
+        idt.general_protection_fault.set_handler_addr(stub(13));
+        idt.page_fault.set_handler_addr(stub(14));
+        idt.alignment_check.set_handler_addr(stub(17));
+        idt.machine_check.set_handler_addr(stub(18));
+        idt.cp_protection_exception.set_handler_addr(stub(21));
+        idt.vmm_communication_exception.set_handler_addr(stub(29));
+        idt.security_exception.set_handler_addr(stub(30));
     }
-    #[repr(C, packed(2))]
-    struct Ptr {
-        limit: u16,
-        base: u64,
-    }
-    let ptr = Ptr {
-        limit: (size_of::<[Gate; 256]>() - 1) as u16,
-        base: idt as u64,
-    };
-    // SAFETY: the IDT is a static with valid gates for the installed vectors.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr) };
+    let idt: &'static InterruptDescriptorTable = idt;
+    idt.load();
 }
 
 /// Programs the `syscall` MSRs: STAR selectors, LSTAR entry, SFMASK [`SYSCALL_FLAG_MASK`].

@@ -133,7 +133,7 @@ impl Server {
             if token & TOKEN_FAULT != 0 {
                 self.fault(token, badge, &m.words);
             } else if token & TOKEN_EXIT != 0 {
-                self.exited(badge, m.words[nr::EXIT_CODE]);
+                self.exited(badge, m.words[nr::EXIT_CODE], m.words[nr::EXIT_RIP]);
             } else {
                 self.request(token, badge, &m.words, m.lend);
             }
@@ -236,10 +236,11 @@ impl Server {
         }
     }
 
-    fn exited(&mut self, badge: u64, code: u64) {
+    fn exited(&mut self, badge: u64, code: u64, rip: u64) {
         let Some(pid) = self.procs.pid_of(badge) else {
             return;
         };
+        let killed = code & KILLED != 0;
         let status = if code & KILLED != 0 {
             KILLED | (code & 0xFFFF_FFFF)
         } else {
@@ -247,20 +248,38 @@ impl Server {
         };
         // Said of a process no parent waits for (the first program, an orphan), at every log
         // level: the boot runner reads the first program's exit status here.
-        if self.procs.parent(pid).is_none() {
-            let name = self.procs.program(pid).map_or("?", |p| p.name.as_str());
-            let how = if code & KILLED != 0 {
-                "killed by the kernel, reason"
-            } else {
-                "exit status"
-            };
-            println!(
-                "memd: pid {} ({}) ended: {} {}",
-                pid, name, how, code as u32
+        let name = self.procs.program(pid).map_or("?", |p| p.name.as_str());
+        if killed {
+            let vector = code & 0xFF;
+            log::warn!(
+                "memd: killed pid {} (space {:#x}): {} (vector {}) at rip {:#x}",
+                pid,
+                badge,
+                wait_status::vector_name(vector),
+                vector,
+                rip
             );
         }
+        if self.procs.parent(pid).is_none() {
+            if killed {
+                println!(
+                    "memd: pid {} ({}) ended: killed by the kernel: {} (vector {}) at rip {:#x}",
+                    pid,
+                    name,
+                    wait_status::vector_name(code & 0xFF),
+                    code & 0xFF,
+                    rip
+                );
+            } else {
+                println!(
+                    "memd: pid {} ({}) ended: exit status {}",
+                    pid, name, code as u32
+                );
+            }
+        }
         let _ = self.memd.exit(pid, code as i32);
-        self.died(pid, status, 0);
+        // For a kill by an exception, the word a parent's WAIT gets is where it happened.
+        self.died(pid, status, if killed { rip } else { 0 });
     }
 
     fn request(&mut self, token: u64, badge: u64, w: &[u64; 8], lend: u64) {

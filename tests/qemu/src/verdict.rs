@@ -7,7 +7,7 @@
 //!
 //! | pager | started | ended |
 //! |---|---|---|
-//! | memd | `memd: started NAME as pid P` (or `memd: cannot start NAME: ...`) | `memd: pid P (NAME) ended: exit status S`, `memd: pid P (NAME) ended: killed by the kernel, reason R`, `memd: killed pid P ...` |
+//! | memd | `memd: started NAME as pid P` (or `memd: cannot start NAME: ...`) | `memd: pid P (NAME) ended: exit status S`, `memd: pid P (NAME) ended: killed by the kernel: NAME (vector V) at rip R`, `memd: killed pid P ...` |
 //! | another (the test pager) | `kernel-shim: started NAME as space B` (or `kernel-shim: cannot load NAME: ...`) | `pager: space B ended with code C` (the test pager), `kernel-shim: killed thread T of space B: ...` |
 //! | module 0 alone | `kernel-shim: started NAME as space B (pager)` | `kernel-shim: the pager (space B) ended with code C` |
 //!
@@ -322,8 +322,8 @@ mod tests {
         let kernel = format!(
             "{MEMD_START}memd: started crasher as pid 1\n\
              memd: pid 12 (hello) ended: exit status 3\n\
-             kernel-shim: killed thread 0x10001 of space 0x10001: #UD invalid opcode (reason 6)\n\
-             memd: pid 1 (crasher) ended: killed by the kernel, reason 6\n"
+             kernel-shim: killed thread 0x10001 of space 0x10001: invalid opcode (vector 6) at rip 0x401000 (the pager refused its fault)\n\
+             memd: pid 1 (crasher) ended: killed by the kernel: invalid opcode (vector 6) at rip 0x401000\n"
         );
         assert_eq!(code_of(&p, Exit::Clean, &kernel), code::KILLED);
         let oom = format!(

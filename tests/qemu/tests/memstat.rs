@@ -239,7 +239,7 @@ fn memstat_counts_kills_by_reason_and_shows_memd_itself() {
     o.assert_clean()
         .assert_log("SEGV_MAPERR (nothing mapped)")
         .assert_log("jump_top (pid ")
-        .assert_log(") killed by exception 13")
+        .assert_log(") killed: general protection (vector 13) at rip 0x")
         .assert_log(") killed (Ctrl-C)")
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");

@@ -146,8 +146,9 @@ fn a_page_fault_goes_to_the_pager_and_the_thread_resumes() {
 fn a_faulting_process_is_killed_while_others_go_on() {
     let o = Boot::new(&["pager", "crasher", "hello", "demand"]).run();
     o.assert_clean()
-        .assert_log(
-            "killed thread 0x10001 of space 0x10001: the pager refused its fault (reason 14)",
+        .assert_log_line(
+            "killed thread 0x10001 of space 0x10001: page fault (vector 14) at rip 0x40",
+            " (the pager refused its fault)",
         )
         .assert_log("pager: space 0x10001 ended with code 0x10000000e")
         .assert_log("PASS hello")
@@ -195,7 +196,10 @@ fn once_the_pager_has_ended_a_fault_kills_the_process() {
     o.assert_clean()
         .assert_log("PASS hello")
         .assert_log("the pager (space 0x10000) ended with code 0x0")
-        .assert_log("killed thread 0x10001 of space 0x10001: #PF page fault (reason 14)");
+        .assert_log_line(
+            "killed thread 0x10001 of space 0x10001: page fault (vector 14) at rip 0x40",
+            " (no pager)",
+        );
 }
 
 #[test]
@@ -220,7 +224,7 @@ fn jumping_out_of_the_user_half_or_reading_the_kernel_half_kills_only_that_proce
     o.assert_clean()
         .assert_log("pager: refusing fault vector 13 at 0x800000000000 of space 0x10001")
         .assert_log("pager: refusing fault vector 14 at 0xffff800000100000 of space 0x10002")
-        .assert_log("pager: space 0x10001 ended with code 0x10000000e")
+        .assert_log("pager: space 0x10001 ended with code 0x10000000d")
         .assert_log("pager: space 0x10002 ended with code 0x10000000e")
         .assert_log("PASS hello")
         .assert_no_log("KERNEL FAULT")
@@ -238,9 +242,344 @@ fn a_thread_is_never_resumed_outside_the_user_half() {
         .assert_log("badpager: resuming fault vector 13 at 0x800000000000")
         .assert_log("kernel-shim: thread 0x10001 cannot return to 0x800000000000, outside the user half")
         .assert_log(
-            "killed thread 0x10001 of space 0x10001: #GP general protection (return outside the user half) (reason 13)",
+            "killed thread 0x10001 of space 0x10001: general protection (vector 13) at rip 0x800000000000 (a return outside the user half)",
         )
         .assert_log("badpager: space 0x10001 ended with code 0x10000000d")
         .assert_log("PASS hello")
         .assert_no_log("KERNEL FAULT");
+}
+
+/// The programs that each raise one exception in ring 3 (`tests/qemu/programs/src/bin`): the
+/// program, the vector and its name in the kill line. Each first prints `NAME: badge B, rip
+/// R`, R the RIP the CPU saves: the faulting instruction, or for a trap (the single step, the
+/// breakpoint) the instruction after it. (`#XM` is left out: QEMU's TCG does not raise SIMD
+/// exceptions; `#AC` and `#NM` cannot arise, CR0.AM and CR0.TS are never set.)
+const EXCEPTIONS: [(&str, u64, &str); 6] = [
+    ("divzero", 0, "divide error"),
+    ("singlestep", 1, "debug"),
+    ("breakpoint", 3, "breakpoint"),
+    ("badopcode", 6, "invalid opcode"),
+    ("gpfault", 13, "general protection"),
+    ("x87fault", 16, "x87 floating point"),
+];
+
+/// The badge and the RIP that `program` printed (`NAME: badge B, rip R`).
+fn printed_badge_and_rip(log: &str, program: &str) -> (String, String) {
+    let prefix = format!("{program}: badge ");
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("{program} never said where it faults:\n{log}"));
+    let (badge, rip) = line
+        .split_once(", rip ")
+        .unwrap_or_else(|| panic!("{program}: {line}"));
+    assert!(
+        rip.starts_with("0x40"),
+        "{program} at {rip}: not in its image"
+    );
+    (badge.to_string(), rip.trim().to_string())
+}
+
+/// The text after `marker` on the one console line holding it (panics unless exactly one).
+fn the_line_after<'a>(log: &'a str, marker: &str) -> &'a str {
+    let found: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim_end()))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{marker:?} on {} lines:\n{log}",
+        found.len()
+    );
+    found[0]
+}
+
+#[test]
+fn a_process_killed_by_an_exception_is_reported_with_its_vector_and_rip() {
+    // killpager refuses every fault with a reply word of its own (0xBAD) and prints the fault
+    // messages and exit notices: the kill line names the vector and the RIP the program
+    // printed; the exit notice carries `KILLED | vector` and that RIP, whatever the pager said.
+    let mut programs = vec!["killpager"];
+    programs.extend(EXCEPTIONS.iter().map(|e| e.0));
+    programs.extend(["exit7", "fakekill"]);
+    let o = Boot::new(&programs).run();
+    o.assert_clean().assert_no_log("KERNEL FAULT");
+    for (program, vector, name) in EXCEPTIONS {
+        let (space, rip) = printed_badge_and_rip(&o.log, program);
+        assert_eq!(
+            the_line_after(&o.log, &format!(" of space {space}: ")),
+            format!("{name} (vector {vector}) at rip {rip} (the pager refused its fault)"),
+            "{program}"
+        );
+        assert_eq!(
+            the_line_after(
+                &o.log,
+                &format!("killpager: space {space} ended with code ")
+            ),
+            format!("{:#x}, rip {rip}", (1u64 << 32) | vector),
+            "{program}"
+        );
+        o.assert_log(&format!(
+            "killpager: fault vector {vector} at {rip} (rip {rip}) of space {space}"
+        ));
+    }
+    // An exit says code and no RIP; a process cannot pass its exit off as a kill.
+    o.assert_log("killpager: space 0x10007 ended with code 0x7, rip 0x0")
+        .assert_log("fakekill: exiting with 0x100000003")
+        .assert_log("killpager: space 0x10008 ended with code 0x3, rip 0x0");
+}
+
+#[test]
+fn memd_gets_the_vector_of_a_process_the_kernel_killed() {
+    // exwait spawns each exception program under memd and prints the WAIT status.
+    let mut programs = vec!["memd", "exwait"];
+    programs.extend(EXCEPTIONS.iter().map(|e| e.0));
+    let o = Boot::new(&programs).run();
+    o.assert_clean()
+        .assert_log("PASS exwait")
+        .assert_no_log("FAIL");
+    for (program, vector, name) in EXCEPTIONS {
+        let (_, rip) = printed_badge_and_rip(&o.log, program);
+        o.assert_log(&format!(
+            ": {name} (vector {vector}) at rip {rip} (the pager refused its fault)\n"
+        ))
+        .assert_log(&format!(
+            "exwait: {program} ended with status {:#x}\n",
+            (1u64 << 32) | vector
+        ));
+    }
+}
+
+/// The function symbols of the kernel's ELF file: (start, size, mangled name).
+fn kernel_functions() -> Vec<(u64, u64, String)> {
+    let path = qemu_runner::build().expect("build").kernel;
+    let elf = std::fs::read(&path).expect("the kernel's ELF file");
+    let word =
+        |at: usize, n: usize| -> u64 { (0..n).fold(0, |v, i| v | (elf[at + i] as u64) << (8 * i)) };
+    let (shoff, shentsize, shnum) = (
+        word(0x28, 8) as usize,
+        word(0x3A, 2) as usize,
+        word(0x3C, 2),
+    );
+    let section = |i: usize| shoff + i * shentsize;
+    let symtab = (0..shnum as usize)
+        .map(section)
+        .find(|&s| word(s + 4, 4) == 2)
+        .expect("a symbol table");
+    let strtab = section(word(symtab + 40, 4) as usize);
+    let (strings, symbols) = (word(strtab + 24, 8) as usize, word(symtab + 24, 8) as usize);
+    let mut functions = Vec::new();
+    for sym in (symbols..symbols + word(symtab + 32, 8) as usize).step_by(24) {
+        if elf[sym + 4] & 0xF == 2 {
+            let name = &elf[strings + word(sym, 4) as usize..];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap()];
+            let name = String::from_utf8_lossy(name).into_owned();
+            functions.push((word(sym + 8, 8), word(sym + 16, 8), name));
+        }
+    }
+    functions
+}
+
+/// The addresses of the backtrace in `log`, each line checked against the documented format
+/// (`backtrace (kernel-shim):`, then `  #N 0x` and 16 hex digits, N from 0 on, at most 32;
+/// the runner adds what the address is after a space).
+fn backtrace_of(log: &str) -> Vec<u64> {
+    let mut lines = log.lines().skip_while(|l| *l != "backtrace (kernel-shim):");
+    assert!(lines.next().is_some(), "no backtrace in\n{log}");
+    let mut frames = Vec::new();
+    for line in lines.take_while(|l| l.starts_with("  #")) {
+        let expected = format!("  #{} 0x", frames.len());
+        let hex = line
+            .strip_prefix(&expected)
+            .unwrap_or_else(|| panic!("{line:?} is not {expected:?}..."));
+        let hex = hex.split(' ').next().unwrap_or("");
+        assert_eq!(hex.len(), 16, "{line:?}");
+        frames.push(u64::from_str_radix(hex, 16).unwrap());
+    }
+    assert!(!frames.is_empty() && frames.len() <= 32, "{frames:x?}");
+    frames
+}
+
+/// The name of the kernel function holding `address`.
+fn function_at(functions: &[(u64, u64, String)], address: u64) -> &str {
+    functions
+        .iter()
+        .find(|(start, size, _)| (*start..start + size).contains(&address))
+        .map_or("?", |f| f.2.as_str())
+}
+
+#[test]
+fn a_kernel_fault_prints_a_backtrace_through_its_callers() {
+    let o = Boot::new(&[]).cmdline("selftest=kernel-fault").run();
+    assert_eq!(o.exit, Exit::KernelFatal, "{}", o.log);
+    let frames = backtrace_of(&o.log);
+    let rip = o
+        .log
+        .lines()
+        .find_map(|l| l.strip_prefix("  rip 0x"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+        .expect("the report's rip");
+    assert_eq!(frames[0], rip, "#0 is the faulting instruction");
+    // The self test runs in `selftest::before_programs`, called by `kmain_entry`, called by the
+    // boot trampoline (whose rbp of 0 ends the chain). A return address is symbolized at the
+    // byte before it, inside its call.
+    let functions = kernel_functions();
+    let names: Vec<&str> = std::iter::once(frames[0])
+        .chain(frames[1..].iter().map(|a| a - 1))
+        .map(|a| function_at(&functions, a))
+        .collect();
+    assert!(names[0].contains("selftest15before_programs"), "{names:?}");
+    assert!(names[1].contains("11kmain_entry"), "{names:?}");
+    assert!(o.log.contains("\nkernel halted"));
+}
+
+#[test]
+fn a_kernel_panic_prints_a_backtrace() {
+    let o = Boot::new(&[])
+        .cmdline("selftest=panic")
+        .expect_kernel_fault()
+        .run();
+    assert_eq!(o.exit, Exit::KernelFatal, "{}", o.log);
+    o.assert_log("KERNEL PANIC: ")
+        .assert_log("self test")
+        .assert_log("kernel halted");
+    let functions = kernel_functions();
+    let names: Vec<&str> = backtrace_of(&o.log)
+        .iter()
+        .map(|&a| function_at(&functions, a - 1))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("11kmain_entry")),
+        "{names:?}"
+    );
+}
+
+/// Boots the test pager, `crasher` (killed) and `demand` (served) with `cmdline`.
+fn boot_logging(cmdline: &str) -> qemu_runner::Outcome {
+    let o = Boot::new(&["pager", "crasher", "demand"])
+        .cmdline(cmdline)
+        .run();
+    o.assert_clean()
+        .assert_log("PASS demand")
+        .assert_log("pager: space 0x10001 ended with code 0x10000000e");
+    o
+}
+
+#[test]
+fn the_log_level_is_chosen_on_the_command_line() {
+    const KILL: &str = "kernel-shim: killed thread 0x10001 of space 0x10001: page fault";
+    const FAULT: &str = "kernel-shim: fault vector 14 at 0x20000000 (rip 0x40";
+    const NOTICE: &str =
+        "kernel-shim: space 0x10001 ended with code 0x10000000e, exit notice to the pager";
+    const CREATED: &str = "kernel-shim: space 0x10001 created";
+    // The default, info: the boot and the kills, none of the debug or trace lines.
+    let o = boot_logging("");
+    o.assert_log("kernel-shim: long mode, serial up")
+        .assert_log("  memory 0x0000100000..")
+        .assert_log("kernel-shim: started crasher as space 0x10001")
+        .assert_log(KILL)
+        .assert_no_log("kernel-shim: kernel pool")
+        .assert_no_log(FAULT)
+        .assert_no_log(NOTICE)
+        .assert_no_log(CREATED);
+    // warn: no boot lines, the kill still; the programs' own lines are not the kernel's log.
+    let o = boot_logging("loglevel=warn");
+    o.assert_log(KILL)
+        .assert_log("crasher: touching 0x20000000")
+        .assert_no_log("kernel-shim: long mode")
+        .assert_no_log("  memory 0x")
+        .assert_no_log("kernel-shim: started");
+    // error: not even the kill.
+    boot_logging("loglevel=error").assert_no_log("kernel-shim:");
+    // debug: the pool, each fault sent to the pager, each exit notice; not the trace lines.
+    let o = boot_logging("loglevel=debug");
+    o.assert_log("kernel-shim: kernel pool 0x")
+        .assert_log_line(FAULT, ") of thread 0x10001 in space 0x10001, to the pager")
+        .assert_log(NOTICE)
+        .assert_log(KILL)
+        .assert_no_log(CREATED);
+    // trace (one word among others): every space and thread too.
+    boot_logging("aslr=off loglevel=trace")
+        .assert_log(CREATED)
+        .assert_log("kernel-shim: thread 0x10001 started in space 0x10001 at rip 0x40")
+        .assert_log("kernel-shim: space 0x10001 ended\n")
+        .assert_log(NOTICE);
+    // An unknown level is said, and info is kept.
+    boot_logging("loglevel=loud")
+        .assert_log(
+            "kernel-shim: unknown loglevel \"loud\" (error, warn, info, debug, trace); info",
+        )
+        .assert_log("kernel-shim: started crasher as space 0x10001")
+        .assert_no_log(FAULT);
+}
+
+#[test]
+fn boot_programs_that_are_not_x86_64_executables_are_refused_and_the_rest_run() {
+    // Damaged copies of `hello`, written beside the built programs for the runner to pack.
+    let dir = qemu_runner::build().expect("build").programs;
+    let hello = std::fs::read(dir.join("hello")).expect("hello");
+    let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let first_load = {
+        let (phoff, phnum) = (word(&hello, 32) as usize, hello[56] as usize);
+        (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .find(|&ph| hello[ph] == 1)
+            .expect("a PT_LOAD header")
+    };
+    let patched = |at: usize, bytes: &[u8]| {
+        let mut b = hello.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "refused-text",
+            b"#!/bin/sh\necho not an ELF file\n".to_vec(),
+            "not an ELF file",
+        ),
+        (
+            // The 64-bit headers read as 32-bit ones.
+            "refused-elf32",
+            patched(4, &[1]),
+            "malformed ELF headers",
+        ),
+        (
+            "refused-bigendian",
+            patched(5, &[2]),
+            "not a little-endian ELF64 file",
+        ),
+        (
+            "refused-cut",
+            hello[..100].to_vec(),
+            "malformed ELF headers",
+        ),
+        (
+            "refused-i386",
+            patched(18, &3u16.to_le_bytes()),
+            "not an x86_64 executable",
+        ),
+        (
+            "refused-null-segment",
+            patched(first_load + 16, &0u64.to_le_bytes()),
+            "segment outside the image area",
+        ),
+    ];
+    let mut programs = vec!["pager"];
+    for (name, bytes, _) in &cases {
+        std::fs::write(dir.join(name), bytes).expect("write a damaged program");
+        programs.push(name);
+    }
+    programs.push("hello");
+    let o = Boot::new(&programs).run();
+    for (name, _, _) in &cases {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    o.assert_clean()
+        .assert_log("PASS hello")
+        .assert_no_log("KERNEL");
+    for (name, _, why) in &cases {
+        o.assert_log(&format!("kernel-shim: cannot load {name}: {why}\n"));
+    }
 }

@@ -77,7 +77,15 @@ fn describe(status: u64, addr: u64) -> String {
         ),
         ws::OOM => format!("killed: out of memory ({} at {:#x})", access, addr),
         ws::PARENT => String::from("killed (Ctrl-C)"),
-        _ => format!("killed by exception {}", status as u32),
+        _ => match ws::vector(status) {
+            Some(v) => format!(
+                "killed: {} (vector {}) at rip {:#x}",
+                ws::vector_name(v),
+                v,
+                addr
+            ),
+            None => format!("killed (status {:#x})", status),
+        },
     }
 }
 
