@@ -24,7 +24,7 @@ grep -q ALLOCBENCH_END "$log" || { tail -40 "$log" >&2; echo "allocbench: it did
 
 awk '
     BEGIN {
-        label["pow2"] = "VmAllocator: power-of-two blocks"
+        label["pow2"] = "power-of-two blocks (libvm before)"
         label["talc"] = "talc 4.4"
         label["dlmalloc"] = "dlmalloc 0.2"
     }

@@ -3,7 +3,7 @@
 //! small trace): every allocator's `RESULT` line is there and sound — its instruction figures
 //! positive, its resident memory never below the bytes it was asked for (every page of every
 //! live block is written) — and talc's and dlmalloc's resident memory at the peak is below that
-//! of libvm's power-of-two blocks. Not a timed test: the figures themselves are
+//! of the power-of-two blocks libvm had. Not a timed test: the figures themselves are
 //! `scripts/allocbench.sh`'s business.
 
 use qemu_runner::Boot;

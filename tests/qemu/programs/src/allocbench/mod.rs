@@ -9,7 +9,7 @@
 //!
 //! The allocators, all over libvm's `vm_sbrk` (their heap) and `vm_mmap`/`vm_munmap` (blocks
 //! above 128 KiB, or 64 KiB for `pow2`, each a mapping of its own):
-//! - `pow2`: libvm's `VmAllocator` (power-of-two blocks, a free list per size);
+//! - `pow2`: libvm's allocator before (power-of-two blocks, a free list per size), [`pow2`];
 //! - `talc`: the talc crate (4.x) as it comes, [`talc`];
 //! - `dlmalloc`: the dlmalloc crate (Doug Lea's allocator, Rust's own on wasm), [`dlmalloc`].
 //!
@@ -18,6 +18,7 @@
 
 mod dlmalloc;
 mod large;
+mod pow2;
 mod talc;
 mod trace;
 
@@ -37,7 +38,7 @@ pub fn run(program: &str, quick: bool) -> u64 {
     };
     match name {
         "" => {}
-        "pow2" => trace::run(name, &libvm::VmAllocator::new(), scale),
+        "pow2" => trace::run(name, &pow2::Pow2Heap::new(), scale),
         "talc" => trace::run(name, &talc::TalcHeap::new(), scale),
         "dlmalloc" => trace::run(name, &dlmalloc::DlHeap::new(), scale),
         _ => {
