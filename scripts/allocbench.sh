@@ -27,6 +27,7 @@ awk '
         label["pow2"] = "power-of-two blocks (libvm before)"
         label["talc"] = "talc 4.4"
         label["dlmalloc"] = "dlmalloc 0.2"
+        label["libvm"] = "VmAllocator (talc + giving back)"
     }
     function commas(x,   s) {
         s = sprintf("%d", x)

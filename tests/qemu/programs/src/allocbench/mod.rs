@@ -11,7 +11,9 @@
 //! above 128 KiB, or 64 KiB for `pow2`, each a mapping of its own):
 //! - `pow2`: libvm's allocator before (power-of-two blocks, a free list per size), [`pow2`];
 //! - `talc`: the talc crate (4.x) as it comes, [`talc`];
-//! - `dlmalloc`: the dlmalloc crate (Doug Lea's allocator, Rust's own on wasm), [`dlmalloc`].
+//! - `dlmalloc`: the dlmalloc crate (Doug Lea's allocator, Rust's own on wasm), [`dlmalloc`];
+//! - `libvm`: libvm's `VmAllocator` now: talc, and the pages of freed blocks of 64 KiB or more
+//!   and a free top of 1 MiB or more given back to memd.
 //!
 //! The wrappers' `GlobalAlloc` methods are never inlined into the trace, so every allocator is
 //! called as a program's global allocator is (libvm's, in another crate, is not either).
@@ -25,7 +27,7 @@ mod trace;
 use user_rt::*;
 
 /// The allocators measured, in the order of the table.
-pub const ALLOCATORS: [&str; 3] = ["pow2", "talc", "dlmalloc"];
+pub const ALLOCATORS: [&str; 4] = ["pow2", "talc", "dlmalloc", "libvm"];
 
 /// Runs the benchmark as `program` (this program's boot module name): the full trace, or a
 /// small one when `quick`.
@@ -41,6 +43,7 @@ pub fn run(program: &str, quick: bool) -> u64 {
         "pow2" => trace::run(name, &pow2::Pow2Heap::new(), scale),
         "talc" => trace::run(name, &talc::TalcHeap::new(), scale),
         "dlmalloc" => trace::run(name, &dlmalloc::DlHeap::new(), scale),
+        "libvm" => trace::run(name, &libvm::VmAllocator::new(), scale),
         _ => {
             println!("FAIL allocbench: no allocator {:?}", name);
             return 1;

@@ -1,5 +1,6 @@
 //! talc as it comes, over the program break: its heaps grow with `vm_sbrk` when it runs out,
-//! blocks above [`LARGE`] bytes are mappings of their own; nothing freed goes back to memd.
+//! blocks above [`LARGE`] bytes are mappings of their own; nothing freed goes back to memd
+//! (libvm's `VmAllocator` is talc with that added).
 
 use super::large::{self, PAGE};
 use core::alloc::{GlobalAlloc, Layout};
