@@ -126,6 +126,12 @@ pub fn vm_mprotect(addr: *mut u8, length: usize, prot: ProtectionFlags) -> VmRes
     with_vm(|vm| vm.mprotect(addr.addr(), length, prot))
 }
 
+/// Advice about `[addr, addr + length)` (see [`Vm::madvise`]): `VmAllocator` gives memd back
+/// the pages of freed blocks with `MADV_DONTNEED`.
+pub(crate) fn vm_madvise(addr: *mut u8, length: usize, advice: u64) -> VmResult<()> {
+    with_vm(|vm| vm.madvise(addr.addr(), length, advice))
+}
+
 /// Sets the program break (0 only asks for it); returns the break now (see [`Vm::brk`]).
 pub fn vm_brk(addr: usize) -> VmResult<usize> {
     with_vm(|vm| vm.brk(addr))

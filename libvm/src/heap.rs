@@ -1,71 +1,76 @@
 //! `VmAllocator`: a `GlobalAlloc` over the program break and anonymous mappings.
 //!
 //! ```text
-//!  heap: memory from vm_sbrk                          mmap area
-//!  [ carved blocks ......... | bump ....... end )     [ large block ]  [ large block ]
-//!   power-of-two blocks, 16 B to 64 KiB, each          one anonymous private mapping
-//!   aligned to its size; freed ones kept on one        each, page rounded; dealloc
-//!   free list per size, reused, never given back       unmaps it
+//!  heap: memory from vm_sbrk, kept by talc                  mmap area
+//!  [ blocks and free gaps ......................| top gap )  [ large block ]  [ large block ]
+//!   any size up to MAX_SMALL, 8 bytes of tag each; free      one anonymous private mapping
+//!   neighbours coalesce, a gap of the right size class is    each, page rounded; dealloc
+//!   reused first; the pages inside a freed block of          unmaps it
+//!   PURGE_MIN or more go back to memd (MADV_DONTNEED), and
+//!   a free top of TRIM_MIN or more goes back with sbrk
 //! ```
 //!
-//! A layout is served by the smallest power-of-two block at least as large as its size and its
-//! alignment (so every block is naturally aligned and alignment is honoured for free). Blocks
-//! up to [`MAX_SMALL`] come from the heap; anything larger is a mapping of its own, so a big
-//! buffer costs whole pages rather than a block up to twice its size, and goes back to memd when
-//! freed. The heap grows with `vm_sbrk` through the process's transport ([`crate::global`]);
-//! memory taken from the break is kept for reuse, never released.
+//! Blocks up to [`MAX_SMALL`] (with an alignment of at most a page) come from a heap kept by
+//! talc (segregated free lists, 8 bytes of overhead a block, free neighbours coalesced:
+//! `allocbench` measured it against power-of-two blocks and dlmalloc, see the README's
+//! benchmarks). Larger ones are mappings of their own, so a big buffer costs whole pages and
+//! goes back to memd when freed. The heap grows with `vm_sbrk` through the process's transport
+//! ([`crate::global`]), by at least `GROW_STEP` bytes.
 //!
-//! The stretch taken from the break stays contiguous as long as only this allocator moves the
+//! Memory goes back to memd in two ways, so that a program past its peak does not keep its
+//! peak's pages: the whole pages inside a heap block of at least `PURGE_MIN` bytes are
+//! dropped when it is freed (or when a shrinking `realloc` frees that much of its tail), and
+//! a free (or shrink) that leaves `TRIM_MIN` or more free at the top of the heap moves the
+//! break back down to `GROW_STEP` above the highest block. A dropped page reads as zero when
+//! used again, which talc never relies on: it writes a free gap's bookkeeping only at its two
+//! ends, outside the pages dropped. Only a free of the highest block can enlarge the free top,
+//! so the heap keeps where its highest block ends (`Break::high`) and looks at its top only
+//! then: the other frees pay one comparison.
+//!
+//! The stretch taken from the break stays one heap as long as only this allocator moves the
 //! break. Others may grow it too: when the memory sbrk returns does not start where the heap
-//! ended, the rest of the old stretch goes onto the free lists and the new stretch is used from
-//! its start. Nobody may shrink the break below memory the heap took.
+//! ended, it becomes a heap of its own (talc keeps several) and the old one stays as it is.
+//! Nobody may shrink the break below memory the heap took; the heap gives memory back only
+//! when the break is where the heap left it (asked just before), so a thread moving the break
+//! while another frees is the one case to avoid.
 //!
 //! Every failure (no transport, memd refusing, arithmetic overflow) returns null; nothing
-//! panics. The heap is behind a spin lock, held across the `SBRK` call that grows it: the
-//! transport must not allocate from this allocator.
+//! panics. The heap is behind a spin lock, held across the `SBRK` calls that grow and trim it:
+//! the transport must not allocate from this allocator.
 
 use crate::flags::{MmapFlags, ProtectionFlags};
-use crate::global::{vm_mmap, vm_munmap, vm_sbrk};
+use crate::global::{vm_madvise, vm_mmap, vm_munmap, vm_sbrk};
+use crate::proto::MADV_DONTNEED;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cmp::Ordering;
-use core::ptr::{self, null_mut};
+use core::ptr::{self, NonNull, null_mut};
+use talc::{OomHandler, Span, Talc};
 
 /// Page size of the mappings.
 const PAGE: usize = 4096;
-/// log2 of the smallest block: room for a free-list link, and malloc's usual alignment.
-const MIN_SHIFT: u32 = 4;
-/// The smallest block.
-const MIN_BLOCK: usize = 1 << MIN_SHIFT;
-/// log2 of [`MAX_SMALL`].
-const MAX_SHIFT: u32 = 16;
-/// The largest block the heap serves; larger layouts (size or alignment) are mapped.
-pub const MAX_SMALL: usize = 1 << MAX_SHIFT;
-/// Number of block sizes, 16 B to [`MAX_SMALL`].
-const CLASSES: usize = (MAX_SHIFT - MIN_SHIFT + 1) as usize;
-/// Bytes the heap grows by at least, when memd allows it.
+/// The largest block the heap serves; larger layouts (or alignments above a page) are mapped.
+pub const MAX_SMALL: usize = 128 * 1024;
+/// Heap blocks of at least this many bytes give the pages inside them back when freed.
+const PURGE_MIN: usize = 64 * 1024;
+/// A free top of the heap of at least this many bytes goes back to memd.
+const TRIM_MIN: usize = 1024 * 1024;
+/// Bytes the heap grows by at least, when memd allows it, and keeps free at its top when it
+/// gives the rest back.
 const GROW_STEP: usize = 128 * 1024;
+/// How far the end of a block may lie below the end of its chunk (talc's tag, and a remainder
+/// too small to be a gap of its own): a free ending this close to `Break::high` may be of
+/// the highest block.
+const CHUNK_TAIL: usize = 8 * core::mem::size_of::<usize>();
+/// Bytes at the start of a freed block that talc may write (a free gap's list node and size):
+/// never dropped.
+const GAP_HEAD: usize = 4 * core::mem::size_of::<usize>();
+/// Bytes past the new end of a block shrunk in place that talc may write (its tag, the free
+/// gap's node and size): never dropped.
+const SHRINK_HEAD: usize = 8 * core::mem::size_of::<usize>();
 
-/// How a layout is served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// A heap block of size `MIN_BLOCK << class`.
-    Small(usize),
-    /// A mapping of its own.
-    Large,
-}
-
-fn kind(layout: Layout) -> Kind {
-    let need = layout.size().max(layout.align()).max(MIN_BLOCK);
-    match need.checked_next_power_of_two() {
-        Some(block) if block <= MAX_SMALL => {
-            Kind::Small((block.trailing_zeros() - MIN_SHIFT) as usize)
-        }
-        _ => Kind::Large,
-    }
-}
-
-const fn block_size(class: usize) -> usize {
-    MIN_BLOCK << class
+/// Whether a layout is served by a mapping of its own.
+fn is_large(layout: Layout) -> bool {
+    layout.size() > MAX_SMALL || layout.align() > PAGE
 }
 
 /// Bytes of pages covering `size` bytes.
@@ -73,142 +78,195 @@ fn pages(size: usize) -> Option<usize> {
     size.max(1).checked_next_multiple_of(PAGE)
 }
 
-/// The heap: free lists per block size and the uncarved stretch `[bump, end)`.
+fn address(addr: usize) -> *mut u8 {
+    ptr::with_exposed_provenance_mut(addr)
+}
+
+/// Gives memd back the whole pages of `[lo, hi)` (contents dropped, zero when touched again).
+/// Pages memd does not take back stay: a cost, never an error.
+#[inline(never)]
+fn purge(lo: usize, hi: usize) {
+    let (Some(lo), hi) = (lo.checked_next_multiple_of(PAGE), hi & !(PAGE - 1)) else {
+        return;
+    };
+    if hi > lo {
+        let _ = vm_madvise(address(lo), hi - lo, MADV_DONTNEED);
+    }
+}
+
+/// Where talc gets its memory: the break.
 ///
-/// Invariants: every address on `free[c]` is a block of `block_size(c)` bytes, aligned to its
-/// size, inside memory taken from the break, owned by no allocation, whose first word links to
-/// the next (0 ends the list); `[bump, end)` is such memory too, 16-byte aligned at both ends,
-/// not yet handed out (`bump == end == 0` before the first growth).
-struct Heap {
-    free: [usize; CLASSES],
-    bump: usize,
+/// talc writes the size of a free gap at both its ends, so a heap handed to it whole would have
+/// its last page resident for nothing: the break is moved by at least `GROW_STEP` at a time,
+/// but talc is given only the pages it needs, from that stretch, as it needs them.
+struct Break {
+    /// talc's top heap, as `(base, acme)` addresses (`(0, 0)` before the first growth, or once
+    /// someone else moved the break).
+    top: (usize, usize),
+    /// Where this heap left the break: `[top.1, end)` is taken from the break, not yet given to
+    /// talc.
     end: usize,
+    /// No block of the heaps ends above this address (exact after each look at the top,
+    /// raised by every block handed out above it).
+    high: usize,
 }
 
-impl Heap {
-    const fn new() -> Heap {
-        Heap {
-            free: [0; CLASSES],
-            bump: 0,
+impl Break {
+    const fn new() -> Break {
+        Break {
+            top: (0, 0),
             end: 0,
+            high: 0,
         }
     }
 
-    /// A block of `class`: reused, carved, or carved after growing; 0 if none can be had.
-    fn alloc(&mut self, class: usize) -> usize {
-        if let Some(block) = self.pop(class).or_else(|| self.carve(class)) {
-            return block;
-        }
-        if self.grow(block_size(class)) {
-            self.carve(class).unwrap_or(0)
-        } else {
-            0
-        }
+    fn top(&self) -> Option<Span> {
+        let (base, acme) = self.top;
+        (acme > base).then(|| Span::new(address(base), address(acme)))
     }
 
-    fn pop(&mut self, class: usize) -> Option<usize> {
-        let head = self.free[class];
-        if head == 0 {
-            return None;
+    fn set_top(&mut self, span: Span) {
+        self.top = span
+            .get_base_acme()
+            .map_or((0, 0), |(base, acme)| (base.addr(), acme.addr()));
+    }
+
+    /// Gives talc `len` more bytes: an extension of its top heap from the stretch taken from
+    /// the break, moving the break first if the stretch is too short (by `GROW_STEP` at least,
+    /// else by just enough); a heap of its own when the break moved elsewhere meanwhile.
+    fn give(talc: &mut Talc<Break>, len: usize) -> Result<(), ()> {
+        let Break {
+            top: (base, acme),
+            end,
+            ..
+        } = talc.oom_handler;
+        if let Some(top) = talc.oom_handler.top()
+            && end - acme >= len
+        {
+            // SAFETY: `top` is the heap talc returned last; `[acme, acme + len)` follows it,
+            // was taken from the break and given to nobody.
+            let heap = unsafe { talc.extend(top, Span::new(address(base), address(acme + len))) };
+            talc.oom_handler.set_top(heap);
+            return Ok(());
         }
-        // SAFETY: by the invariant, `head` is a free block of at least 16 bytes, aligned to
-        // 16, in memory this heap owns, and its first word is the link `push` wrote.
-        self.free[class] = unsafe { ptr::with_exposed_provenance::<usize>(head).read() };
-        Some(head)
-    }
-
-    /// Puts `block` on the free list of `class`.
-    ///
-    /// # Safety
-    ///
-    /// `block` is a block of `block_size(class)` bytes aligned to that size, in memory taken
-    /// from the break, that nothing uses any more (a block this heap handed out and got back,
-    /// or an uncarved stretch).
-    unsafe fn push(&mut self, block: usize, class: usize) {
-        // SAFETY: the caller hands over a block of at least 16 bytes, aligned to at least 16,
-        // that nothing else reads or writes; its first word becomes the link.
-        unsafe { ptr::with_exposed_provenance_mut::<usize>(block).write(self.free[class]) };
-        self.free[class] = block;
-    }
-
-    /// Carves a block of `class` from the uncarved stretch, aligned to its size; the bytes
-    /// skipped to align it go onto the free lists.
-    fn carve(&mut self, class: usize) -> Option<usize> {
-        let size = block_size(class);
-        let start = self.bump.checked_next_multiple_of(size)?;
-        let end = start.checked_add(size)?;
-        if self.bump == 0 || end > self.end {
-            return None;
-        }
-        self.release(self.bump, start);
-        self.bump = end;
-        Some(start)
-    }
-
-    /// Puts the uncarved `[lo, hi)` (both 16-byte aligned, `lo` not 0) onto the free lists as
-    /// the largest naturally aligned blocks that fit.
-    fn release(&mut self, mut lo: usize, hi: usize) {
-        while lo < hi {
-            let shift = lo.trailing_zeros().min((hi - lo).ilog2()).min(MAX_SHIFT);
-            // SAFETY: `[lo, lo + 2^shift)` lies in the uncarved stretch (memory taken from the
-            // break, used by nothing), is aligned to its size since `lo` has at least `shift`
-            // trailing zeros, and `shift >= MIN_SHIFT` as both ends are 16-byte aligned.
-            unsafe { self.push(lo, (shift - MIN_SHIFT) as usize) };
-            lo += 1 << shift;
-        }
-    }
-
-    /// Moves the break to make room for a block of `size` bytes wherever the new memory starts;
-    /// asks for [`GROW_STEP`] first, then for just enough.
-    fn grow(&mut self, size: usize) -> bool {
-        let Some(least) = size
-            .checked_mul(2)
-            .and_then(|n| n.checked_next_multiple_of(PAGE))
-        else {
-            return false;
+        let generous = len.max(GROW_STEP);
+        let (old, taken) = match Break::take(generous) {
+            Some(old) => (old, generous),
+            None if len < generous => (Break::take(len).ok_or(())?, len),
+            None => return Err(()),
         };
-        let generous = least.max(GROW_STEP);
-        self.grow_by(generous) || (least < generous && self.grow_by(least))
-    }
-
-    fn grow_by(&mut self, len: usize) -> bool {
-        let Ok(increment) = isize::try_from(len) else {
-            return false;
-        };
-        let Ok(old) = vm_sbrk(increment) else {
-            return false;
-        };
-        let top = old.saturating_add(len) & !(MIN_BLOCK - 1);
-        if self.end != 0 && old == self.end {
-            self.end = top;
-        } else {
-            // Someone else moved the break since the last growth (or this is the first one):
-            // keep what is left of the old stretch, and carve from the new one.
-            if self.bump != 0 {
-                self.release(self.bump, self.end);
+        let new_end = old.checked_add(taken).ok_or(())?;
+        let heap = match talc.oom_handler.top() {
+            Some(top) if old == end => {
+                // SAFETY: `top` is the heap talc returned last; `[acme, acme + len)` follows
+                // it, within `[acme, new_end)`, which was taken from the break (now and
+                // before) and given to nobody.
+                unsafe { talc.extend(top, Span::new(address(base), address(acme + len))) }
             }
-            self.bump = old
-                .checked_next_multiple_of(MIN_BLOCK)
-                .unwrap_or(top)
-                .min(top);
-            self.end = top;
+            // SAFETY: `[old, old + len)` was just taken from the break: readable and writable,
+            // used by nobody else, overlapping no heap of talc's, not containing address 0
+            // (the break never is 0). (What is left of an earlier stretch stays unused.)
+            _ => unsafe { talc.claim(Span::new(address(old), address(old + len)))? },
+        };
+        talc.oom_handler.set_top(heap);
+        talc.oom_handler.end = new_end;
+        Ok(())
+    }
+
+    /// Moves the break up by `len` bytes; returns the old break.
+    fn take(len: usize) -> Option<usize> {
+        vm_sbrk(isize::try_from(len).ok()?).ok()
+    }
+
+    /// Notes that a block ending at `end` was handed out (or grown to end there).
+    fn handed_out(&mut self, end: usize) {
+        self.high = self.high.max(end);
+    }
+
+    /// After a block ending at `end` was freed (or shrunk from ending there): if it may have
+    /// been the highest, looks at the top of the heap.
+    fn given_back(talc: &mut Talc<Break>, end: usize) {
+        if end.saturating_add(CHUNK_TAIL) >= talc.oom_handler.high {
+            Break::trim(talc);
         }
-        true
+    }
+
+    /// Learns where the highest block of the top heap ends and, if `TRIM_MIN` or more is free
+    /// above it and the break is still where the heap left it, gives memd back all but
+    /// `GROW_STEP` of that (talc keeps up to the page after the block).
+    #[inline(never)]
+    fn trim(talc: &mut Talc<Break>) {
+        let Some(top) = talc.oom_handler.top() else {
+            return;
+        };
+        let Break {
+            top: (base, acme),
+            end,
+            ..
+        } = talc.oom_handler;
+        // SAFETY: `top` is the heap talc returned last.
+        let used = unsafe { talc.get_allocated_span(top) };
+        let used_acme = used.get_base_acme().map_or(base, |(_, a)| a.addr());
+        // Every other heap lies below the top one (the break only grew past them).
+        talc.oom_handler.high = used_acme;
+        if end - used_acme < TRIM_MIN {
+            return;
+        }
+        let (Some(keep), Some(talc_keep)) = (
+            used_acme
+                .checked_add(GROW_STEP)
+                .and_then(|k| k.checked_next_multiple_of(PAGE)),
+            used_acme.checked_next_multiple_of(PAGE),
+        ) else {
+            return;
+        };
+        if vm_sbrk(0) != Ok(end) {
+            // Someone else moved the break: this heap stays as it is, the next growth claims
+            // a new one.
+            talc.oom_handler.top = (0, 0);
+            return;
+        }
+        if talc_keep < acme {
+            // SAFETY: `[base, talc_keep)` lies within `top` and holds every allocated byte of
+            // it.
+            let kept = unsafe { talc.truncate(top, Span::new(address(base), address(talc_keep))) };
+            talc.oom_handler.set_top(kept);
+        }
+        // What memd does not take back stays taken from the break, for talc to be given.
+        if let Ok(release) = isize::try_from(end - keep)
+            && vm_sbrk(-release).is_ok()
+        {
+            talc.oom_handler.end = keep;
+        }
     }
 }
 
-/// A `GlobalAlloc` over memd: small blocks from a heap grown with `vm_sbrk`, large ones mapped
-/// with `vm_mmap` (see the module documentation). Every call goes through the calling
-/// process's transport ([`crate::global`]); without one, allocation returns null.
+impl OomHandler for Break {
+    fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
+        // Room for the block at its alignment, talc's tags and, the first time, its bins.
+        let least = layout
+            .size()
+            .checked_add(layout.align())
+            .and_then(|n| n.checked_add(2048))
+            .and_then(|n| n.checked_next_multiple_of(PAGE))
+            .ok_or(())?;
+        Break::give(talc, least)
+    }
+}
+
+/// A `GlobalAlloc` over memd: blocks up to [`MAX_SMALL`] from a heap kept by talc and grown
+/// with `vm_sbrk`, larger ones mapped with `vm_mmap` (see the module documentation). Every
+/// call goes through the calling process's transport ([`crate::global`]); without one,
+/// allocation returns null.
 pub struct VmAllocator {
-    heap: spin::Mutex<Heap>,
+    heap: spin::Mutex<Talc<Break>>,
 }
 
 impl VmAllocator {
     /// An allocator with an empty heap (usable in a `#[global_allocator]` static).
     pub const fn new() -> VmAllocator {
         VmAllocator {
-            heap: spin::Mutex::new(Heap::new()),
+            heap: spin::Mutex::new(Talc::new(Break::new())),
         }
     }
 }
@@ -219,8 +277,58 @@ impl Default for VmAllocator {
     }
 }
 
+impl VmAllocator {
+    /// Frees a heap block: its inner pages go back first if it is large enough (it is still
+    /// ours then, so nobody can have been handed them), then the top is looked at.
+    ///
+    /// # Safety
+    ///
+    /// `block` was handed out by the heap for `layout` and nothing uses it any more.
+    unsafe fn free_small(&self, block: NonNull<u8>, layout: Layout) {
+        let (at, end) = (block.addr().get(), block.addr().get() + layout.size());
+        if layout.size() >= PURGE_MIN {
+            purge(at + GAP_HEAD, end);
+        }
+        let mut talc = self.heap.lock();
+        // SAFETY: the caller's contract.
+        unsafe { talc.free(block, layout) };
+        Break::given_back(&mut talc, end);
+    }
+
+    /// Resizes a heap block in place if it can: shrinking always (the freed tail's inner pages
+    /// go back if it is large enough), growing into a free neighbour.
+    ///
+    /// # Safety
+    ///
+    /// `block` was handed out by the heap for `layout`; `new_size` is not 0.
+    unsafe fn resize_small(&self, block: NonNull<u8>, layout: Layout, new_size: usize) -> bool {
+        let at = block.addr().get();
+        if new_size <= layout.size() {
+            if layout.size() - new_size >= PURGE_MIN {
+                // The tail is still ours until talc is told.
+                purge(at + new_size + SHRINK_HEAD, at + layout.size());
+            }
+            let mut talc = self.heap.lock();
+            // SAFETY: the caller's contract; `new_size` is not larger.
+            unsafe { talc.shrink(block, layout, new_size) };
+            Break::given_back(&mut talc, at + layout.size());
+            true
+        } else {
+            let mut talc = self.heap.lock();
+            // SAFETY: the caller's contract; `new_size` is larger.
+            let grown = unsafe { talc.grow_in_place(block, layout, new_size) }.is_ok();
+            if grown {
+                talc.oom_handler.handed_out(at + new_size);
+            }
+            grown
+        }
+    }
+}
+
 /// Maps a large block: anonymous private pages, aligned by mapping extra and unmapping the
-/// slack on either side.
+/// slack on either side. (Out of line, like the other calls to memd: the heap's paths stay
+/// short.)
+#[inline(never)]
 fn map_large(layout: Layout) -> *mut u8 {
     let align = layout.align().max(PAGE);
     let Some((len, span)) =
@@ -253,8 +361,18 @@ fn map_large(layout: Layout) -> *mut u8 {
     base.wrapping_add(head)
 }
 
+/// Unmaps the large block of `size` bytes at `block`.
+#[inline(never)]
+fn unmap_large(block: *mut u8, size: usize) {
+    if let Some(len) = pages(size) {
+        // A mapping that cannot be unmapped stays: a leak, never an error.
+        let _ = vm_munmap(block, len);
+    }
+}
+
 /// Resizes the large block at `block` from `old_size` to `new_size` bytes without moving it:
 /// unmapping the pages no longer needed, or mapping the pages right after it if they are free.
+#[inline(never)]
 fn resize_large(block: *mut u8, old_size: usize, new_size: usize) -> bool {
     let (Some(old_len), Some(new_len)) = (pages(old_size), pages(new_size)) else {
         return false;
@@ -282,28 +400,34 @@ fn resize_large(block: *mut u8, old_size: usize, new_size: usize) -> bool {
     }
 }
 
-// SAFETY: blocks handed out are disjoint (a heap block leaves the free lists or the uncarved
-// stretch under the lock; a mapping is memd's fresh pages), at least `layout.size()` bytes,
-// aligned to `layout.align()`, and stay valid until `dealloc`; failures return null.
+// SAFETY: blocks handed out are disjoint (talc hands out each part of its heaps once until it
+// is freed; a mapping is memd's fresh pages), at least `layout.size()` bytes, aligned to
+// `layout.align()`, and stay valid until `dealloc` (pages dropped by `purge` are only ever
+// those of freed blocks); failures return null.
 unsafe impl GlobalAlloc for VmAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match kind(layout) {
-            Kind::Small(class) => ptr::with_exposed_provenance_mut(self.heap.lock().alloc(class)),
-            Kind::Large => map_large(layout),
+        if is_large(layout) {
+            return map_large(layout);
+        }
+        let mut talc = self.heap.lock();
+        // SAFETY: the layout has a non-zero size (the caller's contract).
+        match unsafe { talc.malloc(layout) } {
+            Ok(block) => {
+                talc.oom_handler
+                    .handed_out(block.addr().get() + layout.size());
+                block.as_ptr()
+            }
+            Err(()) => null_mut(),
         }
     }
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        match kind(layout) {
-            // SAFETY: `block` was handed out by `alloc` for this layout, hence for this class,
-            // and the caller gives it back: nothing uses it any more.
-            Kind::Small(class) => unsafe { self.heap.lock().push(block.addr(), class) },
-            Kind::Large => {
-                if let Some(len) = pages(layout.size()) {
-                    // A mapping that cannot be unmapped stays: a leak, never an error.
-                    let _ = vm_munmap(block, len);
-                }
-            }
+        if is_large(layout) {
+            unmap_large(block, layout.size());
+        } else if let Some(block) = NonNull::new(block) {
+            // SAFETY: `block` was handed out by the heap for this layout (`is_large` says so)
+            // and the caller gives it back.
+            unsafe { self.free_small(block, layout) };
         }
     }
 
@@ -311,15 +435,16 @@ unsafe impl GlobalAlloc for VmAllocator {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return null_mut();
         };
-        match (kind(layout), kind(new_layout)) {
-            (Kind::Small(old), Kind::Small(new)) if old == new => return block,
-            (Kind::Large, Kind::Large) if resize_large(block, layout.size(), new_size) => {
+        match (is_large(layout), is_large(new_layout), NonNull::new(block)) {
+            // SAFETY: `block` is the heap's block of `layout`; `new_size` is not 0 (the
+            // caller's contract).
+            (false, false, Some(at)) if unsafe { self.resize_small(at, layout, new_size) } => {
                 return block;
             }
+            (true, true, _) if resize_large(block, layout.size(), new_size) => return block,
             _ => {}
         }
-        // SAFETY: `new_layout` is valid and of non-zero size (the caller's contract for
-        // `new_size`).
+        // SAFETY: `new_layout` is valid and of non-zero size.
         let moved = unsafe { self.alloc(new_layout) };
         if !moved.is_null() {
             // SAFETY: `block` is live for `layout.size()` bytes, `moved` is a fresh, distinct
@@ -337,10 +462,12 @@ unsafe impl GlobalAlloc for VmAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::global::{bind_thread, unbind_thread};
-    use crate::proto::{MMAP, MUNMAP, SBRK};
+    use crate::global::{bind_thread, unbind_thread, vm_sbrk};
+    use crate::proto::{self, MMAP, MUNMAP, Request, SBRK};
+    use crate::transport::Transport;
     use crate::transport::doubles::FakeMemd;
-    use std::sync::Arc;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
     use std::vec::Vec;
 
     /// xorshift64*: reproducible pseudo-random numbers.
@@ -505,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn freed_blocks_are_reused() {
+    fn freed_blocks_are_reused_and_free_neighbours_coalesce() {
         let memd = bind(1 << 20, 1 << 20);
         let heap = VmAllocator::new();
         let layout = Layout::from_size_align(100, 8).unwrap();
@@ -515,9 +642,26 @@ mod tests {
             heap.dealloc(a, layout);
             let b = heap.alloc(layout);
             assert_eq!(a, b);
-            // Same class: realloc stays in place.
+            // The rest of the heap is free after it: realloc grows it in place.
             assert_eq!(heap.realloc(b, layout, 120), b);
-            heap.dealloc(b, Layout::from_size_align(120, 8).unwrap());
+            let grown = Layout::from_size_align(120, 8).unwrap();
+            // Four neighbours; the middle two freed make one gap that a block twice their
+            // size fits into.
+            let four: Vec<*mut u8> = (0..4).map(|_| heap.alloc(layout)).collect();
+            assert!(four.windows(2).all(|w| w[0] < w[1]));
+            heap.dealloc(four[1], layout);
+            heap.dealloc(four[2], layout);
+            let double = Layout::from_size_align(200, 8).unwrap();
+            let c = heap.alloc(double);
+            assert_eq!(c, four[1], "the two freed neighbours became one gap");
+            for (at, l) in [
+                (b, grown),
+                (four[0], layout),
+                (c, double),
+                (four[3], layout),
+            ] {
+                heap.dealloc(at, l);
+            }
         }
         assert_eq!(memd.calls(SBRK), 1);
         unbind_thread();
@@ -540,17 +684,17 @@ mod tests {
             let moved = heap.realloc(p, big, 600 * 1024);
             assert_ne!(moved, p, "q is in the way");
             assert!((0..small.size()).all(|i| *moved.add(i) == 0xAB));
-            let shrunk = heap.realloc(q, small, 70 * 1024);
+            let shrunk = heap.realloc(q, small, 150 * 1024);
             assert_eq!(shrunk, q);
-            assert_eq!(memd.mapped_pages(), 150 + 18);
+            assert_eq!(memd.mapped_pages(), 150 + 38);
             heap.dealloc(moved, Layout::from_size_align(600 * 1024, 8).unwrap());
-            heap.dealloc(q, Layout::from_size_align(70 * 1024, 8).unwrap());
+            heap.dealloc(q, Layout::from_size_align(150 * 1024, 8).unwrap());
             // Large alignment: the slack around the block is unmapped.
             let aligned = Layout::from_size_align(300 * 1024, 1 << 20).unwrap();
             let r = heap.alloc(aligned);
             assert!(r.addr().is_multiple_of(1 << 20));
             assert_eq!(memd.mapped_pages(), 75);
-            // An alignment above `MAX_SMALL` keeps even a tiny block a mapping.
+            // An alignment above a page keeps even a tiny block a mapping.
             let s = heap.realloc(r, aligned, 64);
             assert_eq!(s, r);
             assert_eq!(memd.mapped_pages(), 1);
@@ -602,6 +746,13 @@ mod tests {
                 assert!(a.at.addr() + layout.size() <= f || a.at.addr() >= f + 5000);
             }
         }
+        // Freeing every block gives back no memory below the foreign bytes.
+        for a in blocks {
+            // SAFETY: allocated by `heap` with this layout, not used again.
+            unsafe { heap.dealloc(a.at, a.layout) };
+        }
+        let last = *foreign.last().unwrap();
+        assert!(crate::global::vm_sbrk(0).unwrap() >= last + 5000);
         for &f in &foreign {
             // SAFETY: the test's own bytes, taken from the break above.
             let kept =
@@ -627,16 +778,28 @@ mod tests {
             assert!(heap.alloc(large).is_null(), "the mmap area is too small");
             let huge = Layout::from_size_align(isize::MAX as usize - (1 << 20), 1 << 20).unwrap();
             assert!(heap.alloc(huge).is_null());
-            let mut got = 0;
-            while !heap
-                .alloc(Layout::from_size_align(4096, 4096).unwrap())
-                .is_null()
-            {
-                got += 1;
-                assert!(got <= 16, "more than the heap holds");
+            // 4000-byte blocks until the 64 KiB of heap are taken (talc keeps its bins, 1 KiB,
+            // in the heap, and a tag of 8 bytes after each block).
+            let block = Layout::from_size_align(4000, 8).unwrap();
+            let mut got = Vec::new();
+            loop {
+                let at = heap.alloc(block);
+                if at.is_null() {
+                    break;
+                }
+                assert!(memd.backed(at.addr(), block.size()));
+                got.push(at);
+                assert!(got.len() <= 16, "more than the heap holds");
             }
-            assert_eq!(got, 16, "the whole 64 KiB of heap, a page at a time");
-            assert!(heap.alloc(small).is_null(), "the heap is full");
+            assert!(got.len() >= 14, "{} blocks in 64 KiB", got.len());
+            let free = 64 * 1024 - got.len() * 4008;
+            assert!(
+                heap.alloc(Layout::from_size_align(free, 8).unwrap())
+                    .is_null()
+            );
+            // One freed makes room for one more.
+            heap.dealloc(got[3], block);
+            assert_eq!(heap.alloc(block), got[3]);
         }
         assert!(memd.calls(SBRK) >= 2);
         unbind_thread();
@@ -682,5 +845,292 @@ mod tests {
                 });
             }
         });
+    }
+    /// A fake memd that also knows which pages are resident: those the test wrote (`touch`),
+    /// less those memd took back (`MADV_DONTNEED`, which also zeroes them as memd does,
+    /// `munmap`, a break moved down). talc's own bookkeeping lies next to blocks, on pages
+    /// the test writes too.
+    struct ResidentMemd {
+        memd: FakeMemd,
+        resident: Mutex<BTreeSet<usize>>,
+        /// Ranges given back with `MADV_DONTNEED`.
+        dropped: Mutex<Vec<(usize, usize)>>,
+    }
+
+    impl ResidentMemd {
+        fn bind(heap_bytes: usize, map_bytes: usize) -> Arc<ResidentMemd> {
+            let memd = Arc::new(ResidentMemd {
+                memd: FakeMemd::new(heap_bytes, map_bytes),
+                resident: Mutex::new(BTreeSet::new()),
+                dropped: Mutex::new(Vec::new()),
+            });
+            bind_thread(memd.clone());
+            memd
+        }
+
+        fn touch(&self, addr: usize, len: usize) {
+            let mut resident = self.resident.lock().unwrap();
+            resident.extend(addr / PAGE..=(addr + len - 1) / PAGE);
+        }
+
+        fn forget(&self, lo: usize, hi: usize) {
+            let mut resident = self.resident.lock().unwrap();
+            let gone: Vec<usize> = resident
+                .range(lo / PAGE..hi.div_ceil(PAGE))
+                .copied()
+                .collect();
+            for page in gone {
+                resident.remove(&page);
+            }
+        }
+
+        fn resident_bytes(&self) -> usize {
+            self.resident.lock().unwrap().len() * PAGE
+        }
+
+        fn dropped(&self) -> Vec<(usize, usize)> {
+            core::mem::take(&mut *self.dropped.lock().unwrap())
+        }
+    }
+
+    impl Transport for ResidentMemd {
+        fn call(&self, sqe: &proto::Sqe, bulk: &mut [u8]) -> proto::Cqe {
+            match Request::decode(sqe) {
+                Ok(Request::Madvise { addr, len, advice }) => {
+                    assert_eq!(advice, MADV_DONTNEED);
+                    assert!(addr.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && len > 0);
+                    assert!(
+                        self.memd.backed(addr, len),
+                        "outside the heap: {addr:#x}+{len}"
+                    );
+                    self.memd.call(sqe, bulk); // counted
+                    // SAFETY: memd's part: the pages lie below the break, in the fake's arena.
+                    unsafe { ptr::with_exposed_provenance_mut::<u8>(addr).write_bytes(0, len) };
+                    self.forget(addr, addr + len);
+                    self.dropped.lock().unwrap().push((addr, addr + len));
+                    proto::encode_reply(sqe.tag, Ok(0))
+                }
+                Ok(Request::Munmap { addr, len }) => {
+                    let reply = self.memd.call(sqe, bulk);
+                    if proto::decode_reply(&reply).is_ok() {
+                        self.forget(addr, addr + len);
+                    }
+                    reply
+                }
+                Ok(Request::Sbrk { increment }) if increment < 0 => {
+                    let reply = self.memd.call(sqe, bulk);
+                    if let Ok(old) = proto::decode_reply(&reply) {
+                        let old = old as usize;
+                        self.forget(
+                            old.wrapping_add_signed(increment).next_multiple_of(PAGE),
+                            old,
+                        );
+                    }
+                    reply
+                }
+                _ => self.memd.call(sqe, bulk),
+            }
+        }
+    }
+
+    /// Allocates `layout` from `heap`, checks it, fills it with `seed` and marks it resident.
+    fn take(heap: &VmAllocator, memd: &ResidentMemd, layout: Layout, seed: u8) -> Live {
+        // SAFETY: the layouts of these tests have non-zero sizes.
+        let at = unsafe { heap.alloc(layout) };
+        let mut a = Live { at, layout, seed };
+        a.sound(&memd.memd);
+        a.fill();
+        memd.touch(at.addr(), layout.size());
+        a
+    }
+
+    /// Checks `a`'s contents and gives it back to `heap`.
+    fn give(heap: &VmAllocator, a: Live) {
+        a.check(a.layout.size());
+        // SAFETY: allocated by `heap` with this layout, not used again.
+        unsafe { heap.dealloc(a.at, a.layout) };
+    }
+
+    #[test]
+    fn the_pages_inside_a_large_freed_block_go_back() {
+        let memd = ResidentMemd::bind(4 << 20, 1 << 20);
+        let heap = VmAllocator::new();
+        let small = Layout::from_size_align(PURGE_MIN - 1, 8).unwrap();
+        let big = Layout::from_size_align(100 * 1024, 8).unwrap();
+        let before = take(&heap, &memd, small, 1);
+        let a = take(&heap, &memd, big, 2);
+        let after = take(&heap, &memd, small, 3);
+        let resident = memd.resident_bytes();
+        let at = a.at.addr();
+        give(&heap, a);
+        let dropped = memd.dropped();
+        assert_eq!(dropped.len(), 1, "one MADV_DONTNEED");
+        let (lo, hi) = dropped[0];
+        assert!(
+            lo >= at + GAP_HEAD && hi <= at + big.size(),
+            "inside the block only"
+        );
+        assert!(hi - lo >= big.size() - 2 * PAGE, "every whole page of it");
+        assert_eq!(memd.resident_bytes(), resident - (hi - lo));
+        // Its neighbours are intact, a block below the threshold keeps its pages, and the
+        // freed block's memory is used again.
+        before.check(small.size());
+        after.check(small.size());
+        give(&heap, before);
+        assert!(memd.dropped().is_empty());
+        let again = take(&heap, &memd, big, 4);
+        assert!(again.at.addr() <= at, "reused");
+        // A realloc that frees 64 KiB or more of a block's tail gives its pages back too.
+        let tail = again.at.addr() + 20 * 1024;
+        // SAFETY: `again` was allocated by `heap` with its layout; 20 KiB is not 0.
+        let shrunk = unsafe { heap.realloc(again.at, big, 20 * 1024) };
+        assert_eq!(shrunk, again.at);
+        let dropped = memd.dropped();
+        assert_eq!(dropped.len(), 1);
+        assert!(dropped[0].0 >= tail + SHRINK_HEAD && dropped[0].1 <= again.at.addr() + big.size());
+        again.check(20 * 1024);
+        give(&heap, after);
+        unbind_thread();
+    }
+
+    #[test]
+    fn a_free_top_of_a_mebibyte_goes_back_with_sbrk() {
+        let memd = ResidentMemd::bind(16 << 20, 1 << 20);
+        let heap = VmAllocator::new();
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let blocks: Vec<Live> = (0..4000)
+            .map(|i| take(&heap, &memd, layout, i as u8))
+            .collect();
+        let start = blocks.iter().map(|a| a.at.addr()).min().unwrap();
+        let top = vm_sbrk(0).unwrap();
+        assert!(top - start >= 4000 * 1008);
+        // Freed from the top down: the free top never reaches a mebibyte before the break
+        // comes down to 128 KiB above the highest block.
+        let mut blocks = blocks;
+        while let Some(a) = blocks.pop() {
+            give(&heap, a);
+            let highest = blocks.last().map_or(start, |b| b.at.addr() + 1000);
+            let slack = vm_sbrk(0).unwrap() - highest;
+            assert!(slack < TRIM_MIN + 2 * PAGE, "{slack} bytes free at the top");
+        }
+        let now = vm_sbrk(0).unwrap();
+        assert!(
+            now < top && now - start <= TRIM_MIN + GROW_STEP,
+            "break {now:#x} from {start:#x}"
+        );
+        assert!(
+            memd.resident_bytes() <= now - start + PAGE,
+            "nothing resident above it"
+        );
+        assert!(memd.dropped().is_empty(), "small blocks: nothing purged");
+        // The heap grows again from there.
+        let more: Vec<Live> = (0..2000)
+            .map(|i| take(&heap, &memd, layout, i as u8))
+            .collect();
+        assert!(vm_sbrk(0).unwrap() > now);
+        for a in more {
+            give(&heap, a);
+        }
+        unbind_thread();
+    }
+
+    /// The size bands of allocbench's trace (per mille, smallest, largest).
+    const BANDS: [(usize, usize, usize); 8] = [
+        (350, 8, 32),
+        (250, 33, 128),
+        (180, 129, 512),
+        (120, 513, 2048),
+        (60, 2049, 8192),
+        (30, 8193, 64 << 10),
+        (8, (64 << 10) + 1, 128 << 10),
+        (2, (128 << 10) + 1, 256 << 10),
+    ];
+
+    impl Rng {
+        /// A size of [`BANDS`], log-uniform within its band.
+        fn trace_size(&mut self) -> usize {
+            let mut pick = self.below(1000);
+            let &(_, lo, hi) = BANDS
+                .iter()
+                .find(|&&(weight, _, _)| {
+                    let found = pick < weight;
+                    pick = pick.saturating_sub(weight);
+                    found
+                })
+                .unwrap();
+            let (lo_bit, hi_bit) = (lo.ilog2(), hi.ilog2());
+            let bit = lo_bit + self.below(u64::from(hi_bit - lo_bit + 1)) as u32;
+            let (lo, hi) = (lo.max(1 << bit), hi.min((2 << bit) - 1));
+            lo + self.below((hi - lo + 1) as u64)
+        }
+    }
+
+    /// allocbench's trace, small, on the host: a steady working set of 2 MiB, a burst to a
+    /// peak of 6 MiB, its drain (a twentieth kept), the steady state again.
+    #[test]
+    fn resident_memory_follows_what_is_asked_for_at_the_peak_and_after_it() {
+        const STEADY: usize = 2 << 20;
+        const PEAK: usize = 6 << 20;
+        let memd = ResidentMemd::bind(64 << 20, 64 << 20);
+        let heap = VmAllocator::new();
+        let mut rng = Rng(0xA110_C0DE);
+        let mut churn: Vec<Live> = Vec::new();
+        let mut burst: Vec<Live> = Vec::new();
+        let mut kept: Vec<Live> = Vec::new();
+        let bytes = |v: &Vec<Live>| v.iter().map(|a| a.layout.size()).sum::<usize>();
+        let mut seed = 0u8;
+        let mut steady = |rng: &mut Rng, churn: &mut Vec<Live>| {
+            let live = bytes(churn);
+            if live < STEADY || (live < STEADY * 11 / 10 && rng.below(2) == 0) {
+                seed = seed.wrapping_add(1);
+                let layout = Layout::from_size_align(rng.trace_size(), 8).unwrap();
+                churn.push(take(&heap, &memd, layout, seed));
+            } else {
+                let n = churn.len() as u64;
+                let i = if rng.below(10) < 6 {
+                    n as usize - 1 - rng.below(n.min(16))
+                } else {
+                    rng.below(n)
+                };
+                give(&heap, churn.swap_remove(i));
+            }
+        };
+        for _ in 0..20_000 {
+            steady(&mut rng, &mut churn);
+        }
+        while bytes(&burst) < PEAK - STEADY {
+            let layout = Layout::from_size_align(rng.trace_size(), 8).unwrap();
+            burst.push(take(&heap, &memd, layout, 0x5A));
+            steady(&mut rng, &mut churn);
+        }
+        let peak = bytes(&churn) + bytes(&burst);
+        let peak_resident = memd.resident_bytes();
+        while !burst.is_empty() {
+            let a = burst.swap_remove(rng.below(burst.len() as u64));
+            if rng.below(20) == 0 {
+                kept.push(a);
+            } else {
+                give(&heap, a);
+            }
+            steady(&mut rng, &mut churn);
+        }
+        for _ in 0..20_000 {
+            steady(&mut rng, &mut churn);
+        }
+        let end = bytes(&churn) + bytes(&kept);
+        let end_resident = memd.resident_bytes();
+        for a in churn.into_iter().chain(kept) {
+            give(&heap, a);
+        }
+        let freed_resident = memd.resident_bytes();
+        std::println!(
+            "peak {peak} resident {peak_resident}; end {end} resident {end_resident}; \
+             all freed: resident {freed_resident}"
+        );
+        // Power-of-two blocks kept 17% more than asked for at the peak.
+        assert!(peak_resident <= peak + peak / 50, "at the peak");
+        assert!(end_resident <= end * 2, "after the peak");
+        assert!(freed_resident <= TRIM_MIN + GROW_STEP, "all freed");
+        unbind_thread();
     }
 }
