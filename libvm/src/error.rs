@@ -4,7 +4,7 @@
 //! `EINVAL`); the reply also carries the precise variant as a one-byte detail, so a client gets
 //! back exactly the `VmError` memd raised.
 
-use syscall::error::{EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSYS, ESRCH};
+use syscall::error::{EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH};
 
 /// Result of a memory operation.
 pub type VmResult<T> = Result<T, VmError>;
@@ -40,6 +40,9 @@ pub enum VmError {
     /// not yet waited for), or over the processes memd keeps records of (`EAGAIN`, Linux's
     /// answer to a fork over `RLIMIT_NPROC`).
     ProcessLimit,
+    /// `MAP_FIXED` below the lowest address a process may map, 64 KiB (`EPERM`, as Linux
+    /// answers below `vm.mmap_min_addr`).
+    AddressNotPermitted,
     /// Any other errno, as received.
     Other(i32),
 }
@@ -59,6 +62,7 @@ impl VmError {
             VmError::BadRequest => ENOSYS,
             VmError::BadBuffer => EFAULT,
             VmError::ProcessLimit => EAGAIN,
+            VmError::AddressNotPermitted => EPERM,
             VmError::Other(errno) => errno,
         }
     }
@@ -79,6 +83,7 @@ impl VmError {
             VmError::BadRequest => 11,
             VmError::BadBuffer => 12,
             VmError::ProcessLimit => 13,
+            VmError::AddressNotPermitted => 14,
             VmError::Other(_) => 0,
         }
     }
@@ -100,6 +105,7 @@ impl VmError {
             11 => VmError::BadRequest,
             12 => VmError::BadBuffer,
             13 => VmError::ProcessLimit,
+            14 => VmError::AddressNotPermitted,
             _ => return VmError::from(syscall::error::Error::new(errno)),
         };
         if precise.errno() == errno {
@@ -121,6 +127,7 @@ impl From<syscall::error::Error> for VmError {
             ENOSYS => VmError::BadRequest,
             EFAULT => VmError::BadBuffer,
             EAGAIN => VmError::ProcessLimit,
+            EPERM => VmError::AddressNotPermitted,
             errno => VmError::Other(errno),
         }
     }
@@ -148,6 +155,7 @@ impl core::fmt::Display for VmError {
             VmError::BadRequest => "request not understood",
             VmError::BadBuffer => "bad buffer",
             VmError::ProcessLimit => "too many processes",
+            VmError::AddressNotPermitted => "address below the lowest a process may map",
             VmError::Other(errno) => return write!(f, "errno {errno}"),
         };
         f.write_str(text)
@@ -159,7 +167,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Every variant once (`Other` with an errno no other variant uses).
-    pub(crate) const ALL_ERRORS: [VmError; 14] = [
+    pub(crate) const ALL_ERRORS: [VmError; 15] = [
         VmError::InvalidAddress,
         VmError::InvalidSize,
         VmError::NotAligned,
@@ -173,6 +181,7 @@ pub(crate) mod tests {
         VmError::BadRequest,
         VmError::BadBuffer,
         VmError::ProcessLimit,
+        VmError::AddressNotPermitted,
         VmError::Other(123),
     ];
 

@@ -33,11 +33,12 @@ impl<K: Kernel> Memd<K> {
         prot: ProtectionFlags,
         flags: MmapFlags,
     ) -> Result<u64, VmError> {
-        // Decode.
+        // Decode, in Linux's order. An empty mapping is a bad argument; a length that overflows
+        // when rounded to pages is no room (ENOMEM), as on Linux.
         if len == 0 {
             return Err(VmError::InvalidSize);
         }
-        let size = page_round_up(len).ok_or(VmError::InvalidSize)?;
+        let size = page_round_up(len).ok_or(VmError::OutOfMemory)?;
         if !ProtectionFlags::all().contains(prot) {
             return Err(VmError::InvalidFlags);
         }
@@ -53,20 +54,30 @@ impl<K: Kernel> Memd<K> {
         self.region_room(space, 2)?;
         let fixed = flags.intersects(MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE);
         let start = if fixed {
-            let end = check_user_range(addr, size)?;
-            if addr < layout::MIN_ADDR {
-                return Err(VmError::InvalidAddress);
+            // Linux's order: the range (past the user half: ENOMEM), its alignment (EINVAL),
+            // the lowest address a process may map (EPERM, `vm.mmap_min_addr`).
+            if size > layout::USER_END || addr > layout::USER_END - size {
+                return Err(VmError::OutOfMemory);
             }
-            if flags.contains(MmapFlags::FIXED_NOREPLACE) && !space.regions.is_free(addr, end) {
+            if !addr.is_multiple_of(PAGE_SIZE) {
+                return Err(VmError::NotAligned);
+            }
+            if addr < layout::MIN_ADDR {
+                return Err(VmError::AddressNotPermitted);
+            }
+            if flags.contains(MmapFlags::FIXED_NOREPLACE)
+                && !space.regions.is_free(addr, addr + size)
+            {
                 return Err(VmError::AlreadyMapped);
             }
             addr
         } else {
-            let hint = if addr.is_multiple_of(PAGE_SIZE) {
-                addr
-            } else {
-                0
-            };
+            // A hint is a hint: rounded down to its page, raised to the lowest address a
+            // process may map; taken if it is free, else the mapping goes where memd places.
+            let mut hint = addr & !(PAGE_SIZE - 1);
+            if hint != 0 && hint < layout::MIN_ADDR {
+                hint = layout::MIN_ADDR;
+            }
             layout::place(&space.regions, size, hint, &space.placement)
                 .ok_or(VmError::OutOfMemory)?
         };
@@ -196,9 +207,23 @@ impl<K: Kernel> Memd<K> {
         len: u64,
         prot: ProtectionFlags,
     ) -> Result<(), VmError> {
-        let end = check_user_range(addr, len)?;
+        // Linux's order: alignment (EINVAL); an empty range changes nothing; a range that
+        // overflows is ENOMEM; then the protection (EINVAL); past the user half nothing is
+        // mapped (ENOMEM).
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(VmError::NotAligned);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let end = page_round_up(len)
+            .and_then(|size| addr.checked_add(size))
+            .ok_or(VmError::OutOfMemory)?;
         if !ProtectionFlags::all().contains(prot) {
             return Err(VmError::InvalidFlags);
+        }
+        if end > layout::USER_END {
+            return Err(VmError::RegionNotFound);
         }
         // W^X: never writable and executable at once, never executable where it was not.
         if space.deny_write_exec
@@ -310,8 +335,21 @@ impl<K: Kernel> Memd<K> {
         len: u64,
         advice: u64,
     ) -> Result<(), VmError> {
-        let end = check_user_range(addr, len)?;
-        if !space.regions.covered(addr, end) {
+        // Linux's order: the advice (EINVAL), alignment (EINVAL), a range that overflows
+        // (EINVAL); an empty range does nothing; then holes (ENOMEM, nothing done).
+        if !matches!(advice, MADV_NORMAL | MADV_WILLNEED | MADV_DONTNEED) {
+            return Err(VmError::InvalidFlags);
+        }
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(VmError::NotAligned);
+        }
+        let end = page_round_up(len)
+            .and_then(|size| addr.checked_add(size))
+            .ok_or(VmError::InvalidSize)?;
+        if end == addr {
+            return Ok(());
+        }
+        if end > layout::USER_END || !space.regions.covered(addr, end) {
             return Err(VmError::RegionNotFound);
         }
         match advice {

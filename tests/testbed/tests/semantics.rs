@@ -95,23 +95,44 @@ fn arguments_are_validated_and_change_nothing() {
     let regions = vm.regions(0).unwrap();
     let stats = vm.process_stats(0).unwrap();
 
+    // Linux's answers, in Linux's order (what Asterinas' mmap error tests and LTP's mmap,
+    // mprotect and madvise tests expect of Linux).
+    // mmap: an empty length is EINVAL; one that overflows when rounded to pages, ENOMEM.
     assert_eq!(vm.mmap(0, 0, P::READ, anon()), Err(VmError::InvalidSize));
     assert_eq!(
         vm.mmap(0, usize::MAX - 10, P::READ, anon()),
-        Err(VmError::InvalidSize)
+        Err(VmError::OutOfMemory)
     );
+    // MAP_FIXED: past the user half ENOMEM (the range is checked before the alignment),
+    // unaligned EINVAL, below 64 KiB EPERM.
     assert_eq!(
         vm.mmap(0x4000_0001, 4096, P::READ, anon().fixed()),
         Err(VmError::NotAligned)
     );
     assert_eq!(
         vm.mmap(0xFFFF_8000_0000_0000, 4096, P::READ, anon().fixed()),
-        Err(VmError::InvalidAddress)
+        Err(VmError::OutOfMemory)
     );
     assert_eq!(
         vm.mmap((USER_END - 4096) as usize, 8192, P::READ, anon().fixed()),
-        Err(VmError::InvalidAddress)
+        Err(VmError::OutOfMemory)
     );
+    assert_eq!(
+        vm.mmap((USER_END - 4095) as usize, 8192, P::READ, anon().fixed()),
+        Err(VmError::OutOfMemory)
+    );
+    for exact in [a.wrapping_neg() - 1, a.wrapping_neg(), a.wrapping_neg() + 1] {
+        assert_eq!(
+            vm.mmap(a, exact, P::READ, anon().fixed()),
+            Err(VmError::OutOfMemory)
+        );
+        assert_eq!(vm.munmap(a, exact), Err(VmError::InvalidSize));
+    }
+    assert_eq!(
+        vm.mmap(0x1000, 4096, P::READ, anon().fixed()),
+        Err(VmError::AddressNotPermitted)
+    );
+    assert_eq!(VmError::AddressNotPermitted.errno(), syscall::error::EPERM);
     assert_eq!(
         vm.mmap(0, 4096, P::READ, MmapFlags::ANONYMOUS),
         Err(VmError::InvalidFlags)
@@ -124,6 +145,8 @@ fn arguments_are_validated_and_change_nothing() {
         vm.mmap(0, 4096, P::READ, MmapFlags::PRIVATE),
         Err(VmError::InvalidFlags)
     );
+    // munmap: EINVAL for an unaligned, empty, overflowing or out-of-the-user-half range;
+    // a range with nothing mapped is fine.
     assert_eq!(vm.munmap(a + 1, 4096), Err(VmError::NotAligned));
     assert_eq!(vm.munmap(a, 0), Err(VmError::InvalidSize));
     assert_eq!(vm.munmap(a, usize::MAX), Err(VmError::InvalidSize));
@@ -131,9 +154,36 @@ fn arguments_are_validated_and_change_nothing() {
         vm.munmap(0xFFFF_8000_0000_0000, 4096),
         Err(VmError::InvalidAddress)
     );
+    assert_eq!(vm.munmap(0x1000, 4096), Ok(()));
+    // mprotect: unaligned EINVAL; empty succeeds and changes nothing; overflowing ENOMEM;
+    // nothing mapped ENOMEM.
     assert_eq!(vm.mprotect(a + 8, 4096, P::READ), Err(VmError::NotAligned));
-    assert_eq!(vm.mprotect(a, 0, P::READ), Err(VmError::InvalidSize));
+    assert_eq!(vm.mprotect(a, 0, P::READ), Ok(()));
+    assert_eq!(
+        vm.mprotect(a, usize::MAX - 10, P::READ),
+        Err(VmError::OutOfMemory)
+    );
+    assert_eq!(
+        vm.mprotect(0x1000, 4096, P::READ),
+        Err(VmError::RegionNotFound)
+    );
+    // madvise: an unknown advice is EINVAL before anything else (a hole too); unaligned and
+    // overflowing EINVAL; empty succeeds; nothing mapped ENOMEM.
     assert_eq!(vm.madvise(a, 4096, 99), Err(VmError::InvalidFlags));
+    assert_eq!(vm.madvise(0x1000, 4096, 99), Err(VmError::InvalidFlags));
+    assert_eq!(
+        vm.madvise(a + 1, 4096, MADV_DONTNEED),
+        Err(VmError::NotAligned)
+    );
+    assert_eq!(vm.madvise(a, 0, MADV_DONTNEED), Ok(()));
+    assert_eq!(
+        vm.madvise(a, usize::MAX - 10, MADV_WILLNEED),
+        Err(VmError::InvalidSize)
+    );
+    assert_eq!(
+        vm.madvise(0x1000, 4096, MADV_WILLNEED),
+        Err(VmError::RegionNotFound)
+    );
 
     // Unknown flag bits and garbage fields, straight on the wire.
     let transport = sys.transport(p);
@@ -695,6 +745,23 @@ fn a_range_of_any_size_is_unmapped_and_its_frames_are_free_only_after() {
     // The emptied tables went back too, but for the few spare ones a process keeps.
     let tables = vm.global_stats().unwrap().page_table_frames;
     assert!(tables <= before.page_table_frames + memd::tables::MAX_SPARE);
+}
+
+#[test]
+fn a_hint_is_rounded_down_raised_to_the_minimum_and_falls_back_when_taken() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    // An unaligned hint is rounded down to its page (Linux's round_hint_to_min).
+    let h = vm.mmap(0x5000_0000_0123, 4096, P::READ, anon()).unwrap();
+    assert_eq!(h, 0x5000_0000_0000);
+    // A hint below the lowest address a process may map is raised to it.
+    let low = vm.mmap(0x1000, 4096, P::READ, anon()).unwrap();
+    assert_eq!(low as u64, memd::layout::MIN_ADDR);
+    // A hint that is taken: the mapping goes where memd places it.
+    let again = vm.mmap(h, 4096, P::READ, anon()).unwrap();
+    assert_ne!(again, h);
+    assert_eq!(again as u64, MMAP_BASE);
 }
 
 #[test]

@@ -133,6 +133,48 @@ fn user_range(addr: u64, len: u64) -> Result<u64, VmError> {
     Ok(end)
 }
 
+/// memd's answer to an `MPROTECT` of a mapped range, in Linux's order: unaligned EINVAL, an
+/// empty range nothing (`Ok(None)`), an overflowing one ENOMEM, past the user half ENOMEM
+/// (nothing mapped there); else the end.
+fn mprotect_range(addr: u64, len: u64) -> Result<Option<u64>, VmError> {
+    if !addr.is_multiple_of(PAGE) {
+        return Err(VmError::NotAligned);
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    let end = len
+        .checked_add(PAGE - 1)
+        .map(|l| l & !(PAGE - 1))
+        .and_then(|size| addr.checked_add(size))
+        .ok_or(VmError::OutOfMemory)?;
+    if end > MAP_END {
+        return Err(VmError::RegionNotFound);
+    }
+    Ok(Some(end))
+}
+
+/// memd's answer to an `MADVISE` with a known advice, in Linux's order: unaligned EINVAL, an
+/// overflowing range EINVAL, an empty range nothing (`Ok(None)`), past the user half ENOMEM;
+/// else the end.
+fn madvise_range(addr: u64, len: u64) -> Result<Option<u64>, VmError> {
+    if !addr.is_multiple_of(PAGE) {
+        return Err(VmError::NotAligned);
+    }
+    let end = len
+        .checked_add(PAGE - 1)
+        .map(|l| l & !(PAGE - 1))
+        .and_then(|size| addr.checked_add(size))
+        .ok_or(VmError::InvalidSize)?;
+    if end == addr {
+        return Ok(None);
+    }
+    if end > MAP_END {
+        return Err(VmError::RegionNotFound);
+    }
+    Ok(Some(end))
+}
+
 /// Whether a range request is harmless to the worker: refused, in the null guard, or in the
 /// void.
 fn harmless(addr: u64, len: u64) -> bool {
@@ -626,7 +668,11 @@ impl Fuzz {
                 Some(if bits & !PROT_BITS != 0 {
                     Err(VmError::InvalidFlags)
                 } else {
-                    user_range(addr, len).and(Err(VmError::RegionNotFound))
+                    match mprotect_range(addr, len) {
+                        Ok(None) => Ok(0),
+                        Ok(Some(_)) => Err(VmError::RegionNotFound),
+                        Err(e) => Err(e),
+                    }
                 })
             }
             proto::MADVISE => {
@@ -641,7 +687,11 @@ impl Fuzz {
                 Some(if !matches!(advice, 0 | 3 | 4) {
                     Err(VmError::InvalidFlags)
                 } else {
-                    user_range(addr, len).and(Err(VmError::RegionNotFound))
+                    match madvise_range(addr, len) {
+                        Ok(None) => Ok(0),
+                        Ok(Some(_)) => Err(VmError::RegionNotFound),
+                        Err(e) => Err(e),
+                    }
                 })
             }
             proto::BRK | proto::SBRK => return self.brk(opcode, w0, lend, garbage),
@@ -979,15 +1029,25 @@ impl Fuzz {
             || bits & MAP_FIXED_NOREPLACE == 0x8
         {
             Some(VmError::InvalidFlags)
-        } else if len == 0 || size.is_none() {
+        } else if len == 0 {
             Some(VmError::InvalidSize)
+        } else if size.is_none() {
+            // A length that overflows when rounded to pages: no room (Linux's ENOMEM).
+            Some(VmError::OutOfMemory)
         } else if (bits & MAP_SHARED != 0) == (bits & MAP_PRIVATE != 0) || extra & ANON == 0 {
             Some(VmError::InvalidFlags)
         } else if fixed {
-            match user_range(addr, len) {
-                Err(e) => Some(e),
-                Ok(_) if addr < MIN_ADDR => Some(VmError::InvalidAddress),
-                Ok(_) => None,
+            // Linux's order: the range (ENOMEM), the alignment (EINVAL), the lowest address
+            // (EPERM).
+            let size = size.unwrap_or(0);
+            if size > MAP_END || addr > MAP_END - size {
+                Some(VmError::OutOfMemory)
+            } else if !addr.is_multiple_of(PAGE) {
+                Some(VmError::NotAligned)
+            } else if addr < MIN_ADDR {
+                Some(VmError::AddressNotPermitted)
+            } else {
+                None
             }
         } else {
             None

@@ -20,6 +20,7 @@ const PAGE: usize = 4096;
 const EINVAL: i32 = 22;
 const EEXIST: i32 = 17;
 const ENOMEM: i32 = 12;
+const EPERM: i32 = 1;
 const ENOSYS: i32 = 38;
 const ESRCH: i32 = 3;
 const EBADF: i64 = 9;
@@ -91,18 +92,24 @@ fn mmap_semantics() {
         errno(vm.mmap(0, PAGE, P::READ, F::ANONYMOUS)) == EINVAL,
         "neither shared nor private"
     );
+    // Linux's answers: a fixed mapping past the user half, and a length that overflows
+    // when rounded to pages, are ENOMEM; a fixed mapping below 64 KiB is EPERM.
     check!(
         errno(vm.mmap(
             0xFFFF_8000_0000_0000,
             PAGE,
             P::READ,
             F::anonymous_private().fixed()
-        )) == EINVAL,
+        )) == ENOMEM,
         "kernel half"
     );
     check!(
-        errno(vm.mmap(0, usize::MAX - 100, P::READ, F::anonymous_private())) == EINVAL,
+        errno(vm.mmap(0, usize::MAX - 100, P::READ, F::anonymous_private())) == ENOMEM,
         "huge length"
+    );
+    check!(
+        errno(vm.mmap(0x1000, PAGE, P::READ, F::anonymous_private().fixed())) == EPERM,
+        "fixed below 64 KiB"
     );
     // 64 TiB of address space: lazily backed, so memd may allow it; it takes no frame.
     if let Ok(h) = vm.mmap(0, 1 << 46, P::READ, F::anonymous_private()) {
@@ -117,6 +124,10 @@ fn mmap_semantics() {
     check!(
         errno(vm.mprotect(a + 1, PAGE, P::READ)) == EINVAL,
         "mprotect unaligned"
+    );
+    check!(
+        vm.mprotect(a, 0, P::READ).is_ok(),
+        "mprotect len 0 does nothing"
     );
     check!(read(a + 8) == 0xA000, "contents survive refused calls");
     check!(frames_used() == before, "refused calls took frames");
