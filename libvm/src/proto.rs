@@ -178,6 +178,48 @@ pub const MADV_NORMAL: u64 = 0;
 pub const MADV_WILLNEED: u64 = 3;
 /// `madvise`: drop the contents; private anonymous memory reads as zero afterwards.
 pub const MADV_DONTNEED: u64 = 4;
+/// `madvise`: accesses will be random (accepted; nothing changes).
+pub const MADV_RANDOM: u64 = 1;
+/// `madvise`: accesses will be sequential (accepted; nothing changes).
+pub const MADV_SEQUENTIAL: u64 = 2;
+/// `madvise`: the contents may be freed lazily (private anonymous memory only): here they are
+/// freed at once, and the range reads as zero afterwards, one of the outcomes Linux allows.
+pub const MADV_FREE: u64 = 8;
+/// `madvise`: a fork's child does not get the range.
+pub const MADV_DONTFORK: u64 = 10;
+/// `madvise`: undoes `MADV_DONTFORK`.
+pub const MADV_DOFORK: u64 = 11;
+/// `madvise`: a fork's child gets the range empty, reading zero (private anonymous memory
+/// only).
+pub const MADV_WIPEONFORK: u64 = 18;
+/// `madvise`: undoes `MADV_WIPEONFORK`.
+pub const MADV_KEEPONFORK: u64 = 19;
+/// `madvise`: the range is cold (accepted; meaningful once memory is reclaimed).
+pub const MADV_COLD: u64 = 20;
+/// `madvise`: page the range out (accepted; meaningful once memory is reclaimed).
+pub const MADV_PAGEOUT: u64 = 21;
+/// `madvise`: back the range now for reading; EFAULT where a read would fault.
+pub const MADV_POPULATE_READ: u64 = 22;
+/// `madvise`: back the range now for writing; EFAULT where a write would fault.
+pub const MADV_POPULATE_WRITE: u64 = 23;
+
+/// Every advice memd takes.
+pub const KNOWN_ADVICE: [u64; 14] = [
+    MADV_NORMAL,
+    MADV_RANDOM,
+    MADV_SEQUENTIAL,
+    MADV_WILLNEED,
+    MADV_DONTNEED,
+    MADV_FREE,
+    MADV_DONTFORK,
+    MADV_DOFORK,
+    MADV_WIPEONFORK,
+    MADV_KEEPONFORK,
+    MADV_COLD,
+    MADV_PAGEOUT,
+    MADV_POPULATE_READ,
+    MADV_POPULATE_WRITE,
+];
 
 /// A decoded, validated request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,7 +501,7 @@ impl Request {
             }
             MADVISE => {
                 unused(3)?;
-                if !matches!(a[2], MADV_NORMAL | MADV_WILLNEED | MADV_DONTNEED) {
+                if !KNOWN_ADVICE.contains(&a[2]) {
                     return Err(VmError::InvalidFlags);
                 }
                 Ok(Request::Madvise {

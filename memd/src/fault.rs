@@ -13,7 +13,7 @@ use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
 use crate::tables::ApplyError;
 use alloc::vec::Vec;
-use libvm::ProtectionFlags;
+use libvm::{ProtectionFlags, VmError};
 
 /// Most pages one fault backs when it continues a sequential walk (fault-around).
 pub const FAULT_AROUND: u64 = 16;
@@ -376,6 +376,35 @@ impl<K: Kernel> Memd<K> {
     /// Drops one mapping's reference on `frame` of `region`.
     pub(crate) fn release_frame(&self, frame: u64) {
         let _ = self.frames.lock().release(frame);
+    }
+
+    /// Backs every page of `[start, end)` for `access` now (`MADV_POPULATE_READ`,
+    /// `MADV_POPULATE_WRITE`: a write also breaks copy-on-write), every region of which allows
+    /// it; `OutOfMemory` if a page cannot be had (the pages before it stay backed, as on
+    /// Linux).
+    pub(crate) fn populate_for(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        end: u64,
+        access: Access,
+    ) -> Result<(), VmError> {
+        let mut page = start;
+        while page < end {
+            let needed = match space.pages.get(&page) {
+                None => true,
+                Some(&frame) => {
+                    access == Access::Write
+                        && space.regions.find(page).is_some_and(|r| r.object == 0)
+                        && self.frames.lock().refcount(frame) > 1
+                }
+            };
+            if needed && self.resolve(space, page, access).is_err() {
+                return Err(VmError::OutOfMemory);
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(())
     }
 
     /// Backs every page of `[start, end)` now (`MAP_POPULATE`, `MADV_WILLNEED`), stopping

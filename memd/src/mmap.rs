@@ -2,13 +2,18 @@
 //! first, then perform.
 
 use crate::daemon::{Memd, Pid};
+use crate::fault::{Access, allows};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
-use crate::region::{Region, RegionKind};
+use crate::region::{ForkAdvice, Region, RegionKind};
 use crate::space::{AddressSpace, sync_region_ops, uniform_op};
 use crate::stats::bump;
 use alloc::vec::Vec;
-use libvm::proto::{MADV_DONTNEED, MADV_NORMAL, MADV_WILLNEED};
+use libvm::proto::{
+    KNOWN_ADVICE, MADV_COLD, MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_KEEPONFORK,
+    MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM,
+    MADV_SEQUENTIAL, MADV_WILLNEED, MADV_WIPEONFORK,
+};
 use libvm::{MmapFlags, ProtectionFlags, VmError};
 
 impl<K: Kernel> Memd<K> {
@@ -120,6 +125,7 @@ impl<K: Kernel> Memd<K> {
             },
             shared,
             object,
+            fork: ForkAdvice::Copy,
             offset: 0,
         });
         if flags.contains(MmapFlags::POPULATE) {
@@ -337,7 +343,7 @@ impl<K: Kernel> Memd<K> {
     ) -> Result<(), VmError> {
         // Linux's order: the advice (EINVAL), alignment (EINVAL), a range that overflows
         // (EINVAL); an empty range does nothing; then holes (ENOMEM, nothing done).
-        if !matches!(advice, MADV_NORMAL | MADV_WILLNEED | MADV_DONTNEED) {
+        if !KNOWN_ADVICE.contains(&advice) {
             return Err(VmError::InvalidFlags);
         }
         if !addr.is_multiple_of(PAGE_SIZE) {
@@ -352,13 +358,31 @@ impl<K: Kernel> Memd<K> {
         if end > layout::USER_END || !space.regions.covered(addr, end) {
             return Err(VmError::RegionNotFound);
         }
+        let overlapping = || space.regions.overlapping(addr, end);
         match advice {
-            MADV_NORMAL => Ok(()),
+            // Accepted; nothing changes (no reclaim yet for COLD and PAGEOUT).
+            MADV_NORMAL | MADV_RANDOM | MADV_SEQUENTIAL | MADV_COLD | MADV_PAGEOUT => Ok(()),
             MADV_WILLNEED => {
                 self.populate(space, addr, end);
                 Ok(())
             }
-            MADV_DONTNEED => {
+            MADV_POPULATE_READ | MADV_POPULATE_WRITE => {
+                let access = if advice == MADV_POPULATE_WRITE {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                // Where the access would fault, EFAULT, with nothing done (Linux).
+                if overlapping().any(|r| !allows(r.prot, access)) {
+                    return Err(VmError::BadBuffer);
+                }
+                self.populate_for(space, addr, end, access)
+            }
+            MADV_DONTNEED | MADV_FREE => {
+                // Lazily freeable memory is private anonymous memory only.
+                if advice == MADV_FREE && overlapping().any(|r| r.object != 0) {
+                    return Err(VmError::InvalidFlags);
+                }
                 if space.resident(addr, end).next().is_none() {
                     return Ok(());
                 }
@@ -374,6 +398,24 @@ impl<K: Kernel> Memd<K> {
                     space.pages.remove(&page);
                     let _ = frames.release(frame);
                 }
+                Ok(())
+            }
+            MADV_DONTFORK | MADV_DOFORK | MADV_WIPEONFORK | MADV_KEEPONFORK => {
+                // Wiping on fork is for private anonymous memory only.
+                if advice == MADV_WIPEONFORK && overlapping().any(|r| r.object != 0) {
+                    return Err(VmError::InvalidFlags);
+                }
+                // The range may split a region at both ends.
+                self.region_room(space, 2)?;
+                space.regions.update_range(addr, end, |r| {
+                    r.fork = match (advice, r.fork) {
+                        (MADV_DONTFORK, _) => ForkAdvice::DontFork,
+                        (MADV_DOFORK, ForkAdvice::DontFork) => ForkAdvice::Copy,
+                        (MADV_WIPEONFORK, ForkAdvice::Copy) => ForkAdvice::Wipe,
+                        (MADV_KEEPONFORK, ForkAdvice::Wipe) => ForkAdvice::Copy,
+                        (_, kept) => kept,
+                    }
+                });
                 Ok(())
             }
             _ => Err(VmError::InvalidFlags),

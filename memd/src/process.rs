@@ -3,7 +3,7 @@
 use crate::daemon::{Death, Memd, PAGE_COST, Pid, REGION_COST, cost};
 use crate::kernel::{Kernel, PageOp};
 use crate::layout::{self, Placement};
-use crate::region::{Region, RegionKind};
+use crate::region::{ForkAdvice, Region, RegionKind};
 use crate::space::{AddressSpace, page_prot, sync_ops};
 use crate::stats::bump;
 use alloc::sync::Arc;
@@ -32,6 +32,7 @@ impl<K: Kernel> Memd<K> {
             kind: RegionKind::Stack,
             shared: false,
             object: 0,
+            fork: ForkAdvice::Copy,
             offset: 0,
         });
         self.bookkeeping_changed(0, cost(&image));
@@ -58,9 +59,26 @@ impl<K: Kernel> Memd<K> {
         child.brk = space.brk;
         child.deny_write_exec = space.deny_write_exec;
         child.pages = space.pages.clone();
+        // `MADV_DONTFORK`: the child has nothing there; `MADV_WIPEONFORK`: the region, empty
+        // (and wiped again at its own forks).
+        let special: Vec<Region> = space
+            .regions
+            .iter()
+            .filter(|r| r.fork != ForkAdvice::Copy)
+            .copied()
+            .collect();
+        for r in &special {
+            let gone: Vec<u64> = child.pages.range(r.start..r.end).map(|(&p, _)| p).collect();
+            for page in gone {
+                child.pages.remove(&page);
+            }
+            if r.fork == ForkAdvice::DontFork {
+                child.remove_regions(r.start, r.end);
+            }
+        }
         {
             let mut objects = self.objects.lock();
-            for r in space.regions.iter().filter(|r| r.object != 0) {
+            for r in child.regions.iter().filter(|r| r.object != 0) {
                 objects.add_mapped(r.object, r.pages());
             }
             let mut frames = self.frames.lock();

@@ -114,8 +114,22 @@ pub struct Region {
     pub shared: bool,
     /// Shared-memory object backing the region, 0 for none.
     pub object: u32,
+    /// What a fork's child gets of the region (`MADV_DONTFORK`, `MADV_WIPEONFORK`).
+    pub fork: ForkAdvice,
     /// Offset, in pages, of `start` within `object` (meaningless when `object` is 0).
     pub offset: u64,
+}
+
+/// What a fork's child gets of a region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ForkAdvice {
+    /// The region, copy-on-write (or shared, for shared memory).
+    #[default]
+    Copy,
+    /// Nothing (`MADV_DONTFORK`).
+    DontFork,
+    /// The region, empty: it reads zero (`MADV_WIPEONFORK`).
+    Wipe,
 }
 
 // Regions are copied around by value; keep them within a cache line.
@@ -131,6 +145,7 @@ impl Region {
             kind,
             shared: false,
             object: 0,
+            fork: ForkAdvice::Copy,
             offset: 0,
         }
     }
@@ -170,6 +185,7 @@ impl Region {
             && self.prot == next.prot
             && self.kind == next.kind
             && self.shared == next.shared
+            && self.fork == next.fork
             && self.object == next.object
             && self.kind != RegionKind::Guard
             && (self.object == 0 || self.offset.checked_add(self.pages()) == Some(next.offset))

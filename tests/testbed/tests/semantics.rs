@@ -14,6 +14,10 @@ fn system() -> System {
     System::new(Config::default())
 }
 
+fn anon_shared() -> MmapFlags {
+    MmapFlags::anonymous_shared()
+}
+
 fn anon() -> MmapFlags {
     MmapFlags::anonymous_private()
 }
@@ -1101,4 +1105,98 @@ fn deny_write_exec_refuses_writable_code_for_good_and_for_forks() {
             .mmap(0, 4096, P::READ_WRITE_EXEC, anon())
             .is_ok()
     );
+}
+
+#[test]
+fn fork_advice_keeps_a_range_from_the_child_or_gives_it_empty_across_generations() {
+    use libvm::proto::{MADV_DOFORK, MADV_DONTFORK, MADV_KEEPONFORK, MADV_WIPEONFORK};
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 3 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    for i in 0..3 {
+        sys.write(p, a + i * PAGE, format!("page{i}").as_bytes())
+            .unwrap();
+    }
+    // Page 0 is not forked, page 1 is wiped, page 2 is copied.
+    vm.madvise(a as usize, 4096, MADV_DONTFORK).unwrap();
+    vm.madvise((a + PAGE) as usize, 4096, MADV_WIPEONFORK)
+        .unwrap();
+    let c = sys.fork(p).unwrap();
+    assert_eq!(
+        sys.read(c, a, 1).map_err(|f| f.kind),
+        Err(FaultKind::Unmapped)
+    );
+    let c = sys.fork(p).unwrap();
+    assert_eq!(sys.read(c, a + PAGE, 5).unwrap(), [0; 5]);
+    assert_eq!(sys.read(c, a + 2 * PAGE, 5).unwrap(), b"page2");
+    // The child's wiped range is wiped again at its own fork (the advice is inherited).
+    sys.write(c, a + PAGE, b"child").unwrap();
+    let g = sys.fork(c).unwrap();
+    assert_eq!(sys.read(g, a + PAGE, 5).unwrap(), [0; 5]);
+    assert_eq!(sys.read(c, a + PAGE, 5).unwrap(), b"child");
+    // The parent keeps every page; DOFORK and KEEPONFORK undo the advice.
+    assert_eq!(sys.read(p, a, 5).unwrap(), b"page0");
+    assert_eq!(sys.read(p, a + PAGE, 5).unwrap(), b"page1");
+    vm.madvise(a as usize, 4096, MADV_DOFORK).unwrap();
+    vm.madvise((a + PAGE) as usize, 4096, MADV_KEEPONFORK)
+        .unwrap();
+    let d = sys.fork(p).unwrap();
+    assert_eq!(sys.read(d, a, 5).unwrap(), b"page0");
+    assert_eq!(sys.read(d, a + PAGE, 5).unwrap(), b"page1");
+    // The advice is an attribute of the regions: they split, and merge back once undone.
+    assert_eq!(vm.process_stats(0).unwrap().region_count, 2);
+    // Wiping is for private anonymous memory only.
+    let s = vm.mmap(0, 4096, P::READ_WRITE, anon_shared()).unwrap();
+    assert_eq!(
+        vm.madvise(s, 4096, MADV_WIPEONFORK),
+        Err(VmError::InvalidFlags)
+    );
+}
+
+#[test]
+fn populate_advice_backs_pages_or_says_where_a_fault_would_be_refused() {
+    use libvm::proto::{
+        MADV_COLD, MADV_FREE, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM,
+        MADV_SEQUENTIAL,
+    };
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap();
+    vm.madvise(a, 4 * 4096, MADV_POPULATE_WRITE).unwrap();
+    assert_eq!(vm.process_stats(0).unwrap().resident_pages, 4);
+    // Copy-on-write is broken by POPULATE_WRITE: no copy is left to make.
+    sys.write(p, a as u64, b"mine").unwrap();
+    let c = sys.fork(p).unwrap();
+    let cvm = sys.client(c);
+    let copies = cvm.global_stats().unwrap().cow_copies;
+    cvm.madvise(a, 4 * 4096, MADV_POPULATE_WRITE).unwrap();
+    assert_eq!(cvm.global_stats().unwrap().cow_copies, copies + 4);
+    sys.write(c, a as u64, b"kid!").unwrap();
+    assert_eq!(cvm.global_stats().unwrap().cow_copies, copies + 4);
+    assert_eq!(sys.read(p, a as u64, 4).unwrap(), b"mine");
+    // Where the access would fault: EFAULT, nothing backed.
+    let r = vm.mmap(0, 2 * 4096, P::READ, anon()).unwrap();
+    assert_eq!(
+        vm.madvise(r, 2 * 4096, MADV_POPULATE_WRITE),
+        Err(VmError::BadBuffer)
+    );
+    let n = vm.mmap(0, 4096, P::NONE, anon()).unwrap();
+    assert_eq!(
+        vm.madvise(n, 4096, MADV_POPULATE_READ),
+        Err(VmError::BadBuffer)
+    );
+    let before = vm.process_stats(0).unwrap().resident_pages;
+    vm.madvise(r, 2 * 4096, MADV_POPULATE_READ).unwrap();
+    assert_eq!(vm.process_stats(0).unwrap().resident_pages, before + 2);
+    // Accepted hints change nothing; MADV_FREE frees private pages (they read zero).
+    for advice in [MADV_RANDOM, MADV_SEQUENTIAL, MADV_COLD, MADV_PAGEOUT] {
+        vm.madvise(a, 4 * 4096, advice).unwrap();
+    }
+    assert_eq!(sys.read(p, a as u64, 4).unwrap(), b"mine");
+    vm.madvise(a, 4 * 4096, MADV_FREE).unwrap();
+    assert_eq!(sys.read(p, a as u64, 4).unwrap(), [0; 4]);
+    let s = vm.mmap(0, 4096, P::READ_WRITE, anon_shared()).unwrap();
+    assert_eq!(vm.madvise(s, 4096, MADV_FREE), Err(VmError::InvalidFlags));
 }
