@@ -22,6 +22,7 @@ pub mod error;
 pub mod flags;
 pub mod global;
 pub mod heap;
+pub mod maps;
 pub mod proto;
 pub mod sys;
 pub mod transport;

@@ -307,6 +307,12 @@ impl<T: Transport> Vm<T> {
         }
     }
 
+    /// The mappings of process `pid` (0: the caller) in the form of Linux's `/proc/self/maps`
+    /// (see [`crate::maps`]).
+    pub fn proc_maps(&self, pid: u64) -> VmResult<alloc::string::String> {
+        Ok(crate::maps::maps(&self.regions(pid)?))
+    }
+
     /// The seed's summary of the caller's memory.
     pub fn memory_stats(&self) -> VmResult<MemoryStats> {
         let stats = self.process_stats(0)?;

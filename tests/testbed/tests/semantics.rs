@@ -1200,3 +1200,27 @@ fn populate_advice_backs_pages_or_says_where_a_fault_would_be_refused() {
     let s = vm.mmap(0, 4096, P::READ_WRITE, anon_shared()).unwrap();
     assert_eq!(vm.madvise(s, 4096, MADV_FREE), Err(VmError::InvalidFlags));
 }
+
+#[test]
+fn a_process_lists_its_mappings_as_proc_self_maps() {
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 2 * 4096, P::READ_WRITE, anon()).unwrap();
+    vm.mprotect(a + 4096, 4096, P::NONE).unwrap();
+    let s = vm.mmap(0, 4096, P::READ, anon_shared()).unwrap();
+    let maps = vm.proc_maps(0).unwrap();
+    let lines: Vec<&str> = maps.lines().collect();
+    assert_eq!(lines.len(), vm.regions(0).unwrap().len());
+    let line = |addr: usize| {
+        let prefix = format!("{addr:08x}-");
+        *lines.iter().find(|l| l.starts_with(&prefix)).unwrap()
+    };
+    assert_eq!(
+        line(a),
+        format!("{:08x}-{:08x} rw-p 00000000 00:00 0", a, a + 4096)
+    );
+    assert!(line(a + 4096).contains(" ---p "));
+    assert!(line(s).contains(" r--s ") && line(s).ends_with("/dev/zero (deleted)"));
+    assert!(lines.last().unwrap().ends_with("[stack]"));
+}
