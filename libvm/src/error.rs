@@ -40,9 +40,9 @@ pub enum VmError {
     /// not yet waited for), or over the processes memd keeps records of (`EAGAIN`, Linux's
     /// answer to a fork over `RLIMIT_NPROC`).
     ProcessLimit,
-    /// `MAP_FIXED` below the lowest address a process may map, 64 KiB (`EPERM`, as Linux
-    /// answers below `vm.mmap_min_addr`).
-    AddressNotPermitted,
+    /// Not permitted (`EPERM`): `MAP_FIXED` below the lowest address a process may map, 64 KiB
+    /// (as Linux answers below `vm.mmap_min_addr`), or raising a hard resource limit.
+    NotPermitted,
     /// Any other errno, as received.
     Other(i32),
 }
@@ -62,7 +62,7 @@ impl VmError {
             VmError::BadRequest => ENOSYS,
             VmError::BadBuffer => EFAULT,
             VmError::ProcessLimit => EAGAIN,
-            VmError::AddressNotPermitted => EPERM,
+            VmError::NotPermitted => EPERM,
             VmError::Other(errno) => errno,
         }
     }
@@ -83,7 +83,7 @@ impl VmError {
             VmError::BadRequest => 11,
             VmError::BadBuffer => 12,
             VmError::ProcessLimit => 13,
-            VmError::AddressNotPermitted => 14,
+            VmError::NotPermitted => 14,
             VmError::Other(_) => 0,
         }
     }
@@ -105,7 +105,7 @@ impl VmError {
             11 => VmError::BadRequest,
             12 => VmError::BadBuffer,
             13 => VmError::ProcessLimit,
-            14 => VmError::AddressNotPermitted,
+            14 => VmError::NotPermitted,
             _ => return VmError::from(syscall::error::Error::new(errno)),
         };
         if precise.errno() == errno {
@@ -127,7 +127,7 @@ impl From<syscall::error::Error> for VmError {
             ENOSYS => VmError::BadRequest,
             EFAULT => VmError::BadBuffer,
             EAGAIN => VmError::ProcessLimit,
-            EPERM => VmError::AddressNotPermitted,
+            EPERM => VmError::NotPermitted,
             errno => VmError::Other(errno),
         }
     }
@@ -155,7 +155,7 @@ impl core::fmt::Display for VmError {
             VmError::BadRequest => "request not understood",
             VmError::BadBuffer => "bad buffer",
             VmError::ProcessLimit => "too many processes",
-            VmError::AddressNotPermitted => "address below the lowest a process may map",
+            VmError::NotPermitted => "not permitted",
             VmError::Other(errno) => return write!(f, "errno {errno}"),
         };
         f.write_str(text)
@@ -181,7 +181,7 @@ pub(crate) mod tests {
         VmError::BadRequest,
         VmError::BadBuffer,
         VmError::ProcessLimit,
-        VmError::AddressNotPermitted,
+        VmError::NotPermitted,
         VmError::Other(123),
     ];
 

@@ -23,6 +23,7 @@
 //! | 12 `WAIT` | wait for a child to die | child pid, flags ([`WAIT_NOHANG`]: answer at once) (bulk: the fault address — for a kill by another exception, its RIP — if 8 bytes lent) | [`wait_status`] word ([`wait_status::RUNNING`] with `WAIT_NOHANG` while the child lives) |
 //! | 13 `ARGS` | the caller's argument string | - (bulk: the bytes, cut to the buffer) | bytes written |
 //! | 14 `PROCESSES` | which processes exist | from pid (bulk: [`ProcessInfo`]s of pids ≥ from) | entries written |
+//! | 17 `PRLIMIT` | the caller's limit of a resource, and set it | `RLIMIT_*`, 1 to set (else 0), soft, hard (bulk: the old soft and hard, if 16 bytes lent) | 0 |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
@@ -67,6 +68,19 @@ pub const PROCESSES: u8 = 14;
 pub const DENY_WRITE_EXEC: u8 = 15;
 /// `KILL`: end a live child of the caller, as if it had exited, but with the status of a kill.
 pub const KILL: u8 = 16;
+/// `PRLIMIT`: read, and set, one of the caller's resource limits.
+pub const PRLIMIT: u8 = 17;
+
+/// A resource limit: the data segment, the heap (Linux's number).
+pub const RLIMIT_DATA: u64 = 2;
+/// A resource limit: the stack.
+pub const RLIMIT_STACK: u64 = 3;
+/// A resource limit: memory locked in.
+pub const RLIMIT_MEMLOCK: u64 = 8;
+/// A resource limit: the address space.
+pub const RLIMIT_AS: u64 = 9;
+/// No limit.
+pub const RLIM_INFINITY: u64 = u64::MAX;
 
 /// `WAIT` flag: answer at once, with [`wait_status::RUNNING`] if the child still lives (as
 /// `waitpid`'s `WNOHANG`), so a parent can do other things (read its console) meanwhile.
@@ -313,6 +327,14 @@ pub enum Request {
         /// The child.
         pid: u64,
     },
+    /// The caller's limit of `resource` (`RLIMIT_*`) into the lent buffer (soft, hard; when 16
+    /// bytes are lent), and, with `new`, the limit set to it (soft, hard).
+    Prlimit {
+        /// Which limit.
+        resource: u64,
+        /// The new soft and hard limits, if any.
+        new: Option<(u64, u64)>,
+    },
 }
 
 impl Request {
@@ -419,6 +441,10 @@ impl Request {
             Request::Processes { from } => sqe(PROCESSES, [from, 0, 0, 0, 0, 0]),
             Request::DenyWriteExec => sqe(DENY_WRITE_EXEC, [0; 6]),
             Request::Kill { pid } => sqe(KILL, [pid, 0, 0, 0, 0, 0]),
+            Request::Prlimit { resource, new } => match new {
+                Some((soft, hard)) => sqe(PRLIMIT, [resource, 1, soft, hard, 0, 0]),
+                None => sqe(PRLIMIT, [resource, 0, 0, 0, 0, 0]),
+            },
         }
     }
 
@@ -570,6 +596,23 @@ impl Request {
                 unused(1)?;
                 Ok(Request::Kill { pid: a[0] })
             }
+            PRLIMIT => match a[1] {
+                0 => {
+                    unused(1)?;
+                    Ok(Request::Prlimit {
+                        resource: a[0],
+                        new: None,
+                    })
+                }
+                1 => {
+                    unused(4)?;
+                    Ok(Request::Prlimit {
+                        resource: a[0],
+                        new: Some((a[2], a[3])),
+                    })
+                }
+                _ => Err(VmError::InvalidFlags),
+            },
             _ => Err(VmError::BadRequest),
         }
     }

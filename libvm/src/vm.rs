@@ -307,6 +307,32 @@ impl<T: Transport> Vm<T> {
         }
     }
 
+    /// The caller's limit of `resource` (`proto::RLIMIT_AS`, `RLIMIT_DATA`, `RLIMIT_STACK`,
+    /// `RLIMIT_MEMLOCK`) and, with `new`, sets it (Linux's `prlimit` on itself): the soft
+    /// limit at most the hard one (else `InvalidSize`, EINVAL), the hard one only lowered
+    /// (else `NotPermitted`, EPERM); an unknown resource is `InvalidFlags`. Returns the limit
+    /// as it was (soft, hard). A fork inherits the limits.
+    pub fn prlimit(&self, resource: u64, new: Option<(u64, u64)>) -> VmResult<(u64, u64)> {
+        let mut old = [0u8; 16];
+        self.call(Request::Prlimit { resource, new }, &mut old)?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&old[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        Ok((word(0), word(1)))
+    }
+
+    /// The caller's limit of `resource` (soft, hard), as `getrlimit`.
+    pub fn getrlimit(&self, resource: u64) -> VmResult<(u64, u64)> {
+        self.prlimit(resource, None)
+    }
+
+    /// Sets the caller's limit of `resource`, as `setrlimit` (see [`Vm::prlimit`]).
+    pub fn setrlimit(&self, resource: u64, soft: u64, hard: u64) -> VmResult<()> {
+        self.prlimit(resource, Some((soft, hard))).map(drop)
+    }
+
     /// The mappings of process `pid` (0: the caller) in the form of Linux's `/proc/self/maps`
     /// (see [`crate::maps`]).
     pub fn proc_maps(&self, pid: u64) -> VmResult<alloc::string::String> {

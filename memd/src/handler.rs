@@ -57,6 +57,16 @@ impl<K: Kernel> Memd<K> {
                 .map(|_| 0),
             Request::Fork => self.fork(caller),
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
+            Request::Prlimit { resource, new } => {
+                let new = new.map(|(soft, hard)| crate::rlimit::Rlimit { soft, hard });
+                let old = self.prlimit(caller, resource, new)?;
+                // The old limits go into the lent buffer, when it holds them.
+                if let Some(out) = bulk.get_mut(..16) {
+                    out[..8].copy_from_slice(&old.soft.to_le_bytes());
+                    out[8..].copy_from_slice(&old.hard.to_le_bytes());
+                }
+                Ok(0)
+            }
             // Boot modules and deferred replies are the metal side's (`metal/serve.rs`); the
             // core alone cannot start a program or block a caller.
             // Argument strings too: they come with a `SPAWN`; and `KILL`, which needs to know

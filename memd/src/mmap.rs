@@ -68,7 +68,7 @@ impl<K: Kernel> Memd<K> {
                 return Err(VmError::NotAligned);
             }
             if addr < layout::MIN_ADDR {
-                return Err(VmError::AddressNotPermitted);
+                return Err(VmError::NotPermitted);
             }
             if flags.contains(MmapFlags::FIXED_NOREPLACE)
                 && !space.regions.is_free(addr, addr + size)

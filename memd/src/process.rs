@@ -58,6 +58,7 @@ impl<K: Kernel> Memd<K> {
         child.heap_start = space.heap_start;
         child.brk = space.brk;
         child.deny_write_exec = space.deny_write_exec;
+        child.rlimits = space.rlimits;
         child.pages = space.pages.clone();
         // `MADV_DONTFORK`: the child has nothing there; `MADV_WIPEONFORK`: the region, empty
         // (and wiped again at its own forks).

@@ -63,6 +63,8 @@ pub struct AddressSpace {
     pub tables: SpaceTables,
     /// Where its mmap area, stack and heap begin.
     pub placement: Placement,
+    /// The limits the process set itself (`prlimit`).
+    pub rlimits: crate::rlimit::Rlimits,
     /// W^X (Linux's MDWE): no page writable and executable at once, none made executable
     /// that was not. Set for good; inherited by forks and spawns.
     pub deny_write_exec: bool,
@@ -85,6 +87,7 @@ impl AddressSpace {
             limits,
             tables: SpaceTables::default(),
             placement,
+            rlimits: crate::rlimit::Rlimits::new(&limits),
             deny_write_exec: false,
         }
     }

@@ -352,7 +352,11 @@ impl Server {
                 let n = (lend as usize).min(MAX_BULK);
                 let writes = matches!(
                     sqe.opcode,
-                    proto::GLOBAL_STATS | proto::PROCESS_STATS | proto::REGIONS | proto::PROCESSES
+                    proto::GLOBAL_STATS
+                        | proto::PROCESS_STATS
+                        | proto::REGIONS
+                        | proto::PROCESSES
+                        | proto::PRLIMIT
                 );
                 if sqe.opcode == proto::GLOBAL_STATS {
                     let (used, total) = super::own_memory();

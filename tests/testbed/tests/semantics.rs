@@ -134,9 +134,9 @@ fn arguments_are_validated_and_change_nothing() {
     }
     assert_eq!(
         vm.mmap(0x1000, 4096, P::READ, anon().fixed()),
-        Err(VmError::AddressNotPermitted)
+        Err(VmError::NotPermitted)
     );
-    assert_eq!(VmError::AddressNotPermitted.errno(), syscall::error::EPERM);
+    assert_eq!(VmError::NotPermitted.errno(), syscall::error::EPERM);
     assert_eq!(
         vm.mmap(0, 4096, P::READ, MmapFlags::ANONYMOUS),
         Err(VmError::InvalidFlags)
@@ -1223,4 +1223,54 @@ fn a_process_lists_its_mappings_as_proc_self_maps() {
     assert!(line(a + 4096).contains(" ---p "));
     assert!(line(s).contains(" r--s ") && line(s).ends_with("/dev/zero (deleted)"));
     assert!(lines.last().unwrap().ends_with("[stack]"));
+}
+
+#[test]
+fn resource_limits_are_set_by_the_process_enforced_and_inherited_by_fork() {
+    use libvm::proto::{RLIM_INFINITY, RLIMIT_AS, RLIMIT_DATA, RLIMIT_MEMLOCK, RLIMIT_STACK};
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    // Linux's defaults.
+    assert_eq!(vm.getrlimit(RLIMIT_AS), Ok((RLIM_INFINITY, RLIM_INFINITY)));
+    assert_eq!(
+        vm.getrlimit(RLIMIT_DATA),
+        Ok((RLIM_INFINITY, RLIM_INFINITY))
+    );
+    assert_eq!(vm.getrlimit(RLIMIT_STACK), Ok((8 << 20, RLIM_INFINITY)));
+    assert_eq!(vm.getrlimit(RLIMIT_MEMLOCK), Ok((8 << 20, 8 << 20)));
+    assert_eq!(vm.getrlimit(5), Err(VmError::InvalidFlags));
+    // The address space: what is mapped counts (the stack's 8 MiB among it).
+    let mapped = vm.process_stats(0).unwrap().mapped_pages * PAGE;
+    vm.setrlimit(RLIMIT_AS, mapped + (1 << 20), RLIM_INFINITY)
+        .unwrap();
+    let m = vm.mmap(0, 1 << 20, P::READ, anon()).unwrap();
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ, anon()),
+        Err(VmError::LimitExceeded)
+    );
+    vm.munmap(m, 1 << 20).unwrap();
+    // The soft limit at most the hard one; the hard one only lowered.
+    assert_eq!(
+        vm.setrlimit(RLIMIT_AS, 2 << 30, 1 << 30),
+        Err(VmError::InvalidSize)
+    );
+    vm.setrlimit(RLIMIT_DATA, 8192, 1 << 20).unwrap();
+    assert_eq!(
+        vm.setrlimit(RLIMIT_DATA, 8192, 2 << 20),
+        Err(VmError::NotPermitted)
+    );
+    assert_eq!(vm.prlimit(RLIMIT_DATA, None), Ok((8192, 1 << 20)));
+    // The data limit bounds the heap.
+    assert!(vm.sbrk(8192).is_ok());
+    assert_eq!(vm.sbrk(4096), Err(VmError::LimitExceeded));
+    // A fork inherits the limits.
+    let c = sys.fork(p).unwrap();
+    let cvm = sys.client(c);
+    assert_eq!(cvm.getrlimit(RLIMIT_DATA), Ok((8192, 1 << 20)));
+    assert_eq!(cvm.sbrk(4096), Err(VmError::LimitExceeded));
+    assert_eq!(
+        cvm.getrlimit(RLIMIT_AS),
+        Ok((mapped + (1 << 20), RLIM_INFINITY))
+    );
 }
