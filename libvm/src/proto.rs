@@ -24,6 +24,8 @@
 //! | 13 `ARGS` | the caller's argument string | - (bulk: the bytes, cut to the buffer) | bytes written |
 //! | 14 `PROCESSES` | which processes exist | from pid (bulk: [`ProcessInfo`]s of pids ≥ from) | entries written |
 //! | 17 `PRLIMIT` | the caller's limit of a resource, and set it | `RLIMIT_*`, 1 to set (else 0), soft, hard (bulk: the old soft and hard, if 16 bytes lent) | 0 |
+//! | 18 `MINCORE` | which pages are resident | addr, len (bulk: a byte a page, bit 0 when resident) | pages written |
+//! | 19 `MSYNC` | write a range back (checks only: anonymous memory) | addr, len, `MS_*` flags | 0 |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
@@ -70,6 +72,18 @@ pub const DENY_WRITE_EXEC: u8 = 15;
 pub const KILL: u8 = 16;
 /// `PRLIMIT`: read, and set, one of the caller's resource limits.
 pub const PRLIMIT: u8 = 17;
+/// `MINCORE`: which pages of a range are resident.
+pub const MINCORE: u8 = 18;
+/// `MSYNC`: write a range back to what backs it (argument checks: anonymous memory has
+/// nothing to write to).
+pub const MSYNC: u8 = 19;
+
+/// `msync` flag: start the write-back, do not wait.
+pub const MS_ASYNC: u64 = 1;
+/// `msync` flag: drop other copies.
+pub const MS_INVALIDATE: u64 = 2;
+/// `msync` flag: write back and wait.
+pub const MS_SYNC: u64 = 4;
 
 /// A resource limit: the data segment, the heap (Linux's number).
 pub const RLIMIT_DATA: u64 = 2;
@@ -335,6 +349,23 @@ pub enum Request {
         /// The new soft and hard limits, if any.
         new: Option<(u64, u64)>,
     },
+    /// Which pages of `[addr, addr + len)` are resident: a byte a page into the lent buffer
+    /// (bit 0 set when resident).
+    Mincore {
+        /// First byte (page aligned).
+        addr: usize,
+        /// Bytes.
+        len: usize,
+    },
+    /// Write `[addr, addr + len)` back (`MS_*` flags).
+    Msync {
+        /// First byte (page aligned).
+        addr: usize,
+        /// Bytes.
+        len: usize,
+        /// `MS_ASYNC`, `MS_SYNC`, `MS_INVALIDATE`.
+        flags: u64,
+    },
 }
 
 impl Request {
@@ -445,6 +476,10 @@ impl Request {
                 Some((soft, hard)) => sqe(PRLIMIT, [resource, 1, soft, hard, 0, 0]),
                 None => sqe(PRLIMIT, [resource, 0, 0, 0, 0, 0]),
             },
+            Request::Mincore { addr, len } => sqe(MINCORE, [addr as u64, len as u64, 0, 0, 0, 0]),
+            Request::Msync { addr, len, flags } => {
+                sqe(MSYNC, [addr as u64, len as u64, flags, 0, 0, 0])
+            }
         }
     }
 
@@ -613,6 +648,21 @@ impl Request {
                 }
                 _ => Err(VmError::InvalidFlags),
             },
+            MINCORE => {
+                unused(2)?;
+                Ok(Request::Mincore {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                })
+            }
+            MSYNC => {
+                unused(3)?;
+                Ok(Request::Msync {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    flags: a[2],
+                })
+            }
             _ => Err(VmError::BadRequest),
         }
     }

@@ -307,6 +307,30 @@ impl<T: Transport> Vm<T> {
         }
     }
 
+    /// Which pages of `[addr, addr + length)` are resident, as `mincore`: a byte a page into
+    /// `vec` (bit 0 set when resident). Linux's answers: unaligned EINVAL; a range with a page
+    /// not mapped ENOMEM; `vec` shorter than the pages `BadBuffer`.
+    pub fn mincore(&self, addr: usize, length: usize, vec: &mut [u8]) -> VmResult<()> {
+        self.call(Request::Mincore { addr, len: length }, vec)
+            .map(drop)
+    }
+
+    /// `msync` of `[addr, addr + length)` with `flags` (`proto::MS_*`): Linux's checks
+    /// (unknown flags, or `MS_ASYNC` with `MS_SYNC`, EINVAL; unaligned EINVAL; a range that
+    /// overflows or has a page not mapped ENOMEM; an empty one nothing); anonymous memory has
+    /// nothing to write back.
+    pub fn msync(&self, addr: usize, length: usize, flags: u64) -> VmResult<()> {
+        self.call(
+            Request::Msync {
+                addr,
+                len: length,
+                flags,
+            },
+            &mut [],
+        )
+        .map(drop)
+    }
+
     /// The caller's limit of `resource` (`proto::RLIMIT_AS`, `RLIMIT_DATA`, `RLIMIT_STACK`,
     /// `RLIMIT_MEMLOCK`) and, with `new`, sets it (Linux's `prlimit` on itself): the soft
     /// limit at most the hard one (else `InvalidSize`, EINVAL), the hard one only lowered

@@ -57,6 +57,10 @@ impl<K: Kernel> Memd<K> {
                 .map(|_| 0),
             Request::Fork => self.fork(caller),
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
+            Request::Mincore { addr, len } => self.mincore(caller, addr as u64, len as u64, bulk),
+            Request::Msync { addr, len, flags } => self
+                .msync(caller, addr as u64, len as u64, flags)
+                .map(|()| 0),
             Request::Prlimit { resource, new } => {
                 let new = new.map(|(soft, hard)| crate::rlimit::Rlimit { soft, hard });
                 let old = self.prlimit(caller, resource, new)?;

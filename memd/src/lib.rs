@@ -24,6 +24,7 @@ pub mod layout;
 pub mod mmap;
 pub mod process;
 pub mod region;
+pub mod residency;
 pub mod rlimit;
 pub mod shared;
 pub mod space;

@@ -357,6 +357,7 @@ impl Server {
                         | proto::REGIONS
                         | proto::PROCESSES
                         | proto::PRLIMIT
+                        | proto::MINCORE
                 );
                 if sqe.opcode == proto::GLOBAL_STATS {
                     let (used, total) = super::own_memory();

@@ -1274,3 +1274,49 @@ fn resource_limits_are_set_by_the_process_enforced_and_inherited_by_fork() {
         Ok((mapped + (1 << 20), RLIM_INFINITY))
     );
 }
+
+#[test]
+fn mincore_says_what_is_resident_and_msync_checks_as_linux_does() {
+    use libvm::proto::{MS_ASYNC, MS_INVALIDATE, MS_SYNC};
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap();
+    sys.write(p, (a + 4096) as u64, b"x").unwrap();
+    sys.write(p, (a + 3 * 4096) as u64, b"y").unwrap();
+    let mut vec = [9u8; 4];
+    vm.mincore(a, 4 * 4096, &mut vec).unwrap();
+    assert_eq!(vec, [0, 1, 0, 1]);
+    // A partial last page counts as a page; an empty range is nothing.
+    let mut one = [9u8; 1];
+    vm.mincore(a + 4096, 10, &mut one).unwrap();
+    assert_eq!(one, [1]);
+    assert_eq!(vm.mincore(a, 0, &mut []), Ok(()));
+    // Linux's answers: unaligned EINVAL, a page not mapped ENOMEM, too short a vector EFAULT.
+    assert_eq!(vm.mincore(a + 1, 4096, &mut vec), Err(VmError::NotAligned));
+    assert_eq!(
+        vm.mincore(a, 5 * 4096, &mut [0; 5]),
+        Err(VmError::RegionNotFound)
+    );
+    assert_eq!(
+        vm.mincore(a, 4 * 4096, &mut [0; 3]),
+        Err(VmError::BadBuffer)
+    );
+    // msync: the checks of Linux, in its order; nothing to write back.
+    assert_eq!(vm.msync(a, 4 * 4096, MS_SYNC), Ok(()));
+    assert_eq!(vm.msync(a, 4096, MS_ASYNC | MS_INVALIDATE), Ok(()));
+    assert_eq!(vm.msync(a, 4096, 8), Err(VmError::InvalidFlags));
+    assert_eq!(vm.msync(a + 1, 4096, 8), Err(VmError::InvalidFlags));
+    assert_eq!(vm.msync(a + 1, 4096, MS_SYNC), Err(VmError::NotAligned));
+    assert_eq!(
+        vm.msync(a, 4096, MS_ASYNC | MS_SYNC),
+        Err(VmError::InvalidFlags)
+    );
+    assert_eq!(vm.msync(a, 0, 0), Ok(()));
+    // A length that wraps to 0 when rounded up is empty (Linux's own answer).
+    assert_eq!(vm.msync(a, usize::MAX - 1, 0), Ok(()));
+    for exact in [a.wrapping_neg() - 1, a.wrapping_neg() + 1] {
+        assert_eq!(vm.msync(a, exact, 0), Err(VmError::OutOfMemory));
+    }
+    assert_eq!(vm.msync(a, 5 * 4096, MS_SYNC), Err(VmError::RegionNotFound));
+}
