@@ -26,6 +26,8 @@
 //! | 17 `PRLIMIT` | the caller's limit of a resource, and set it | `RLIMIT_*`, 1 to set (else 0), soft, hard (bulk: the old soft and hard, if 16 bytes lent) | 0 |
 //! | 18 `MINCORE` | which pages are resident | addr, len (bulk: a byte a page, bit 0 when resident) | pages written |
 //! | 19 `MSYNC` | write a range back (checks only: anonymous memory) | addr, len, `MS_*` flags | 0 |
+//! | 20 `MLOCK` | lock a range's pages in, or unlock them | addr, len, 1 to unlock | 0 |
+//! | 21 `MLOCKALL` | lock every page in (`MCL_*`), or unlock all | flags, 1 to unlock | 0 |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
@@ -77,6 +79,18 @@ pub const MINCORE: u8 = 18;
 /// `MSYNC`: write a range back to what backs it (argument checks: anonymous memory has
 /// nothing to write to).
 pub const MSYNC: u8 = 19;
+
+/// `MLOCK`: lock a range's pages in (or unlock them).
+pub const MLOCK: u8 = 20;
+/// `MLOCKALL`: lock every page in, now and to come (or unlock them all).
+pub const MLOCKALL: u8 = 21;
+
+/// `mlockall` flag: every page mapped now.
+pub const MCL_CURRENT: u64 = 1;
+/// `mlockall` flag: every page mapped from now on.
+pub const MCL_FUTURE: u64 = 2;
+/// `mlockall` flag: lock pages as they fault in (with `MCL_CURRENT` or `MCL_FUTURE`).
+pub const MCL_ONFAULT: u64 = 4;
 
 /// `msync` flag: start the write-back, do not wait.
 pub const MS_ASYNC: u64 = 1;
@@ -357,6 +371,22 @@ pub enum Request {
         /// Bytes.
         len: usize,
     },
+    /// Lock the pages of `[addr, addr + len)` in (resident, and kept so), or unlock them.
+    Mlock {
+        /// First byte (rounded down to its page).
+        addr: usize,
+        /// Bytes.
+        len: usize,
+        /// Unlock instead (`munlock`).
+        unlock: bool,
+    },
+    /// Lock every page in (`MCL_*` flags), or (`unlock`) unlock them all.
+    Mlockall {
+        /// `MCL_CURRENT`, `MCL_FUTURE`, `MCL_ONFAULT` (0 with `unlock`).
+        flags: u64,
+        /// Unlock everything instead (`munlockall`).
+        unlock: bool,
+    },
     /// Write `[addr, addr + len)` back (`MS_*` flags).
     Msync {
         /// First byte (page aligned).
@@ -479,6 +509,12 @@ impl Request {
             Request::Mincore { addr, len } => sqe(MINCORE, [addr as u64, len as u64, 0, 0, 0, 0]),
             Request::Msync { addr, len, flags } => {
                 sqe(MSYNC, [addr as u64, len as u64, flags, 0, 0, 0])
+            }
+            Request::Mlock { addr, len, unlock } => {
+                sqe(MLOCK, [addr as u64, len as u64, unlock as u64, 0, 0, 0])
+            }
+            Request::Mlockall { flags, unlock } => {
+                sqe(MLOCKALL, [flags, unlock as u64, 0, 0, 0, 0])
             }
         }
     }
@@ -653,6 +689,29 @@ impl Request {
                 Ok(Request::Mincore {
                     addr: word(a[0])?,
                     len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                })
+            }
+            MLOCK => {
+                unused(3)?;
+                Ok(Request::Mlock {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    unlock: match a[2] {
+                        0 => false,
+                        1 => true,
+                        _ => return Err(VmError::InvalidFlags),
+                    },
+                })
+            }
+            MLOCKALL => {
+                unused(2)?;
+                Ok(Request::Mlockall {
+                    flags: a[0],
+                    unlock: match a[1] {
+                        0 => false,
+                        1 => true,
+                        _ => return Err(VmError::InvalidFlags),
+                    },
                 })
             }
             MSYNC => {

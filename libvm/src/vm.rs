@@ -315,6 +315,47 @@ impl<T: Transport> Vm<T> {
             .map(drop)
     }
 
+    /// Locks the pages of `[addr, addr + length)` in, as `mlock`: resident now and kept so
+    /// (`MADV_DONTNEED` is refused on them). Linux's answers: a range with a page not mapped,
+    /// or more locked pages than `RLIMIT_MEMLOCK` allows, ENOMEM.
+    pub fn mlock(&self, addr: usize, length: usize) -> VmResult<()> {
+        let request = Request::Mlock {
+            addr,
+            len: length,
+            unlock: false,
+        };
+        self.call(request, &mut []).map(drop)
+    }
+
+    /// Unlocks the pages of `[addr, addr + length)`, as `munlock`.
+    pub fn munlock(&self, addr: usize, length: usize) -> VmResult<()> {
+        let request = Request::Mlock {
+            addr,
+            len: length,
+            unlock: true,
+        };
+        self.call(request, &mut []).map(drop)
+    }
+
+    /// Locks every page in, as `mlockall` (`proto::MCL_CURRENT`, `MCL_FUTURE`,
+    /// `MCL_ONFAULT`): unknown flags, none, or `MCL_ONFAULT` alone EINVAL.
+    pub fn mlockall(&self, flags: u64) -> VmResult<()> {
+        let request = Request::Mlockall {
+            flags,
+            unlock: false,
+        };
+        self.call(request, &mut []).map(drop)
+    }
+
+    /// Unlocks every page, and those to come, as `munlockall`.
+    pub fn munlockall(&self) -> VmResult<()> {
+        let request = Request::Mlockall {
+            flags: 0,
+            unlock: true,
+        };
+        self.call(request, &mut []).map(drop)
+    }
+
     /// `msync` of `[addr, addr + length)` with `flags` (`proto::MS_*`): Linux's checks
     /// (unknown flags, or `MS_ASYNC` with `MS_SYNC`, EINVAL; unaligned EINVAL; a range that
     /// overflows or has a page not mapped ENOMEM; an empty one nothing); anonymous memory has

@@ -6,7 +6,7 @@
 use crate::daemon::{Memd, Pid};
 use crate::kernel::Kernel;
 use crate::layout::{self, page_round_up};
-use crate::region::{ForkAdvice, Region, RegionKind};
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::AddressSpace;
 use crate::stats::bump;
 use libvm::{ProtectionFlags, VmError};
@@ -62,7 +62,7 @@ impl<K: Kernel> Memd<K> {
                 kind: RegionKind::Heap,
                 shared: false,
                 object: 0,
-                fork: ForkAdvice::Copy,
+                flags: RegionFlags::empty(),
                 offset: 0,
             });
         } else if new_end < old_end {

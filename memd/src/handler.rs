@@ -57,6 +57,10 @@ impl<K: Kernel> Memd<K> {
                 .map(|_| 0),
             Request::Fork => self.fork(caller),
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
+            Request::Mlock { addr, len, unlock } => self
+                .mlock(caller, addr as u64, len as u64, unlock)
+                .map(|()| 0),
+            Request::Mlockall { flags, unlock } => self.mlockall(caller, flags, unlock).map(|()| 0),
             Request::Mincore { addr, len } => self.mincore(caller, addr as u64, len as u64, bulk),
             Request::Msync { addr, len, flags } => self
                 .msync(caller, addr as u64, len as u64, flags)

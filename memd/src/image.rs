@@ -7,7 +7,7 @@
 use crate::daemon::{Memd, PAGE_COST, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
 use crate::layout::{self, check_user_range, page_round_up};
-use crate::region::{ForkAdvice, Region, RegionKind};
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::AddressSpace;
 use alloc::vec::Vec;
 use libvm::{ProtectionFlags, VmError};
@@ -125,7 +125,7 @@ impl<K: Kernel> Memd<K> {
             },
             shared: false,
             object: 0,
-            fork: ForkAdvice::Copy,
+            flags: RegionFlags::empty(),
             offset: 0,
         });
         // The heap starts above the image when the image reaches into the heap area.

@@ -21,6 +21,7 @@ pub mod handler;
 pub mod image;
 pub mod kernel;
 pub mod layout;
+pub mod mlock;
 pub mod mmap;
 pub mod process;
 pub mod region;

@@ -5,7 +5,7 @@ use crate::daemon::{Memd, Pid};
 use crate::fault::{Access, allows};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
-use crate::region::{ForkAdvice, Region, RegionKind};
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::{AddressSpace, sync_region_ops, uniform_op};
 use crate::stats::bump;
 use alloc::vec::Vec;
@@ -95,6 +95,10 @@ impl<K: Kernel> Memd<K> {
         if space.mapped_bytes - replaced + size > space.limits.address_space {
             return Err(VmError::LimitExceeded);
         }
+        // Under mlockall(MCL_FUTURE) the mapping is locked: within RLIMIT_MEMLOCK.
+        if space.lock_future {
+            self.lock_room(space, size / PAGE_SIZE)?;
+        }
         let object = if shared {
             self.objects
                 .lock()
@@ -125,10 +129,18 @@ impl<K: Kernel> Memd<K> {
             },
             shared,
             object,
-            fork: ForkAdvice::Copy,
+            flags: if space.lock_future {
+                RegionFlags::LOCKED
+            } else {
+                RegionFlags::empty()
+            },
             offset: 0,
         });
-        if flags.contains(MmapFlags::POPULATE) {
+        if space.lock_future {
+            // mlockall(MCL_FUTURE): backed now, as a locked mapping is (short of frames, the
+            // pages before stay backed).
+            self.populate_locked(space, start, end)?;
+        } else if flags.contains(MmapFlags::POPULATE) {
             self.populate(space, start, end);
         }
         Ok(start)
@@ -379,8 +391,10 @@ impl<K: Kernel> Memd<K> {
                 self.populate_for(space, addr, end, access)
             }
             MADV_DONTNEED | MADV_FREE => {
-                // Lazily freeable memory is private anonymous memory only.
-                if advice == MADV_FREE && overlapping().any(|r| r.object != 0) {
+                // Lazily freeable memory is private anonymous memory only; locked pages stay.
+                if advice == MADV_FREE && overlapping().any(|r| r.object != 0)
+                    || overlapping().any(|r| r.flags.contains(RegionFlags::LOCKED))
+                {
                     return Err(VmError::InvalidFlags);
                 }
                 if space.resident(addr, end).next().is_none() {
@@ -407,15 +421,15 @@ impl<K: Kernel> Memd<K> {
                 }
                 // The range may split a region at both ends.
                 self.region_room(space, 2)?;
-                space.regions.update_range(addr, end, |r| {
-                    r.fork = match (advice, r.fork) {
-                        (MADV_DONTFORK, _) => ForkAdvice::DontFork,
-                        (MADV_DOFORK, ForkAdvice::DontFork) => ForkAdvice::Copy,
-                        (MADV_WIPEONFORK, ForkAdvice::Copy) => ForkAdvice::Wipe,
-                        (MADV_KEEPONFORK, ForkAdvice::Wipe) => ForkAdvice::Copy,
-                        (_, kept) => kept,
-                    }
-                });
+                let (flag, set) = match advice {
+                    MADV_DONTFORK => (RegionFlags::DONTFORK, true),
+                    MADV_DOFORK => (RegionFlags::DONTFORK, false),
+                    MADV_WIPEONFORK => (RegionFlags::WIPEONFORK, true),
+                    _ => (RegionFlags::WIPEONFORK, false),
+                };
+                space
+                    .regions
+                    .update_range(addr, end, |r| r.flags.set(flag, set));
                 Ok(())
             }
             _ => Err(VmError::InvalidFlags),

@@ -3,7 +3,7 @@
 use crate::daemon::{Death, Memd, PAGE_COST, Pid, REGION_COST, cost};
 use crate::kernel::{Kernel, PageOp};
 use crate::layout::{self, Placement};
-use crate::region::{ForkAdvice, Region, RegionKind};
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::{AddressSpace, page_prot, sync_ops};
 use crate::stats::bump;
 use alloc::sync::Arc;
@@ -32,7 +32,7 @@ impl<K: Kernel> Memd<K> {
             kind: RegionKind::Stack,
             shared: false,
             object: 0,
-            fork: ForkAdvice::Copy,
+            flags: RegionFlags::empty(),
             offset: 0,
         });
         self.bookkeeping_changed(0, cost(&image));
@@ -65,7 +65,10 @@ impl<K: Kernel> Memd<K> {
         let special: Vec<Region> = space
             .regions
             .iter()
-            .filter(|r| r.fork != ForkAdvice::Copy)
+            .filter(|r| {
+                r.flags
+                    .intersects(RegionFlags::DONTFORK | RegionFlags::WIPEONFORK)
+            })
             .copied()
             .collect();
         for r in &special {
@@ -73,7 +76,7 @@ impl<K: Kernel> Memd<K> {
             for page in gone {
                 child.pages.remove(&page);
             }
-            if r.fork == ForkAdvice::DontFork {
+            if r.flags.contains(RegionFlags::DONTFORK) {
                 child.remove_regions(r.start, r.end);
             }
         }

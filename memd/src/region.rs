@@ -114,22 +114,24 @@ pub struct Region {
     pub shared: bool,
     /// Shared-memory object backing the region, 0 for none.
     pub object: u32,
-    /// What a fork's child gets of the region (`MADV_DONTFORK`, `MADV_WIPEONFORK`).
-    pub fork: ForkAdvice,
+    /// What a fork's child gets of the region (`MADV_DONTFORK`, `MADV_WIPEONFORK`), and
+    /// whether its pages are locked in (`mlock`).
+    pub flags: RegionFlags,
     /// Offset, in pages, of `start` within `object` (meaningless when `object` is 0).
     pub offset: u64,
 }
 
-/// What a fork's child gets of a region.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ForkAdvice {
-    /// The region, copy-on-write (or shared, for shared memory).
-    #[default]
-    Copy,
-    /// Nothing (`MADV_DONTFORK`).
-    DontFork,
-    /// The region, empty: it reads zero (`MADV_WIPEONFORK`).
-    Wipe,
+bitflags::bitflags! {
+    /// What a fork's child gets of a region, and whether its pages are locked in.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct RegionFlags: u8 {
+        /// A fork's child has nothing there (`MADV_DONTFORK`).
+        const DONTFORK = 1;
+        /// A fork's child gets the region empty: it reads zero (`MADV_WIPEONFORK`).
+        const WIPEONFORK = 2;
+        /// Every page is resident and stays so (`mlock`).
+        const LOCKED = 4;
+    }
 }
 
 // Regions are copied around by value; keep them within a cache line.
@@ -145,7 +147,7 @@ impl Region {
             kind,
             shared: false,
             object: 0,
-            fork: ForkAdvice::Copy,
+            flags: RegionFlags::empty(),
             offset: 0,
         }
     }
@@ -185,7 +187,7 @@ impl Region {
             && self.prot == next.prot
             && self.kind == next.kind
             && self.shared == next.shared
-            && self.fork == next.fork
+            && self.flags == next.flags
             && self.object == next.object
             && self.kind != RegionKind::Guard
             && (self.object == 0 || self.offset.checked_add(self.pages()) == Some(next.offset))

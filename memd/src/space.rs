@@ -65,6 +65,8 @@ pub struct AddressSpace {
     pub placement: Placement,
     /// The limits the process set itself (`prlimit`).
     pub rlimits: crate::rlimit::Rlimits,
+    /// Whether every mapping to come is locked in (`mlockall(MCL_FUTURE)`).
+    pub lock_future: bool,
     /// W^X (Linux's MDWE): no page writable and executable at once, none made executable
     /// that was not. Set for good; inherited by forks and spawns.
     pub deny_write_exec: bool,
@@ -88,6 +90,7 @@ impl AddressSpace {
             tables: SpaceTables::default(),
             placement,
             rlimits: crate::rlimit::Rlimits::new(&limits),
+            lock_future: false,
             deny_write_exec: false,
         }
     }

@@ -2,7 +2,7 @@
 //! Run: `cargo bench -p testbed --bench hostbench`. Prints figures; asserts nothing.
 
 use libvm::{MmapFlags, ProtectionFlags as P};
-use memd::region::{ForkAdvice, Region, RegionKind, RegionMap};
+use memd::region::{Region, RegionFlags, RegionKind, RegionMap};
 use std::hint::black_box;
 use std::time::Instant;
 use testbed::system::{Config, System};
@@ -80,7 +80,7 @@ fn main() {
                 kind: RegionKind::Anonymous,
                 shared: false,
                 object: 0,
-                fork: ForkAdvice::Copy,
+                flags: RegionFlags::empty(),
                 offset: 0,
             })
             .unwrap();

@@ -1320,3 +1320,59 @@ fn mincore_says_what_is_resident_and_msync_checks_as_linux_does() {
     }
     assert_eq!(vm.msync(a, 5 * 4096, MS_SYNC), Err(VmError::RegionNotFound));
 }
+
+#[test]
+fn locked_pages_are_resident_kept_and_counted_against_memlock() {
+    use libvm::proto::{MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, RLIMIT_MEMLOCK};
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 8 * 4096, P::READ_WRITE, anon()).unwrap();
+    // mlock rounds the start down and the length up, and backs every page at once.
+    vm.mlock(a + 4096 + 100, 2 * 4096).unwrap();
+    let mut vec = [9u8; 8];
+    vm.mincore(a, 8 * 4096, &mut vec).unwrap();
+    assert_eq!(vec, [0, 1, 1, 1, 0, 0, 0, 0]);
+    // Locked pages stay: DONTNEED is refused, nothing dropped.
+    sys.write(p, (a + 4096) as u64, b"kept").unwrap();
+    assert_eq!(
+        vm.madvise(a, 8 * 4096, MADV_DONTNEED),
+        Err(VmError::InvalidFlags)
+    );
+    assert_eq!(sys.read(p, (a + 4096) as u64, 4).unwrap(), b"kept");
+    // A page not mapped: ENOMEM, nothing locked.
+    assert_eq!(vm.mlock(a, 9 * 4096), Err(VmError::RegionNotFound));
+    // RLIMIT_MEMLOCK: 8 pages allowed, 3 locked; 6 more are too many.
+    vm.setrlimit(RLIMIT_MEMLOCK, 8 * 4096, 8 * 4096).unwrap();
+    let b = vm.mmap(0, 6 * 4096, P::READ_WRITE, anon()).unwrap();
+    assert_eq!(vm.mlock(b, 6 * 4096), Err(VmError::OutOfMemory));
+    vm.mlock(b, 5 * 4096).unwrap();
+    vm.munlock(a, 8 * 4096).unwrap();
+    vm.mlock(b, 6 * 4096).unwrap();
+    vm.madvise(a, 8 * 4096, MADV_DONTNEED).unwrap();
+    // mlockall: unknown flags or ONFAULT alone EINVAL; CURRENT over the limit ENOMEM.
+    assert_eq!(vm.mlockall(0), Err(VmError::InvalidFlags));
+    assert_eq!(vm.mlockall(MCL_ONFAULT), Err(VmError::InvalidFlags));
+    assert_eq!(vm.mlockall(8 | MCL_CURRENT), Err(VmError::InvalidFlags));
+    assert_eq!(vm.mlockall(MCL_CURRENT), Err(VmError::OutOfMemory));
+    vm.munlockall().unwrap();
+    assert_eq!(
+        vm.setrlimit(RLIMIT_MEMLOCK, 1 << 30, 1 << 30),
+        Err(VmError::NotPermitted)
+    );
+    // MCL_FUTURE: every mapping to come is locked, backed at once, within the limit.
+    let q = sys.spawn().unwrap();
+    let qvm = sys.client(q);
+    qvm.setrlimit(RLIMIT_MEMLOCK, 4 * 4096, 4 * 4096).unwrap();
+    qvm.mlockall(MCL_FUTURE).unwrap();
+    let before = qvm.process_stats(0).unwrap().resident_pages;
+    qvm.mmap(0, 2 * 4096, P::READ_WRITE, anon()).unwrap();
+    assert_eq!(qvm.process_stats(0).unwrap().resident_pages, before + 2);
+    assert_eq!(
+        qvm.mmap(0, 3 * 4096, P::READ_WRITE, anon()),
+        Err(VmError::OutOfMemory)
+    );
+    qvm.munlockall().unwrap();
+    qvm.mmap(0, 3 * 4096, P::READ_WRITE, anon()).unwrap();
+    assert_eq!(qvm.process_stats(0).unwrap().resident_pages, before + 2);
+}

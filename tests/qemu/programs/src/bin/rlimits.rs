@@ -1,6 +1,6 @@
 //! Resource limits on the metal: a process lowers its data and address-space limits, a fork
 //! inherits them (the child reads them back and is held to them), and a hard limit cannot be
-//! raised again.
+//! raised again. Then mlock: locked pages are resident at once (mincore) and stay so.
 #![no_std]
 #![no_main]
 
@@ -56,5 +56,39 @@ fn main(_: Start) -> u64 {
         grow
     );
     println!("PASS rlimits");
+    // mlock: the pages are resident at once and stay so.
+    let a = vm
+        .mmap(
+            0,
+            4 * 4096,
+            ProtectionFlags::READ_WRITE,
+            MmapFlags::anonymous_private(),
+        )
+        .unwrap_or(0);
+    let mut vec = [0u8; 4];
+    check!(
+        vm.mincore(a, 4 * 4096, &mut vec).is_ok() && vec == [0; 4],
+        "nothing resident before mlock: {:?}",
+        vec
+    );
+    check!(vm.mlock(a, 4 * 4096).is_ok(), "mlock");
+    check!(
+        vm.mincore(a, 4 * 4096, &mut vec).is_ok() && vec == [1; 4],
+        "every page resident after mlock: {:?}",
+        vec
+    );
+    check!(
+        vm.madvise(a, 4 * 4096, libvm::proto::MADV_DONTNEED) == Err(VmError::InvalidFlags),
+        "locked pages dropped"
+    );
+    check!(vm.munlock(a, 4 * 4096).is_ok(), "munlock");
+    check!(
+        vm.madvise(a, 4 * 4096, libvm::proto::MADV_DONTNEED).is_ok()
+            && vm.mincore(a, 4 * 4096, &mut vec).is_ok()
+            && vec == [0; 4],
+        "unlocked pages dropped: {:?}",
+        vec
+    );
+    println!("PASS mlock");
     0
 }
