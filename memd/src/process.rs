@@ -86,8 +86,25 @@ impl<K: Kernel> Memd<K> {
                 objects.add_mapped(r.object, r.pages());
             }
             let mut frames = self.frames.lock();
-            for &frame in child.pages.values() {
-                let _ = frames.share(frame);
+            // A frame that cannot take one more reference (u32::MAX of them) is left to the
+            // parent: the child's page is dropped from its map before anything maps it, and
+            // the fork refused below, so no reference is ever released that was not taken.
+            let mut unshared = Vec::new();
+            for (&page, &frame) in child.pages.iter() {
+                if frames.share(frame).is_err() {
+                    unshared.push(page);
+                }
+            }
+            if !unshared.is_empty() {
+                for page in unshared {
+                    child.pages.remove(&page);
+                }
+                drop(frames);
+                drop(objects);
+                self.bookkeeping_changed(0, cost(&child));
+                drop(space);
+                self.teardown(child);
+                return Err(VmError::OutOfMemory);
             }
         }
         // The child maps every resident page, writable only where shared memory allows it.
