@@ -40,6 +40,16 @@ bitflags! {
         const POPULATE = 0x8000;
         /// Place exactly at the address given, refusing with `AlreadyMapped` if anything is there.
         const FIXED_NOREPLACE = 0x10_0000;
+        /// Below 2 GiB (`MAP_32BIT`: placed in `[1 GiB, 2 GiB)`, as Linux on x86_64 places it).
+        const BELOW_2G = 0x40;
+        /// A stack that grows down (`MAP_GROWSDOWN`): refused here (EINVAL), see README.
+        const GROWSDOWN = 0x100;
+        /// Locked in (`MAP_LOCKED`): backed now and kept, as after `mlock`.
+        const LOCKED = 0x2000;
+        /// No swap reserved (`MAP_NORESERVE`): accepted; nothing is reserved anyway.
+        const NORESERVE = 0x4000;
+        /// A thread's stack (`MAP_STACK`): accepted; no different from other memory.
+        const STACK = 0x2_0000;
     }
 }
 

@@ -213,6 +213,27 @@ const _: () = {
 pub const EXTRA_ANONYMOUS: u64 = 1;
 /// Extra mmap bit: back every page now.
 pub const EXTRA_POPULATE: u64 = 2;
+/// Extra mmap bit: a thread's stack (`MAP_STACK`).
+pub const EXTRA_STACK: u64 = 0x10;
+/// Extra mmap bit: no swap reserved (`MAP_NORESERVE`).
+pub const EXTRA_NORESERVE: u64 = 0x20;
+/// Extra mmap bit: locked in (`MAP_LOCKED`).
+pub const EXTRA_LOCKED: u64 = 0x40;
+/// Extra mmap bit: below 2 GiB (`MAP_32BIT`).
+pub const EXTRA_BELOW_2G: u64 = 0x80;
+/// Extra mmap bit: grows down (`MAP_GROWSDOWN`).
+pub const EXTRA_GROWSDOWN: u64 = 0x100;
+
+/// The extra mmap bits and the flag each stands for.
+const EXTRA_FLAGS: [(u64, MmapFlags); 7] = [
+    (EXTRA_ANONYMOUS, MmapFlags::ANONYMOUS),
+    (EXTRA_POPULATE, MmapFlags::POPULATE),
+    (EXTRA_STACK, MmapFlags::STACK),
+    (EXTRA_NORESERVE, MmapFlags::NORESERVE),
+    (EXTRA_LOCKED, MmapFlags::LOCKED),
+    (EXTRA_BELOW_2G, MmapFlags::BELOW_2G),
+    (EXTRA_GROWSDOWN, MmapFlags::GROWSDOWN),
+];
 
 /// `madvise`: no special treatment.
 pub const MADV_NORMAL: u64 = 0;
@@ -454,13 +475,10 @@ impl Request {
                 } else if flags.contains(MmapFlags::FIXED) {
                     m |= MapFlags::MAP_FIXED;
                 }
-                let mut extra = 0;
-                if flags.contains(MmapFlags::ANONYMOUS) {
-                    extra |= EXTRA_ANONYMOUS;
-                }
-                if flags.contains(MmapFlags::POPULATE) {
-                    extra |= EXTRA_POPULATE;
-                }
+                let extra = EXTRA_FLAGS
+                    .iter()
+                    .filter(|(_, f)| flags.contains(*f))
+                    .fold(0, |e, (bit, _)| e | bit);
                 sqe(
                     MMAP,
                     [addr as u64, len as u64, m.bits() as u64, extra, 0, 0],
@@ -537,7 +555,7 @@ impl Request {
                 unused(4)?;
                 let bits = usize::try_from(a[2]).map_err(|_| VmError::InvalidFlags)?;
                 if bits & !(PROT_BITS | MAP_BITS) != 0
-                    || a[3] & !(EXTRA_ANONYMOUS | EXTRA_POPULATE) != 0
+                    || a[3] & !EXTRA_FLAGS.iter().fold(0, |e, (bit, _)| e | bit) != 0
                 {
                     return Err(VmError::InvalidFlags);
                 }
@@ -555,11 +573,10 @@ impl Request {
                     0xC => flags |= MmapFlags::FIXED_NOREPLACE,
                     _ => return Err(VmError::InvalidFlags),
                 }
-                if a[3] & EXTRA_ANONYMOUS != 0 {
-                    flags |= MmapFlags::ANONYMOUS;
-                }
-                if a[3] & EXTRA_POPULATE != 0 {
-                    flags |= MmapFlags::POPULATE;
+                for (bit, flag) in EXTRA_FLAGS {
+                    if a[3] & bit != 0 {
+                        flags |= flag;
+                    }
                 }
                 Ok(Request::Mmap {
                     addr: word(a[0])?,
@@ -1095,7 +1112,9 @@ mod tests {
         m.args[2] |= 0x100;
         assert_eq!(Request::decode(&m), Err(VmError::InvalidFlags));
         m.args[2] &= !0x100;
-        m.args[3] = 0x80;
+        m.args[3] = 0x8;
+        assert_eq!(Request::decode(&m), Err(VmError::InvalidFlags));
+        m.args[3] = 0x200;
         assert_eq!(Request::decode(&m), Err(VmError::InvalidFlags));
         let mut a = Request::Madvise {
             addr: 0,

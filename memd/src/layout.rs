@@ -50,6 +50,9 @@ pub const HEAP_START: u64 = 0x1000_0000;
 /// Start of the mmap area, and the limit of the heap (768 MiB above [`HEAP_START`]).
 pub const MMAP_BASE: u64 = 0x4000_0000;
 
+/// End (exclusive) of what `MAP_32BIT` places into: `[MMAP_BASE, 2 GiB)`.
+pub const BELOW_2G_END: u64 = 0x8000_0000;
+
 /// Highest address (exclusive) the heap may reach: the start of the mmap area.
 pub const HEAP_END: u64 = MMAP_BASE;
 

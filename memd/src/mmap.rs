@@ -51,6 +51,10 @@ impl<K: Kernel> Memd<K> {
         if shared == flags.contains(MmapFlags::PRIVATE) || !flags.contains(MmapFlags::ANONYMOUS) {
             return Err(VmError::InvalidFlags);
         }
+        // A stack that grows down is not offered (a departure, see README).
+        if flags.contains(MmapFlags::GROWSDOWN) {
+            return Err(VmError::InvalidFlags);
+        }
         if space.deny_write_exec && prot.contains(ProtectionFlags::WRITE | ProtectionFlags::EXECUTE)
         {
             return Err(VmError::PermissionDenied);
@@ -83,8 +87,16 @@ impl<K: Kernel> Memd<K> {
             if hint != 0 && hint < layout::MIN_ADDR {
                 hint = layout::MIN_ADDR;
             }
-            layout::place(&space.regions, size, hint, &space.placement)
-                .ok_or(VmError::OutOfMemory)?
+            if flags.contains(MmapFlags::BELOW_2G) {
+                // MAP_32BIT: the lowest free gap of [1 GiB, 2 GiB), as Linux on x86_64.
+                space
+                    .regions
+                    .find_free(size, layout::MMAP_BASE, layout::BELOW_2G_END)
+                    .ok_or(VmError::OutOfMemory)?
+            } else {
+                layout::place(&space.regions, size, hint, &space.placement)
+                    .ok_or(VmError::OutOfMemory)?
+            }
         };
         let end = start + size;
         let replaced: u64 = space
@@ -95,8 +107,10 @@ impl<K: Kernel> Memd<K> {
         if space.mapped_bytes - replaced + size > space.limits.address_space {
             return Err(VmError::LimitExceeded);
         }
-        // Under mlockall(MCL_FUTURE) the mapping is locked: within RLIMIT_MEMLOCK.
-        if space.lock_future {
+        // Under mlockall(MCL_FUTURE), or with MAP_LOCKED, the mapping is locked: within
+        // RLIMIT_MEMLOCK.
+        let locked = space.lock_future || flags.contains(MmapFlags::LOCKED);
+        if locked {
             self.lock_room(space, size / PAGE_SIZE)?;
         }
         let object = if shared {
@@ -129,18 +143,16 @@ impl<K: Kernel> Memd<K> {
             },
             shared,
             object,
-            flags: if space.lock_future {
+            flags: if locked {
                 RegionFlags::LOCKED
             } else {
                 RegionFlags::empty()
             },
             offset: 0,
         });
-        if space.lock_future {
-            // mlockall(MCL_FUTURE): backed now, as a locked mapping is (short of frames, the
-            // pages before stay backed).
-            self.populate_locked(space, start, end)?;
-        } else if flags.contains(MmapFlags::POPULATE) {
+        if locked || flags.contains(MmapFlags::POPULATE) {
+            // Backed now; short of frames the call still succeeds, as Linux's mmap does for
+            // MAP_LOCKED and MAP_POPULATE.
             self.populate(space, start, end);
         }
         Ok(start)

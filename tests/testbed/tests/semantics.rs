@@ -1376,3 +1376,47 @@ fn locked_pages_are_resident_kept_and_counted_against_memlock() {
     qvm.mmap(0, 3 * 4096, P::READ_WRITE, anon()).unwrap();
     assert_eq!(qvm.process_stats(0).unwrap().resident_pages, before + 2);
 }
+
+#[test]
+fn mmap_flags_programs_use_below_2g_locked_stack_noreserve_and_growsdown_refused() {
+    // With layout randomization on: MAP_32BIT still places below 2 GiB.
+    let sys = System::new(Config {
+        aslr_seed: Some([7; 32]),
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let low = vm
+        .mmap(0, 4096, P::READ_WRITE, anon().union(MmapFlags::BELOW_2G))
+        .unwrap() as u64;
+    assert!((MMAP_BASE..0x8000_0000).contains(&low), "{low:#x}");
+    let anywhere = vm.mmap(0, 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    assert!(anywhere >= 0x1000_0000_0000, "{anywhere:#x}");
+    // MAP_LOCKED: every page resident at once, and kept.
+    let locked = vm
+        .mmap(0, 3 * 4096, P::READ_WRITE, anon().union(MmapFlags::LOCKED))
+        .unwrap();
+    let mut vec = [0u8; 3];
+    vm.mincore(locked, 3 * 4096, &mut vec).unwrap();
+    assert_eq!(vec, [1; 3]);
+    assert_eq!(
+        vm.madvise(locked, 3 * 4096, MADV_DONTNEED),
+        Err(VmError::InvalidFlags)
+    );
+    // MAP_STACK and MAP_NORESERVE: accepted, lazily backed as any mapping.
+    let s = vm
+        .mmap(
+            0,
+            2 * 4096,
+            P::READ_WRITE,
+            anon().union(MmapFlags::STACK | MmapFlags::NORESERVE),
+        )
+        .unwrap();
+    vm.mincore(s, 2 * 4096, &mut vec[..2]).unwrap();
+    assert_eq!(vec[..2], [0, 0]);
+    // MAP_GROWSDOWN is not offered.
+    assert_eq!(
+        vm.mmap(0, 4096, P::READ_WRITE, anon().union(MmapFlags::GROWSDOWN)),
+        Err(VmError::InvalidFlags)
+    );
+}
