@@ -28,6 +28,7 @@
 //! | 19 `MSYNC` | write a range back (checks only: anonymous memory) | addr, len, `MS_*` flags | 0 |
 //! | 20 `MLOCK` | lock a range's pages in, or unlock them | addr, len, 1 to unlock | 0 |
 //! | 21 `MLOCKALL` | lock every page in (`MCL_*`), or unlock all | flags, 1 to unlock | 0 |
+//! | 22 `MREMAP` | shrink, grow or move a mapping | old addr, old len, new len, `MREMAP_*` flags, new addr | the mapping's address |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
@@ -84,6 +85,15 @@ pub const MSYNC: u8 = 19;
 pub const MLOCK: u8 = 20;
 /// `MLOCKALL`: lock every page in, now and to come (or unlock them all).
 pub const MLOCKALL: u8 = 21;
+/// `MREMAP`: shrink, grow or move a mapping.
+pub const MREMAP: u8 = 22;
+
+/// `mremap` flag: the mapping may move when it cannot grow in place.
+pub const MREMAP_MAYMOVE: u64 = 1;
+/// `mremap` flag: move to the new address given, replacing what is there (with `MAYMOVE`).
+pub const MREMAP_FIXED: u64 = 2;
+/// `mremap` flag: leave the old range mapped, and empty (with `MAYMOVE`, same length).
+pub const MREMAP_DONTUNMAP: u64 = 4;
 
 /// `mlockall` flag: every page mapped now.
 pub const MCL_CURRENT: u64 = 1;
@@ -408,6 +418,19 @@ pub enum Request {
         /// Unlock everything instead (`munlockall`).
         unlock: bool,
     },
+    /// Shrink, grow or move the mapping at `old_addr` (`MREMAP_*` flags).
+    Mremap {
+        /// Start of the old range (page aligned).
+        old_addr: usize,
+        /// Bytes of the old range (0: a second mapping of shared memory).
+        old_len: usize,
+        /// Bytes wanted.
+        new_len: usize,
+        /// `MREMAP_MAYMOVE`, `MREMAP_FIXED`, `MREMAP_DONTUNMAP`.
+        flags: u64,
+        /// Where to move to, with `MREMAP_FIXED`.
+        new_addr: usize,
+    },
     /// Write `[addr, addr + len)` back (`MS_*` flags).
     Msync {
         /// First byte (page aligned).
@@ -534,6 +557,23 @@ impl Request {
             Request::Mlockall { flags, unlock } => {
                 sqe(MLOCKALL, [flags, unlock as u64, 0, 0, 0, 0])
             }
+            Request::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => sqe(
+                MREMAP,
+                [
+                    old_addr as u64,
+                    old_len as u64,
+                    new_len as u64,
+                    flags,
+                    new_addr as u64,
+                    0,
+                ],
+            ),
         }
     }
 
@@ -729,6 +769,16 @@ impl Request {
                         1 => true,
                         _ => return Err(VmError::InvalidFlags),
                     },
+                })
+            }
+            MREMAP => {
+                unused(5)?;
+                Ok(Request::Mremap {
+                    old_addr: word(a[0])?,
+                    old_len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    new_len: word(a[2]).map_err(|_| VmError::InvalidSize)?,
+                    flags: a[3],
+                    new_addr: word(a[4])?,
                 })
             }
             MSYNC => {
@@ -1063,6 +1113,13 @@ mod tests {
             },
             Request::Brk { addr: 0 },
             Request::Sbrk { increment: -4096 },
+            Request::Mremap {
+                old_addr: 0x4000_0000,
+                old_len: 8192,
+                new_len: 1 << 20,
+                flags: MREMAP_MAYMOVE | MREMAP_FIXED,
+                new_addr: 0x5000_0000,
+            },
             Request::Madvise {
                 addr: 4096,
                 len: 4096,

@@ -337,6 +337,29 @@ impl<T: Transport> Vm<T> {
         self.call(request, &mut []).map(drop)
     }
 
+    /// Shrinks, grows or moves the mapping at `old_addr`, as `mremap`, and answers where it is
+    /// now (`proto::MREMAP_MAYMOVE`, `MREMAP_FIXED` with `new_addr`, `MREMAP_DONTUNMAP`).
+    /// Its contents, protection and sharing go with it; a move carries the pages, not copies.
+    /// Linux's answers: unknown or inconsistent flags, an unaligned address, a new length of
+    /// 0, EINVAL; an old range not within one mapping EFAULT; no room ENOMEM.
+    pub fn mremap(
+        &self,
+        old_addr: usize,
+        old_len: usize,
+        new_len: usize,
+        flags: u64,
+        new_addr: usize,
+    ) -> VmResult<usize> {
+        let request = Request::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+        };
+        self.call(request, &mut []).map(|addr| addr as usize)
+    }
+
     /// Locks every page in, as `mlockall` (`proto::MCL_CURRENT`, `MCL_FUTURE`,
     /// `MCL_ONFAULT`): unknown flags, none, or `MCL_ONFAULT` alone EINVAL.
     pub fn mlockall(&self, flags: u64) -> VmResult<()> {

@@ -61,6 +61,20 @@ impl<K: Kernel> Memd<K> {
                 .mlock(caller, addr as u64, len as u64, unlock)
                 .map(|()| 0),
             Request::Mlockall { flags, unlock } => self.mlockall(caller, flags, unlock).map(|()| 0),
+            Request::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => self.mremap(
+                caller,
+                old_addr as u64,
+                old_len as u64,
+                new_len as u64,
+                flags,
+                new_addr as u64,
+            ),
             Request::Mincore { addr, len } => self.mincore(caller, addr as u64, len as u64, bulk),
             Request::Msync { addr, len, flags } => self
                 .msync(caller, addr as u64, len as u64, flags)

@@ -23,6 +23,7 @@ pub mod kernel;
 pub mod layout;
 pub mod mlock;
 pub mod mmap;
+pub mod mremap;
 pub mod process;
 pub mod region;
 pub mod residency;

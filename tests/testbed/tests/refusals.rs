@@ -3,12 +3,12 @@
 //! The emulated kernel refuses one call in four at random (`HostKernel::refuse_randomly`), as
 //! the real kernel refuses a batch whose page tables are not covered. Random requests run
 //! against one process (mmap fixed and placed, private and shared, populate; munmap;
-//! mprotect to and from `NONE`; madvise; brk; fork) with stores in between; every request that
+//! mprotect to and from `NONE`; madvise; brk; fork; mremap in place and moved) with stores in between; every request that
 //! fails must leave everything as it was: the region map, the process's figures, the frames in
 //! use (data and page tables) and every page-table entry of the area. Stores are checked
 //! against a plain model of what the area holds, and at the end every frame comes back.
 
-use libvm::proto::RegionInfo;
+use libvm::proto::{MREMAP_FIXED, MREMAP_MAYMOVE, RegionInfo};
 use libvm::{MmapFlags, ProtectionFlags as P, VmError};
 use memd::Pid;
 use memd::layout::HEAP_START;
@@ -109,7 +109,7 @@ fn run(seed: u64, steps: usize) -> u64 {
         let before = snapshot(&sys, p);
         let refusals = kernel.stats().refused;
         let clears: bool;
-        let result: Result<(), VmError> = match rng.below(9) {
+        let result: Result<(), VmError> = match rng.below(10) {
             0 | 1 => {
                 let prot = PROTS[rng.below(4) as usize];
                 let mut flags = if rng.below(4) == 0 {
@@ -154,6 +154,39 @@ fn run(seed: u64, steps: usize) -> u64 {
             7 => {
                 clears = false;
                 sys.fork(p).map(|child| sys.exit(child, 0).unwrap())
+            }
+            8 => {
+                // Shrink or grow in place, or move to a fixed place in the area; on success
+                // the kept pages' contents go with the mapping.
+                clears = false;
+                let new_pages = 1 + rng.below(64);
+                let remapped = if rng.below(3) == 0 {
+                    vm.mremap(
+                        addr as usize,
+                        bytes as usize,
+                        (new_pages * PAGE) as usize,
+                        0,
+                        0,
+                    )
+                } else {
+                    let to = AREA + rng.below(PAGES - new_pages) * PAGE;
+                    let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+                    let new_len = (new_pages * PAGE) as usize;
+                    vm.mremap(addr as usize, bytes as usize, new_len, flags, to as usize)
+                };
+                remapped.map(|to| {
+                    let to = to as u64;
+                    let carried: Vec<(u64, u8)> = (0..len.min(new_pages))
+                        .filter_map(|i| model.get(&(addr + i * PAGE)).map(|&v| (i, v)))
+                        .collect();
+                    let new_end = to + new_pages * PAGE;
+                    model.retain(|&page, _| {
+                        (page < addr || page >= addr + bytes) && (page < to || page >= new_end)
+                    });
+                    for (i, v) in carried {
+                        model.insert(to + i * PAGE, v);
+                    }
+                })
             }
             _ => {
                 // A store into a writable page of the area.

@@ -636,7 +636,7 @@ impl Fuzz {
         let opcode = if opcode == 0 && self.rng.one_in(2) {
             // Anything memd does not know (`DENY_WRITE_EXEC` and the calls after it, which would change
             // the worker's rules or end its children under the model, are left out).
-            proto::MLOCKALL + 1 + self.rng.below(u64::from(255 - proto::MLOCKALL)) as u8
+            proto::MREMAP + 1 + self.rng.below(u64::from(255 - proto::MREMAP)) as u8
         } else {
             opcode
         };
@@ -731,7 +731,7 @@ impl Fuzz {
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
         let reply = self.call(w, lend);
-        if opcode > proto::MLOCKALL || opcode == 0 {
+        if opcode > proto::MREMAP || opcode == 0 {
             // Refused whatever the mode.
             check!(
                 matches!(
