@@ -179,6 +179,16 @@ enum Op {
     Fork {
         who: u8,
     },
+    /// `mremap` of `[page, page + pages)` to `new_pages`: mode 0 in place, 1 `MAYMOVE`, 2
+    /// `MAYMOVE | FIXED` to `target`, 3 `MAYMOVE | DONTUNMAP` (same length).
+    Mremap {
+        who: u8,
+        page: u64,
+        pages: u64,
+        new_pages: u64,
+        mode: u8,
+        target: u64,
+    },
     Exit {
         who: u8,
     },
@@ -205,6 +215,8 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (who, 0..3u8, page.clone(), 0..PAGE, 1..64u64)
             .prop_map(|(who, area, page, offset, len)| Op::Read { who, area, page, offset, len }),
         2 => who.prop_map(|who| Op::Fork { who }),
+        3 => (who, page.clone(), 1..6u64, 1..8u64, 0..4u8, page.clone())
+            .prop_map(|(who, page, pages, new_pages, mode, target)| Op::Mremap { who, page, pages, new_pages, mode, target }),
         1 => who.prop_map(|who| Op::Exit { who }),
     ]
 }
@@ -475,6 +487,14 @@ impl Run {
                 let copy = self.model.procs[&pid].clone();
                 self.model.procs.insert(child, copy);
             }
+            Op::Mremap {
+                who,
+                page,
+                pages,
+                new_pages,
+                mode,
+                target,
+            } => self.mremap(op, who, page, pages, new_pages, mode, target),
             Op::Exit { who } => {
                 let pid = self.pick(who).unwrap();
                 self.sys.exit(pid, 0).unwrap();
@@ -487,6 +507,132 @@ impl Run {
                 stats.mapped_pages,
                 self.model.procs[&pid].pages.len() as u64
             );
+        }
+    }
+
+    /// An `mremap` and what the model says of it: a range with a page not mapped, or of pages
+    /// no one mapping can hold (different protection or backing), is EFAULT; any other range is
+    /// one mapping (memd merges every compatible neighbour) and is shrunk, grown or moved.
+    #[allow(clippy::too_many_arguments)]
+    fn mremap(
+        &mut self,
+        op: &Op,
+        who: u8,
+        page: u64,
+        pages: u64,
+        new_pages: u64,
+        mode: u8,
+        target: u64,
+    ) {
+        use libvm::proto::{MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
+        let pid = self.pick(who).unwrap();
+        // Aim at a mapped page of the window when there is one.
+        let window = WINDOW..WINDOW + WINDOW_PAGES * PAGE;
+        let mapped: Vec<u64> = self.model.procs[&pid]
+            .pages
+            .range(window)
+            .map(|(&p, _)| p)
+            .collect();
+        let old = match mapped.len() {
+            0 => WINDOW + page * PAGE,
+            n => mapped[page as usize % n],
+        };
+        let new_pages = if mode == 3 { pages } else { new_pages };
+        let (flags, to) = match mode {
+            0 => (0, 0),
+            1 => (MREMAP_MAYMOVE, 0),
+            2 => (MREMAP_MAYMOVE | MREMAP_FIXED, WINDOW + target * PAGE),
+            _ => (MREMAP_MAYMOVE | MREMAP_DONTUNMAP, 0),
+        };
+        let got = self.sys.client(pid).mremap(
+            old as usize,
+            (pages * PAGE) as usize,
+            (new_pages * PAGE) as usize,
+            flags,
+            to as usize,
+        );
+        let proc_ = self.model.procs.get_mut(&pid).unwrap();
+        let (old_end, new_end) = (old + pages * PAGE, to + new_pages * PAGE);
+        if mode == 2 && to < old_end && old < new_end {
+            assert_eq!(got, Err(VmError::InvalidFlags), "{op:?}");
+            return;
+        }
+        let range: Vec<Option<MPage>> = (0..pages)
+            .map(|i| proc_.pages.get(&(old + i * PAGE)).cloned())
+            .collect();
+        let one_mapping = range.iter().all(Option::is_some)
+            && range.windows(2).all(|w| {
+                let (a, b) = (w[0].as_ref().unwrap(), w[1].as_ref().unwrap());
+                a.prot == b.prot
+                    && match (&a.backing, &b.backing) {
+                        (Backing::Private(_), Backing::Private(_)) => true,
+                        (Backing::Shared(o, i), Backing::Shared(p, j)) => o == p && i + 1 == *j,
+                        _ => false,
+                    }
+            });
+        if !one_mapping {
+            assert_eq!(got, Err(VmError::BadBuffer), "{op:?}");
+            return;
+        }
+        let first = range[0].clone().unwrap();
+        let grows_in_place = new_pages <= pages
+            || (old_end..old + new_pages * PAGE)
+                .step_by(PAGE as usize)
+                .all(|p| !proc_.pages.contains_key(&p));
+        let to = match (mode, got) {
+            (0, got) if !grows_in_place => {
+                assert_eq!(got, Err(VmError::OutOfMemory), "{op:?}");
+                return;
+            }
+            (0, got) => {
+                assert_eq!(got, Ok(old as usize), "{op:?}");
+                old
+            }
+            (1, Ok(at)) if grows_in_place => {
+                assert_eq!(at, old as usize, "{op:?}");
+                old
+            }
+            (2, Ok(at)) => {
+                assert_eq!(at, to as usize, "{op:?}");
+                to
+            }
+            (_, Ok(at)) => at as u64,
+            (_, Err(e)) => panic!("{op:?} failed: {e:?}"),
+        };
+        // The kept pages go with the mapping; grown pages are new: zero, or the next pages
+        // of the shared object.
+        let moved: Vec<MPage> = (0..new_pages)
+            .map(|i| match range.get(i as usize) {
+                Some(mp) => mp.clone().unwrap(),
+                None => MPage {
+                    prot: first.prot,
+                    backing: match first.backing {
+                        Backing::Private(_) => Backing::Private(None),
+                        Backing::Shared(o, j) => Backing::Shared(o, j + i),
+                    },
+                },
+            })
+            .collect();
+        for i in 0..pages {
+            let mp = proc_.pages.remove(&(old + i * PAGE)).unwrap();
+            if mode == 3 {
+                // DONTUNMAP: the old range stays, empty (shared memory refaults as it was).
+                let backing = match mp.backing {
+                    Backing::Private(_) => Backing::Private(None),
+                    shared => shared,
+                };
+                proc_.pages.insert(old + i * PAGE, MPage { backing, ..mp });
+            }
+        }
+        for (i, mp) in moved.into_iter().enumerate() {
+            let at = to + i as u64 * PAGE;
+            if to != old {
+                assert!(
+                    mode == 2 || !proc_.pages.contains_key(&at),
+                    "moved over a mapping: {op:?}"
+                );
+            }
+            proc_.pages.insert(at, mp);
         }
     }
 
