@@ -1,5 +1,6 @@
-//! Long random sequences of operations and accesses, checked step by step against a simple
-//! reference model of memory: contents, faults and errors must agree at every step.
+//! Long random sequences of operations (mremap and fork advice among them) and accesses,
+//! checked step by step against a simple reference model of memory: contents, faults and
+//! errors must agree at every step.
 
 use libvm::{MmapFlags, ProtectionFlags as P, VmError};
 use memd::layout::{HEAP_START, MMAP_BASE, STACK_TOP};
@@ -27,7 +28,14 @@ enum Backing {
 struct MPage {
     prot: P,
     backing: Backing,
+    /// What a fork's child gets: [`DONTFORK`] (nothing), [`WIPEONFORK`] (zero).
+    fork: u8,
 }
+
+/// `MADV_DONTFORK` set on a page of the model.
+const DONTFORK: u8 = 1;
+/// `MADV_WIPEONFORK` set on a page of the model.
+const WIPEONFORK: u8 = 2;
 
 #[derive(Clone, Debug, Default)]
 struct MProcess {
@@ -55,6 +63,7 @@ impl MProcess {
                 MPage {
                     prot: P::READ_WRITE,
                     backing: Backing::Private(None),
+                    fork: 0,
                 },
             );
             page += PAGE;
@@ -189,6 +198,13 @@ enum Op {
         mode: u8,
         target: u64,
     },
+    /// `MADV_DONTFORK`, `DOFORK`, `WIPEONFORK` or `KEEPONFORK` (advice 0 to 3).
+    ForkAdvice {
+        who: u8,
+        page: u64,
+        pages: u64,
+        advice: u8,
+    },
     Exit {
         who: u8,
     },
@@ -217,6 +233,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => who.prop_map(|who| Op::Fork { who }),
         3 => (who, page.clone(), 1..6u64, 1..8u64, 0..4u8, page.clone())
             .prop_map(|(who, page, pages, new_pages, mode, target)| Op::Mremap { who, page, pages, new_pages, mode, target }),
+        2 => (who, page.clone(), 1..6u64, 0..4u8)
+            .prop_map(|(who, page, pages, advice)| Op::ForkAdvice { who, page, pages, advice }),
         1 => who.prop_map(|who| Op::Exit { who }),
     ]
 }
@@ -336,6 +354,7 @@ impl Run {
                                         Some(o) => Backing::Shared(o, i),
                                         None => Backing::Private(None),
                                     },
+                                    fork: 0,
                                 },
                             );
                         }
@@ -407,6 +426,7 @@ impl Run {
                             MPage {
                                 prot: P::READ_WRITE,
                                 backing: Backing::Private(None),
+                                fork: 0,
                             },
                         );
                     }
@@ -484,7 +504,14 @@ impl Run {
                         self.sys.memd().kernel().stats()
                     )
                 });
-                let copy = self.model.procs[&pid].clone();
+                // The child's copy: nothing of DONTFORK pages, WIPEONFORK pages zero again.
+                let mut copy = self.model.procs[&pid].clone();
+                copy.pages.retain(|_, mp| mp.fork & DONTFORK == 0);
+                for mp in copy.pages.values_mut() {
+                    if mp.fork & WIPEONFORK != 0 {
+                        mp.backing = Backing::Private(None);
+                    }
+                }
                 self.model.procs.insert(child, copy);
             }
             Op::Mremap {
@@ -495,6 +522,50 @@ impl Run {
                 mode,
                 target,
             } => self.mremap(op, who, page, pages, new_pages, mode, target),
+            Op::ForkAdvice {
+                who,
+                page,
+                pages,
+                advice,
+            } => {
+                use libvm::proto::{MADV_DOFORK, MADV_DONTFORK, MADV_KEEPONFORK, MADV_WIPEONFORK};
+                let pid = self.pick(who).unwrap();
+                let addr = self.aim(pid, page);
+                let (code, bit, set) = match advice {
+                    0 => (MADV_DONTFORK, DONTFORK, true),
+                    1 => (MADV_DOFORK, DONTFORK, false),
+                    2 => (MADV_WIPEONFORK, WIPEONFORK, true),
+                    _ => (MADV_KEEPONFORK, WIPEONFORK, false),
+                };
+                let got =
+                    self.sys
+                        .client(pid)
+                        .madvise(addr as usize, (pages * PAGE) as usize, code);
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                let range: Vec<Option<&MPage>> = (0..pages)
+                    .map(|i| proc_.pages.get(&(addr + i * PAGE)))
+                    .collect();
+                if range.iter().any(Option::is_none) {
+                    assert_eq!(got, Err(VmError::RegionNotFound), "{op:?}");
+                } else if code == MADV_WIPEONFORK
+                    && range
+                        .iter()
+                        .any(|mp| matches!(mp.unwrap().backing, Backing::Shared(..)))
+                {
+                    // Wiping is for private memory only.
+                    assert_eq!(got, Err(VmError::InvalidFlags), "{op:?}");
+                } else {
+                    assert_eq!(got, Ok(()), "{op:?}");
+                    for i in 0..pages {
+                        let mp = proc_.pages.get_mut(&(addr + i * PAGE)).unwrap();
+                        if set {
+                            mp.fork |= bit;
+                        } else {
+                            mp.fork &= !bit;
+                        }
+                    }
+                }
+            }
             Op::Exit { who } => {
                 let pid = self.pick(who).unwrap();
                 self.sys.exit(pid, 0).unwrap();
@@ -526,17 +597,7 @@ impl Run {
     ) {
         use libvm::proto::{MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
         let pid = self.pick(who).unwrap();
-        // Aim at a mapped page of the window when there is one.
-        let window = WINDOW..WINDOW + WINDOW_PAGES * PAGE;
-        let mapped: Vec<u64> = self.model.procs[&pid]
-            .pages
-            .range(window)
-            .map(|(&p, _)| p)
-            .collect();
-        let old = match mapped.len() {
-            0 => WINDOW + page * PAGE,
-            n => mapped[page as usize % n],
-        };
+        let old = self.aim(pid, page);
         let new_pages = if mode == 3 { pages } else { new_pages };
         let (flags, to) = match mode {
             0 => (0, 0),
@@ -564,6 +625,7 @@ impl Run {
             && range.windows(2).all(|w| {
                 let (a, b) = (w[0].as_ref().unwrap(), w[1].as_ref().unwrap());
                 a.prot == b.prot
+                    && a.fork == b.fork
                     && match (&a.backing, &b.backing) {
                         (Backing::Private(_), Backing::Private(_)) => true,
                         (Backing::Shared(o, i), Backing::Shared(p, j)) => o == p && i + 1 == *j,
@@ -610,6 +672,7 @@ impl Run {
                         Backing::Private(_) => Backing::Private(None),
                         Backing::Shared(o, j) => Backing::Shared(o, j + i),
                     },
+                    fork: first.fork,
                 },
             })
             .collect();
@@ -633,6 +696,17 @@ impl Run {
                 );
             }
             proc_.pages.insert(at, mp);
+        }
+    }
+
+    /// A page of the window: the `page`th mapped one of `pid` when it has one mapped there.
+    fn aim(&self, pid: u64, page: u64) -> u64 {
+        let window = WINDOW..WINDOW + WINDOW_PAGES * PAGE;
+        let procs = &self.model.procs[&pid];
+        let mapped: Vec<u64> = procs.pages.range(window).map(|(&p, _)| p).collect();
+        match mapped.len() {
+            0 => WINDOW + page * PAGE,
+            n => mapped[page as usize % n],
         }
     }
 
