@@ -258,6 +258,9 @@ pub const MADV_SEQUENTIAL: u64 = 2;
 /// `madvise`: the contents may be freed lazily (private anonymous memory only): here they are
 /// freed at once, and the range reads as zero afterwards, one of the outcomes Linux allows.
 pub const MADV_FREE: u64 = 8;
+/// `madvise`: free the shared memory behind the range (Linux's hole punch): every mapping of
+/// it, in every process, reads zero afterwards (shared and writable memory only).
+pub const MADV_REMOVE: u64 = 9;
 /// `madvise`: a fork's child does not get the range.
 pub const MADV_DONTFORK: u64 = 10;
 /// `madvise`: undoes `MADV_DONTFORK`.
@@ -277,13 +280,14 @@ pub const MADV_POPULATE_READ: u64 = 22;
 pub const MADV_POPULATE_WRITE: u64 = 23;
 
 /// Every advice memd takes.
-pub const KNOWN_ADVICE: [u64; 14] = [
+pub const KNOWN_ADVICE: [u64; 15] = [
     MADV_NORMAL,
     MADV_RANDOM,
     MADV_SEQUENTIAL,
     MADV_WILLNEED,
     MADV_DONTNEED,
     MADV_FREE,
+    MADV_REMOVE,
     MADV_DONTFORK,
     MADV_DOFORK,
     MADV_WIPEONFORK,

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod fault;
 pub mod frames;
 pub mod handler;
+pub mod hole;
 pub mod image;
 pub mod kernel;
 pub mod layout;

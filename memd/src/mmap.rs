@@ -3,6 +3,7 @@
 
 use crate::daemon::{Memd, Pid};
 use crate::fault::{Access, allows};
+use crate::hole::Hole;
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionFlags, RegionKind};
@@ -11,7 +12,7 @@ use crate::stats::bump;
 use alloc::vec::Vec;
 use libvm::proto::{
     KNOWN_ADVICE, MADV_COLD, MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_KEEPONFORK,
-    MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM,
+    MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE,
     MADV_SEQUENTIAL, MADV_WILLNEED, MADV_WIPEONFORK,
 };
 use libvm::{MmapFlags, ProtectionFlags, VmError};
@@ -355,7 +356,11 @@ impl<K: Kernel> Memd<K> {
     /// Advice about `[addr, addr + len)` of process `pid`.
     pub fn madvise(&self, pid: Pid, addr: u64, len: u64, advice: u64) -> Result<(), VmError> {
         bump(&self.counters.madvise);
-        self.with_space(pid, |space| self.madvise_in(space, addr, len, advice))
+        let mut holes = Vec::new();
+        self.with_space(pid, |space| {
+            self.madvise_in(space, addr, len, advice, &mut holes)
+        })?;
+        self.remove_shared(&holes)
     }
 
     fn madvise_in(
@@ -364,6 +369,7 @@ impl<K: Kernel> Memd<K> {
         addr: u64,
         len: u64,
         advice: u64,
+        holes: &mut Vec<Hole>,
     ) -> Result<(), VmError> {
         // Linux's order: the advice (EINVAL), alignment (EINVAL), a range that overflows
         // (EINVAL); an empty range does nothing; then holes (ENOMEM, nothing done).
@@ -424,6 +430,17 @@ impl<K: Kernel> Memd<K> {
                     space.pages.remove(&page);
                     let _ = frames.release(frame);
                 }
+                Ok(())
+            }
+            MADV_REMOVE => {
+                // Linux's order: locked or private memory EINVAL, read-only EACCES.
+                if overlapping().any(|r| r.object == 0 || r.flags.contains(RegionFlags::LOCKED)) {
+                    return Err(VmError::InvalidFlags);
+                }
+                if overlapping().any(|r| !r.prot.contains(ProtectionFlags::WRITE)) {
+                    return Err(VmError::PermissionDenied);
+                }
+                holes.extend(overlapping().map(|r| Hole::within(r, addr, end)));
                 Ok(())
             }
             MADV_DONTFORK | MADV_DOFORK | MADV_WIPEONFORK | MADV_KEEPONFORK => {

@@ -31,14 +31,13 @@ fn view(region: &Region, from: u64, start: u64, len: u64) -> Region {
 }
 
 impl<K: Kernel> Memd<K> {
-    /// Adds `region` to `space`, counting its pages as a mapping of its shared object.
-    fn add_view(&self, space: &mut AddressSpace, region: Region) {
+    /// Counts the pages of `region` as a mapping of its shared object, if it has one.
+    fn count_view(&self, region: &Region) {
         if region.object != 0 {
             self.objects
                 .lock()
                 .add_mapped(region.object, region.pages());
         }
-        space.add_region(region);
     }
 
     /// `mremap(old_addr, old_len, new_len, flags, new_addr)` for process `pid`; the address of
@@ -142,7 +141,9 @@ impl<K: Kernel> Memd<K> {
                 .is_some_and(|e| e <= layout::USER_END && space.regions.is_free(end, e))
         {
             self.region_room(space, 1)?;
-            self.add_view(space, view(&region, end, end, grow));
+            let added = view(&region, end, end, grow);
+            self.count_view(&added);
+            space.add_region(added);
             if locked {
                 self.populate_locked(space, end, old + new_len)?;
             }
@@ -194,6 +195,9 @@ impl<K: Kernel> Memd<K> {
             }
         }
         self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
+        // The new view is counted before any old one is dropped, so the object lives on.
+        let new_region = view(&region, old, to, new_len);
+        self.count_view(&new_region);
         if fixed {
             let replaced = space.remove_regions(to, to + new_len);
             self.drop_pages(space, &replaced);
@@ -215,7 +219,7 @@ impl<K: Kernel> Memd<K> {
                 .regions
                 .update_range(old, old + old_len, |r| r.flags.remove(RegionFlags::LOCKED));
         }
-        self.add_view(space, view(&region, old, to, new_len));
+        space.add_region(new_region);
         if locked {
             self.populate_locked(space, to, to + new_len)?;
         }

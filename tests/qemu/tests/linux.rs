@@ -13,10 +13,11 @@ fn resource_limits_hold_across_fork_and_locked_pages_stay_resident() {
 }
 
 #[test]
-fn mremap_moves_page_table_entries_and_maps_shared_memory_twice() {
+fn mremap_moves_page_table_entries_and_remove_advice_frees_shared_pages() {
     let o = Boot::new(&["memd", "remap"]).run();
     o.assert_clean()
         .assert_log("PASS mremap move")
         .assert_log("PASS mremap shared")
+        .assert_log("PASS madv_remove")
         .assert_no_log("FAIL");
 }

@@ -291,3 +291,26 @@ fn a_locked_mapping_grows_locked_and_within_its_limit() {
         Err(VmError::InvalidFlags)
     );
 }
+
+#[test]
+fn the_only_view_of_shared_memory_moved_keeps_its_memory() {
+    // Moving the sole mapping of a shared object (dropping the old view) must not free the
+    // object: the pages not yet touched, and those grown, still belong to it.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let s = vm
+        .mmap(0, 4 * PAGE, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .unwrap();
+    stamp(&sys, p, s, 2);
+    let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+    let to = vm
+        .mremap(s, 4 * PAGE, 6 * PAGE, flags, 0x7100_0000)
+        .unwrap();
+    assert_eq!(stamped(&sys, p, to, 1), 2);
+    let c = sys.fork(p).unwrap();
+    for page in [3, 5] {
+        sys.write(c, (to + page * PAGE) as u64, b"c").unwrap();
+        assert_eq!(sys.read(p, (to + page * PAGE) as u64, 1).unwrap(), b"c");
+    }
+}

@@ -1420,3 +1420,62 @@ fn mmap_flags_programs_use_below_2g_locked_stack_noreserve_and_growsdown_refused
         Err(VmError::InvalidFlags)
     );
 }
+
+#[test]
+fn remove_advice_punches_a_hole_every_mapping_of_shared_memory_sees() {
+    use libvm::proto::MADV_REMOVE;
+    let sys = system();
+    let observer = sys.client(sys.spawn().unwrap());
+    let baseline = observer.global_stats().unwrap().data_frames();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let s = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon_shared()).unwrap() as u64;
+    for i in 0..4 {
+        sys.write(p, s + i * PAGE, &[b'a' + i as u8]).unwrap();
+    }
+    let c = sys.fork(p).unwrap();
+    assert_eq!(sys.read(c, s + PAGE, 1).unwrap(), b"b");
+    let used = observer.global_stats().unwrap().data_frames();
+    // Pages 1 and 2 punched from the parent: both processes read zero there, the frames are
+    // free, the other pages are untouched and still shared.
+    vm.madvise((s + PAGE) as usize, 2 * 4096, MADV_REMOVE)
+        .unwrap();
+    assert_eq!(observer.global_stats().unwrap().data_frames(), used - 2);
+    assert_eq!(sys.read(c, s + PAGE, 1).unwrap(), [0]);
+    assert_eq!(sys.read(p, s + 2 * PAGE, 1).unwrap(), [0]);
+    sys.write(c, s + 2 * PAGE, b"C").unwrap();
+    assert_eq!(sys.read(p, s + 2 * PAGE, 1).unwrap(), b"C");
+    assert_eq!(sys.read(c, s + 3 * PAGE, 1).unwrap(), b"d");
+    // Private memory, or locked: EINVAL; read-only: EACCES; a hole: ENOMEM; nothing done.
+    let private = vm.mmap(0, 4096, P::READ_WRITE, anon()).unwrap();
+    sys.write(p, private as u64, b"x").unwrap();
+    assert_eq!(
+        vm.madvise(private, 4096, MADV_REMOVE),
+        Err(VmError::InvalidFlags)
+    );
+    assert_eq!(sys.read(p, private as u64, 1).unwrap(), b"x");
+    vm.mprotect(s as usize, 4096, P::READ).unwrap();
+    assert_eq!(
+        vm.madvise(s as usize, 2 * 4096, MADV_REMOVE),
+        Err(VmError::PermissionDenied)
+    );
+    assert_eq!(sys.read(c, s, 1).unwrap(), b"a");
+    vm.mlock((s + 3 * PAGE) as usize, 4096).unwrap();
+    assert_eq!(
+        vm.madvise((s + 3 * PAGE) as usize, 4096, MADV_REMOVE),
+        Err(VmError::InvalidFlags)
+    );
+    let gap = vm.mmap(0, 2 * 4096, P::READ_WRITE, anon_shared()).unwrap();
+    vm.munmap(gap + 4096, 4096).unwrap();
+    assert_eq!(
+        vm.madvise(gap, 2 * 4096, MADV_REMOVE),
+        Err(VmError::RegionNotFound)
+    );
+    assert_eq!(sys.read(c, s + 3 * PAGE, 1).unwrap(), b"d");
+    // When both end, every frame is back.
+    sys.exit(p, 0).unwrap();
+    sys.exit(c, 0).unwrap();
+    sys.reap(p);
+    sys.reap(c);
+    assert_eq!(observer.global_stats().unwrap().data_frames(), baseline);
+}

@@ -1,7 +1,8 @@
 //! mremap on the metal: a mapping of written pages moves (its page-table entries, not copies
 //! of its frames) and keeps its contents and protection; the old range is gone (a forked
 //! reader is killed there with MAPERR); growing in place keeps the address; a second view of
-//! shared memory sees the same bytes.
+//! shared memory sees the same bytes, and a hole punched through one view (`MADV_REMOVE`)
+//! frees the page under both.
 #![no_std]
 #![no_main]
 
@@ -109,5 +110,15 @@ fn main(_: Start) -> u64 {
     write(twin + PAGE, 42);
     check!(read(s + PAGE) == 42, "the views differ");
     println!("PASS mremap shared");
+    // A hole punched through one view frees the page under both.
+    let before = frames();
+    let punched = vm.madvise(twin + PAGE, PAGE, libvm::proto::MADV_REMOVE);
+    check!(punched.is_ok(), "MADV_REMOVE: {:?}", punched);
+    check!(frames() + 1 == before, "the page was not freed");
+    check!(
+        read(s + PAGE) == 0,
+        "the other view still reads the old page"
+    );
+    println!("PASS madv_remove");
     0
 }
