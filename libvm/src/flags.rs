@@ -1,5 +1,6 @@
 //! Protection and mapping flags, and their `MapFlags` form on the wire.
 
+use crate::error::VmError;
 use bitflags::bitflags;
 use syscall::flag::MapFlags;
 
@@ -21,6 +22,14 @@ bitflags! {
         const READ_EXEC = Self::READ.bits() | Self::EXECUTE.bits();
         /// Everything.
         const READ_WRITE_EXEC = Self::READ.bits() | Self::WRITE.bits() | Self::EXECUTE.bits();
+    }
+}
+
+impl ProtectionFlags {
+    /// `mmap`'s `prot` argument as Linux reads it: bits it does not know are ignored
+    /// (`mprotect`, which takes [`ProtectionFlags`], refuses them).
+    pub fn from_linux(prot: u64) -> ProtectionFlags {
+        ProtectionFlags::from_bits_truncate((prot & 7) as u8)
     }
 }
 
@@ -54,6 +63,19 @@ bitflags! {
 }
 
 impl MmapFlags {
+    /// `mmap`'s `flags` argument as Linux reads it for anonymous memory: the mapping type
+    /// (`flags & 0xf`) must be `MAP_SHARED` (1) or `MAP_PRIVATE` (2), else EINVAL
+    /// (`MAP_SHARED_VALIDATE`, 3, included: Linux refuses it for anonymous memory); bits Linux
+    /// does not know, or that change nothing here, are ignored, as Linux ignores them.
+    pub fn from_linux(flags: u64) -> Result<MmapFlags, VmError> {
+        let kind = match flags & 0xf {
+            1 => MmapFlags::SHARED,
+            2 => MmapFlags::PRIVATE,
+            _ => return Err(VmError::InvalidFlags),
+        };
+        Ok(kind | MmapFlags::from_bits_truncate((flags & !0xf) as u32))
+    }
+
     /// Anonymous private memory: the common `mmap(NULL, len, prot, MAP_PRIVATE|MAP_ANONYMOUS)`.
     pub const fn anonymous_private() -> MmapFlags {
         MmapFlags::ANONYMOUS.union(MmapFlags::PRIVATE)

@@ -84,6 +84,14 @@ impl<T: Transport> Vm<T> {
         proto::decode_reply(&self.transport.call(&request.encode(), bulk))
     }
 
+    /// `mmap` with Linux's numeric `prot` and `flags` (`PROT_*`, `MAP_*`), read as Linux reads
+    /// them for anonymous memory ([`ProtectionFlags::from_linux`], [`MmapFlags::from_linux`]):
+    /// unknown bits ignored, a mapping type other than shared or private EINVAL.
+    pub fn mmap_linux(&self, addr: usize, length: usize, prot: u64, flags: u64) -> VmResult<usize> {
+        let flags = MmapFlags::from_linux(flags)?;
+        self.mmap(addr, length, ProtectionFlags::from_linux(prot), flags)
+    }
+
     /// Maps `length` bytes with protection `prot`, at `addr` if `flags` has `FIXED` or
     /// `FIXED_NOREPLACE`, else where memd places it (`addr` is then a hint, 0 for none).
     /// Returns the address of the mapping.

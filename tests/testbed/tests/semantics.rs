@@ -1479,3 +1479,32 @@ fn remove_advice_punches_a_hole_every_mapping_of_shared_memory_sees() {
     sys.reap(c);
     assert_eq!(observer.global_stats().unwrap().data_frames(), baseline);
 }
+
+#[test]
+fn linux_numeric_mmap_ignores_unknown_bits_and_refuses_other_mapping_types() {
+    // Linux's values: PROT_READ 1, PROT_WRITE 2; MAP_SHARED 1, MAP_PRIVATE 2,
+    // MAP_SHARED_VALIDATE 3, MAP_ANONYMOUS 0x20; 0x80_0000 is no flag of Linux's.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let unknown = 0x80_0000;
+    let a = vm.mmap_linux(0, 4096, 3 | 0x100, 0x22 | unknown).unwrap() as u64;
+    sys.write(p, a, b"rw").unwrap();
+    let s = vm.mmap_linux(0, 4096, 3, 0x21 | unknown).unwrap() as u64;
+    let c = sys.fork(p).unwrap();
+    sys.write(c, s, b"shared").unwrap();
+    assert_eq!(sys.read(p, s, 6).unwrap(), b"shared");
+    // MAP_SHARED_VALIDATE is refused for anonymous memory, as is no type at all, or a type
+    // Linux does not know: EINVAL.
+    for flags in [0x23, 0x20, 0x2f, 0x24] {
+        assert_eq!(
+            vm.mmap_linux(0, 4096, 3, flags),
+            Err(VmError::InvalidFlags),
+            "{flags:#x}"
+        );
+    }
+    // An unknown protection bit adds nothing: read-only stays read-only.
+    let r = vm.mmap_linux(0, 4096, 1 | 0x10, 0x22).unwrap() as u64;
+    assert_eq!(sys.read(p, r, 1).unwrap(), [0]);
+    assert_eq!(sys.write(p, r, b"x"), Err(Fault::access(r)));
+}
