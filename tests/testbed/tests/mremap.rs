@@ -314,3 +314,44 @@ fn the_only_view_of_shared_memory_moved_keeps_its_memory() {
         assert_eq!(sys.read(p, (to + page * PAGE) as u64, 1).unwrap(), b"c");
     }
 }
+
+#[test]
+fn moving_the_heap_or_the_stack_away_leaves_memd_whole() {
+    // A process may move any of its mappings, its heap and stack included (as on Linux); brk
+    // and faults go on answering, and nothing of memd's breaks.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let heap = vm.sbrk(4 * PAGE as isize).unwrap();
+    sys.write(p, heap as u64, b"heap").unwrap();
+    let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+    let moved = vm
+        .mremap(heap, 4 * PAGE, 4 * PAGE, flags, 0x7200_0000)
+        .unwrap();
+    assert_eq!(sys.read(p, moved as u64, 4).unwrap(), b"heap");
+    // The break moves over the hole the heap left, both ways.
+    let top = vm.sbrk(0).unwrap();
+    assert_eq!(vm.sbrk(-(2 * PAGE as isize)), Ok(top));
+    assert_eq!(vm.sbrk(3 * PAGE as isize), Ok(top - 2 * PAGE));
+    sys.write(p, (top - PAGE) as u64, b"again").unwrap();
+    // The stack moved away too; a touch of its old place is a fault, a kill with a reason.
+    let stack = vm
+        .regions(0)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.end == memd::layout::STACK_TOP)
+        .unwrap();
+    let len = (stack.end - stack.start) as usize;
+    let to = vm
+        .mremap(stack.start as usize, len, len, flags, 0x7300_0000)
+        .unwrap();
+    sys.write(p, to as u64, b"s").unwrap();
+    let other = sys.spawn().unwrap();
+    assert_eq!(
+        sys.write(p, stack.end - 8, b"x"),
+        Err(Fault::unmapped(stack.end - 8))
+    );
+    assert!(sys.reap(p).is_some());
+    sys.write(other, memd::layout::STACK_TOP - 8, b"ok")
+        .unwrap();
+}
