@@ -363,10 +363,10 @@ impl<K: Kernel> Memd<K> {
             prot: region.prot,
         };
         if let Err(e) = self.apply(space, &[op]) {
-            let _ = self.frames.lock().release(copy);
+            self.frames.lock().drop_ref(copy);
             return Err(e.into());
         }
-        let _ = self.frames.lock().release(frame);
+        self.frames.lock().drop_ref(frame);
         space.pages.insert(page, copy);
         bump(&self.counters.cow);
         bump(&self.counters.cow_copies);
@@ -375,7 +375,7 @@ impl<K: Kernel> Memd<K> {
 
     /// Drops one mapping's reference on `frame` of `region`.
     pub(crate) fn release_frame(&self, frame: u64) {
-        let _ = self.frames.lock().release(frame);
+        self.frames.lock().drop_ref(frame);
     }
 
     /// Backs every page of `[start, end)` for `access` now (`MADV_POPULATE_READ`,

@@ -162,6 +162,20 @@ impl FrameAllocator {
         Ok(now)
     }
 
+    /// Drops a reference memd holds on `frame` (a mapping's, a shared object's, a page
+    /// table's). Such a reference always exists, so a refusal means memd's own records are
+    /// wrong: it is logged, the frame is left as it is (never freed twice), and debug builds
+    /// stop there.
+    pub fn drop_ref(&mut self, frame: FrameAddr) {
+        if let Err(e) = self.release(frame) {
+            log::error!("memd: frame {frame:#x} released without a reference: {e:?}");
+            debug_assert!(
+                false,
+                "frame {frame:#x} released without a reference: {e:?}"
+            );
+        }
+    }
+
     /// Whether `frame` is a page-aligned address of a frame managed here (free or not).
     pub fn owns(&self, frame: FrameAddr) -> bool {
         self.index_of(frame).is_some()

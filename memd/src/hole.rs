@@ -62,7 +62,7 @@ impl<K: Kernel> Memd<K> {
                 .collect();
             for index in gone {
                 if let Some(frame) = object.pages.remove(&index) {
-                    let _ = frames.release(frame);
+                    frames.drop_ref(frame);
                 }
             }
         }
@@ -101,7 +101,7 @@ impl<K: Kernel> Memd<K> {
             let mut frames = self.frames.lock();
             for page in pages {
                 if let Some(frame) = space.pages.remove(&page) {
-                    let _ = frames.release(frame);
+                    frames.drop_ref(frame);
                 }
             }
             Ok(())

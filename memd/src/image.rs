@@ -107,7 +107,7 @@ impl<K: Kernel> Memd<K> {
             }
             let mut allocator = self.frames.lock();
             for frame in frames {
-                let _ = allocator.release(frame);
+                allocator.drop_ref(frame);
             }
             return Err(VmError::OutOfMemory);
         }

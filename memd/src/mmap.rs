@@ -209,7 +209,7 @@ impl<K: Kernel> Memd<K> {
             let gone: Vec<u64> = space.pages.range(r.start..r.end).map(|(&p, _)| p).collect();
             for page in gone {
                 if let Some(frame) = space.pages.remove(&page) {
-                    let _ = frames.release(frame);
+                    frames.drop_ref(frame);
                 }
             }
             if r.object != 0 {
@@ -428,7 +428,7 @@ impl<K: Kernel> Memd<K> {
                 let mut frames = self.frames.lock();
                 for (page, frame) in gone {
                     space.pages.remove(&page);
-                    let _ = frames.release(frame);
+                    frames.drop_ref(frame);
                 }
                 Ok(())
             }

@@ -68,7 +68,7 @@ impl SharedObjects {
             && let Some(o) = self.objects.remove(&id)
         {
             for frame in o.pages.into_values() {
-                let _ = frames.release(frame);
+                frames.drop_ref(frame);
             }
         }
     }

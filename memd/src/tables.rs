@@ -104,7 +104,7 @@ impl<K: Kernel> Memd<K> {
                 let Some(frame) = frames.alloc() else {
                     for op in batch.iter() {
                         if let PageOp::Donate { frame } = *op {
-                            let _ = frames.release(frame);
+                            frames.drop_ref(frame);
                         }
                     }
                     return Err(ApplyError::NoFrames);
@@ -126,7 +126,7 @@ impl<K: Kernel> Memd<K> {
                     if i < taken {
                         space.tables.frames.insert(frame);
                     } else {
-                        let _ = frames.release(frame);
+                        frames.drop_ref(frame);
                     }
                 }
             }
@@ -169,7 +169,7 @@ impl<K: Kernel> Memd<K> {
             for &frame in &out[..n] {
                 // Only a frame memd donated to this space is taken back.
                 if space.tables.frames.remove(&frame) {
-                    let _ = frames.release(frame);
+                    frames.drop_ref(frame);
                     back += 1;
                 }
             }
@@ -190,7 +190,7 @@ impl<K: Kernel> Memd<K> {
                 Ok((space, tables))
             }
             Err(e) => {
-                let _ = self.frames.lock().release(root);
+                self.frames.lock().drop_ref(root);
                 Err(e)
             }
         }
@@ -215,7 +215,7 @@ impl<K: Kernel> Memd<K> {
         }
         let mut frames = self.frames.lock();
         for frame in donated.frames {
-            let _ = frames.release(frame);
+            frames.drop_ref(frame);
         }
         true
     }

@@ -117,8 +117,10 @@ impl Server {
     /// Ends process `pid` that never made it into [`Procs`] (its memory returned), and drops
     /// the core's record of its death.
     fn forget(&self, pid: Pid) {
-        let _ = self.memd.exit(pid, -1);
-        let _ = self.memd.reap(pid);
+        // The only refusal is `NoSuchProcess`: then the core holds nothing of it.
+        if self.memd.exit(pid, -1).is_ok() {
+            self.memd.reap(pid);
+        }
     }
 
     /// Serves messages forever.
@@ -158,7 +160,7 @@ impl Server {
         // The core's record of the death is not needed: the status is kept here (until the
         // parent waits), so the core's is dropped at once and its table of the dead stays
         // empty.
-        let _ = self.memd.reap(pid);
+        self.memd.reap(pid);
         if let Some(a) = self.procs.died(pid, status, addr) {
             self.answer(a);
         }
