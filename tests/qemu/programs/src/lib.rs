@@ -22,6 +22,23 @@ pub static TRANSPORT: libvm::sys::SyscallTransport = libvm::sys::SyscallTranspor
 #[global_allocator]
 static ALLOCATOR: libvm::VmAllocator = libvm::VmAllocator::new();
 
+/// Reads the word at `addr`: memory the program mapped, or an address where it expects to be
+/// killed (the kill is then what it tests).
+pub fn read(addr: usize) -> u64 {
+    // SAFETY: a volatile load from a user address the program chose: it yields the word there,
+    // or the kernel ends the process with a fault. Programs pass memory they mapped through
+    // memd, never memory the compiler tracks as a Rust object.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// Writes `v` to the word at `addr`: memory the program mapped writable, or an address where
+/// it expects to be killed.
+pub fn write(addr: usize, v: u64) {
+    // SAFETY: as for `read`: a volatile store to a user address the program chose, which
+    // either lands in memory it mapped through memd or ends the process with a fault.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
 /// The memory calls of this process (libvm's `Vm` over [`TRANSPORT`]).
 pub fn vm() -> libvm::Vm<&'static libvm::sys::SyscallTransport> {
     libvm::Vm::new(&TRANSPORT)

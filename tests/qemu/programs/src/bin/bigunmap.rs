@@ -60,16 +60,6 @@ const STAGE_DONE: u64 = 3;
 /// Nanoseconds to wait for another process before giving up.
 const TIMEOUT_NS: u64 = 30_000_000_000;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the test reads addresses it mapped, or addresses it expects to be killed for.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the test writes memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 /// The pattern of touched page `i`.
 fn mine(i: usize) -> u64 {
     0x5EC2_E7B1_6000_0000 | i as u64

@@ -13,16 +13,6 @@ entry!(main);
 
 const PAGE: usize = 4096;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the test reads memory it mapped.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the test writes memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 /// Forks; in the child runs `f` and exits with its value; in the parent returns the child's
 /// exit code.
 fn in_child(f: impl FnOnce() -> u64) -> u64 {

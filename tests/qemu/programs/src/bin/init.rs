@@ -38,16 +38,6 @@ entry!(main);
 
 const PAGE: usize = 4096;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: init reads memory it mapped readable.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: init writes memory it mapped writable (or, in the segv step, deliberately not).
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 /// "hello" as a word, for reading it back.
 const HELLO: u64 = u64::from_le_bytes(*b"hello\0\0\0");
 

@@ -50,17 +50,6 @@ const FRAME: u64 = 0x0200_0000;
 /// The first non-canonical address above the user half.
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the test reads memory it mapped, or addresses it expects to be killed for.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the test writes memory it mapped writable, or addresses it expects to be
-    // killed for.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 fn stats() -> GlobalStats {
     let s = vm().global_stats();
     check!(s.is_ok(), "global stats: {:?}", s);

@@ -70,16 +70,6 @@ const STAGE_FREED: u64 = 4;
 /// Nanoseconds to wait for another process before giving up.
 const TIMEOUT_NS: u64 = 30_000_000_000;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the test reads memory it mapped.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the test writes memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 fn word(w: usize) -> u64 {
     read(SHARED.load(Ordering::Relaxed) + 8 * w)
 }

@@ -15,16 +15,6 @@ entry!(main);
 const PAGE: usize = 4096;
 const PAGES: usize = 16;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the caller passes an address of a mapping this process owns and may read.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the caller passes an address of a writable mapping this process owns.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 fn frames() -> u64 {
     vm().global_stats().map(|s| s.data_frames()).unwrap_or(0)
 }

@@ -20,16 +20,6 @@ const N: usize = 32;
 const M: usize = 12;
 const K: usize = 3;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the probe reads memory it mapped.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the probe writes memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 fn main(start: Start) -> u64 {
     let me = start.badge;
     let g = vm().global_stats().unwrap_or_default();

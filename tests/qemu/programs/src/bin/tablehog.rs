@@ -41,16 +41,6 @@ const HOLD_NS: u64 = 20_000_000_000;
 /// Nanoseconds the coordinator waits for everyone to finish.
 const TIMEOUT_NS: u64 = 90_000_000_000;
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the test reads memory it mapped.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the test writes memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 fn stats() -> GlobalStats {
     let s = vm().global_stats();
     check!(s.is_ok(), "global stats: {:?}", s);

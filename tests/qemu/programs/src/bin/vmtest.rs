@@ -32,16 +32,6 @@ fn errno<T>(r: VmResult<T>) -> i32 {
     }
 }
 
-fn read(addr: usize) -> u64 {
-    // SAFETY: the test reads memory it mapped (or expects a zero-filled page).
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-fn write(addr: usize, v: u64) {
-    // SAFETY: the test writes memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
 /// memd's frames in use for data (page tables, whose few spare frames a process may keep or
 /// give back at any batch, aside).
 fn frames_used() -> u64 {
