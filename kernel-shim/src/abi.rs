@@ -33,6 +33,8 @@
 //! | 28 | `cmdline` | ptr, len | bytes of the kernel command line copied (cut to len) | any |
 //! | 29 | `space_apply1` | space, the four words of one `space_apply` operation in rsi, rdx, r10, r8 | as `space_apply` of that one operation, without the copy of a batch | pager |
 //! | 30 | `space_reclaim` | space, buf, max (≤ [`MAX_RECLAIM`]) | spare page-table frames taken back, their addresses written to buf | pager |
+//! | 31 | `fault_deliver` | token of a thread waiting on its fault, entry, frame (16-byte aligned), info (signal \| code << 32) | 0: the thread's [`fault_frame`] is written at frame in its space and it resumes at entry with rsp = rdi = frame | pager |
+//! | 32 | `fault_return` | frame | does not return: the caller's registers become those of the [`fault_frame`] at frame in its memory | any |
 //! | [`SYS_FMAP`] | redox `fmap` | fd (must be `!0`: anonymous), `&Map`, size of `Map` | address | any (routed to the pager) |
 //! | [`SYS_FUNMAP`] | redox `funmap` | addr, len | 0 | any (routed to the pager) |
 //! | [`SYS_MPROTECT`] | redox `mprotect` | addr, len, `MapFlags` | 0 | any (routed to the pager) |
@@ -83,6 +85,10 @@ pub const CMDLINE: u64 = 28;
 pub const SPACE_APPLY1: u64 = 29;
 /// `space_reclaim(space, buf, max)`: spare page-table frames of a space back to the pager.
 pub const SPACE_RECLAIM: u64 = 30;
+/// `fault_deliver(token, entry, frame, info)`: a faulting thread resumes in its handler.
+pub const FAULT_DELIVER: u64 = 31;
+/// `fault_return(frame)`: the caller's registers from a [`fault_frame`] in its memory.
+pub const FAULT_RETURN: u64 = 32;
 
 /// redox_syscall's `SYS_FMAP` (`SYS_CLASS_FILE | SYS_ARG_SLICE | 900`): anonymous `fmap` is
 /// routed to the pager as an `MMAP` request.
@@ -136,6 +142,8 @@ pub const FAULT_RIP: usize = 3;
 pub const FAULT_THREAD: usize = 4;
 /// Fault message, word 5: the CPU error code.
 pub const FAULT_ERROR: usize = 5;
+/// Fault message, word 6: the thread's stack pointer when it faulted.
+pub const FAULT_SP: usize = 6;
 /// Every message, word 7: the badge of the sender's space (stamped by the kernel).
 pub const MSG_BADGE: usize = 7;
 /// Exit notice, word 0: the exit code: the low 32 bits a process passed to `exit`, or
@@ -224,6 +232,38 @@ pub const fn vector_mnemonic(vector: u64) -> &'static str {
         30 => "#SX",
         _ => "",
     }
+}
+
+/// The frame of a fault delivered to a handler: 24 words the kernel writes at the frame
+/// address `fault_deliver` names (the handler's stack pointer on entry), and `fault_return`
+/// reads back. Words [`SIGNAL`](fault_frame::SIGNAL) and [`CODE`](fault_frame::CODE) are the
+/// pager's choice (its `info` word); the rest are the thread's own: the fault (address,
+/// access, vector, error code, as in the fault message) and every register it had.
+pub mod fault_frame {
+    /// The signal number the pager chose (low 32 bits of `info`).
+    pub const SIGNAL: usize = 0;
+    /// The signal code the pager chose (high 32 bits of `info`).
+    pub const CODE: usize = 1;
+    /// The fault address: CR2 for a page fault, 0 for any other exception.
+    pub const ADDR: usize = 2;
+    /// The access kind (`ACCESS_*` bits).
+    pub const ACCESS: usize = 3;
+    /// The exception vector.
+    pub const VECTOR: usize = 4;
+    /// The CPU error code.
+    pub const ERROR: usize = 5;
+    /// RIP: the faulting instruction; `fault_return` resumes there.
+    pub const RIP: usize = 6;
+    /// RSP.
+    pub const RSP: usize = 7;
+    /// RFLAGS (`fault_return` keeps only the bits a process may set).
+    pub const RFLAGS: usize = 8;
+    /// The general registers from here: rax, rbx, rcx, rdx, rsi, rdi, rbp, r8 to r15.
+    pub const RAX: usize = 9;
+    /// Words in a frame.
+    pub const WORDS: usize = 24;
+    /// Bytes in a frame.
+    pub const BYTES: u64 = WORDS as u64 * 8;
 }
 
 /// `space_apply` operation kind: map `page` to frame `a` with protection `b`, replacing.
@@ -338,7 +378,7 @@ mod tests {
     #[test]
     fn routed_numbers_do_not_collide_with_the_kernel_calls() {
         for n in [SYS_FMAP, SYS_FUNMAP, SYS_MPROTECT] {
-            assert!(n > SPACE_RECLAIM);
+            assert!(n > FAULT_RETURN);
         }
         assert_eq!(SYS_FMAP, 0x2100_0384);
         assert_eq!(SYS_FUNMAP, 0x2000_005C);

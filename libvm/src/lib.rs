@@ -11,6 +11,7 @@
 //!   once with [`set_transport`]; with feature `std`, a thread may bind its own, as the hosted
 //!   testbed's simulated processes do).
 //! - [`heap::VmAllocator`]: small blocks from a heap grown with `vm_sbrk`, large ones mapped.
+//! - [`fault`]: faults a process handles itself (the frame a handler gets, signal codes).
 //!
 //! `no_std` (with `alloc`) unless feature `std` is on; `std` adds the per-thread transport.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
@@ -19,6 +20,7 @@
 extern crate alloc;
 
 pub mod error;
+pub mod fault;
 pub mod flags;
 pub mod global;
 pub mod heap;

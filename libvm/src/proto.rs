@@ -29,6 +29,7 @@
 //! | 20 `MLOCK` | lock a range's pages in, or unlock them | addr, len, 1 to unlock | 0 |
 //! | 21 `MLOCKALL` | lock every page in (`MCL_*`), or unlock all | flags, 1 to unlock | 0 |
 //! | 22 `MREMAP` | shrink, grow or move a mapping | old addr, old len, new len, `MREMAP_*` flags, new addr | the mapping's address |
+//! | 23 `FAULT_HANDLER` | register the caller's fault handler (entry 0: none) and its alternate stack (see [`crate::fault`]) | entry, stack, stack length | the entry registered before (0: none) |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
@@ -87,6 +88,8 @@ pub const MLOCK: u8 = 20;
 pub const MLOCKALL: u8 = 21;
 /// `MREMAP`: shrink, grow or move a mapping.
 pub const MREMAP: u8 = 22;
+/// `FAULT_HANDLER`: register the caller's fault handler and alternate stack.
+pub const FAULT_HANDLER: u8 = 23;
 
 /// `mremap` flag: the mapping may move when it cannot grow in place.
 pub const MREMAP_MAYMOVE: u64 = 1;
@@ -435,6 +438,16 @@ pub enum Request {
         /// Where to move to, with `MREMAP_FIXED`.
         new_addr: usize,
     },
+    /// Faults of the caller that would kill it go to `entry` on the stack `[stack, stack +
+    /// stack_len)` from now on (entry 0: to none, and the stack is ignored).
+    FaultHandler {
+        /// The handler's entry point (0: no handler).
+        entry: u64,
+        /// The lowest byte of the alternate stack.
+        stack: u64,
+        /// Bytes of the alternate stack.
+        stack_len: u64,
+    },
     /// Write `[addr, addr + len)` back (`MS_*` flags).
     Msync {
         /// First byte (page aligned).
@@ -552,6 +565,11 @@ impl Request {
                 None => sqe(PRLIMIT, [resource, 0, 0, 0, 0, 0]),
             },
             Request::Mincore { addr, len } => sqe(MINCORE, [addr as u64, len as u64, 0, 0, 0, 0]),
+            Request::FaultHandler {
+                entry,
+                stack,
+                stack_len,
+            } => sqe(FAULT_HANDLER, [entry, stack, stack_len, 0, 0, 0]),
             Request::Msync { addr, len, flags } => {
                 sqe(MSYNC, [addr as u64, len as u64, flags, 0, 0, 0])
             }
@@ -785,6 +803,14 @@ impl Request {
                     new_addr: word(a[4])?,
                 })
             }
+            FAULT_HANDLER => {
+                unused(3)?;
+                Ok(Request::FaultHandler {
+                    entry: a[0],
+                    stack: a[1],
+                    stack_len: a[2],
+                })
+            }
             MSYNC => {
                 unused(3)?;
                 Ok(Request::Msync {
@@ -935,9 +961,9 @@ wire_struct! {
         pub faults_cow: u64,
         /// Faults resolved by mapping an existing shared frame.
         pub faults_shared: u64,
-        /// Faults refused: no mapping (MAPERR).
+        /// Faults refused, the process killed: no mapping (MAPERR).
         pub faults_maperr: u64,
-        /// Faults refused: protection (ACCERR).
+        /// Faults refused, the process killed: protection (ACCERR).
         pub faults_accerr: u64,
         /// Frames copied for copy-on-write.
         pub cow_copies: u64,
@@ -977,6 +1003,8 @@ wire_struct! {
         pub kills_exception: u64,
         /// Processes their parent ended with a `KILL` request.
         pub kills_parent: u64,
+        /// Faults delivered to the process's own handler instead of killing it.
+        pub faults_handled: u64,
     }
 }
 
@@ -1130,6 +1158,11 @@ mod tests {
                 advice: MADV_DONTNEED,
             },
             Request::Fork,
+            Request::FaultHandler {
+                entry: 0x40_1000,
+                stack: 0x7000_0000,
+                stack_len: 8192,
+            },
             Request::GlobalStats,
             Request::ProcessStats { pid: 3 },
             Request::Regions {
@@ -1294,17 +1327,19 @@ mod tests {
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
         assert!(!s.write_to(&mut buf[..71]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
-        assert_eq!(GlobalStats::WORDS, 27);
+        assert_eq!(GlobalStats::WORDS, 28);
         // The fields added last stay last: older readers see the same first 21 words.
         let g = GlobalStats {
             frames_quarantined: 21,
             kills_parent: 27,
+            faults_handled: 28,
             ..GlobalStats::default()
         };
-        let mut buf = [0u8; 27 * 8];
+        let mut buf = [0u8; 28 * 8];
         assert!(g.write_to(&mut buf));
         assert_eq!(buf[20 * 8], 21);
         assert_eq!(buf[26 * 8], 27);
+        assert_eq!(buf[27 * 8], 28);
     }
 
     #[test]

@@ -429,6 +429,20 @@ impl<T: Transport> Vm<T> {
         self.prlimit(resource, Some((soft, hard))).map(drop)
     }
 
+    /// Registers `entry` as the caller's fault handler, run on the alternate stack `[stack,
+    /// stack + stack_len)` (see [`crate::fault`]); entry 0 removes the handler. An entry or a
+    /// stack outside the user half is `InvalidAddress` (EINVAL), a stack smaller than
+    /// [`crate::fault::MIN_STACK`] `OutOfMemory` (ENOMEM, as `sigaltstack`). Returns the
+    /// entry registered before (0: none).
+    pub fn set_fault_handler(&self, entry: u64, stack: u64, stack_len: u64) -> VmResult<u64> {
+        let request = Request::FaultHandler {
+            entry,
+            stack,
+            stack_len,
+        };
+        self.call(request, &mut [])
+    }
+
     /// The mappings of process `pid` (0: the caller) in the form of Linux's `/proc/self/maps`
     /// (see [`crate::maps`]).
     pub fn proc_maps(&self, pid: u64) -> VmResult<alloc::string::String> {

@@ -7,6 +7,7 @@
 //! frame, never past the region or the next resident page. An isolated touch backs one page.
 
 use crate::daemon::{Death, Memd, Pid, cost};
+use crate::fault_handler::Delivery;
 use crate::kernel::{Kernel, KernelError, PAGE_SIZE, PageOp};
 use crate::region::Region;
 use crate::space::{AddressSpace, page_prot};
@@ -59,6 +60,14 @@ pub struct FaultKill {
 pub enum FaultOutcome {
     /// The page is mapped now: resume the thread.
     Resolved,
+    /// Resume the thread in the process's fault handler (the frame's pages are ready); if the
+    /// kernel refuses, kill the process for `kill` ([`Memd::kill_for`]).
+    Deliver {
+        /// Where and what.
+        delivery: Delivery,
+        /// The kill should the delivery fail.
+        kill: FaultKill,
+    },
     /// Kill the process (memd has already released its memory).
     Kill(FaultKill),
 }
@@ -102,7 +111,9 @@ impl From<ApplyError> for Unresolved {
 pub const MAX_OOM_KILLS: usize = 8;
 
 impl<K: Kernel> Memd<K> {
-    /// Resolves a page fault of process `pid` at `addr`, or kills the process.
+    /// Resolves a page fault of process `pid` at `addr`, hands it to the process's handler
+    /// (the thread's stack pointer is `sp`: see [`crate::fault_handler`]), or kills the
+    /// process.
     ///
     /// Out of memory, the policy chooses whom to kill: the process holding the most memory
     /// (resident pages and page-table frames; never the exempt one, see
@@ -110,7 +121,7 @@ impl<K: Kernel> Memd<K> {
     /// killed (see [`Memd::take_oom_victims`]) and the fault tried again; if it is the faulting
     /// process, that one is killed. A page-table change the kernel refused for want of table
     /// frames changed nothing: the thread is resumed and faults again.
-    pub fn handle_fault(&self, pid: Pid, addr: u64, access: Access) -> FaultOutcome {
+    pub fn handle_fault(&self, pid: Pid, addr: u64, access: Access, sp: u64) -> FaultOutcome {
         let Ok(process) = self.process(pid) else {
             return FaultOutcome::Kill(FaultKill {
                 addr,
@@ -147,18 +158,33 @@ impl<K: Kernel> Memd<K> {
                 Err(Unresolved::Refused(reason)) => break reason,
             }
         };
-        match reason {
-            FaultReason::MapErr => bump(&self.counters.maperr),
-            FaultReason::AccErr => bump(&self.counters.accerr),
-            FaultReason::OutOfMemory => {}
-        }
         let kill = FaultKill {
             addr,
             access,
             reason,
         };
-        self.terminate(pid, Death::Killed(kill));
+        let code = match reason {
+            FaultReason::MapErr => Some(libvm::fault::SEGV_MAPERR),
+            FaultReason::AccErr => Some(libvm::fault::SEGV_ACCERR),
+            FaultReason::OutOfMemory => None,
+        };
+        let delivery = code.and_then(|code| self.delivery(pid, libvm::fault::SIGSEGV, code, sp));
+        if let Some(delivery) = delivery {
+            return FaultOutcome::Deliver { delivery, kill };
+        }
+        self.kill_for(pid, kill);
         FaultOutcome::Kill(kill)
+    }
+
+    /// Kills process `pid` for the refused fault `kill` (counted; its memory returned at
+    /// once): what a refused fault does, and what a delivery the kernel refused comes to.
+    pub fn kill_for(&self, pid: Pid, kill: FaultKill) {
+        match kill.reason {
+            FaultReason::MapErr => bump(&self.counters.maperr),
+            FaultReason::AccErr => bump(&self.counters.accerr),
+            FaultReason::OutOfMemory => {}
+        }
+        self.terminate(pid, Death::Killed(kill));
     }
 
     /// The process the out-of-memory policy kills: the one holding the most memory (resident

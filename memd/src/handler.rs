@@ -76,6 +76,11 @@ impl<K: Kernel> Memd<K> {
                 new_addr as u64,
             ),
             Request::Mincore { addr, len } => self.mincore(caller, addr as u64, len as u64, bulk),
+            Request::FaultHandler {
+                entry,
+                stack,
+                stack_len,
+            } => self.set_fault_handler(caller, entry, stack, stack_len),
             Request::Msync { addr, len, flags } => self
                 .msync(caller, addr as u64, len as u64, flags)
                 .map(|()| 0),

@@ -16,6 +16,7 @@ pub mod aslr;
 pub mod brk;
 pub mod daemon;
 pub mod fault;
+pub mod fault_handler;
 pub mod frames;
 pub mod handler;
 pub mod hole;
@@ -36,4 +37,5 @@ pub mod tables;
 
 pub use daemon::{Config, Death, Memd, Pid};
 pub use fault::{Access, FaultKill, FaultOutcome, FaultReason};
+pub use fault_handler::Delivery;
 pub use space::Limits;

@@ -70,6 +70,8 @@ pub struct AddressSpace {
     /// W^X (Linux's MDWE): no page writable and executable at once, none made executable
     /// that was not. Set for good; inherited by forks and spawns.
     pub deny_write_exec: bool,
+    /// Its fault handler, if it registered one (inherited by forks).
+    pub fault_handler: Option<crate::fault_handler::FaultHandler>,
 }
 
 impl AddressSpace {
@@ -91,6 +93,7 @@ impl AddressSpace {
             placement,
             rlimits: crate::rlimit::Rlimits::new(&limits),
             lock_future: false,
+            fault_handler: None,
             deny_write_exec: false,
         }
     }

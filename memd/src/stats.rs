@@ -18,10 +18,12 @@ pub struct Counters {
     pub cow: AtomicU64,
     /// Faults resolved by mapping an existing shared-object frame.
     pub shared: AtomicU64,
-    /// Faults refused: nothing mapped there.
+    /// Faults refused, the process killed: nothing mapped there.
     pub maperr: AtomicU64,
-    /// Faults refused: protection.
+    /// Faults refused, the process killed: protection.
     pub accerr: AtomicU64,
+    /// Faults delivered to the process's own handler.
+    pub handled: AtomicU64,
     /// Frames copied for copy-on-write.
     pub cow_copies: AtomicU64,
     /// mmap calls.
@@ -120,6 +122,7 @@ impl<K: Kernel> Memd<K> {
             bookkeeping_total: self.config.bookkeeping as u64,
             kills_exception: get(&c.kills_exception),
             kills_parent: get(&c.kills_parent),
+            faults_handled: get(&c.handled),
         }
     }
 

@@ -13,7 +13,8 @@
 //! length of the buffer lent with the call (0 for faults and exit notices).
 //!
 //! The kernel also sends on the pager's endpoint: a thread's fault (token bit
-//! [`TOKEN_FAULT`]; reply word 0 = 0 resumes it, anything else kills it for that fault) and
+//! [`TOKEN_FAULT`]; reply word 0 = 0 resumes it, anything else kills it for that fault, and
+//! the pager's `fault_deliver` resumes it in a handler instead: [`super::fault`]) and
 //! the end of a space's last thread (token bit [`TOKEN_EXIT`]; no reply).
 //!
 //! A server's loop replies and waits for the next message with one call,

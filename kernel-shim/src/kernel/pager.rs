@@ -39,7 +39,8 @@ use x86_64::{PhysAddr, VirtAddr};
 pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RECLAIM, WINDOW_BASE};
 use kernel_shim::abi::{OP_DONATE, OP_MAP, OP_PROTECT, OP_UNMAP};
 
-fn pager_only(k: &Kernel, t: usize) -> Result<(), Errno> {
+/// EPERM unless thread `t` is the pager's.
+pub fn pager_only(k: &Kernel, t: usize) -> Result<(), Errno> {
     if k.is_pager(k.threads[t].space) {
         Ok(())
     } else {

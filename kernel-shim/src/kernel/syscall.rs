@@ -8,7 +8,7 @@
 use super::errno::{E2BIG, ENOMEM, ENOSYS, Errno, to_rax};
 use super::state::Kernel;
 use super::timer::TICK_NS;
-use super::{ipc, pager, redox, serial, usercopy};
+use super::{fault, ipc, pager, redox, serial, usercopy};
 use kernel_shim::abi as nr;
 
 /// The largest `debug_write`.
@@ -20,6 +20,8 @@ enum Done {
     Value(u64),
     /// The caller blocked (or ended); its registers are set by whoever wakes it.
     Blocked,
+    /// The call set every register of the caller itself.
+    Restored,
 }
 
 /// Runs the system call of thread `t` (its registers are saved in its frame).
@@ -53,6 +55,8 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::SPACE_APPLY => pager::space_apply(k, t).map(Done::Value),
         nr::SPACE_APPLY1 => pager::space_apply1(k, t).map(Done::Value),
         nr::SPACE_RECLAIM => pager::space_reclaim(k, t).map(Done::Value),
+        nr::FAULT_DELIVER => fault::fault_deliver(k, t).map(Done::Value),
+        nr::FAULT_RETURN => fault::fault_return(k, t).map(|()| Done::Restored),
         nr::THREAD_START => pager::thread_start(k, t).map(Done::Value),
         nr::THREAD_CLONE => pager::thread_clone(k, t).map(Done::Value),
         nr::PAGER_INFO => pager::pager_info(k, t).map(Done::Value),
@@ -64,7 +68,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
     };
     match result {
         Ok(Done::Value(v)) => k.threads[t].frame.rax = v,
-        Ok(Done::Blocked) => {}
+        Ok(Done::Blocked | Done::Restored) => {}
         Err(e) => k.threads[t].frame.rax = to_rax(e),
     }
 }

@@ -15,6 +15,8 @@
 //! only reads it when memd only reads (`SPAWN`'s argument string). A buffer truly read-only
 //! still gets `BadBuffer` from memd when lent through the raw call.
 //!
+//! [`fault_entry`] is libvm's entry for faults a process handles itself ([`crate::fault`]).
+//!
 //! The program runtime installs it once: `libvm::set_transport(&libvm::sys::SyscallTransport)`.
 //! Only built for bare-metal x86_64 (`target_os = "none"`); on the host the module is empty.
 
@@ -23,6 +25,9 @@ pub use metal::SyscallTransport;
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod raw;
+
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod fault_entry;
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 mod metal {

@@ -3,6 +3,8 @@
 //! | message | what memd does |
 //! |---|---|
 //! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down and the thread is told to die (reply 14) |
+//! | fault, page fault of a process with a fault handler, refused | [`Memd::handle_fault`] answers with a delivery: the kernel's `fault_deliver` resumes the thread in the handler; a refused delivery kills the process as a refused fault does |
+//! | fault, general protection, of a process with a fault handler | [`Memd::exception_delivery`]: delivered as `SIGSEGV`/`SI_KERNEL` |
 //! | fault, any other exception | counted ([`Kill::Exception`]), reply with the vector: the kernel kills the thread, the exit notice follows |
 //! | exit notice (`TOKEN_EXIT`) | [`Memd::exit`]: every frame returned, the kernel space destroyed; a waiting parent is answered |
 //! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid; `EAGAIN` past the caller's children limit ([`Procs::room`]) |
@@ -32,7 +34,7 @@ use kernel_shim::abi::{
 use libvm::VmError;
 use libvm::proto::{self, Request, Sqe, wait_status};
 use memd::stats::Kill;
-use memd::{Access, FaultOutcome, FaultReason, Memd, Pid};
+use memd::{Access, Delivery, FaultKill, FaultOutcome, FaultReason, Memd, Pid};
 
 /// The most bytes of a lent buffer memd copies in and out.
 const MAX_BULK: usize = 16 * 1024;
@@ -180,11 +182,17 @@ impl Server {
 
     fn fault(&mut self, token: u64, badge: u64, w: &[u64; 8]) {
         let vector = w[nr::FAULT_VECTOR];
+        let sp = w[nr::FAULT_SP];
         let Some(pid) = self.procs.pid_of(badge) else {
             sys::reply(token, PAGE_FAULT, 0);
             return;
         };
         if vector != PAGE_FAULT {
+            if let Some(d) = self.memd.exception_delivery(pid, vector, sp)
+                && self.deliver(token, pid, &d)
+            {
+                return;
+            }
             // The kernel kills the thread; its exit notice brings the status.
             self.memd.count_kill(Kill::Exception);
             sys::reply(token, vector.max(1), 0);
@@ -199,7 +207,7 @@ impl Server {
         } else {
             Access::Read
         };
-        match self.memd.handle_fault(pid, addr, access) {
+        match self.memd.handle_fault(pid, addr, access, sp) {
             FaultOutcome::Resolved => {
                 log::debug!(
                     "memd: pid {} {:?} fault at {:#x} resolved",
@@ -209,33 +217,64 @@ impl Server {
                 );
                 sys::reply(token, 0, 0);
             }
-            FaultOutcome::Kill(kill) => {
-                let (reason, why) = match kill.reason {
-                    FaultReason::MapErr => (wait_status::MAPERR, "nothing mapped"),
-                    FaultReason::AccErr => (wait_status::ACCERR, "protection"),
-                    FaultReason::OutOfMemory => {
-                        (wait_status::OOM, "out of memory (largest process)")
-                    }
-                };
-                let (acc, what) = match kill.access {
-                    Access::Read => (wait_status::READ, "read"),
-                    Access::Write => (wait_status::WRITE, "write"),
-                    Access::Execute => (wait_status::EXEC, "execute"),
-                };
-                log::warn!(
-                    "memd: killed pid {} (space {:#x}): {} at {:#x} ({})",
-                    pid,
-                    badge,
-                    what,
-                    addr,
-                    why
-                );
-                // The space is gone already (its memory returned); the reply only tells a
-                // kernel that still holds the thread to end it.
-                sys::reply(token, PAGE_FAULT, 0);
-                self.died(pid, wait_status::fault(reason, acc), addr);
+            FaultOutcome::Deliver { delivery, kill } => {
+                if !self.deliver(token, pid, &delivery) {
+                    self.memd.kill_for(pid, kill);
+                    self.killed(token, badge, pid, kill);
+                }
             }
+            FaultOutcome::Kill(kill) => self.killed(token, badge, pid, kill),
         }
+    }
+
+    /// Asks the kernel to resume the faulting thread behind `token` in its process's handler;
+    /// whether it did (a refusal changed nothing: the thread still waits for a reply).
+    fn deliver(&mut self, token: u64, pid: Pid, d: &Delivery) -> bool {
+        let r = sys::call(nr::FAULT_DELIVER, token, d.entry, d.frame, d.info());
+        if r < 0 {
+            log::warn!(
+                "memd: pid {}: the kernel refused to deliver a fault to its handler (errno {})",
+                pid,
+                -r
+            );
+            return false;
+        }
+        log::debug!(
+            "memd: pid {} fault (signal {}, code {}) delivered to its handler at {:#x}",
+            pid,
+            d.signal,
+            d.code,
+            d.entry
+        );
+        self.memd.count_handled();
+        true
+    }
+
+    /// Tells the kernel to end the thread behind `token`, whose process memd killed for
+    /// `kill` (its memory is returned already), and answers its parent.
+    fn killed(&mut self, token: u64, badge: u64, pid: Pid, kill: FaultKill) {
+        let (reason, why) = match kill.reason {
+            FaultReason::MapErr => (wait_status::MAPERR, "nothing mapped"),
+            FaultReason::AccErr => (wait_status::ACCERR, "protection"),
+            FaultReason::OutOfMemory => (wait_status::OOM, "out of memory (largest process)"),
+        };
+        let (acc, what) = match kill.access {
+            Access::Read => (wait_status::READ, "read"),
+            Access::Write => (wait_status::WRITE, "write"),
+            Access::Execute => (wait_status::EXEC, "execute"),
+        };
+        log::warn!(
+            "memd: killed pid {} (space {:#x}): {} at {:#x} ({})",
+            pid,
+            badge,
+            what,
+            kill.addr,
+            why
+        );
+        // The space is gone already (its memory returned); the reply only tells a kernel that
+        // still holds the thread to end it.
+        sys::reply(token, PAGE_FAULT, 0);
+        self.died(pid, wait_status::fault(reason, acc), kill.addr);
     }
 
     fn exited(&mut self, badge: u64, code: u64, rip: u64) {

@@ -21,3 +21,20 @@ fn mremap_moves_page_table_entries_and_remove_advice_frees_shared_pages() {
         .assert_log("PASS madv_remove")
         .assert_no_log("FAIL");
 }
+
+#[test]
+fn fault_handlers_map_pages_skip_instructions_and_a_fault_inside_the_handler_kills() {
+    // Pins: a refused fault goes to the registered handler with signal, code (MAPERR, ACCERR,
+    // SI_KERNEL), address, access and registers; returning retries with the frame's registers;
+    // a fault inside the handler, an unusable alternate stack or a removed handler kills.
+    let o = Boot::new(&["memd", "faulthandler"]).run();
+    o.assert_clean()
+        .assert_log("PASS handler maps the page")
+        .assert_log("PASS handler unprotects")
+        .assert_log("PASS handler skips the instruction")
+        .assert_log("PASS a fault inside the handler kills")
+        .assert_log("PASS without a usable handler the process is killed")
+        .assert_log("PASS forged frames")
+        .assert_log("PASS fault handlers")
+        .assert_no_log("FAIL");
+}

@@ -5,6 +5,13 @@
 //! [`System::fetch`]. Each goes through the MMU, which walks the real page tables; a fault is
 //! delivered to memd exactly as the kernel delivers it, and the access resumes or the process
 //! is killed. Memory calls go through libvm over an in-process transport ([`System::client`]).
+//!
+//! A process that registered a fault handler (`Vm::set_fault_handler`) gets its refused
+//! faults as the kernel delivers them on the metal: memd decides, the testbed writes the
+//! frame on the alternate stack as `fault_deliver` does (through the page tables, each page
+//! needing write access) and the access stops with [`FaultKind::Handled`]: the test is the
+//! handler. Until it calls [`System::handler_return`] the process runs on its alternate stack
+//! (its stack pointer is the frame), so a fault it takes then is one inside the handler.
 
 use crate::hostkernel::HostKernel;
 use crate::mmu::{self, Mmu};
@@ -12,8 +19,9 @@ use crate::physmem::PhysMem;
 use libvm::proto::{Cqe, Sqe};
 use libvm::transport::Transport;
 use libvm::vm::Vm;
-use memd::{Access, Death, FaultOutcome, FaultReason, Limits, Memd, Pid};
-use std::sync::Arc;
+use memd::{Access, Death, FaultKill, FaultOutcome, FaultReason, Limits, Memd, Pid};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// How big the simulated machine is.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +74,16 @@ pub enum FaultKind {
     OutOfMemory,
     /// The process is not alive.
     NoProcess,
+    /// The fault went to the process's handler, which runs now (see the module doc): the
+    /// frame at `frame` holds `signal`, `code`, the address and the access.
+    Handled {
+        /// `SIGSEGV` (or `SIGBUS`).
+        signal: u32,
+        /// `SEGV_MAPERR`, `SEGV_ACCERR`, ...
+        code: u32,
+        /// Where the kernel wrote the frame (the handler's stack pointer).
+        frame: u64,
+    },
 }
 
 impl Fault {
@@ -105,6 +123,9 @@ impl Transport for ProcessTransport {
 pub struct System {
     memd: Arc<Memd<HostKernel>>,
     mmu: Mmu,
+    /// The processes running their fault handler: the stack pointers they had before each
+    /// delivery, innermost last, and the frames.
+    handling: Mutex<HashMap<Pid, Vec<(u64, u64)>>>,
 }
 
 /// How often the same fault may come back right after memd resolved it before the access is
@@ -128,7 +149,61 @@ impl System {
                 aslr_seed: config.aslr_seed,
             },
         ));
-        System { memd, mmu }
+        System {
+            memd,
+            mmu,
+            handling: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The simulated stack pointer of process `pid`: the frame of the handler it runs, else 0
+    /// (its own stack, never an alternate one).
+    fn stack_pointer(&self, pid: Pid) -> u64 {
+        let handling = self.handling.lock().unwrap();
+        handling
+            .get(&pid)
+            .and_then(|frames| frames.last())
+            .map_or(0, |&(_, frame)| frame)
+    }
+
+    /// Process `pid` returns from its fault handler (the kernel's `fault_return`): it runs on
+    /// the stack it had before the delivery. Whether it was in its handler.
+    pub fn handler_return(&self, pid: Pid) -> bool {
+        let mut handling = self.handling.lock().unwrap();
+        handling.get_mut(&pid).and_then(|f| f.pop()).is_some()
+    }
+
+    /// The kernel's `fault_deliver` for a fault at `addr`: the frame written at
+    /// `d.frame`, through the page tables (every page writable, checked before any byte is
+    /// written, as the kernel does); whether it was.
+    fn deliver(&self, pid: Pid, space: u64, addr: u64, access: Access, d: &memd::Delivery) -> bool {
+        use kernel_shim::abi::fault_frame as ff;
+        let bits = match access {
+            Access::Read => 0,
+            Access::Write => kernel_shim::abi::ACCESS_WRITE,
+            Access::Execute => kernel_shim::abi::ACCESS_EXEC,
+        };
+        let sp = self.stack_pointer(pid);
+        let mut words = [0u64; ff::WORDS];
+        words[ff::SIGNAL] = u64::from(d.signal);
+        words[ff::CODE] = u64::from(d.code);
+        words[ff::ADDR] = addr;
+        words[ff::ACCESS] = bits;
+        words[ff::VECTOR] = kernel_shim::abi::PAGE_FAULT;
+        words[ff::RSP] = sp;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let pages = (d.frame & !4095..d.frame + ff::BYTES).step_by(4096);
+        let writable = pages.clone().all(|p| {
+            self.mmu
+                .access(space, p.max(d.frame), Access::Write)
+                .is_ok()
+        });
+        if !writable || self.mmu.write(space, d.frame, &bytes).is_err() {
+            return false;
+        }
+        let mut handling = self.handling.lock().unwrap();
+        handling.entry(pid).or_default().push((sp, d.frame));
+        true
     }
 
     /// memd itself.
@@ -161,6 +236,7 @@ impl System {
 
     /// Process `pid` exits with `status`.
     pub fn exit(&self, pid: Pid, status: i32) -> Result<(), libvm::VmError> {
+        self.handling.lock().unwrap().remove(&pid);
         self.memd.exit(pid, status)
     }
 
@@ -232,21 +308,44 @@ impl System {
                     }
                     refused_seen = refused;
                     last = Some(info.addr);
-                    match self.memd.handle_fault(pid, info.addr, access) {
+                    let sp = self.stack_pointer(pid);
+                    match self.memd.handle_fault(pid, info.addr, access, sp) {
                         FaultOutcome::Resolved => {}
-                        FaultOutcome::Kill(kill) => {
+                        FaultOutcome::Deliver { delivery, kill } => {
+                            if !self.deliver(pid, space, info.addr, access, &delivery) {
+                                self.memd.kill_for(pid, kill);
+                                self.handling.lock().unwrap().remove(&pid);
+                                return Err(killed(kill));
+                            }
+                            self.memd.count_handled();
                             return Err(Fault {
-                                addr: kill.addr,
-                                kind: match kill.reason {
-                                    FaultReason::MapErr => FaultKind::Unmapped,
-                                    FaultReason::AccErr => FaultKind::Access,
-                                    FaultReason::OutOfMemory => FaultKind::OutOfMemory,
+                                addr: info.addr,
+                                kind: FaultKind::Handled {
+                                    signal: delivery.signal,
+                                    code: delivery.code,
+                                    frame: delivery.frame,
                                 },
                             });
+                        }
+                        FaultOutcome::Kill(kill) => {
+                            self.handling.lock().unwrap().remove(&pid);
+                            return Err(killed(kill));
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// The fault a killed process's access stopped with.
+fn killed(kill: FaultKill) -> Fault {
+    Fault {
+        addr: kill.addr,
+        kind: match kill.reason {
+            FaultReason::MapErr => FaultKind::Unmapped,
+            FaultReason::AccErr => FaultKind::Access,
+            FaultReason::OutOfMemory => FaultKind::OutOfMemory,
+        },
     }
 }

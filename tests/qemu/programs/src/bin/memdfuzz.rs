@@ -10,7 +10,8 @@
 //! be back to the baseline, and memd must still serve. The worker sends `COUNT` requests
 //! through the raw IPC call, each checked against what memd must answer:
 //!
-//! - every opcode and random ones; random flag and reserved bytes, tags (each reply must carry
+//! - every opcode and random ones (Linux's later calls, `PRLIMIT` to `FAULT_HANDLER`, with
+//!   hostile operands kept off the worker itself); random flag and reserved bytes, tags (each reply must carry
 //!   its request's tag, a known errno and the matching detail byte), words in unused
 //!   arguments;
 //! - hostile addresses and lengths: 0, unaligned, overflowing, the kernel half, the top of the
@@ -631,15 +632,34 @@ impl Fuzz {
             proto::WAIT,
             proto::ARGS,
             proto::PROCESSES,
+            proto::PRLIMIT,
+            proto::MINCORE,
+            proto::MSYNC,
+            proto::MLOCK,
+            proto::MLOCKALL,
+            proto::MREMAP,
+            proto::FAULT_HANDLER,
             0,
         ]);
         let opcode = if opcode == 0 && self.rng.one_in(2) {
-            // Anything memd does not know (`DENY_WRITE_EXEC` and the calls after it, which would change
-            // the worker's rules or end its children under the model, are left out).
-            proto::MREMAP + 1 + self.rng.below(u64::from(255 - proto::MREMAP)) as u8
+            // Anything memd does not know (`DENY_WRITE_EXEC` and `KILL`, which would change the
+            // worker's rules or end its children under the model, are left out).
+            proto::FAULT_HANDLER + 1 + self.rng.below(u64::from(255 - proto::FAULT_HANDLER)) as u8
         } else {
             opcode
         };
+        if matches!(
+            opcode,
+            proto::PRLIMIT
+                | proto::MINCORE
+                | proto::MSYNC
+                | proto::MLOCK
+                | proto::MLOCKALL
+                | proto::MREMAP
+                | proto::FAULT_HANDLER
+        ) {
+            return self.linux_call(opcode);
+        }
         let w0 = self.word0(opcode);
         let lend = self.lend();
         // How many arguments the opcode uses; a word in an unused one is refused.
@@ -731,7 +751,7 @@ impl Fuzz {
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
         let reply = self.call(w, lend);
-        if opcode > proto::MREMAP || opcode == 0 {
+        if opcode > proto::FAULT_HANDLER || opcode == 0 {
             // Refused whatever the mode.
             check!(
                 matches!(
@@ -757,6 +777,115 @@ impl Fuzz {
         match want {
             Some(want) => self.expect(reply, want, &w, lend),
             None => self.bulk_reply(opcode, &w, lend, reply),
+        }
+    }
+
+    /// One of Linux's later calls with hostile operands: `PRLIMIT`, `MINCORE`, `MSYNC`, `MLOCK`,
+    /// `MLOCKALL`, `MREMAP`, `FAULT_HANDLER`. The worker keeps them off itself: ranges where
+    /// they cannot harm it, limits only read or set in ways memd must refuse, locks only
+    /// undone (`MLOCK`) or asked with bad flags (`MLOCKALL`), and no fault handler it could run (only refused ones, or none);
+    /// a chaos child may lower its limits and lock its memory. The form of every reply is
+    /// checked, the exact answer of the fault-handler registrations.
+    fn linux_call(&mut self, opcode: u8) {
+        let w0 = self.word0(opcode);
+        let lend = self.lend();
+        let mut a = [0u64; 6];
+        let mut want = None;
+        match opcode {
+            proto::PRLIMIT => {
+                let any = self.rng.next();
+                a[0] = self.rng.pick(&[
+                    proto::RLIMIT_AS,
+                    proto::RLIMIT_DATA,
+                    proto::RLIMIT_STACK,
+                    proto::RLIMIT_MEMLOCK,
+                    0,
+                    any,
+                ]);
+                if self.rng.one_in(2) {
+                    // Set: a soft limit above the hard one (EINVAL) or a raised hard one
+                    // (EPERM); in chaos, any.
+                    let (soft, hard) = if self.chaos {
+                        (self.len(), self.len())
+                    } else {
+                        self.rng.pick(&[(2, 1), (u64::MAX, 1 << 20)])
+                    };
+                    a[1..4].copy_from_slice(&[1, soft, hard]);
+                    if !self.chaos && a[0] == proto::RLIMIT_MEMLOCK && soft == u64::MAX {
+                        // Linux's default hard limit of locked memory is not infinite: make
+                        // sure the set is refused.
+                        a[2] = 2;
+                        a[3] = 1;
+                    }
+                }
+            }
+            proto::MINCORE | proto::MLOCK => {
+                let (addr, len) = self.range(opcode == proto::MLOCK);
+                // The worker only unlocks: a locked page in the void would turn the
+                // `MADV_DONTNEED` the model expects to succeed there into EINVAL.
+                let unlock = !self.chaos || self.rng.one_in(2);
+                a[..3].copy_from_slice(&[addr, len, u64::from(unlock)]);
+                if opcode == proto::MINCORE {
+                    a[2] = 0;
+                }
+            }
+            proto::MSYNC => {
+                let (addr, len) = self.range(false);
+                let any = self.rng.next();
+                a[..3].copy_from_slice(&[addr, len, self.rng.pick(&[0, 1, 4, 6, 7, any])]);
+            }
+            proto::MLOCKALL => {
+                let unlock = self.rng.one_in(2);
+                let any = self.rng.next();
+                a[0] = if unlock {
+                    0
+                } else if self.chaos {
+                    self.rng.pick(&[1, 2, 3, 5, 7, 4, any])
+                } else {
+                    self.rng.pick(&[0, 4, 8, any | 8])
+                };
+                a[1] = u64::from(unlock);
+            }
+            proto::MREMAP => {
+                let (old, old_len) = self.range(true);
+                let (new_addr, new_len) = self.range(true);
+                let any = self.rng.next();
+                let flags = self.rng.pick(&[
+                    0,
+                    proto::MREMAP_MAYMOVE,
+                    proto::MREMAP_MAYMOVE | proto::MREMAP_FIXED,
+                    proto::MREMAP_MAYMOVE | proto::MREMAP_DONTUNMAP,
+                    proto::MREMAP_FIXED,
+                    any,
+                ]);
+                a[..5].copy_from_slice(&[old, old_len, new_len, flags, new_addr]);
+            }
+            _ => {
+                // FAULT_HANDLER: none, or one memd must refuse.
+                let any = self.rng.next();
+                let entry = self.rng.pick(&[0, 0x40_1000, USER_END, any]);
+                let stack = self.addr();
+                // A valid entry gets a stack too small: never a handler the worker could run.
+                let len = if entry == 0 || entry >= MAP_END {
+                    self.len()
+                } else {
+                    self.rng.below(libvm::fault::MIN_STACK)
+                };
+                let bad_stack = stack.checked_add(len).is_none_or(|e| e > MAP_END);
+                a[..3].copy_from_slice(&[entry, stack, len]);
+                want = Some(if entry == 0 {
+                    Ok(0)
+                } else if entry >= MAP_END || bad_stack {
+                    Err(VmError::InvalidAddress)
+                } else {
+                    Err(VmError::OutOfMemory)
+                });
+            }
+        }
+        let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
+        let reply = self.call(w, lend);
+        if let Some(want) = want {
+            self.expect(reply, want, &w, lend);
         }
     }
 

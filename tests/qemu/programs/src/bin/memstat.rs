@@ -169,8 +169,14 @@ fn system_table(out: &mut String, g: &GlobalStats) {
     );
     let _ = writeln!(
         out,
-        "faults       zero-fill {}  cow {}  shared {}  refused: maperr {}  accerr {}",
-        g.faults_zero_fill, g.faults_cow, g.faults_shared, g.faults_maperr, g.faults_accerr
+        "faults       zero-fill {}  cow {}  shared {}  refused: maperr {}  accerr {}  to the \
+         process's handler {}",
+        g.faults_zero_fill,
+        g.faults_cow,
+        g.faults_shared,
+        g.faults_maperr,
+        g.faults_accerr,
+        g.faults_handled
     );
     let _ = writeln!(
         out,
@@ -226,7 +232,7 @@ fn ps_table(out: &mut String, procs: &[Proc]) {
 }
 
 fn system_json(out: &mut String, g: &GlobalStats) {
-    let fields: [(&str, u64); 27] = [
+    let fields: [(&str, u64); 28] = [
         ("frames_total", g.frames_total),
         ("frames_free", g.frames_free),
         ("frames_used", g.frames_used),
@@ -253,6 +259,7 @@ fn system_json(out: &mut String, g: &GlobalStats) {
         ("bookkeeping_total", g.bookkeeping_total),
         ("kills_exception", g.kills_exception),
         ("kills_parent", g.kills_parent),
+        ("faults_handled", g.faults_handled),
         ("page_size", PAGE),
     ];
     out.push('{');

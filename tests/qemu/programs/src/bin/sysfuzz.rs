@@ -17,7 +17,8 @@
 //! the figure measured before the first call.
 //!
 //! Calls it never makes, because they would end or block this single-threaded program for
-//! good rather than test anything: `exit`; `ipc_call` to an endpoint that might be live with
+//! good rather than test anything: `exit`; `fault_return` (it replaces every register of the
+//! caller with a frame from its memory; the `faulthandler` program tests it); `ipc_call` to an endpoint that might be live with
 //! nobody receiving (its own, or any number below 64 but the pager's 0: calls go to 0 or to
 //! numbers no endpoint can have); `ipc_receive` on its own endpoints (no sender will come);
 //! memd's `FORK` (the child would fuzz too) and `WAIT` opcodes. And it keeps the fuzzing off
@@ -102,8 +103,8 @@ const KEEP_FLAGS: i32 = !((NT | AC | DF | ID) as i32);
 /// The value rbx and rbp hold across each call.
 const CANARY: u64 = 0x5AFE_CA11_DEAD_BEEF;
 
-/// Every number of the kernel's ABI but `exit`, and the routed redox calls.
-const KNOWN: [u64; 25] = [
+/// Every number of the kernel's ABI but `exit` and `fault_return`, and the routed redox calls.
+const KNOWN: [u64; 26] = [
     nr::DEBUG_WRITE,
     nr::DEBUG_READ,
     nr::CLOCK,
@@ -126,6 +127,7 @@ const KNOWN: [u64; 25] = [
     nr::CMDLINE,
     nr::SPACE_APPLY1,
     nr::SPACE_RECLAIM,
+    nr::FAULT_DELIVER,
     SYS_FMAP,
     SYS_FUNMAP,
     SYS_MPROTECT,
@@ -135,6 +137,7 @@ fn pager_only(n: u64) -> bool {
     (nr::SPACE_CREATE..=nr::PAGE_TABLE_FRAMES).contains(&n)
         || n == nr::SPACE_APPLY1
         || n == nr::SPACE_RECLAIM
+        || n == nr::FAULT_DELIVER
 }
 
 /// SplitMix64.
@@ -648,7 +651,11 @@ impl Fuzz {
             ]),
             _ => self.rng.pick(&KNOWN),
         };
-        if n == nr::EXIT { nr::CLOCK } else { n }
+        if n == nr::EXIT || n == nr::FAULT_RETURN {
+            nr::CLOCK
+        } else {
+            n
+        }
     }
 
     /// One call: make it and check what the kernel guarantees.
