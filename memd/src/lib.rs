@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod fault;
 pub mod fault_handler;
 pub mod frames;
+pub mod gaps;
 pub mod handler;
 pub mod hole;
 pub mod image;

@@ -12,12 +12,12 @@
 //! |---|---|
 //! | [`RegionMap::find`], [`RegionMap::is_free`], [`RegionMap::insert`], [`RegionMap::split_at`] | O(log n) |
 //! | [`RegionMap::overlapping`], [`RegionMap::covered`], [`RegionMap::remove_range`], [`RegionMap::update_range`], [`RegionMap::merge_around`] | O(k log n) |
-//! | [`RegionMap::find_free`], [`RegionMap::find_free_below`] | O(log n + k), k = regions walked before the first fitting gap; O(n) worst case |
+//! | [`RegionMap::find_free`] | O(log n), whatever the holes |
 //!
-//! [`RegionMap::find_free`] keeps a *free hint*: the last search remembers a range that it
-//! found fully covered, so the next search from the same low bound starts at the first gap
-//! instead of walking every region of a densely filled area again. Placing a million mappings
-//! one after another in an empty area therefore costs O(log n) each, not O(n).
+//! Beside the regions the map keeps their complement, the free gaps, in an index of its own
+//! ([`Gaps`]: a tree that knows the longest gap of each subtree), changed where a region is
+//! added or removed; [`RegionMap::find_free`] asks it for the first gap by address that is long
+//! enough, without walking the regions before it.
 //!
 //! Plain [`RegionMap::insert`] does not merge; [`RegionMap::insert_merged`] and
 //! [`RegionMap::update_range`] merge compatible neighbours (see [`Region::can_merge_with`]), so a
@@ -29,8 +29,8 @@ use core::fmt;
 use core::ops::Bound::{Excluded, Unbounded};
 
 use libvm::{ProtectionFlags, VmError};
-use spin::Mutex;
 
+use crate::gaps::Gaps;
 use crate::kernel::PAGE_SIZE;
 
 /// What a region is used for, as shown in pmap-style listings.
@@ -230,10 +230,8 @@ impl From<Overlap> for VmError {
 pub struct RegionMap {
     /// Regions keyed by their start.
     regions: BTreeMap<u64, Region>,
-    /// Free hint of [`RegionMap::find_free`]: `Some((lo, covered))` records that
-    /// `[lo, covered)` holds no free byte. Insertions keep it true; removals shrink it.
-    /// Searches update it through `try_lock` and simply go without it when it is busy.
-    hint: Mutex<Option<(u64, u64)>>,
+    /// The free gaps between them (every address not in a region).
+    gaps: Gaps,
 }
 
 impl RegionMap {
@@ -241,7 +239,7 @@ impl RegionMap {
     pub fn new() -> RegionMap {
         RegionMap {
             regions: BTreeMap::new(),
-            hint: Mutex::new(None),
+            gaps: Gaps::new(u64::MAX),
         }
     }
 
@@ -307,6 +305,8 @@ impl RegionMap {
         if !region.is_valid() || !self.is_free(region.start, region.end) {
             return Err(Overlap);
         }
+        let taken = self.gaps.take(region.start, region.end);
+        debug_assert!(taken, "the gaps disagree with the regions at {region:?}");
         self.regions.insert(region.start, region);
         Ok(())
     }
@@ -347,16 +347,8 @@ impl RegionMap {
         self.split_at(end);
         while let Some((&key, _)) = self.regions.range(start..end).next() {
             if let Some(r) = self.regions.remove(&key) {
+                self.gaps.give(r.start, r.end);
                 removed.push(r);
-            }
-        }
-        if !removed.is_empty() {
-            let hint = self.hint.get_mut();
-            if let Some((lo, covered)) = *hint
-                && start < covered
-                && lo < end
-            {
-                *hint = (lo < start).then_some((lo, start));
             }
         }
         removed
@@ -528,76 +520,14 @@ impl RegionMap {
     /// The lowest `s` with `[s, s + len)` free and inside `[lo, hi)` (first fit), or `None`.
     ///
     /// `len`, `lo` and `hi` should be page aligned; the answer is `lo` or the end of a region.
-    /// Cost: O(log n + k) for the k regions walked before the first fitting gap, O(n) in the
-    /// worst case; the free hint (see the module documentation) skips the densely filled
-    /// bottom of the area on repeated searches from the same `lo`.
+    /// Cost: O(log n), whatever the holes below the answer ([`Gaps::find`]).
     pub fn find_free(&self, len: u64, lo: u64, hi: u64) -> Option<u64> {
-        if len == 0 || lo >= hi || hi - lo < len {
-            return None;
-        }
-        // `base..cursor` is known to hold no free byte.
-        let (base, mut cursor) = match self.hint.try_lock().and_then(|h| *h) {
-            Some((hint_lo, covered)) if hint_lo <= lo && lo <= covered => (hint_lo, covered),
-            _ => (lo, lo),
-        };
-        if let Some(r) = self.find(cursor) {
-            cursor = r.end;
-        }
-        let mut first_gap = None;
-        let mut found = None;
-        for r in self.regions.range(cursor..).map(|(_, r)| r) {
-            if cursor >= hi {
-                break;
-            }
-            if r.start > cursor {
-                first_gap.get_or_insert(cursor);
-                if r.start.min(hi) - cursor >= len {
-                    found = Some(cursor);
-                    break;
-                }
-            }
-            cursor = r.end;
-        }
-        if found.is_none() && cursor < hi {
-            first_gap.get_or_insert(cursor);
-            if hi - cursor >= len {
-                found = Some(cursor);
-            }
-        }
-        let covered = first_gap.unwrap_or(cursor);
-        if covered > base
-            && let Some(mut hint) = self.hint.try_lock()
-        {
-            *hint = Some((base, covered));
-        }
-        found
+        self.gaps.find(len, lo, hi)
     }
 
-    /// The highest `s` with `[s, s + len)` free and inside `[lo, hi)` (for top-down
-    /// placement), or `None`.
-    ///
-    /// `len`, `lo` and `hi` should be page aligned. Cost: O(log n + k) for the k regions walked
-    /// down from `hi` before the first fitting gap, O(n) in the worst case (no hint).
-    pub fn find_free_below(&self, len: u64, lo: u64, hi: u64) -> Option<u64> {
-        if len == 0 || lo >= hi || hi - lo < len {
-            return None;
-        }
-        // `top` is the upper end of the gap being looked at; every region below it ends at or
-        // below it.
-        let mut top = hi;
-        if let Some(r) = self.find(hi - 1) {
-            top = r.start;
-        }
-        for r in self.regions.range(..top).rev().map(|(_, r)| r) {
-            if top <= lo {
-                return None;
-            }
-            if r.end < top && top - r.end.max(lo) >= len {
-                return Some(top - len);
-            }
-            top = r.start;
-        }
-        (top > lo && top - lo >= len).then(|| top - len)
+    /// The free gaps, in address order (for checks).
+    pub fn gaps(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.gaps.iter()
     }
 }
 
@@ -611,8 +541,7 @@ impl Clone for RegionMap {
     fn clone(&self) -> RegionMap {
         RegionMap {
             regions: self.regions.clone(),
-            // The same facts hold in the copy.
-            hint: Mutex::new(self.hint.try_lock().and_then(|h| *h)),
+            gaps: self.gaps.clone(),
         }
     }
 }
@@ -949,7 +878,7 @@ mod tests {
     }
 
     #[test]
-    fn find_free_hint_follows_removals() {
+    fn find_free_follows_removals() {
         let mut map = RegionMap::new();
         for i in 0..100 {
             let at = map.find_free(P, 10 * P, 1000 * P).unwrap();
@@ -967,8 +896,8 @@ mod tests {
     }
 
     #[test]
-    fn sequential_placement_uses_the_hint() {
-        // Without the hint this walk would be quadratic (about 10^9 region visits).
+    fn sequential_placement_is_logarithmic() {
+        // Walking the regions below the answer would make this quadratic (about 10^9 visits).
         let mut map = RegionMap::new();
         for i in 0..50_000u64 {
             let at = map.find_free(P, 16 * P, u64::MAX).unwrap();
@@ -977,22 +906,6 @@ mod tests {
             map.insert_merged(anon(at / P, at / P + 1, prot)).unwrap();
         }
         assert_eq!(map.len(), 50_000);
-    }
-
-    #[test]
-    fn find_free_below_top_down() {
-        let mut map = RegionMap::new();
-        map.insert(anon(10, 20, RW)).unwrap();
-        map.insert(anon(22, 30, RW)).unwrap();
-        map.insert(anon(31, 40, RW)).unwrap();
-        assert_eq!(map.find_free_below(P, 0, 40 * P), Some(30 * P));
-        assert_eq!(map.find_free_below(2 * P, 0, 40 * P), Some(20 * P));
-        assert_eq!(map.find_free_below(3 * P, 0, 40 * P), Some(7 * P));
-        assert_eq!(map.find_free_below(3 * P, 8 * P, 40 * P), None);
-        assert_eq!(map.find_free_below(P, 0, 50 * P), Some(49 * P));
-        assert_eq!(map.find_free_below(P, 0, 35 * P), Some(30 * P));
-        assert_eq!(map.find_free_below(P, 12 * P, 18 * P), None);
-        assert_eq!(map.find_free_below(0, 0, 50 * P), None);
     }
 
     /// A tiny deterministic generator (xorshift64).
@@ -1033,17 +946,6 @@ mod tests {
             }
             None
         }
-
-        fn find_free_below(&self, len: usize, lo: usize, hi: usize) -> Option<usize> {
-            let mut run = 0;
-            for p in (lo..hi).rev() {
-                run = if self.0[p].is_none() { run + 1 } else { 0 };
-                if run == len {
-                    return Some(p);
-                }
-            }
-            None
-        }
     }
 
     fn check_against_model(map: &RegionMap, model: &Model) {
@@ -1056,6 +958,18 @@ mod tests {
             page = e;
         }
         assert!(model.0[page..].iter().all(Option::is_none));
+        // The gaps and the regions tile the address space, no two gaps adjacent.
+        let mut pieces: Vec<(u64, u64, bool)> = map.gaps().map(|(s, e)| (s, e, true)).collect();
+        pieces.extend(map.iter().map(|r| (r.start, r.end, false)));
+        pieces.sort_unstable();
+        let mut at = 0;
+        let mut gap_before = false;
+        for (s, e, gap) in pieces {
+            assert_eq!(s, at, "a hole or an overlap at {s:#x}");
+            assert!(!(gap && gap_before), "adjacent gaps at {s:#x}");
+            (at, gap_before) = (e, gap);
+        }
+        assert_eq!(at, u64::MAX);
         for (a, b) in map.iter().zip(map.iter().skip(1)) {
             assert!(!a.can_merge_with(b), "unmerged neighbours {a:?} {b:?}");
         }
@@ -1108,9 +1022,6 @@ mod tests {
                     let got = map.find_free(len as u64 * P, lo as u64 * P, hi as u64 * P);
                     let want = model.find_free(len, lo, hi);
                     assert_eq!(got, want.map(|p| p as u64 * P), "find_free {len} {lo} {hi}");
-                    let got = map.find_free_below(len as u64 * P, lo as u64 * P, hi as u64 * P);
-                    let want = model.find_free_below(len, lo, hi);
-                    assert_eq!(got, want.map(|p| p as u64 * P), "below {len} {lo} {hi}");
                     assert_eq!(
                         map.covered(s as u64 * P, e as u64 * P),
                         model.0[s..e].iter().all(Option::is_some)
