@@ -6,7 +6,7 @@
 
 use crate::aslr::Aslr;
 use crate::frames::FrameAllocator;
-use crate::kernel::{Kernel, SpaceId};
+use crate::kernel::{FrameAddr, Kernel, SpaceId};
 use crate::shared::SharedObjects;
 use crate::space::{AddressSpace, Limits};
 use crate::stats::Counters;
@@ -83,14 +83,23 @@ pub struct Memd<K: Kernel> {
     pub(crate) oom_victims: Mutex<alloc::vec::Vec<Pid>>,
     /// The layouts of new processes.
     pub(crate) aslr: Mutex<Aslr>,
+    /// The shared zero frame: the first read of a private anonymous page maps it read-only,
+    /// the first write replaces it with a frame of its own (`None` only when memd had no
+    /// frame to spare for it at start). memd holds one reference, so it is never freed.
+    pub(crate) zero: Option<FrameAddr>,
 }
 
 impl<K: Kernel> Memd<K> {
     /// Starts memd with the kernel capability and the free physical ranges it was given.
     pub fn new(kernel: K, ranges: &[(u64, u64)], config: Config) -> Memd<K> {
+        let mut frames = FrameAllocator::new(ranges);
+        let zero = frames.alloc();
+        if let Some(frame) = zero {
+            kernel.zero_frame(frame);
+        }
         Memd {
             kernel,
-            frames: Mutex::new(FrameAllocator::new(ranges)),
+            frames: Mutex::new(frames),
             objects: Mutex::new(SharedObjects::default()),
             processes: RwLock::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
@@ -102,6 +111,7 @@ impl<K: Kernel> Memd<K> {
             quarantined: AtomicU64::new(0),
             oom_victims: Mutex::new(alloc::vec::Vec::new()),
             aslr: Mutex::new(Aslr::new(config.aslr_seed)),
+            zero,
         }
     }
 

@@ -1,6 +1,11 @@
 //! Page faults: resolved by a zero-filled frame, a shared-object frame or a copy-on-write, or
 //! refused with a reason that kills the process.
 //!
+//! The zero frame: a first read of a private anonymous page (not locked) maps memd's one
+//! shared zero frame read-only, as Linux maps its zero page; the first write there gets a
+//! frame of its own, zeroed (no copy). A space that maps it counts as holding shared frames
+//! ([`AddressSpace::cow`]).
+//!
 //! Fault-around: a first touch that continues a sequential walk through a private anonymous
 //! region of at least [`FAULT_AROUND_MIN_REGION`] pages (the page before it is resident) backs
 //! up to [`FAULT_AROUND`] absent pages from it on in the same batch, each with a fresh zeroed
@@ -8,8 +13,8 @@
 
 use crate::daemon::{Death, Memd, Pid, cost};
 use crate::fault_handler::Delivery;
-use crate::kernel::{Kernel, KernelError, PAGE_SIZE, PageOp};
-use crate::region::Region;
+use crate::kernel::{FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp};
+use crate::region::{Region, RegionFlags};
 use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
 use crate::tables::ApplyError;
@@ -235,13 +240,20 @@ impl<K: Kernel> Memd<K> {
         match space.pages.get(&page).copied() {
             // A new resident page needs room in memd's bookkeeping too.
             None if self.page_room(1) == 0 => Err(FaultReason::OutOfMemory.into()),
-            None => self.fill(space, &region, page),
+            None => self.fill(space, &region, page, access),
             Some(frame) => self.refault(space, &region, page, frame, access),
         }
     }
 
-    /// First touch of `page`: a shared-object frame, or a new zeroed one.
-    fn fill(&self, space: &mut AddressSpace, region: &Region, page: u64) -> Result<(), Unresolved> {
+    /// First touch of `page`: a shared-object frame, the zero frame (a read of private
+    /// anonymous memory), or a new zeroed one.
+    fn fill(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+        access: Access,
+    ) -> Result<(), Unresolved> {
         let frame = if region.object != 0 {
             let index = region.offset + (page - region.start) / PAGE_SIZE;
             let mut objects = self.objects.lock();
@@ -265,6 +277,12 @@ impl<K: Kernel> Memd<K> {
                 }
             }
         } else {
+            if let Some(zero) = self.zero
+                && access == Access::Read
+                && !region.flags.contains(RegionFlags::LOCKED)
+            {
+                return self.fill_zero(space, region, page, zero);
+            }
             if self.streaming(space, region, page) {
                 return self.fill_around(space, region, page);
             }
@@ -294,6 +312,59 @@ impl<K: Kernel> Memd<K> {
             && region.pages() >= FAULT_AROUND_MIN_REGION
             && page > region.start
             && space.pages.contains_key(&(page - PAGE_SIZE))
+    }
+
+    /// A first read of private anonymous memory: `page` (and, continuing a sequential walk,
+    /// the absent pages after it as [`Memd::fill_around`] counts them) map the zero frame
+    /// read-only, in one batch.
+    fn fill_zero(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+        zero: FrameAddr,
+    ) -> Result<(), Unresolved> {
+        let mut end = page + PAGE_SIZE;
+        if self.streaming(space, region, page) {
+            let room = self.page_room(FAULT_AROUND as usize) as u64;
+            end = region.end.min(page + room.max(1) * PAGE_SIZE);
+            if let Some((&next, _)) = space.pages.range(page..end).next() {
+                end = next;
+            }
+        }
+        let prot = page_prot(region, 2);
+        let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
+        let mut n = 0;
+        {
+            let mut frames = self.frames.lock();
+            for at in (page..end).step_by(PAGE_SIZE as usize) {
+                if frames.share(zero).is_err() {
+                    break;
+                }
+                ops[n] = PageOp::Map {
+                    page: at,
+                    frame: zero,
+                    prot,
+                };
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Err(FaultReason::OutOfMemory.into());
+        }
+        if let Err(e) = self.apply(space, &ops[..n]) {
+            let mut frames = self.frames.lock();
+            (0..n).for_each(|_| frames.drop_ref(zero));
+            return Err(e.into());
+        }
+        space.cow = true;
+        for op in &ops[..n] {
+            if let PageOp::Map { page, .. } = *op {
+                space.pages.insert(page, zero);
+            }
+        }
+        bump(&self.counters.zero_fill);
+        Ok(())
     }
 
     /// Fault-around: backs `page` and the absent pages that follow it, up to
@@ -379,10 +450,14 @@ impl<K: Kernel> Memd<K> {
             };
             return self.apply(space, &[op]).map_err(Unresolved::from);
         }
-        // The copy comes under the same lock as the count.
+        // The copy comes under the same lock as the count; the zero frame's is a zeroed one.
         let copy = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
         drop(frames);
-        self.kernel.copy_frame(copy, frame);
+        if Some(frame) == self.zero {
+            self.kernel.zero_frame(copy);
+        } else {
+            self.kernel.copy_frame(copy, frame);
+        }
         let op = PageOp::Map {
             page,
             frame: copy,
@@ -394,8 +469,12 @@ impl<K: Kernel> Memd<K> {
         }
         self.frames.lock().drop_ref(frame);
         space.pages.insert(page, copy);
-        bump(&self.counters.cow);
-        bump(&self.counters.cow_copies);
+        if Some(frame) == self.zero {
+            bump(&self.counters.zero_fill);
+        } else {
+            bump(&self.counters.cow);
+            bump(&self.counters.cow_copies);
+        }
         Ok(())
     }
 

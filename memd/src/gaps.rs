@@ -7,7 +7,8 @@
 //! The gaps are the complement of the regions in `[0, end)`: [`Gaps::take`] when a region is
 //! added, [`Gaps::give`] when one is removed (merging with the gaps beside it).
 //!
-//! Memory: one 40-byte node a gap, at most one more gap than regions.
+//! Memory: one 40-byte node a gap, at most one more gap than regions. The arena is compacted
+//! when half of it is free slots, and a copy (a fork's) holds the live nodes only.
 
 use alloc::vec::Vec;
 
@@ -27,7 +28,7 @@ struct Node {
 
 /// The free gaps of `[0, end)`, disjoint and never adjacent (a gap always ends where a region
 /// starts, or at `end`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Gaps {
     nodes: Vec<Node>,
     /// Slots of removed nodes, reused first.
@@ -159,6 +160,23 @@ impl Gaps {
             self.free.push(m);
         }
         self.root = self.merge(l, r);
+        if self.free.len() > 32 && self.free.len() * 2 > self.nodes.len() {
+            *self = self.compacted();
+        }
+    }
+
+    /// The same gaps in an arena of live nodes only.
+    fn compacted(&self) -> Gaps {
+        let mut copy = Gaps {
+            nodes: Vec::with_capacity(self.len()),
+            free: Vec::new(),
+            root: NIL,
+            seed: self.seed,
+        };
+        for (start, end) in self.iter() {
+            copy.insert(start, end);
+        }
+        copy
     }
 
     /// The gap holding `addr` (`start <= addr < end`).
@@ -272,6 +290,12 @@ impl Gaps {
     }
 }
 
+impl Clone for Gaps {
+    fn clone(&self) -> Gaps {
+        self.compacted()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +336,11 @@ mod tests {
         assert_eq!(g.find(2 * P, 0, 1000 * P), Some(299 * P));
         assert_eq!(g.find(2 * P, 150 * P, 1000 * P), Some(299 * P));
         assert_eq!(g.find(P, 150 * P, 1000 * P), Some(151 * P));
-        assert_eq!(g.find(P, 151 * P, 152 * P), Some(151 * P), "lo inside a gap");
+        assert_eq!(
+            g.find(P, 151 * P, 152 * P),
+            Some(151 * P),
+            "lo inside a gap"
+        );
         assert_eq!(g.find(2 * P, 0, 300 * P), None, "past hi");
         assert_eq!(g.find(701 * P, 0, 1000 * P), Some(299 * P));
         assert_eq!(g.find(702 * P, 0, 1000 * P), None);
@@ -378,5 +406,9 @@ mod tests {
             }
         }
         assert_eq!(g.iter().collect::<Vec<_>>(), runs);
+        assert!(g.nodes.len() <= 2 * g.len() + 33, "the arena is compacted");
+        let copy = g.clone();
+        assert_eq!(copy.iter().collect::<Vec<_>>(), runs);
+        assert_eq!(copy.nodes.len(), g.len(), "a copy holds live nodes only");
     }
 }

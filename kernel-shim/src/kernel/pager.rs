@@ -371,15 +371,61 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 }
 
 /// `space_apply1(id, kind, page, a, b)`: [`space_apply`] of the one operation `[kind, page,
-/// a, b]` passed in registers (rsi, rdx, r10, r8), with no batch to copy in. A protect of one
-/// page (an `mprotect` of one page) goes straight to its entry ([`space_protect1`]).
+/// a, b]` passed in registers (rsi, rdx, r10, r8), with no batch to copy in. A map whose page
+/// table exists (most faults) and a protect of one page (an `mprotect` of one page) go
+/// straight to the page's entry ([`space_map1`], [`space_protect1`]).
 #[inline(always)]
 pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let f = &k.threads[t].frame;
     if f.rsi == OP_PROTECT && f.r10 == 1 {
         space_protect1(k, t)
+    } else if f.rsi == OP_MAP {
+        space_map1(k, t)
     } else {
         space_apply1_batch(k, t)
+    }
+}
+
+/// [`space_apply1`] of `[OP_MAP, page, frame, prot]`, as [`apply`] performs it — the same
+/// checks — with one walk to the page's entry when its page table exists and, if a frame was
+/// replaced in the active space, an `invlpg` of that page. A missing table takes the batch
+/// path, which counts and adds it.
+#[inline(never)]
+fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    pager_only(k, t)?;
+    let f = k.threads[t].frame;
+    let s = space_of(k, f.rdi)?;
+    let root = k.spaces[s].root;
+    // rdx (the page) is read again by the batch path below: it becomes the count of
+    // operations done only once this path has answered.
+    let op = decode(
+        k.pager_ranges(),
+        &k.table_marks,
+        [OP_MAP, f.rdx, f.r10, f.r8],
+    );
+    let Ok(Op::Map { page, frame, flags }) = op else {
+        k.threads[t].frame.rdx = 0;
+        return Err(op.err().unwrap_or(EINVAL));
+    };
+    match paging::page_table_map_page(
+        pt::window(),
+        PhysAddr::new(root),
+        page,
+        PhysAddr::new(frame),
+        flags,
+    ) {
+        Ok(replaced) => {
+            if replaced.is_some() && pt::active() == root {
+                x86_64::instructions::tlb::flush(VirtAddr::new(page));
+            }
+            k.threads[t].frame.rdx = 1;
+            Ok(spare(&k.spaces, s))
+        }
+        Err(PagingError::NotMapped) => space_apply1_batch(k, t),
+        Err(e) => {
+            k.threads[t].frame.rdx = 0;
+            Err(paging_errno(e))
+        }
     }
 }
 

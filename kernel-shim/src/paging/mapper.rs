@@ -328,6 +328,37 @@ pub(super) fn set_page_flags(
     })?
 }
 
+/// Maps `virt` to `phys` with `flags`, replacing, when every table on the way exists already;
+/// returns the frame it replaced. `NotMapped`, with nothing changed, when a table is missing
+/// (a batch must add it). No flush is recorded: the caller invalidates `virt` where the space
+/// may be active when a frame was replaced.
+pub(super) fn set_leaf_in_place(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+    phys: PhysAddr,
+    flags: PageTableFlags,
+) -> Result<Option<PhysAddr>, PagingError> {
+    user_page(virt)?;
+    addr::frame(window, phys)?;
+    let flags = leaf_flags(flags)?;
+    let mut table = root;
+    for level in [4, 3, 2] {
+        let entry = window.entry(table, table_index(virt, level))?;
+        if !entry.flags().contains(PageTableFlags::PRESENT) {
+            return Err(PagingError::NotMapped);
+        }
+        table = table_of(&entry)?;
+    }
+    let index = table_index(virt, 1);
+    window.with_table(table, |t| {
+        let old = t[index].flags().contains(PageTableFlags::PRESENT);
+        let old = old.then(|| t[index].addr());
+        t[index] = entry(phys, flags);
+        old
+    })
+}
+
 /// The tables on the way to one page, as far as they exist.
 struct Path {
     /// `tables[level - 1]` is the level-`level` table, for levels `lowest..=4`.

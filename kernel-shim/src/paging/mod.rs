@@ -57,7 +57,7 @@ pub use flush::{FLUSH_THRESHOLD, Flush};
 pub use mapper::Mapper;
 pub use need::{TABLES_PER_MAP, TableNeed, map_table_bound};
 pub use space::{
-    page_table_create, page_table_destroy, page_table_map, page_table_protect,
+    page_table_create, page_table_destroy, page_table_map, page_table_map_page, page_table_protect,
     page_table_protect_page, page_table_unmap,
 };
 pub use table_alloc::TableAlloc;

@@ -126,6 +126,20 @@ pub fn page_table_protect(
     Ok((old, flush))
 }
 
+/// Maps one page in place, replacing (see [`Mapper::remap`]), when its page table exists:
+/// returns the frame it replaced, or `NotMapped` with nothing changed when a table is
+/// missing. No [`Flush`]: the caller must invalidate `virt` wherever the space may be active
+/// when a frame was replaced. For the kernel's map of one page, where a batch is overhead.
+pub fn page_table_map_page(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+    phys: PhysAddr,
+    flags: PageTableFlags,
+) -> Result<Option<PhysAddr>, PagingError> {
+    super::mapper::set_leaf_in_place(window, root, virt, phys, flags)
+}
+
 /// Sets the leaf flags of one mapped page like [`page_table_protect`], and returns the old
 /// flags, without a [`Flush`]: the caller must invalidate `virt` (that one page) wherever the
 /// space may be active. For the kernel's protection of one page, where a batch is overhead.

@@ -216,6 +216,51 @@ fn protect_page_agrees_with_the_mapper_and_checks_the_same() {
 }
 
 #[test]
+fn map_page_writes_the_leaf_only_where_its_table_exists() {
+    let mut m = Machine::new();
+    m.map(0x40_0000, data(0), USER_RW).unwrap();
+    // The table of 0x40_1000 exists: mapped in place, nothing replaced.
+    assert_eq!(
+        page_table_map_page(m.window, m.root, 0x40_1000, data(1), USER_RO),
+        Ok(None)
+    );
+    let t = m.translate(0x40_1000).unwrap();
+    assert_eq!((t.frame, t.writable), (data(1), false));
+    // Replacing answers the old frame.
+    assert_eq!(
+        page_table_map_page(m.window, m.root, 0x40_0000, data(2), USER_RW),
+        Ok(Some(data(0)))
+    );
+    assert_eq!(m.translate(0x40_0000).unwrap().frame, data(2));
+    // A missing table: refused with nothing changed (the batch path adds tables); and the
+    // mapper's refusals.
+    for (virt, frame, flags, error) in [
+        (0x4000_0000, data(3), USER_RW, PagingError::NotMapped),
+        (0x40_0008, data(3), USER_RW, PagingError::NotAligned),
+        (
+            0xFFFF_8000_0000_0000,
+            data(3),
+            USER_RW,
+            PagingError::NotUserAddress,
+        ),
+        (
+            0x40_2000,
+            data(3),
+            PageTableFlags::USER_ACCESSIBLE,
+            PagingError::InvalidFlags,
+        ),
+    ] {
+        assert_eq!(
+            page_table_map_page(m.window, m.root, virt, frame, flags),
+            Err(error),
+            "{virt:#x}"
+        );
+    }
+    assert!(m.translate(0x4000_0000).is_none());
+    assert!(m.translate(0x40_2000).is_none());
+}
+
+#[test]
 fn all_four_levels_and_the_top_of_the_user_half() {
     let mut m = Machine::new();
     let base = 0x1000;

@@ -58,15 +58,63 @@ fn nothing_is_backed_until_first_touch_and_touch_reads_zero() {
     let stats = vm.process_stats(0).unwrap();
     assert_eq!(stats.resident_pages, 0);
     assert!(stats.mapped_pages >= 64);
+    // A first read maps the shared zero frame: no frame of its own yet (Linux's zero page).
     assert_eq!(sys.read(p, a + 5 * PAGE, 4096).unwrap(), vec![0u8; 4096]);
+    assert_eq!(
+        vm.global_stats().unwrap().data_frames(),
+        before.data_frames()
+    );
     sys.write(p, a + 7 * PAGE + 100, b"abc").unwrap();
     let after = vm.global_stats().unwrap();
-    assert_eq!(after.data_frames(), before.data_frames() + 2);
+    assert_eq!(after.data_frames(), before.data_frames() + 1);
     assert_eq!(after.faults_zero_fill, before.faults_zero_fill + 2);
     assert_eq!(vm.process_stats(0).unwrap().resident_pages, 2);
     let page = sys.read(p, a + 7 * PAGE, 4096).unwrap();
     assert_eq!(&page[100..103], b"abc");
     assert!(page[..100].iter().chain(&page[103..]).all(|&b| b == 0));
+    // The first write to the page read before gets a zeroed frame of its own; the zero frame
+    // stays zero for every other reader.
+    sys.write(p, a + 5 * PAGE + 8, b"xy").unwrap();
+    assert_eq!(
+        vm.global_stats().unwrap().data_frames(),
+        before.data_frames() + 2
+    );
+    let page = sys.read(p, a + 5 * PAGE, 4096).unwrap();
+    assert_eq!(&page[8..10], b"xy");
+    assert!(page[..8].iter().chain(&page[10..]).all(|&b| b == 0));
+    let q = sys.spawn().unwrap();
+    let b = sys
+        .client(q)
+        .mmap(0, PAGE as usize, P::READ_WRITE, anon())
+        .unwrap() as u64;
+    assert_eq!(sys.read(q, b, 4096).unwrap(), vec![0u8; 4096]);
+}
+
+#[test]
+fn a_page_read_before_and_then_protected_is_never_writable_through_the_zero_frame() {
+    // Pins: mprotect of memory holding zero-frame mappings keeps them read-only (the zero
+    // frame is shared by every reader); a write after mprotect back to read/write gets a frame
+    // of its own.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 4 * 4096, P::READ_WRITE, anon()).unwrap();
+    for i in 0..4 {
+        sys.read(p, a as u64 + i * PAGE, 8).unwrap();
+    }
+    vm.mprotect(a, 4 * 4096, P::READ).unwrap();
+    vm.mprotect(a, 4 * 4096, P::READ_WRITE).unwrap();
+    vm.mprotect(a + 4096, 4096, P::READ_WRITE).unwrap();
+    sys.write(p, a as u64 + PAGE, &[9; 8]).unwrap();
+    let q = sys.spawn().unwrap();
+    let b = sys.client(q).mmap(0, 4096, P::READ, anon()).unwrap() as u64;
+    assert_eq!(
+        sys.read(q, b, 4096).unwrap(),
+        vec![0u8; 4096],
+        "the zero frame"
+    );
+    assert_eq!(sys.read(p, a as u64 + PAGE, 8).unwrap(), vec![9; 8]);
+    assert_eq!(sys.read(p, a as u64, 8).unwrap(), vec![0; 8]);
 }
 
 #[test]
