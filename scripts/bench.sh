@@ -3,24 +3,87 @@
 # QEMU TCG with -icount shift=0 -cpu qemu64 -m 512 -smp 1 (rdtsc counts guest instructions, as
 # the Linux peer was measured), and each figure (median guest instructions per operation) is
 # shown with Linux's (scripts/bench/linux-guest.txt) and the ratio ours/Linux.
-# Usage: scripts/bench.sh [--quick]   (--quick: a few operations per figure, a smoke run)
-# The raw serial log is left in target/vmbench.log.
+# Usage: scripts/bench.sh [--scaled] [--quick]
+#   --scaled  the scaled rows instead (vmscaled: how each cost grows with pages, regions and
+#             processes, and the probes), beside Linux's (scripts/bench/linux-guest-scaled.txt),
+#             then the growth of each family of sized rows from its smallest size to its largest
+#   --quick   a few operations per figure, a smoke run (vmbench_quick, vmscaled_quick)
+# The raw serial log is left in target/vmbench.log (target/vmscaled.log with --scaled).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
 
 program=vmbench
-[ "${1:-}" = --quick ] && program=vmbench_quick
-log=target/vmbench.log
+peer=scripts/bench/linux-guest.txt
+timeout=900
+quick=
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=_quick ;;
+        --scaled) program=vmscaled peer=scripts/bench/linux-guest-scaled.txt timeout=3600 ;;
+        *) echo "usage: scripts/bench.sh [--scaled] [--quick]" >&2; exit 2 ;;
+    esac
+done
+log=target/$program.log
+program=$program$quick
+
+source scripts/setup.sh
 mkdir -p target
 cargo run -q --release -p qemu-tests --bin boot -- --cpu qemu64 --icount --memory 512 \
     --append aslr=off \
-    --no-input --timeout 900 memd "$program" >"$log" 2>&1 || {
+    --no-input --timeout "$timeout" memd "$program" >"$log" 2>&1 || {
     tail -40 "$log" >&2
     echo "bench: the boot failed; the log is in $log" >&2
     exit 1
 }
-grep -q VMBENCH_END "$log" || { tail -40 "$log" >&2; echo "bench: vmbench did not finish" >&2; exit 1; }
+grep -q VMBENCH_END "$log" || { tail -40 "$log" >&2; echo "bench: $program did not finish" >&2; exit 1; }
+
+if [ "$peer" = scripts/bench/linux-guest-scaled.txt ]; then
+    # Every row beside Linux's; then, for each family of rows that differ only in their last
+    # number (a size: pages, MiB, regions, processes), the growth from the smallest to the
+    # largest, ours and Linux's.
+    awk '
+        FNR == NR { if ($0 !~ /^#/ && NF == 2) linux[$1] = $2; next }
+        /RESULT / {
+            sub(/.*RESULT /, "")
+            order[++n] = $1
+            if ($2 ~ /^med_cyc=/) { split($2, m, "="); ours[$1] = m[2] }
+        }
+        function commas(x,   s) {
+            s = sprintf("%d", x)
+            while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]([,]|$)/, ",&", s)
+            return s
+        }
+        function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+        END {
+            printf "| %-30s | %11s | %11s | %5s |\n", "row (guest instructions)", "ours", "Linux", "ratio"
+            printf "|%s|%s|%s|%s|\n", "--------------------------------", "-------------", "-------------", "-------"
+            for (i = 1; i <= n; i++) {
+                name = order[i]
+                o = (name in ours) ? ours[name] : 0
+                l = (name in linux) ? linux[name] : 0
+                printf "| %-30s | %11s | %11s | %5s |\n", name, o ? commas(o) : "n/a", l ? commas(l) : "-", ratio(o, l)
+                if (!match(name, /[0-9]+[^0-9]*$/)) continue
+                rest = substr(name, RSTART)
+                match(rest, /^[0-9]+/)
+                size = substr(rest, 1, RLENGTH) + 0
+                family = substr(name, 1, length(name) - length(rest)) "*" substr(rest, RLENGTH + 1)
+                if (!(family in members)) { families[++f] = family; lo[family] = hi[family] = name; los[family] = his[family] = size }
+                members[family]++
+                if (size < los[family]) { los[family] = size; lo[family] = name }
+                if (size > his[family]) { his[family] = size; hi[family] = name }
+            }
+            printf "\n| %-30s | %-13s | %7s | %7s |\n", "growth (largest / smallest)", "sizes", "ours", "Linux"
+            printf "|%s|%s|%s|%s|\n", "--------------------------------", "---------------", "---------", "---------"
+            for (i = 1; i <= f; i++) {
+                family = families[i]
+                if (members[family] < 2) continue
+                printf "| %-30s | %-13s | %7s | %7s |\n", family, los[family] " -> " his[family],
+                    ratio(ours[hi[family]], ours[lo[family]]), ratio(linux[hi[family]], linux[lo[family]])
+            }
+        }
+    ' "$peer" "$log"
+    exit 0
+fi
 
 # Our IPC round trip (a null request to memd) sits beside Linux's pipe and futex ping-pong.
 awk '
@@ -55,4 +118,4 @@ awk '
                 row(name, name)
         }
     }
-' scripts/bench/linux-guest.txt "$log"
+' "$peer" "$log"

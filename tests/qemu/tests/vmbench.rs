@@ -1,7 +1,7 @@
-//! vmbench on the metal, as `scripts/bench.sh` boots it (`-cpu qemu64 -icount shift=0`, 512
-//! MiB) but in its quick mode (`vmbench_quick`: a few operations per figure): every figure's
-//! `RESULT` line is there with a positive median. Not a timed test: the figures themselves are
-//! `scripts/bench.sh`'s business.
+//! vmbench and vmscaled on the metal, as `scripts/bench.sh` (and `--scaled`) boots them
+//! (`-cpu qemu64 -icount shift=0`, 512 MiB) but in their quick modes (`vmbench_quick`,
+//! `vmscaled_quick`: a few operations per figure): every figure's `RESULT` line is there with a
+//! positive median. Not timed tests: the figures themselves are `scripts/bench.sh`'s business.
 
 use qemu_runner::Boot;
 use std::time::Duration;
@@ -26,6 +26,54 @@ const FIGURES: &[&str] = &[
     "f_fork_exit_wait_nocow",
 ];
 
+/// Every row vmscaled prints: the Linux peer's scaled rows, in its order.
+const SCALED_ROWS: &[&str] = &[
+    "timer_overhead",
+    "p_zero4k_rep_stosq",
+    "p_zero4k_rep_stosb",
+    "p_zero4k_loop_qword",
+    "p_zero4k_loop_sse128",
+    "p_copy4k_rep_movsq",
+    "p_bad_syscall",
+    "h_getppid",
+    "s_mprotect_toggle_R1",
+    "s_mprotect_toggle_R1000",
+    "s_mprotect_toggle_R10000",
+    "s_mmap2p_munmap_holes_R1",
+    "s_mmap2p_munmap_holes_R1000",
+    "s_mmap2p_munmap_holes_R10000",
+    "s_mmap_munmap_lazy_1p",
+    "s_mmap_munmap_lazy_256p",
+    "s_mmap_munmap_lazy_65536p",
+    "s_munmap_populated_1p",
+    "s_munmap_populated_256p",
+    "s_munmap_populated_65536p",
+    "s_mmap_touch_munmap_pp_1M",
+    "s_touch_fault_per_page_1M",
+    "s_mmap_touch_munmap_pp_64M",
+    "s_touch_fault_per_page_64M",
+    "s_mmap_touch_munmap_pp_256M",
+    "s_touch_fault_per_page_256M",
+    "s_read_fault_per_page_1M",
+    "s_cow_fault_per_page_256",
+    "s_fork_cow256_exit_wait",
+    "s_cow_fault_per_page_4096",
+    "s_fork_cow4096_exit_wait",
+    "s_cow_fault_per_page_32768",
+    "s_fork_cow32768_exit_wait",
+    "s_wp_reuse_fault_per_page",
+    "s_fork_exit_wait_R1",
+    "s_fork_exit_wait_R1000",
+    "s_fork_exit_wait_R10000",
+    "s_mprotect_toggle_R1_afterfork",
+    "s_pipe_rtt_P0",
+    "s_fork_exit_wait_nocow_P0",
+    "s_pipe_rtt_P8",
+    "s_fork_exit_wait_nocow_P8",
+    "s_pipe_rtt_P24",
+    "s_fork_exit_wait_nocow_P24",
+];
+
 /// The `med_cyc` of figure `name` in `log`.
 fn median(log: &str, name: &str) -> Option<u64> {
     log.lines()
@@ -37,9 +85,10 @@ fn median(log: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-#[test]
-fn vmbench_prints_every_figure_under_icount_on_qemu64() {
-    let mut boot = Boot::new(&["memd", "vmbench_quick"]);
+/// Boots memd and `program` as `scripts/bench.sh` does (without `aslr=off`) and checks that
+/// it ran to its end and printed every one of `figures` with a positive median.
+fn prints_every_figure(program: &str, figures: &[&str]) {
+    let mut boot = Boot::new(&["memd", program]);
     boot.cpu = "qemu64".into();
     boot.icount = true;
     boot.memory_mib = 512;
@@ -51,10 +100,20 @@ fn vmbench_prints_every_figure_under_icount_on_qemu64() {
         .assert_no_log("FATAL")
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
-    for name in FIGURES {
+    for name in figures {
         match median(&o.log, name) {
             Some(m) => assert!(m > 0, "{name}: median {m}\n{}", o.log),
             None => panic!("no RESULT line for {name}\n{}", o.log),
         }
     }
+}
+
+#[test]
+fn vmbench_prints_every_figure_under_icount_on_qemu64() {
+    prints_every_figure("vmbench_quick", FIGURES);
+}
+
+#[test]
+fn vmscaled_prints_every_row_under_icount_on_qemu64() {
+    prints_every_figure("vmscaled_quick", SCALED_ROWS);
 }

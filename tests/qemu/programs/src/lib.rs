@@ -2,7 +2,7 @@
 //! kernel-shim (re-exported from [`libvm::sys::raw`], their one definition), console printing,
 //! the panic handler (message, then a backtrace the boot runner symbolizes) and the process
 //! entry; libvm's system-call transport and its `GlobalAlloc`, so programs use `Vec`, `Box`
-//! and `String` with memory from memd.
+//! and `String` with memory from memd; and the benchmarks' measurement ([`bench`]).
 #![no_std]
 
 extern crate alloc;
@@ -14,6 +14,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub use kernel_shim::abi as nr;
 pub use kernel_shim::abi::{OP_MAP, OP_PROTECT, OP_UNMAP, PAGER_ENDPOINT, TOKEN_EXIT, TOKEN_FAULT};
 pub use libvm;
+
+pub mod bench;
 
 /// libvm's transport: `ipc_call` to the pager (memd when it is module 0).
 pub static TRANSPORT: libvm::sys::SyscallTransport = libvm::sys::SyscallTransport;

@@ -1,11 +1,11 @@
 //! The memory benchmark, shared by `vmbench` (the full run) and `vmbench_quick` (a smoke run
 //! for the QEMU tests): the figures of the Linux peer's `vmbench.c`, measured the same way.
 //!
-//! Timing: `lfence; rdtsc; lfence` around each operation. Under QEMU TCG with
-//! `-icount shift=0` the TSC advances one tick per guest instruction, so `med_cyc` is the median
-//! number of guest instructions per operation. Each figure: a warm-up of [`Mode::warm`] ticks,
-//! then operations until [`Mode::target`] ticks have passed (or the sample buffer is full);
-//! median and 99th percentile of the per-operation samples. The lines read
+//! Timing ([`user_rt::bench`]): `lfence; rdtsc; lfence` around each operation. Under QEMU TCG
+//! with `-icount shift=0` the TSC advances one tick per guest instruction, so `med_cyc` is the
+//! median number of guest instructions per operation. Each figure: a warm-up of [`FULL`]'s
+//! `warm` ticks, then operations until its `target` ticks have passed (or the sample buffer is
+//! full); median and 99th percentile of the per-operation samples. The lines read
 //! `RESULT <name> med_cyc=<n> p99_cyc=<n> med_ns=<x> p99_ns=<x> n=<n>`, as the peer's do.
 //!
 //! Our operations for the peer's: the null system call is `clock` (Linux: `getppid`); the IPC
@@ -14,6 +14,7 @@
 //! mmap/munmap/mprotect/brk/fork/wait are libvm's calls to memd.
 
 use libvm::{MmapFlags as F, ProtectionFlags as P};
+use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, release, touch};
 use user_rt::*;
 
 const PAGE: usize = 4096;
@@ -23,10 +24,9 @@ const COW_PAGES: usize = 256;
 
 /// How long each figure runs.
 struct Mode {
-    /// Warm-up, in TSC ticks (guest instructions under icount).
-    warm: u64,
-    /// Measurement, in TSC ticks.
-    target: u64,
+    /// Warm-up and measurement (the peer's `run_bench`: no forced warm-up operation, one
+    /// sample at least).
+    driver: Driver,
     /// Samples per figure (the buffers' size).
     max_samples: usize,
     /// Calibrate the TSC against the kernel's clock (else assume 1 tick per ns).
@@ -35,142 +35,36 @@ struct Mode {
 
 /// The full run: the peer's 20 ms warm-up and 0.2 s of measurement (at one tick per ns).
 const FULL: Mode = Mode {
-    warm: 20_000_000,
-    target: 200_000_000,
+    driver: Driver {
+        warm_once: false,
+        warm: 20_000_000,
+        target: 200_000_000,
+        min: 1,
+    },
     max_samples: 1 << 18,
     calibrate: true,
 };
 
 /// A smoke run: every figure, a few operations each.
 const QUICK: Mode = Mode {
-    warm: 100_000,
-    target: 1_000_000,
+    driver: Driver {
+        warm_once: false,
+        warm: 100_000,
+        target: 1_000_000,
+        min: 1,
+    },
     max_samples: 1 << 12,
     calibrate: false,
 };
 
-#[inline(always)]
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: lfence and rdtsc only read the time-stamp counter (CR4.TSD is clear).
-    unsafe {
-        core::arch::asm!("lfence", "rdtsc", "lfence", out("eax") lo, out("edx") hi,
-                         options(nostack, preserves_flags));
-    }
-    (hi as u64) << 32 | lo as u64
-}
-
-fn touch(addr: usize, v: u8) {
-    // SAFETY: the benchmark writes only memory it mapped writable.
-    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
-}
-
-fn fatal(what: &str) -> ! {
-    println!("FATAL {}", what);
-    exit(1)
-}
-
-fn map(len: usize, flags: F) -> usize {
-    match vm().mmap(0, len, P::READ_WRITE, flags) {
-        Ok(a) => a,
-        Err(_) => fatal("mmap"),
-    }
-}
-
-/// A sample buffer of `n` words, mapped and populated.
-fn buffer(n: usize) -> &'static mut [u64] {
-    let a = map(n * 8, F::anonymous_private().populate());
-    // SAFETY: `a` is a fresh read/write mapping of `n` words that nothing else refers to and
-    // that the benchmark never unmaps while the slice lives (see `release`).
-    unsafe { core::slice::from_raw_parts_mut(a as *mut u64, n) }
-}
-
-fn release(b: &mut [u64]) {
-    let _ = vm().munmap(b.as_mut_ptr() as usize, b.len() * 8);
-}
-
-struct Bench {
-    mode: &'static Mode,
-    ghz: f64,
-    s: &'static mut [u64],
-    s2: &'static mut [u64],
-}
-
-impl Bench {
-    /// Runs `op` (which returns its own tick count and may set a secondary sample) as the
-    /// peer's `run_bench` does; returns the sample count.
-    fn run(&mut self, mut op: impl FnMut(&mut u64) -> u64) -> usize {
-        let warm_end = rdtsc() + self.mode.warm;
-        let mut dummy = 0;
-        while rdtsc() < warm_end {
-            op(&mut dummy);
-        }
-        let end = rdtsc() + self.mode.target;
-        let max = self.s.len().min(self.s2.len());
-        let mut n = 0;
-        while n < max {
-            let mut sec = 0;
-            self.s[n] = op(&mut sec);
-            self.s2[n] = sec;
-            n += 1;
-            if rdtsc() >= end {
-                break;
-            }
-        }
-        n
-    }
-
-    fn report(&self, name: &str, s: &mut [u64]) {
-        if s.is_empty() {
-            println!("RESULT {:<28} n/a", name);
-            return;
-        }
-        s.sort_unstable();
-        let n = s.len();
-        let med = s[n / 2];
-        let p99 = s[((n as f64 * 0.99) as usize).min(n - 1)];
-        println!(
-            "RESULT {:<28} med_cyc={:<9} p99_cyc={:<9} med_ns={:<10.1} p99_ns={:<10.1} n={}",
-            name,
-            med,
-            p99,
-            med as f64 / self.ghz,
-            p99 as f64 / self.ghz,
-            n
-        );
-    }
-
-    fn first(&mut self, name: &str, n: usize) {
-        let s = core::mem::take(&mut self.s);
-        self.report(name, &mut s[..n]);
-        self.s = s;
-    }
-
-    fn second(&mut self, name: &str, n: usize) {
-        let s = core::mem::take(&mut self.s2);
-        self.report(name, &mut s[..n]);
-        self.s2 = s;
-    }
-}
-
-/// TSC ticks per nanosecond of the kernel's clock (1 ms steps), over 20 ms.
-fn calibrate() -> f64 {
-    let c0 = clock();
-    while clock() == c0 {}
-    let (n0, t0) = (clock(), rdtsc());
-    while clock() - n0 < 20_000_000 {}
-    let (n1, t1) = (clock(), rdtsc());
-    (t1 - t0) as f64 / (n1 - n0) as f64
-}
-
 /// Runs every figure and prints its line: the full run, or a smoke run when `quick`.
 pub fn run(quick: bool) -> u64 {
-    let mode = if quick { &QUICK } else { &FULL };
+    let mode = if quick { QUICK } else { FULL };
     println!("VMBENCH_BEGIN");
     let ghz = if mode.calibrate { calibrate() } else { 1.0 };
     println!("INFO tsc_ghz: {:.4}", ghz);
     let mut b = Bench {
-        mode,
+        driver: mode.driver,
         ghz,
         s: buffer(mode.max_samples),
         s2: buffer(mode.max_samples),
