@@ -36,8 +36,9 @@ pub struct Config {
     pub aslr_seed: Option<[u8; 32]>,
 }
 
-/// Bytes of memd's memory one region is counted for (tree node share, listing, object entry).
-pub const REGION_COST: usize = 128;
+/// Bytes of memd's memory one region is counted for (its share of a tree node, listing and
+/// object entry, and its gap's node in the placement index).
+pub const REGION_COST: usize = 192;
 /// Bytes of memd's memory one resident page is counted for (its entry in the page map).
 pub const PAGE_COST: usize = 32;
 
@@ -92,6 +93,11 @@ pub struct Memd<K: Kernel> {
 impl<K: Kernel> Memd<K> {
     /// Starts memd with the kernel capability and the free physical ranges it was given.
     pub fn new(kernel: K, ranges: &[(u64, u64)], config: Config) -> Memd<K> {
+        if let Some(seed) = config.aslr_seed {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&seed[24..]);
+            crate::gaps::set_seed(u64::from_le_bytes(word));
+        }
         let mut frames = FrameAllocator::new(ranges);
         let zero = frames.alloc();
         if let Some(frame) = zero {

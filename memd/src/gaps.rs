@@ -1,200 +1,175 @@
 //! The free gaps of an address space, indexed for first-fit placement in O(log n) whatever
 //! the holes (as Linux's maple tree keeps the largest gap of each subtree).
 //!
-//! A treap (a binary search tree keyed by a gap's start, heap-ordered by a pseudo-random
-//! priority, so expected O(log n) deep) in one arena of nodes; each node also holds the largest
-//! gap of its subtree, which lets a search skip every subtree where no gap is long enough.
-//! The gaps are the complement of the regions in `[0, end)`: [`Gaps::take`] when a region is
-//! added, [`Gaps::give`] when one is removed (merging with the gaps beside it).
+//! A treap (a binary search tree keyed by a gap's start, heap-ordered by a priority hashed
+//! from the start, so expected O(log n) deep) of small boxed nodes; each node also holds the
+//! largest gap of its subtree, which lets a search skip every subtree where no gap is long
+//! enough. The gaps are the complement of the regions in `[0, end)`: [`Gaps::take`] when a
+//! region is added, [`Gaps::give`] when one is removed (merging with the gaps beside it).
 //!
-//! Memory: one 40-byte node a gap, at most one more gap than regions. The arena is compacted
-//! when half of it is free slots, and a copy (a fork's) holds the live nodes only.
+//! Memory: one 48-byte node a gap, at most one more gap than regions; no large contiguous
+//! allocation (memd's heap serves small blocks best).
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-/// No node.
-const NIL: u32 = u32::MAX;
+type Tree = Option<Box<Node>>;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Node {
     start: u64,
     end: u64,
     /// The longest gap in this node's subtree.
     longest: u64,
-    priority: u32,
-    left: u32,
-    right: u32,
+    priority: u64,
+    left: Tree,
+    right: Tree,
+}
+
+/// The secret mixed into every priority ([`set_seed`]).
+static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+
+/// Mixes `seed` into the priorities of every gap index made from now on: with a seed a
+/// process cannot know, it cannot choose addresses whose priorities would make a tree deep
+/// (memd seeds it with its layout randomization's entropy).
+pub fn set_seed(seed: u64) {
+    SEED.store(seed | 1, Ordering::Relaxed);
+}
+
+/// A priority that looks random (splitmix64 of the start and the seed), so the tree stays
+/// shallow.
+fn priority(start: u64) -> u64 {
+    let mut z = start.wrapping_add(SEED.load(Ordering::Relaxed));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn longest(t: &Tree) -> u64 {
+    t.as_ref().map_or(0, |n| n.longest)
+}
+
+fn update(n: &mut Node) {
+    n.longest = (n.end - n.start)
+        .max(longest(&n.left))
+        .max(longest(&n.right));
+}
+
+/// Splits `t` into the gaps starting below `key` and the rest.
+fn split(t: Tree, key: u64) -> (Tree, Tree) {
+    let Some(mut n) = t else {
+        return (None, None);
+    };
+    if n.start < key {
+        let (l, r) = split(n.right.take(), key);
+        n.right = l;
+        update(&mut n);
+        (Some(n), r)
+    } else {
+        let (l, r) = split(n.left.take(), key);
+        n.left = r;
+        update(&mut n);
+        (l, Some(n))
+    }
+}
+
+/// Joins `a` and `b`, every gap of `a` below every gap of `b`.
+fn merge(a: Tree, b: Tree) -> Tree {
+    match (a, b) {
+        (None, b) => b,
+        (a, None) => a,
+        (Some(mut a), Some(mut b)) => {
+            if a.priority > b.priority {
+                a.right = merge(a.right.take(), Some(b));
+                update(&mut a);
+                Some(a)
+            } else {
+                b.left = merge(Some(a), b.left.take());
+                update(&mut b);
+                Some(b)
+            }
+        }
+    }
+}
+
+/// The first gap (lowest start) of at least `len` bytes starting at or above `lo`.
+fn first_fit(t: &Tree, lo: u64, len: u64) -> Option<(u64, u64)> {
+    let n = t.as_ref().filter(|n| n.longest >= len)?;
+    if n.start < lo {
+        return first_fit(&n.right, lo, len);
+    }
+    first_fit(&n.left, lo, len)
+        .or_else(|| (n.end - n.start >= len).then_some((n.start, n.end)))
+        .or_else(|| first_fit(&n.right, lo, len))
 }
 
 /// The free gaps of `[0, end)`, disjoint and never adjacent (a gap always ends where a region
 /// starts, or at `end`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Gaps {
-    nodes: Vec<Node>,
-    /// Slots of removed nodes, reused first.
-    free: Vec<u32>,
-    root: u32,
-    /// The state of the priority generator.
-    seed: u32,
+    root: Tree,
+    len: usize,
 }
 
 impl Gaps {
     /// All of `[0, end)` free: one gap.
     pub fn new(end: u64) -> Gaps {
-        let mut gaps = Gaps {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            root: NIL,
-            seed: 0x9E37_79B9,
-        };
+        let mut gaps = Gaps { root: None, len: 0 };
         if end > 0 {
-            let n = gaps.node(0, end);
-            gaps.root = n;
+            gaps.insert(0, end);
         }
         gaps
     }
 
     /// Number of gaps.
     pub fn len(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.len
     }
 
     /// Whether there is no gap at all.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn node(&mut self, start: u64, end: u64) -> u32 {
-        // xorshift32: priorities only need to look random to keep the tree shallow.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 17;
-        self.seed ^= self.seed << 5;
-        let n = Node {
-            start,
-            end,
-            longest: end - start,
-            priority: self.seed,
-            left: NIL,
-            right: NIL,
-        };
-        match self.free.pop() {
-            Some(i) => {
-                self.nodes[i as usize] = n;
-                i
-            }
-            None => {
-                self.nodes.push(n);
-                (self.nodes.len() - 1) as u32
-            }
-        }
-    }
-
-    fn longest(&self, t: u32) -> u64 {
-        if t == NIL {
-            0
-        } else {
-            self.nodes[t as usize].longest
-        }
-    }
-
-    fn update(&mut self, t: u32) {
-        let n = self.nodes[t as usize];
-        let longest = (n.end - n.start)
-            .max(self.longest(n.left))
-            .max(self.longest(n.right));
-        self.nodes[t as usize].longest = longest;
-    }
-
-    /// Splits `t` into the gaps starting below `key` and the rest.
-    fn split(&mut self, t: u32, key: u64) -> (u32, u32) {
-        if t == NIL {
-            return (NIL, NIL);
-        }
-        let n = self.nodes[t as usize];
-        if n.start < key {
-            let (l, r) = self.split(n.right, key);
-            self.nodes[t as usize].right = l;
-            self.update(t);
-            (t, r)
-        } else {
-            let (l, r) = self.split(n.left, key);
-            self.nodes[t as usize].left = r;
-            self.update(t);
-            (l, t)
-        }
-    }
-
-    /// Joins `a` and `b`, every gap of `a` below every gap of `b`.
-    fn merge(&mut self, a: u32, b: u32) -> u32 {
-        if a == NIL {
-            return b;
-        }
-        if b == NIL {
-            return a;
-        }
-        if self.nodes[a as usize].priority > self.nodes[b as usize].priority {
-            let r = self.merge(self.nodes[a as usize].right, b);
-            self.nodes[a as usize].right = r;
-            self.update(a);
-            a
-        } else {
-            let l = self.merge(a, self.nodes[b as usize].left);
-            self.nodes[b as usize].left = l;
-            self.update(b);
-            b
-        }
+        self.len == 0
     }
 
     fn insert(&mut self, start: u64, end: u64) {
-        let n = self.node(start, end);
-        let (l, r) = self.split(self.root, start);
-        let l = self.merge(l, n);
-        self.root = self.merge(l, r);
+        let node = Box::new(Node {
+            start,
+            end,
+            longest: end - start,
+            priority: priority(start),
+            left: None,
+            right: None,
+        });
+        let (l, r) = split(self.root.take(), start);
+        self.root = merge(merge(l, Some(node)), r);
+        self.len += 1;
     }
 
     /// Removes the gap starting at `start` (there must be one).
     fn remove(&mut self, start: u64) {
-        let (l, r) = self.split(self.root, start);
-        let (m, r) = self.split(r, start + 1);
-        if m != NIL {
-            self.free.push(m);
+        let (l, r) = split(self.root.take(), start);
+        let (m, r) = split(r, start + 1);
+        if m.is_some() {
+            self.len -= 1;
         }
-        self.root = self.merge(l, r);
-        if self.free.len() > 32 && self.free.len() * 2 > self.nodes.len() {
-            *self = self.compacted();
-        }
-    }
-
-    /// The same gaps in an arena of live nodes only.
-    fn compacted(&self) -> Gaps {
-        let mut copy = Gaps {
-            nodes: Vec::with_capacity(self.len()),
-            free: Vec::new(),
-            root: NIL,
-            seed: self.seed,
-        };
-        for (start, end) in self.iter() {
-            copy.insert(start, end);
-        }
-        copy
+        self.root = merge(l, r);
     }
 
     /// The gap holding `addr` (`start <= addr < end`).
     pub fn containing(&self, addr: u64) -> Option<(u64, u64)> {
-        let mut t = self.root;
+        let mut t = &self.root;
         let mut best = None;
-        while t != NIL {
-            let n = &self.nodes[t as usize];
+        while let Some(n) = t {
             if n.start <= addr {
                 best = Some((n.start, n.end));
-                t = n.right;
+                t = &n.right;
             } else {
-                t = n.left;
+                t = &n.left;
             }
         }
         best.filter(|&(_, end)| addr < end)
     }
-
     /// The gap ending at `end` exactly, if any.
     fn ending_at(&self, end: u64) -> Option<(u64, u64)> {
         end.checked_sub(1)
@@ -244,20 +219,6 @@ impl Gaps {
         self.insert(s, e);
     }
 
-    /// The first gap (lowest start) of at least `len` bytes starting at or above `lo`.
-    fn first_fit(&self, t: u32, lo: u64, len: u64) -> Option<(u64, u64)> {
-        if t == NIL || self.longest(t) < len {
-            return None;
-        }
-        let n = self.nodes[t as usize];
-        if n.start < lo {
-            return self.first_fit(n.right, lo, len);
-        }
-        self.first_fit(n.left, lo, len)
-            .or_else(|| (n.end - n.start >= len).then_some((n.start, n.end)))
-            .or_else(|| self.first_fit(n.right, lo, len))
-    }
-
     /// The lowest `s` with `[s, s + len)` free and inside `[lo, hi)` (first fit by address),
     /// or `None`. O(log n) expected.
     pub fn find(&self, len: u64, lo: u64, hi: u64) -> Option<u64> {
@@ -269,30 +230,23 @@ impl Gaps {
         {
             return Some(lo);
         }
-        let (s, _) = self.first_fit(self.root, lo, len)?;
+        let (s, _) = first_fit(&self.root, lo, len)?;
         (s.checked_add(len)? <= hi).then_some(s)
     }
 
     /// Every gap in address order (for checks).
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let mut stack = Vec::new();
-        let mut t = self.root;
+        let mut stack: Vec<&Node> = Vec::new();
+        let mut t = self.root.as_deref();
         core::iter::from_fn(move || {
-            while t != NIL {
-                stack.push(t);
-                t = self.nodes[t as usize].left;
+            while let Some(n) = t {
+                stack.push(n);
+                t = n.left.as_deref();
             }
             let n = stack.pop()?;
-            let node = &self.nodes[n as usize];
-            t = node.right;
-            Some((node.start, node.end))
+            t = n.right.as_deref();
+            Some((n.start, n.end))
         })
-    }
-}
-
-impl Clone for Gaps {
-    fn clone(&self) -> Gaps {
-        self.compacted()
     }
 }
 
@@ -406,9 +360,8 @@ mod tests {
             }
         }
         assert_eq!(g.iter().collect::<Vec<_>>(), runs);
-        assert!(g.nodes.len() <= 2 * g.len() + 33, "the arena is compacted");
+        assert_eq!(g.len(), runs.len());
         let copy = g.clone();
         assert_eq!(copy.iter().collect::<Vec<_>>(), runs);
-        assert_eq!(copy.nodes.len(), g.len(), "a copy holds live nodes only");
     }
 }

@@ -196,9 +196,15 @@ impl<K: Kernel> Memd<K> {
             };
             self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
         }
-        let removed = space.remove_regions(start, end);
-        self.drop_pages(space, &removed);
-        Ok(())
+        // Region by region: no list of them all (memd's heap may not hold one at once).
+        loop {
+            let next = space.regions.overlapping(start, end).next().copied();
+            let Some(r) = next else {
+                return Ok(());
+            };
+            let removed = space.remove_regions(r.start.max(start), r.end.min(end));
+            self.drop_pages(space, &removed);
+        }
     }
 
     /// Releases the resident pages of the removed regions and their share of objects.
@@ -206,12 +212,7 @@ impl<K: Kernel> Memd<K> {
         let mut objects = self.objects.lock();
         let mut frames = self.frames.lock();
         for r in removed {
-            let gone: Vec<u64> = space.pages.range(r.start..r.end).map(|(&p, _)| p).collect();
-            for page in gone {
-                if let Some(frame) = space.pages.remove(&page) {
-                    frames.drop_ref(frame);
-                }
-            }
+            space.take_pages(r.start, r.end, |_, frame| frames.drop_ref(frame));
             if r.object != 0 {
                 objects.drop_mapped(r.object, r.pages(), &mut frames);
             }
@@ -424,12 +425,8 @@ impl<K: Kernel> Memd<K> {
                     pages: (end - addr) / PAGE_SIZE,
                 };
                 self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
-                let gone: Vec<(u64, u64)> = space.resident(addr, end).collect();
                 let mut frames = self.frames.lock();
-                for (page, frame) in gone {
-                    space.pages.remove(&page);
-                    frames.drop_ref(frame);
-                }
+                space.take_pages(addr, end, |_, frame| frames.drop_ref(frame));
                 Ok(())
             }
             MADV_REMOVE => {

@@ -162,15 +162,25 @@ impl<K: Kernel> Memd<K> {
                 .ok_or(VmError::OutOfMemory)?
         };
         let moved_len = old_len.min(new_len);
-        let moved: Vec<(u64, u64)> = if old_len == 0 {
-            Vec::new()
+        // However many pages move, memd's heap may not hold their list: ENOMEM, nothing
+        // changed, rather than a failed allocation.
+        let resident = if old_len == 0 {
+            0
         } else {
-            space.resident(old, old + moved_len).collect()
+            space.resident(old, old + moved_len).count()
         };
+        let mut moved: Vec<(u64, u64)> = Vec::new();
+        let mut ops = Vec::new();
+        moved
+            .try_reserve_exact(resident)
+            .and_then(|()| ops.try_reserve_exact(resident + 2))
+            .map_err(|_| VmError::OutOfMemory)?;
+        if old_len != 0 {
+            moved.extend(space.resident(old, old + moved_len));
+        }
         // The page tables first, in one batch (one flush), so a refusal changes nothing: what
         // a FIXED target held goes, the old range's entries go, its frames appear at the new
         // addresses; then memd's records.
-        let mut ops = Vec::with_capacity(moved.len() + 2);
         let clear_target = fixed && space.resident(to, to + new_len).next().is_some();
         if clear_target {
             ops.push(PageOp::Unmap {

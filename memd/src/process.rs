@@ -73,10 +73,8 @@ impl<K: Kernel> Memd<K> {
             .copied()
             .collect();
         for r in &special {
-            let gone: Vec<u64> = child.pages.range(r.start..r.end).map(|(&p, _)| p).collect();
-            for page in gone {
-                child.pages.remove(&page);
-            }
+            // No reference of the child's was taken on them yet.
+            child.take_pages(r.start, r.end, |_, _| {});
             if r.flags.contains(RegionFlags::DONTFORK) {
                 child.remove_regions(r.start, r.end);
             }
@@ -208,8 +206,11 @@ impl<K: Kernel> Memd<K> {
         if !self.destroy_space(&mut image) {
             return;
         }
-        let regions: Vec<Region> = image.regions.iter().copied().collect();
-        self.drop_pages(&mut image, &regions);
+        // Region by region: no list of them all (memd's heap may not hold one at once).
+        let regions = core::mem::take(&mut image.regions);
+        for r in regions.iter() {
+            self.drop_pages(&mut image, core::slice::from_ref(r));
+        }
         debug_assert!(image.pages.is_empty());
     }
 }

@@ -115,6 +115,27 @@ impl AddressSpace {
         removed
     }
 
+    /// Removes the resident pages of `[start, end)` from the page map, calling `f` with each
+    /// (page, frame) in address order: a few at a time, with no allocation, however many.
+    pub fn take_pages(&mut self, start: u64, end: u64, mut f: impl FnMut(u64, FrameAddr)) {
+        const CHUNK: usize = 64;
+        loop {
+            let mut chunk = [(0, 0); CHUNK];
+            let mut n = 0;
+            for (slot, (&page, &frame)) in chunk.iter_mut().zip(self.pages.range(start..end)) {
+                *slot = (page, frame);
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            for &(page, frame) in &chunk[..n] {
+                self.pages.remove(&page);
+                f(page, frame);
+            }
+        }
+    }
+
     /// Resident pages in `[start, end)`.
     pub fn resident(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, FrameAddr)> + '_ {
         self.pages.range(start..end).map(|(&p, &f)| (p, f))

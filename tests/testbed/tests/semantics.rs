@@ -1005,9 +1005,9 @@ fn region_limits_refuse_splitting_without_end() {
 
 #[test]
 fn resident_pages_count_against_memds_bookkeeping() {
-    // Room for the bookkeeping of 8 regions and 60 resident pages, in all.
+    // Room for the bookkeeping of 6 regions and 60 resident pages, in all.
     let sys = System::new(Config {
-        bookkeeping: 8 * REGION_COST + 60 * PAGE_COST,
+        bookkeeping: 6 * REGION_COST + 60 * PAGE_COST,
         ..Config::default()
     });
     let p = sys.spawn().unwrap();
