@@ -93,6 +93,25 @@ fn merge(a: Tree, b: Tree) -> Tree {
     }
 }
 
+/// Applies `f` to the gap starting at `key` (its start may move, but not past a neighbour:
+/// the order of the tree holds) and refreshes the longest gaps on the way back up; whether
+/// there was one.
+fn adjust(t: &mut Tree, key: u64, f: impl FnOnce(&mut Node)) -> bool {
+    let Some(n) = t else {
+        return false;
+    };
+    let found = if key < n.start {
+        adjust(&mut n.left, key, f)
+    } else if key > n.start {
+        adjust(&mut n.right, key, f)
+    } else {
+        f(n);
+        true
+    };
+    update(n);
+    found
+}
+
 /// The first gap (lowest start) of at least `len` bytes starting at or above `lo`.
 fn first_fit(t: &Tree, lo: u64, len: u64) -> Option<(u64, u64)> {
     let n = t.as_ref().filter(|n| n.longest >= len)?;
@@ -192,12 +211,19 @@ impl Gaps {
         if end > e || start >= end {
             return false;
         }
-        self.remove(s);
-        if s < start {
-            self.insert(s, start);
-        }
-        if end < e {
-            self.insert(end, e);
+        // In place where the node stays (the usual case: a mapping placed at a gap's start).
+        match (s < start, end < e) {
+            (false, false) => self.remove(s),
+            (false, true) => {
+                adjust(&mut self.root, s, |n| n.start = end);
+            }
+            (true, false) => {
+                adjust(&mut self.root, s, |n| n.end = start);
+            }
+            (true, true) => {
+                adjust(&mut self.root, s, |n| n.end = start);
+                self.insert(end, e);
+            }
         }
         true
     }
@@ -207,16 +233,21 @@ impl Gaps {
         if start >= end {
             return;
         }
-        let (mut s, mut e) = (start, end);
-        if let Some((ls, _)) = self.ending_at(start) {
-            self.remove(ls);
-            s = ls;
+        // Joined in place to the gap before, or the one after (whose start moves down).
+        let right = self.starting_at(end);
+        match (self.ending_at(start), right) {
+            (Some((ls, _)), Some((_, re))) => {
+                self.remove(end);
+                adjust(&mut self.root, ls, |n| n.end = re);
+            }
+            (Some((ls, _)), None) => {
+                adjust(&mut self.root, ls, |n| n.end = end);
+            }
+            (None, Some(_)) => {
+                adjust(&mut self.root, end, |n| n.start = start);
+            }
+            (None, None) => self.insert(start, end),
         }
-        if let Some((_, re)) = self.starting_at(end) {
-            self.remove(end);
-            e = re;
-        }
-        self.insert(s, e);
     }
 
     /// The lowest `s` with `[s, s + len)` free and inside `[lo, hi)` (first fit by address),

@@ -7,7 +7,7 @@ use crate::hole::Hole;
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionFlags, RegionKind};
-use crate::space::{AddressSpace, sync_region_ops, uniform_op};
+use crate::space::{AddressSpace, COW_CHECK_CREDIT, sync_region_ops, uniform_op};
 use crate::stats::bump;
 use alloc::vec::Vec;
 use libvm::proto::{
@@ -232,6 +232,28 @@ impl<K: Kernel> Memd<K> {
         self.with_space(pid, |space| self.mprotect_in(space, addr, len, prot))
     }
 
+    /// Clears [`AddressSpace::cow`] once no private page of the space maps a shared frame
+    /// (its fork's sharers gone or written, no zero frame mapped), checking only when the
+    /// per-page `mprotect`s it cost have earned a look at every resident page
+    /// ([`AddressSpace::cow_credit`]). From then on `mprotect` of one region is one operation
+    /// again. A page still mapped read-only from its shared days gets its region's access
+    /// from that operation, or regains write access at its next fault: its frame is its own.
+    fn settle_cow(&self, space: &mut AddressSpace) {
+        if !space.cow {
+            return;
+        }
+        space.cow_credit += COW_CHECK_CREDIT;
+        if space.cow_credit < space.pages.len() as u64 {
+            return;
+        }
+        space.cow_credit = 0;
+        let frames = self.frames.lock();
+        let shared = space.pages.iter().any(|(&page, &frame)| {
+            frames.refcount(frame) > 1 && space.regions.find(page).is_some_and(|r| r.object == 0)
+        });
+        space.cow = shared;
+    }
+
     fn mprotect_in(
         &self,
         space: &mut AddressSpace,
@@ -305,6 +327,7 @@ impl<K: Kernel> Memd<K> {
                     .update_within(addr, end, |r| r.prot = old.prot);
                 return Err(VmError::OutOfMemory);
             }
+            self.settle_cow(space);
             return Ok(());
         }
         // Across regions: one pass checks that every byte is mapped (nothing changes

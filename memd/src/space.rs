@@ -57,6 +57,10 @@ pub struct AddressSpace {
     /// is this space's alone (only a fork shares one), and a resident page's access is its
     /// region's.
     pub cow: bool,
+    /// Pages [`AddressSpace::cow`] may be checked for: each `mprotect` that took the per-page
+    /// path because of it adds [`COW_CHECK_CREDIT`]; once they cover the resident pages, a
+    /// check that finds no shared private frame clears it (the cost stays O(1) a call).
+    pub cow_credit: u64,
     /// Its limits.
     pub limits: Limits,
     /// The frames memd donated to the kernel as its page tables.
@@ -88,6 +92,7 @@ impl AddressSpace {
             heap_start,
             brk: heap_start,
             cow: false,
+            cow_credit: 0,
             limits,
             tables: SpaceTables::default(),
             placement,
@@ -189,6 +194,9 @@ pub fn sync_region_ops(
     sync_piece(space, region, start, end, &refcount, remap, &mut run, ops);
     flush_run(&mut run, ops);
 }
+
+/// Pages of [`AddressSpace::cow_credit`] one per-page `mprotect` earns.
+pub const COW_CHECK_CREDIT: u64 = 64;
 
 /// Most pages [`uniform_op`] covers with one operation: beyond, the kernel would scan page
 /// tables where few pages may be resident, and the resident pages are listed instead.

@@ -1556,3 +1556,39 @@ fn linux_numeric_mmap_ignores_unknown_bits_and_refuses_other_mapping_types() {
     assert_eq!(sys.read(p, r, 1).unwrap(), [0]);
     assert_eq!(sys.write(p, r, b"x"), Err(Fault::access(r)));
 }
+
+#[test]
+fn mprotect_after_fork_never_makes_a_shared_frame_writable() {
+    // Pins: however many mprotects a process makes after a fork (each lets memd check whether
+    // its private frames are still shared), a frame its child still shares is never made
+    // writable: the parent's stores go to copies; once the child is gone they stay the
+    // parent's own.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 8 * 4096, P::READ_WRITE, anon()).unwrap();
+    for i in 0..8 {
+        sys.write(p, a as u64 + i * PAGE, &[1]).unwrap();
+    }
+    let child = sys.fork(p).unwrap();
+    for round in 0..200 {
+        let page = a + (round % 8) * 4096;
+        vm.mprotect(page, 4096, P::READ).unwrap();
+        vm.mprotect(page, 4096, P::READ_WRITE).unwrap();
+    }
+    for i in 0..8 {
+        sys.write(p, a as u64 + i * PAGE, &[2]).unwrap();
+        assert_eq!(sys.read(child, a as u64 + i * PAGE, 1).unwrap(), vec![1]);
+    }
+    sys.exit(child, 0).unwrap();
+    sys.reap(child);
+    for round in 0..200 {
+        let page = a + (round % 8) * 4096;
+        vm.mprotect(page, 4096, P::READ).unwrap();
+        vm.mprotect(page, 4096, P::READ_WRITE).unwrap();
+    }
+    for i in 0..8 {
+        sys.write(p, a as u64 + i * PAGE, &[3]).unwrap();
+        assert_eq!(sys.read(p, a as u64 + i * PAGE, 1).unwrap(), vec![3]);
+    }
+}
