@@ -39,8 +39,13 @@ pub struct Config {
 /// Bytes of memd's memory one region is counted for (its share of a tree node, listing and
 /// object entry, and its gap's node in the placement index).
 pub const REGION_COST: usize = 192;
-/// Bytes of memd's memory one resident page is counted for (its entry in the page map).
-pub const PAGE_COST: usize = 32;
+/// Bytes of memd's memory one resident page (or page-table frame) is counted for (its slot
+/// in the page map).
+pub const PAGE_COST: usize = 16;
+/// Bytes of memd's memory one chunk of the page map is counted for (its array of
+/// [`crate::pages::CHUNK_PAGES`] slots and its entry: a process whose pages lie far apart
+/// pays for the chunks it makes).
+pub const CHUNK_COST: usize = 576;
 
 impl Default for Config {
     fn default() -> Config {
@@ -198,10 +203,15 @@ impl<K: Kernel> Memd<K> {
         self.room(extra * REGION_COST + headroom)
     }
 
+    /// Bytes of bookkeeping left in the budget.
+    pub(crate) fn byte_room(&self) -> usize {
+        let used = self.bookkeeping.load(Ordering::Relaxed);
+        self.config.bookkeeping.saturating_sub(used)
+    }
+
     /// How many more resident pages memd's bookkeeping budget allows, at most `want`.
     pub(crate) fn page_room(&self, want: usize) -> usize {
-        let used = self.bookkeeping.load(Ordering::Relaxed);
-        (self.config.bookkeeping.saturating_sub(used) / PAGE_COST).min(want)
+        (self.byte_room() / PAGE_COST).min(want)
     }
 
     /// Refuses to add `bytes` of bookkeeping beyond the budget.
@@ -230,5 +240,7 @@ impl<K: Kernel> Memd<K> {
 
 /// Bytes of bookkeeping an address space is counted for.
 pub(crate) fn cost(space: &AddressSpace) -> usize {
-    space.regions.len() * REGION_COST + (space.pages.len() + space.tables.len()) * PAGE_COST
+    space.regions.len() * REGION_COST
+        + (space.pages.len() + space.tables.len()) * PAGE_COST
+        + space.pages.chunks() * CHUNK_COST
 }

@@ -11,7 +11,7 @@
 //! up to [`FAULT_AROUND`] absent pages from it on in the same batch, each with a fresh zeroed
 //! frame, never past the region or the next resident page. An isolated touch backs one page.
 
-use crate::daemon::{Death, Memd, Pid, cost};
+use crate::daemon::{CHUNK_COST, Death, Memd, PAGE_COST, Pid, cost};
 use crate::fault_handler::Delivery;
 use crate::kernel::{FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp};
 use crate::region::{Region, RegionFlags};
@@ -237,7 +237,7 @@ impl<K: Kernel> Memd<K> {
             return Err(FaultReason::AccErr.into());
         }
         let page = addr & !(PAGE_SIZE - 1);
-        match space.pages.get(&page).copied() {
+        match space.pages.get(page) {
             // A new resident page needs room in memd's bookkeeping too.
             None if self.page_room(1) == 0 => Err(FaultReason::OutOfMemory.into()),
             None => self.fill(space, &region, page, access),
@@ -311,7 +311,7 @@ impl<K: Kernel> Memd<K> {
         region.object == 0
             && region.pages() >= FAULT_AROUND_MIN_REGION
             && page > region.start
-            && space.pages.contains_key(&(page - PAGE_SIZE))
+            && space.pages.contains(page - PAGE_SIZE)
     }
 
     /// A first read of private anonymous memory: `page` (and, continuing a sequential walk,
@@ -328,7 +328,7 @@ impl<K: Kernel> Memd<K> {
         if self.streaming(space, region, page) {
             let room = self.page_room(FAULT_AROUND as usize) as u64;
             end = region.end.min(page + room.max(1) * PAGE_SIZE);
-            if let Some((&next, _)) = space.pages.range(page..end).next() {
+            if let Some((next, _)) = space.pages.range(page, end).next() {
                 end = next;
             }
         }
@@ -379,7 +379,7 @@ impl<K: Kernel> Memd<K> {
     ) -> Result<(), Unresolved> {
         let room = self.page_room(FAULT_AROUND as usize) as u64;
         let mut end = region.end.min(page + room.max(1) * PAGE_SIZE);
-        if let Some((&next, _)) = space.pages.range(page..end).next() {
+        if let Some((next, _)) = space.pages.range(page, end).next() {
             end = next;
         }
         let prot = page_prot(region, 1);
@@ -496,9 +496,9 @@ impl<K: Kernel> Memd<K> {
     ) -> Result<(), VmError> {
         let mut page = start;
         while page < end {
-            let needed = match space.pages.get(&page) {
+            let needed = match space.pages.get(page) {
                 None => true,
-                Some(&frame) => {
+                Some(frame) => {
                     access == Access::Write
                         && space.regions.find(page).is_some_and(|r| r.object == 0)
                         && self.frames.lock().refcount(frame) > 1
@@ -518,9 +518,10 @@ impl<K: Kernel> Memd<K> {
         // Region by region and page by page, nothing collected: inaccessible regions are
         // skipped whole, and a huge range ends at the first page that cannot be had, after at
         // most as many pages as there are frames.
-        // The bookkeeping budget is settled when the request ends: count against it here.
-        let room = self.page_room(usize::MAX);
-        let base = space.pages.len();
+        // The bookkeeping budget is settled when the request ends: count against it here
+        // (a page may need a new chunk of the page map).
+        let room = self.byte_room();
+        let base = cost(space);
         let mut page = start;
         while page < end {
             let Some(region) = space.regions.find(page).copied() else {
@@ -536,10 +537,10 @@ impl<K: Kernel> Memd<K> {
                 continue;
             };
             while page < stop {
-                if space.pages.len() - base >= room {
+                if cost(space) - base + PAGE_COST + CHUNK_COST > room {
                     return;
                 }
-                if !space.pages.contains_key(&page) && self.resolve(space, page, access).is_err() {
+                if !space.pages.contains(page) && self.resolve(space, page, access).is_err() {
                     return;
                 }
                 page += PAGE_SIZE;

@@ -100,7 +100,7 @@ impl<K: Kernel> Memd<K> {
             self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
             let mut frames = self.frames.lock();
             for page in pages {
-                if let Some(frame) = space.pages.remove(&page) {
+                if let Some(frame) = space.pages.remove(page) {
                     frames.drop_ref(frame);
                 }
             }

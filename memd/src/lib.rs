@@ -27,6 +27,7 @@ pub mod layout;
 pub mod mlock;
 pub mod mmap;
 pub mod mremap;
+pub mod pages;
 pub mod process;
 pub mod region;
 pub mod residency;

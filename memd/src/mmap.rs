@@ -248,7 +248,7 @@ impl<K: Kernel> Memd<K> {
         }
         space.cow_credit = 0;
         let frames = self.frames.lock();
-        let shared = space.pages.iter().any(|(&page, &frame)| {
+        let shared = space.pages.iter().any(|(page, frame)| {
             frames.refcount(frame) > 1 && space.regions.find(page).is_some_and(|r| r.object == 0)
         });
         space.cow = shared;

@@ -213,7 +213,7 @@ impl<K: Kernel> Memd<K> {
             self.drop_pages(space, &replaced);
         }
         for &(page, frame) in &moved {
-            space.pages.remove(&page);
+            space.pages.remove(page);
             space.pages.insert(to + (page - old), frame);
         }
         if !keep_old && old_len != 0 {

@@ -89,14 +89,14 @@ impl<K: Kernel> Memd<K> {
             // parent: the child's page is dropped from its map before anything maps it, and
             // the fork refused below, so no reference is ever released that was not taken.
             let mut unshared = Vec::new();
-            for (&page, &frame) in child.pages.iter() {
+            for (page, frame) in child.pages.iter() {
                 if frames.share(frame).is_err() {
                     unshared.push(page);
                 }
             }
             if !unshared.is_empty() {
                 for page in unshared {
-                    child.pages.remove(&page);
+                    child.pages.remove(page);
                 }
                 drop(frames);
                 drop(objects);

@@ -8,9 +8,9 @@
 use crate::daemon::Pid;
 use crate::kernel::{FrameAddr, PAGE_SIZE, PageOp, SpaceId};
 use crate::layout::{self, Placement};
+use crate::pages::PageMap;
 use crate::region::{Region, RegionMap};
 use crate::tables::SpaceTables;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use libvm::ProtectionFlags;
 
@@ -45,7 +45,7 @@ pub struct AddressSpace {
     /// Its regions.
     pub regions: RegionMap,
     /// Resident pages: page address to frame.
-    pub pages: BTreeMap<u64, FrameAddr>,
+    pub pages: PageMap,
     /// Bytes covered by regions.
     pub mapped_bytes: u64,
     /// First byte of the heap.
@@ -87,7 +87,7 @@ impl AddressSpace {
             pid,
             space,
             regions: RegionMap::new(),
-            pages: BTreeMap::new(),
+            pages: PageMap::new(),
             mapped_bytes: 0,
             heap_start,
             brk: heap_start,
@@ -127,7 +127,7 @@ impl AddressSpace {
         loop {
             let mut chunk = [(0, 0); CHUNK];
             let mut n = 0;
-            for (slot, (&page, &frame)) in chunk.iter_mut().zip(self.pages.range(start..end)) {
+            for (slot, (page, frame)) in chunk.iter_mut().zip(self.pages.range(start, end)) {
                 *slot = (page, frame);
                 n += 1;
             }
@@ -135,7 +135,7 @@ impl AddressSpace {
                 return;
             }
             for &(page, frame) in &chunk[..n] {
-                self.pages.remove(&page);
+                self.pages.remove(page);
                 f(page, frame);
             }
         }
@@ -143,7 +143,7 @@ impl AddressSpace {
 
     /// Resident pages in `[start, end)`.
     pub fn resident(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, FrameAddr)> + '_ {
-        self.pages.range(start..end).map(|(&p, &f)| (p, f))
+        self.pages.range(start, end)
     }
 }
 

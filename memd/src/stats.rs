@@ -133,8 +133,8 @@ impl<K: Kernel> Memd<K> {
         let frames = self.frames.lock();
         let shared = space
             .pages
-            .values()
-            .filter(|&&f| frames.refcount(f) > 1)
+            .iter()
+            .filter(|&(_, f)| frames.refcount(f) > 1)
             .count() as u64;
         let resident = space.pages.len() as u64;
         Ok(ProcessStats {

@@ -3,7 +3,7 @@
 
 use libvm::proto::{self, MADV_DONTNEED, MADV_WILLNEED, Request, Words};
 use libvm::{MmapFlags, ProtectionFlags as P, VmError};
-use memd::daemon::{PAGE_COST, REGION_COST};
+use memd::daemon::{CHUNK_COST, PAGE_COST, REGION_COST};
 use memd::layout::{HEAP_START, MMAP_BASE, STACK_TOP, USER_END};
 use memd::{Death, FaultKill, FaultReason, Limits};
 use testbed::system::{Config, Fault, FaultKind, System};
@@ -1005,9 +1005,9 @@ fn region_limits_refuse_splitting_without_end() {
 
 #[test]
 fn resident_pages_count_against_memds_bookkeeping() {
-    // Room for the bookkeeping of 6 regions and 60 resident pages, in all.
+    // Room for the bookkeeping of 6 regions and 60 resident pages in one chunk, in all.
     let sys = System::new(Config {
-        bookkeeping: 6 * REGION_COST + 60 * PAGE_COST,
+        bookkeeping: 6 * REGION_COST + 60 * PAGE_COST + CHUNK_COST,
         ..Config::default()
     });
     let p = sys.spawn().unwrap();
