@@ -6,7 +6,8 @@
 //! is compiled (a table whose selectors differ from these constants does not build); the TSS
 //! descriptor is appended at boot, once the TSS's address is known.
 //!
-//! The TSS gives the stack for entries from ring 3 (`rsp0`, the top of the kernel stack) and
+//! The TSS gives the stack for entries from ring 3 (`rsp0`: the end of the running thread's
+//! frame in the thread table, set at each return to ring 3 by [`set_rsp0`]) and
 //! a separate stack for double faults (IST 1), so a kernel stack overflow is still reported
 //! (both stacks, and their guard pages, are in [`super::boot`]). It has no I/O bitmap: ring 3
 //! reaches no port.
@@ -50,12 +51,20 @@ const fn segments() -> GlobalDescriptorTable {
 static GDT: Global<GlobalDescriptorTable> = Global::new(segments());
 static TSS: Global<TaskStateSegment> = Global::new(TaskStateSegment::new());
 
-/// Installs the GDT and TSS; `rsp0` is the stack for entries from ring 3, `df_top` the top of
-/// the double-fault stack.
+/// Sets where the CPU pushes the frame of the next entry from ring 3 (the TSS's `rsp0`).
+pub fn set_rsp0(rsp0: u64) {
+    // SAFETY: one CPU, interrupts off: the CPU reads `rsp0` only on an entry from ring 3, never
+    // while the kernel runs, and no reference to the TSS is held across this write (the GDT's
+    // descriptor holds only its address).
+    unsafe { (*TSS.as_ptr()).privilege_stack_table[0] = VirtAddr::new(rsp0) };
+}
+
+/// Installs the GDT and TSS; `rsp0` is the stack for entries from ring 3 until the first
+/// return to ring 3 sets it ([`set_rsp0`]), `df_top` the top of the double-fault stack.
 pub fn init(rsp0: u64, df_top: u64) {
     // SAFETY: called once at boot before interrupts are enabled: nothing else refers to the
-    // TSS or the GDT yet, and neither changes after it is loaded below, so the references may
-    // live for good.
+    // TSS or the GDT yet; the GDT does not change after it is loaded below, and the TSS only
+    // through `set_rsp0`, so the references may live for good.
     let (tss, gdt) = unsafe {
         let tss = &mut *TSS.as_ptr();
         tss.privilege_stack_table[0] = VirtAddr::new(rsp0);

@@ -215,20 +215,30 @@ fn start_programs(k: &mut Kernel, info: &BootInfo) {
     }
 }
 
-/// The common entry from every stub and from `syscall`. Never returns: it resumes a thread or
-/// idles.
-pub extern "C" fn dispatch(frame: &mut TrapFrame) -> ! {
-    if !frame.is_user() {
+/// The common entry from every stub and from `syscall`, with the frame the entry built: in
+/// the running thread's slot for an entry from ring 3 (see [`trap`]), on the stack it was on
+/// for one from ring 0 or the double-fault stack. Never returns: it resumes a thread or idles.
+pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
+    // SAFETY: the entry built the frame and passes its address; no other reference to it
+    // exists while these two words are read.
+    let (user, vector) = unsafe { ((*frame).is_user(), (*frame).vector) };
+    if !user {
         // Interrupts are never enabled in ring 0: any entry from it is a kernel bug.
-        exceptions::kernel_fault(frame);
+        // SAFETY: as above; the report only reads it.
+        exceptions::kernel_fault(unsafe { &*frame });
     }
     // SAFETY: the one reference of this entry.
     let k = unsafe { kernel() };
     let Some(t) = k.current else {
-        exceptions::kernel_fault(frame);
+        // SAFETY: as above.
+        exceptions::kernel_fault(unsafe { &*frame });
     };
-    k.threads[t].frame = *frame;
-    match frame.vector {
+    if !core::ptr::eq(frame, &k.threads[t].frame) {
+        // Built elsewhere (the double-fault stack): the thread's registers go to its slot.
+        // SAFETY: as above; a frame elsewhere is no part of the kernel state.
+        k.threads[t].frame = unsafe { frame.read() };
+    }
+    match vector {
         SYSCALL_VECTOR => syscall::handle(k, t),
         timer::TIMER_VECTOR => sched::tick(k),
         v if v >= 32 => timer::end_of_interrupt(v),

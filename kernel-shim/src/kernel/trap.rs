@@ -1,12 +1,20 @@
 //! Entry and exit: the interrupt descriptor table, the exception/IRQ stubs, the `syscall`
 //! entry, and the way back to ring 3.
 //!
-//! Every entry builds the same [`TrapFrame`] at the top of the kernel stack and calls
-//! [`super::dispatch`], which never returns: it ends by [`return_to_user`]-ing a thread
-//! (copying that thread's saved frame back onto the stack). The kernel keeps no state on
-//! its stack between entries, so one kernel stack serves every thread. rbp is 0 when
-//! `dispatch` is called (the interrupted one is in the frame): the chain of frame pointers a
-//! backtrace walks ends there ([`super::backtrace`]).
+//! Every entry from ring 3 builds the same [`TrapFrame`] straight in the running thread's slot
+//! of the thread table: the CPU pushes its part there (the TSS's `rsp0` is the end of that
+//! frame, set at each return to ring 3), the `syscall` entry starts its pushes there
+//! ([`CURRENT_FRAME_END`]), and the common entry pushes the rest; only then does it move to the
+//! kernel stack and call [`super::dispatch`]. `dispatch` never returns: it ends by
+//! [`return_to_user`]-ing a thread, popping that thread's frame from its slot. No frame is
+//! copied on the way in or out. The kernel keeps no state on its stack between entries, so one
+//! kernel stack serves every thread. An entry from ring 0 (a kernel fault) builds its frame on
+//! the stack it was on. rbp is 0 when `dispatch` is called (the interrupted one is in the
+//! frame): the chain of frame pointers a backtrace walks ends there ([`super::backtrace`]).
+//!
+//! Between the moment `resume` points the stack at a thread's slot and the `sysretq` or
+//! `iretq`, the stack pointer is inside the thread table, with interrupts off: only an NMI or
+//! a machine check could arrive then, and the kernel expects neither (see the README's limits).
 //!
 //! **The CPU state a process controls.** A process sets most of RFLAGS with `popfq` and, by
 //! where it faults or calls from, its RIP; the kernel must neither run with that state nor
@@ -93,8 +101,10 @@ pub const SYSCALL_FLAG_MASK: u64 = {
     CF | PF | AF | ZF | SF | TF | IF | DF | OF | IOPL | NT | RF | AC | ID
 };
 
-/// The registers of a thread, as saved on entry to the kernel.
-#[repr(C)]
+/// The registers of a thread, as saved on entry to the kernel. Aligned to 16 bytes, and 176
+/// bytes long, so the end of a thread's frame is a valid `rsp0` (the CPU aligns the stack to
+/// 16 bytes before it pushes an interrupt frame).
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default)]
 #[allow(missing_docs)]
 pub struct TrapFrame {
@@ -124,7 +134,10 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-const FRAME_WORDS: usize = size_of::<TrapFrame>() / 8;
+const _: () = assert!(size_of::<TrapFrame>() == 176);
+
+/// Offset of `cs` in a [`TrapFrame`].
+const CS_OFFSET: usize = core::mem::offset_of!(TrapFrame, cs);
 
 impl TrapFrame {
     /// All zero (not a valid frame to resume).
@@ -211,6 +224,10 @@ trap_common:
     push r14
     push r15
     mov rdi, rsp
+    test byte ptr [rsp + {cs}], 3
+    jz 1f
+    movabs rsp, offset kernel_stack_top
+1:
     xor ebp, ebp
     push {kernel_flags}
     popfq
@@ -220,6 +237,7 @@ trap_common:
     count = const STUB_COUNT,
     dispatch = sym super::dispatch,
     kernel_flags = const rflags::FIXED,
+    cs = const CS_OFFSET,
 );
 
 unsafe extern "C" {
@@ -230,7 +248,12 @@ unsafe extern "C" {
 /// The user stack pointer between `syscall` and the push of the frame (one CPU).
 static SYSCALL_USER_RSP: Global<u64> = Global::new(0);
 
-/// The `syscall` entry (LSTAR): builds a [`TrapFrame`] with vector [`SYSCALL_VECTOR`].
+/// The end of the running thread's frame in the thread table: where an entry from ring 3
+/// starts pushing (the `syscall` entry reads it; the TSS's `rsp0` holds the same for the CPU).
+static CURRENT_FRAME_END: Global<u64> = Global::new(0);
+
+/// The `syscall` entry (LSTAR): builds a [`TrapFrame`] with vector [`SYSCALL_VECTOR`] in the
+/// running thread's slot.
 ///
 /// The CPU has put the return address in rcx and the flags in r11, and cleared the flags of
 /// [`SYSCALL_FLAG_MASK`] (SFMASK): interrupts are off and NT, AC, TF and DF clear.
@@ -238,7 +261,7 @@ static SYSCALL_USER_RSP: Global<u64> = Global::new(0);
 pub extern "C" fn syscall_entry() {
     naked_asm!(
         "mov [rip + {scratch}], rsp",
-        "movabs rsp, offset kernel_stack_top",
+        "mov rsp, [rip + {frame_end}]",
         "push {user_ss}",
         "push qword ptr [rip + {scratch}]",
         "push r11",
@@ -248,6 +271,7 @@ pub extern "C" fn syscall_entry() {
         "push {vector}",
         "jmp trap_common",
         scratch = sym SYSCALL_USER_RSP,
+        frame_end = sym CURRENT_FRAME_END,
         user_ss = const USER_SS as u64,
         user_cs = const USER_CS as u64,
         vector = const SYSCALL_VECTOR,
@@ -261,10 +285,12 @@ pub struct OutsideUserHalf {
     pub rip: u64,
 }
 
-/// Returns to ring 3 with the registers of `frame`, sanitized first (the one place that does
-/// it, see the module doc): RFLAGS masked to [`USER_RFLAGS`] plus IF, CS and SS the user
-/// selectors. Returns only when `frame`'s RIP is not below the user-half end: then nothing
-/// was changed and the caller must kill the thread.
+/// Returns to ring 3 with the registers of `frame`, the running thread's slot in the thread
+/// table, sanitized first (the one place that does it, see the module doc): RFLAGS masked to
+/// [`USER_RFLAGS`] plus IF, CS and SS the user selectors. The next entry from ring 3 builds
+/// its frame in the same slot ([`CURRENT_FRAME_END`], the TSS's `rsp0`). Returns only when
+/// `frame`'s RIP is not below the user-half end: then nothing was changed and the caller must
+/// kill the thread.
 pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
     if frame.rip >= USER_END {
         return OutsideUserHalf { rip: frame.rip };
@@ -272,15 +298,20 @@ pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
     frame.rflags = (frame.rflags & USER_RFLAGS) | rflags::IF | rflags::FIXED;
     frame.cs = USER_CS as u64;
     frame.ss = USER_SS as u64;
+    let end = (frame as *mut TrapFrame as u64) + size_of::<TrapFrame>() as u64;
+    // SAFETY: one CPU, interrupts off: nothing reads the scratch word between now and the
+    // next `syscall`, which is made by the thread this frame is.
+    unsafe { *CURRENT_FRAME_END.as_ptr() = end };
+    super::gdt::set_rsp0(end);
     // SAFETY: the frame is now a valid ring-3 frame: user selectors, sane flags and a RIP
     // below the user-half end (so canonical, as `sysretq` and `iretq` need); it lives in the
-    // thread table, not on the kernel stack.
+    // thread table, not on the kernel stack, and stays there until the next entry.
     unsafe { resume(frame) }
 }
 
-/// Copies `frame` to the top of the kernel stack and pops it; a frame saved by `syscall`
-/// leaves by `sysretq` (rcx and r11 are clobbered, as the system-call ABI says), any other by
-/// `iretq`.
+/// Pops `frame` where it is (the stack pointer goes into the thread table); a frame saved by
+/// `syscall` leaves by `sysretq` (rcx and r11 are clobbered, as the system-call ABI says), any
+/// other by `iretq`.
 ///
 /// # Safety
 /// `frame` must be a valid ring-3 frame (user selectors, RIP below the user-half end, sane
@@ -288,12 +319,7 @@ pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
 #[unsafe(naked)]
 unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
     naked_asm!(
-        "mov rsi, rdi",
-        "movabs rdi, offset kernel_stack_top",
-        "sub rdi, {size}",
         "mov rsp, rdi",
-        "mov ecx, {words}",
-        "rep movsq",
         "pop r15",
         "pop r14",
         "pop r13",
@@ -318,8 +344,6 @@ unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
         "2:",
         "add rsp, 16",
         "iretq",
-        size = const size_of::<TrapFrame>(),
-        words = const FRAME_WORDS,
         vector = const SYSCALL_VECTOR,
     )
 }
