@@ -438,17 +438,33 @@ impl<K: Kernel> Memd<K> {
         let mut frames = self.frames.lock();
         let refcount = frames.refcount(frame);
         if access != Access::Write || region.object != 0 || refcount <= 1 {
-            drop(frames);
-            if access == Access::Write && region.object == 0 {
-                // The last owner of a copy-on-write frame just regains write access.
-                bump(&self.counters.cow);
-            }
-            let op = PageOp::Map {
+            let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
+            ops[0] = PageOp::Map {
                 page,
                 frame,
                 prot: page_prot(region, refcount),
             };
-            return self.apply(space, &[op]).map_err(Unresolved::from);
+            let mut n = 1;
+            if access == Access::Write && region.object == 0 {
+                // The last owner of a copy-on-write frame just regains write access; so do the
+                // pages after it that are its alone too (their sharer is gone as well, most
+                // likely: the fork's child exited), in the same batch.
+                bump(&self.counters.cow);
+                let end = region.end.min(page + FAULT_AROUND * PAGE_SIZE);
+                for (next, f) in space.pages.range(page + PAGE_SIZE, end) {
+                    if frames.refcount(f) != 1 {
+                        break;
+                    }
+                    ops[n] = PageOp::Map {
+                        page: next,
+                        frame: f,
+                        prot: region.prot,
+                    };
+                    n += 1;
+                }
+            }
+            drop(frames);
+            return self.apply(space, &ops[..n]).map_err(Unresolved::from);
         }
         // The copy comes under the same lock as the count; the zero frame's is a zeroed one.
         let copy = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
