@@ -583,3 +583,15 @@ fn boot_programs_that_are_not_x86_64_executables_are_refused_and_the_rest_run() 
         o.assert_log(&format!("kernel-shim: cannot load {name}: {why}\n"));
     }
 }
+
+#[test]
+fn two_hundred_and_fifty_six_processes_at_once() {
+    // Pins: the kernel's tables hold 256 live children of one process (and its parent and
+    // memd); memd lists them, serves calls and faults meanwhile, refuses a 257th child with
+    // EAGAIN, and gets every frame back once they are ended.
+    let o = Boot::new(&["memd", "manyprocs"]).run();
+    o.assert_clean()
+        .assert_log("PASS 256 processes at once")
+        .assert_log("PASS every child ended, memory back")
+        .assert_no_log("FAIL");
+}
