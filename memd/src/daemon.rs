@@ -78,6 +78,9 @@ pub struct Memd<K: Kernel> {
     pub(crate) config: Config,
     /// Bytes of bookkeeping of all processes together (see [`Config::bookkeeping`]).
     bookkeeping: AtomicUsize,
+    /// The most bytes it may take: [`Config::bookkeeping`], raised as memd's own memory grows
+    /// ([`Memd::take_own_memory`]).
+    budget: AtomicUsize,
     next_pid: AtomicU64,
     /// Frames donated to the kernel as page tables of all spaces (see [`crate::tables`]).
     pub(crate) table_frames: AtomicU64,
@@ -117,6 +120,7 @@ impl<K: Kernel> Memd<K> {
             counters: Counters::default(),
             config,
             bookkeeping: AtomicUsize::new(0),
+            budget: AtomicUsize::new(config.bookkeeping),
             next_pid: AtomicU64::new(1),
             table_frames: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
@@ -199,14 +203,37 @@ impl<K: Kernel> Memd<K> {
         if space.regions.len() + extra > space.limits.regions {
             return Err(VmError::LimitExceeded);
         }
-        let headroom = self.config.bookkeeping / 16;
+        let headroom = self.budget() / 16;
         self.room(extra * REGION_COST + headroom)
+    }
+
+    /// The most bytes the bookkeeping of all processes may take now.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget.load(Ordering::Relaxed)
     }
 
     /// Bytes of bookkeeping left in the budget.
     pub(crate) fn byte_room(&self) -> usize {
         let used = self.bookkeeping.load(Ordering::Relaxed);
-        self.config.bookkeeping.saturating_sub(used)
+        self.budget().saturating_sub(used)
+    }
+
+    /// The bookkeeping of all processes: bytes counted now, and the most it may take.
+    pub fn bookkeeping_use(&self) -> (usize, usize) {
+        (self.bookkeeping.load(Ordering::Relaxed), self.budget())
+    }
+
+    /// Takes `bytes` of frames at consecutive addresses for memd's own memory (its host adds
+    /// them to its heap), and raises the bookkeeping budget by `budget` bytes of them; the
+    /// physical address of the first frame, or `None` (nothing changed) when no run of free
+    /// frames is that long. The frames are counted in use, memd's own, for good.
+    pub fn take_own_memory(&self, bytes: u64, budget: usize) -> Option<FrameAddr> {
+        let start = self
+            .frames
+            .lock()
+            .take_run(bytes / crate::kernel::PAGE_SIZE)?;
+        self.budget.fetch_add(budget, Ordering::Relaxed);
+        Some(start)
     }
 
     /// How many more resident pages memd's bookkeeping budget allows, at most `want`.
@@ -216,7 +243,7 @@ impl<K: Kernel> Memd<K> {
 
     /// Refuses to add `bytes` of bookkeeping beyond the budget.
     pub(crate) fn room(&self, bytes: usize) -> Result<(), VmError> {
-        if self.bookkeeping.load(Ordering::Relaxed) + bytes > self.config.bookkeeping {
+        if self.bookkeeping.load(Ordering::Relaxed) + bytes > self.budget() {
             return Err(VmError::OutOfMemory);
         }
         Ok(())

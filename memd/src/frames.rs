@@ -56,6 +56,8 @@ pub struct FrameAllocator {
     refs: Vec<u32>,
     /// Indices of the free frames; the next allocation pops the last one.
     free_list: Vec<u32>,
+    /// Frames taken for good by [`FrameAllocator::take_run`]: no longer managed.
+    taken: u64,
 }
 
 impl FrameAllocator {
@@ -102,7 +104,37 @@ impl FrameAllocator {
             ranges: runs,
             refs: alloc::vec![0; total as usize],
             free_list: (0..total).rev().collect(),
+            taken: 0,
         }
+    }
+
+    /// `n` free frames at consecutive addresses (the highest such run), taken for good: off
+    /// the free list and out of [`FrameAllocator::total`] (their count stays 1, so they are
+    /// never handed out again); the address of the first, or `None` when no run is long
+    /// enough. O(frames): for memd's own memory, rarely.
+    pub fn take_run(&mut self, n: u64) -> Option<FrameAddr> {
+        if n == 0 {
+            return None;
+        }
+        let found = self.ranges.iter().rev().find_map(|r| {
+            let mut run = 0;
+            for i in (r.first..r.first + r.frames).rev() {
+                run = if self.refs[i as usize] == 0 {
+                    run + 1
+                } else {
+                    0
+                };
+                if run == n {
+                    return Some(i);
+                }
+            }
+            None
+        })?;
+        let (lo, hi) = (found as u32, (found + n) as u32);
+        self.refs[lo as usize..hi as usize].fill(1);
+        self.free_list.retain(|&i| i < lo || i >= hi);
+        self.taken += n;
+        self.address_of(found)
     }
 
     /// A free frame, now with count 1, or `None` when every frame is in use. Not zeroed.
@@ -181,9 +213,9 @@ impl FrameAllocator {
         self.index_of(frame).is_some()
     }
 
-    /// Number of frames managed.
+    /// Number of frames managed (those taken for good are not).
     pub fn total(&self) -> u64 {
-        self.refs.len() as u64
+        self.refs.len() as u64 - self.taken
     }
 
     /// Number of free frames.
@@ -327,6 +359,22 @@ mod tests {
         assert_eq!(frames.release(f), Ok(0));
         assert_eq!(frames.release(f), Err(FrameError::NotAllocated));
         assert_eq!(frames.free(), 2, "a double release does not free twice");
+    }
+
+    #[test]
+    fn a_run_is_taken_for_good_from_the_top() {
+        let mut frames = FrameAllocator::new(&[(P, 9 * P)]);
+        let low = frames.alloc().unwrap();
+        assert_eq!(frames.take_run(3), Some(6 * P), "the highest run of three");
+        assert_eq!((frames.total(), frames.free()), (5, 4));
+        assert_eq!(frames.take_run(5), None, "no run of five is left");
+        let rest: Vec<_> = core::iter::from_fn(|| frames.alloc()).collect();
+        assert_eq!(rest.len(), 4);
+        assert!(
+            rest.iter()
+                .all(|&f| !(6 * P..9 * P).contains(&f) && f != low)
+        );
+        assert_eq!(frames.take_run(0), None);
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl<K: Kernel> Memd<K> {
             memd_heap_used: get(&c.heap_used),
             memd_heap_total: get(&c.heap_total),
             bookkeeping_used: self.bookkeeping() as u64,
-            bookkeeping_total: self.config.bookkeeping as u64,
+            bookkeeping_total: self.budget() as u64,
             kills_exception: get(&c.kills_exception),
             kills_parent: get(&c.kills_parent),
             faults_handled: get(&c.handled),

@@ -5,7 +5,10 @@
 //!    its window at `WINDOW_BASE + physical address` before it ran.
 //! 2. It keeps the first [`HEAP_BYTES`] + [`STACK_BYTES`] of the largest range for itself —
 //!    memory mapped eagerly (through the window), so memd never faults — and moves its stack
-//!    there.
+//!    there. The heap grows with demand afterwards ([`grow_heap`]): [`HEAP_STEP`] bytes of
+//!    consecutive free frames at a time, taken from the frames of processes (through the
+//!    window, mapped already), up to a quarter of them; half of each step raises the budget of
+//!    the bookkeeping of processes.
 //! 3. The rest of the frames go to memd's core ([`memd::Memd::new`]) over [`kernel::MetalKernel`].
 //! 4. `bootpack_info`: the boot pack the kernel mapped read-only at `BOOTPACK_BASE`; memd starts
 //!    module 1 (the first program after itself); the others wait to be `SPAWN`ed by name.
@@ -28,8 +31,41 @@ use alloc::vec::Vec;
 use kernel_shim::abi::{self as nr, BOOTPACK_BASE, MAX_PAGER_RANGES, WINDOW_BASE};
 use sys::println;
 
-/// Bytes of memd's own heap (region maps, page maps, process records of every process).
+/// Bytes of memd's own heap at start (region maps, page maps, process records of every
+/// process); it grows by [`HEAP_STEP`] when a quarter of it is left.
 pub const HEAP_BYTES: u64 = 12 << 20;
+/// Bytes the heap grows by at a time.
+pub const HEAP_STEP: u64 = 4 << 20;
+
+/// The most bytes the heap may reach: a quarter of the frames memd was given (set at start).
+static HEAP_MAX: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(HEAP_BYTES);
+
+/// Grows memd's heap by [`HEAP_STEP`] when less than a quarter of it is free, or of the
+/// bookkeeping budget is left, and it is below its maximum, with frames `memd` gives up for
+/// good (see the module doc); half of the step goes to the bookkeeping budget. Nothing happens
+/// when no run of free frames is long enough.
+pub fn grow_heap(memd: &memd::Memd<kernel::MetalKernel>) {
+    let (used, total) = own_memory();
+    let (booked, budget) = memd.bookkeeping_use();
+    let max = HEAP_MAX.load(core::sync::atomic::Ordering::Relaxed);
+    let short = total - used < total / 4 || budget - booked.min(budget) < budget / 4;
+    if !short || total + HEAP_STEP > max {
+        return;
+    }
+    let Some(start) = memd.take_own_memory(HEAP_STEP, (HEAP_STEP / 2) as usize) else {
+        return;
+    };
+    let at = (WINDOW_BASE + start) as usize;
+    // SAFETY: the frames `[start, start + HEAP_STEP)` were free and are memd's own for good
+    // now (off the free list, counted in use); the window maps them read/write at `at`, and
+    // nothing else refers to them.
+    unsafe { HEAP.lock().add_to_heap(at, at + HEAP_STEP as usize) };
+    log::info!(
+        "memd: heap grown to {} KiB ({} KiB in use)",
+        (total + HEAP_STEP) / 1024,
+        used / 1024
+    );
+}
 /// Bytes of memd's own stack.
 pub const STACK_BYTES: u64 = 256 << 10;
 
@@ -126,11 +162,20 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
     // Before anything is logged: the level comes from the command line.
     logger::init();
     let (aslr_seed, source) = entropy::seed();
+    // `max_map_count=N` on the command line: the most regions a process may have (Linux's
+    // sysctl `vm.max_map_count`, 65,530 by default).
+    let mut limits = memd::Limits::default();
+    if let Some(n) = sys::cmdline()
+        .split(' ')
+        .find_map(|w| w.strip_prefix("max_map_count=")?.parse().ok())
+    {
+        limits.regions = n;
+    }
     let config = memd::Config {
+        limits,
         bookkeeping: (HEAP_BYTES / 2) as usize,
         oom_exempt: Some(1),
         aslr_seed,
-        ..memd::Config::default()
     };
     log::info!(
         "memd: address-space layout randomization {}",
@@ -141,6 +186,10 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         }
     );
     let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);
+    HEAP_MAX.store(
+        (memd.global_stats().frames_total * 4096 / 4).max(HEAP_BYTES),
+        core::sync::atomic::Ordering::Relaxed,
+    );
     let pack_len = sys::call(nr::BOOTPACK_INFO, 0, 0, 0, 0).max(0) as usize;
     // SAFETY: the kernel mapped `pack_len` bytes of the boot pack read-only at BOOTPACK_BASE
     // for good, and nothing writes them.

@@ -38,6 +38,8 @@ use memd::{Access, Delivery, FaultKill, FaultOutcome, FaultReason, Memd, Pid};
 
 /// The most bytes of a lent buffer memd copies in and out.
 const MAX_BULK: usize = 16 * 1024;
+/// Messages between two looks at memd's own heap ([`super::grow_heap`]).
+const HEAP_CHECK: u64 = 64;
 
 /// memd on the metal: the core, the processes, the boot pack.
 pub struct Server {
@@ -45,6 +47,8 @@ pub struct Server {
     procs: Procs,
     pack: &'static [u8],
     bulk: Vec<u8>,
+    /// Messages served.
+    messages: u64,
 }
 
 fn reply_cqe(token: u64, tag: u32, result: Result<u64, VmError>) {
@@ -76,6 +80,7 @@ impl Server {
             procs: Procs::default(),
             pack,
             bulk: alloc::vec![0; MAX_BULK],
+            messages: 0,
         }
     }
 
@@ -142,6 +147,10 @@ impl Server {
                 self.request(token, badge, &m.words, m.lend);
             }
             self.oom_victims();
+            self.messages = self.messages.wrapping_add(1);
+            if self.messages.is_multiple_of(HEAP_CHECK) {
+                super::grow_heap(&self.memd);
+            }
         }
     }
 

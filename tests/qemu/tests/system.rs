@@ -595,3 +595,19 @@ fn two_hundred_and_fifty_six_processes_at_once() {
         .assert_log("PASS every child ended, memory back")
         .assert_no_log("FAIL");
 }
+
+#[test]
+fn a_million_regions_in_one_process() {
+    // Pins: with the region limit raised (`max_map_count`), one process holds 1,000,000
+    // regions; faults, mprotect, munmap and placement still work among them, memd's heap grows
+    // to hold their records, and one munmap gives every frame back.
+    let mut boot = Boot::new(&["memd", "manyregions"]).cmdline("max_map_count=1100000");
+    boot.memory_mib = 2048;
+    boot.timeout = std::time::Duration::from_secs(600);
+    let o = boot.run();
+    o.assert_clean()
+        .assert_log("memd: heap grown to")
+        .assert_log("PASS a million regions")
+        .assert_log("PASS every region gone, memory back")
+        .assert_no_log("FAIL");
+}
