@@ -9,6 +9,7 @@
 //! ```text
 //! PML4[0]   -> identity map of the first 4 GiB (used only until the first switch of CR3)
 //! PML4[256] -> physical memory window: 0xFFFF_8000_0000_0000 + phys, first 4 GiB, supervisor
+//!              (the kernel's own tables, `kmap`, map the first 64 GiB there)
 //! PML4[511] -> kernel image: 0xFFFF_FFFF_8000_0000 + phys, first 1 GiB, supervisor
 //! ```
 //!
@@ -28,8 +29,11 @@ use core::arch::global_asm;
 
 /// Where the physical memory window starts.
 pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
-/// How many bytes of physical memory the window maps (the boot tables' and the kernel's).
-pub const PHYS_WINDOW_SIZE: u64 = 4 << 30;
+/// How many bytes of physical memory the boot tables' window maps (until the kernel's own
+/// tables replace them).
+pub const BOOT_WINDOW_SIZE: u64 = 4 << 30;
+/// How many bytes of physical memory the kernel's window maps: RAM above is ignored.
+pub const PHYS_WINDOW_SIZE: u64 = 64 << 30;
 
 /// Where the kernel image is mapped: virtual = physical + `KERNEL_VMA` (the linker script's).
 pub const KERNEL_VMA: u64 = 0xFFFF_FFFF_8000_0000;

@@ -85,7 +85,8 @@ struct MemmapEntry {
 
 fn read<T>(phys: u64) -> T {
     // SAFETY: the caller passes physical addresses from the loader's start-info block, which
-    // lie in the first 4 GiB, all of which the kernel's tables map in the window. The reads
+    // lie in the first 4 GiB (checked in `read`), all of which the boot tables and the
+    // kernel's map in the window. The reads
     // are unaligned-safe.
     unsafe { core::ptr::read_unaligned(phys_to_virt(phys) as *const T) }
 }
@@ -93,7 +94,7 @@ fn read<T>(phys: u64) -> T {
 impl BootInfo {
     /// Reads the start-info block at physical address `phys`; `None` if it is not one.
     pub fn read(phys: u64) -> Option<BootInfo> {
-        if phys == 0 || phys >= super::boot::PHYS_WINDOW_SIZE {
+        if phys == 0 || phys >= super::boot::BOOT_WINDOW_SIZE {
             return None;
         }
         let si: StartInfo = read(phys);

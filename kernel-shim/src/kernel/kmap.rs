@@ -2,7 +2,7 @@
 //! CPU's protections of ring 0 from ring 3's memory (SMEP, SMAP).
 //!
 //! ```text
-//! PML4[256] -> physical window: 0xFFFF_8000_0000_0000 + phys, the first 4 GiB, 2 MiB pages,
+//! PML4[256] -> physical window: 0xFFFF_8000_0000_0000 + phys, the first 64 GiB, 2 MiB pages,
 //!              read/write, never executable; the 2 MiB pages holding the kernel image are
 //!              split into 4 KiB pages, the image's read-only (no second way to write it)
 //! PML4[511] -> the kernel image at KERNEL_VMA + phys, 4 KiB pages (W^X):

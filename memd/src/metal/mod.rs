@@ -3,7 +3,8 @@
 //! How it starts (see `_start`):
 //! 1. `pager_info`: the free physical ranges the kernel handed it, all mapped read/write in
 //!    its window at `WINDOW_BASE + physical address` before it ran.
-//! 2. It keeps the first [`HEAP_BYTES`] + [`STACK_BYTES`] of the largest range for itself —
+//! 2. It keeps the first [`HEAP_BYTES`] (and 8 bytes a frame, for the frame allocator's
+//!    tables) + [`STACK_BYTES`] of the largest range for itself —
 //!    memory mapped eagerly (through the window), so memd never faults — and moves its stack
 //!    there. The heap grows with demand afterwards ([`grow_heap`]): [`HEAP_STEP`] bytes of
 //!    consecutive free frames at a time, taken from the frames of processes (through the
@@ -109,7 +110,11 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
     let n = n as usize;
     let largest = (0..n).max_by_key(|&i| info[3 + 2 * i]).unwrap_or(0);
     let (start, len) = (info[2 + 2 * largest], info[3 + 2 * largest]);
-    let own = HEAP_BYTES + STACK_BYTES;
+    // The heap starts with room for the frame allocator's own tables too (a count and a free
+    // list entry, 8 bytes a frame), whatever the size of RAM.
+    let frames: u64 = (0..n).map(|i| info[3 + 2 * i] / 4096).sum();
+    let heap = HEAP_BYTES + (frames * 8).next_multiple_of(1 << 20);
+    let own = heap + STACK_BYTES;
     if len < 2 * own {
         println!("memd: the largest range ({} bytes) is too small", len);
         sys::exit(1);
@@ -119,7 +124,7 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
     // nothing else ever uses them.
     unsafe {
         HEAP.lock()
-            .init((WINDOW_BASE + start) as usize, HEAP_BYTES as usize)
+            .init((WINDOW_BASE + start) as usize, heap as usize)
     };
     let mut ranges = Vec::with_capacity(n);
     for i in 0..n {
@@ -200,7 +205,7 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         "memd: ready: {} frames ({} KiB), heap {} KiB, boot pack {} bytes",
         stats.frames_total,
         stats.frames_total * 4,
-        HEAP_BYTES / 1024,
+        own_memory().1 / 1024,
         pack_len
     );
     let mut server = serve::Server::new(memd, pack);

@@ -611,3 +611,17 @@ fn a_million_regions_in_one_process() {
         .assert_log("PASS every region gone, memory back")
         .assert_no_log("FAIL");
 }
+
+#[test]
+fn more_than_three_and_a_half_gib_touched_with_ram_above_four_gib() {
+    // Pins: RAM above 4 GiB is used (QEMU puts 1.5 of the 4.5 GiB there): one process writes
+    // and reads back every page of 3.625 GiB, and everything comes back at munmap.
+    let mut boot = Boot::new(&["memd", "bigmem"]);
+    boot.memory_mib = 4608;
+    boot.timeout = std::time::Duration::from_secs(600);
+    let o = boot.run();
+    o.assert_clean()
+        .assert_log("PASS 3712 MiB touched")
+        .assert_log("PASS memory back")
+        .assert_no_log("FAIL");
+}
