@@ -310,7 +310,7 @@ pub mod bootpack {
     /// The magic that opens a pack.
     pub const MAGIC: &[u8; 8] = b"BOOTPACK";
     /// The most programs of a pack.
-    pub const MAX_PROGRAMS: usize = 16;
+    pub const MAX_PROGRAMS: usize = 256;
 
     /// One program of the pack: its bytes and its name.
     #[derive(Clone, Copy, Debug)]

@@ -252,12 +252,13 @@ fn memstat_counts_kills_by_reason_and_shows_memd_itself() {
     assert_eq!(n(sys, "kills_exception"), 1, "{sys}");
     assert_eq!(n(sys, "kills_parent"), 1, "{sys}");
     assert_eq!(n(sys, "oom_kills"), 0, "{sys}");
-    // memd's own heap (12 MiB on the metal) and the half of it the bookkeeping may take.
+    // memd's own heap (12 MiB on the metal, and 8 bytes a frame for its frame allocator: 1 MiB
+    // more in a 128 MiB guest, not grown yet) and the half of the 12 the bookkeeping may take.
     let (heap, heap_used) = (n(sys, "memd_heap_total"), n(sys, "memd_heap_used"));
-    assert_eq!(heap, 12 << 20, "{sys}");
+    assert_eq!(heap, 13 << 20, "{sys}");
     assert!(heap_used > 0 && heap_used < heap, "{sys}");
     let (budget, used) = (n(sys, "bookkeeping_total"), n(sys, "bookkeeping_used"));
-    assert_eq!(budget, heap / 2, "{sys}");
+    assert_eq!(budget, 6 << 20, "{sys}");
     // init and memstat at least: their regions and resident pages.
     assert!(used >= 2 * 5 * 128 && used < budget, "{sys}");
     // The table says the same.
@@ -269,7 +270,7 @@ fn memstat_counts_kills_by_reason_and_shows_memd_itself() {
         "{table}"
     );
     assert!(
-        table.contains("memd itself  heap ") && table.contains(" of 12288 KiB in use"),
+        table.contains("memd itself  heap ") && table.contains(" of 13312 KiB in use"),
         "{table}"
     );
     assert!(

@@ -18,7 +18,7 @@ usage: boot [OPTIONS] [PROGRAM...]
 
 Boots kernel-shim in QEMU (TCG) with PROGRAM... packed as its boot modules: module 0 is the
 pager (memd, or the kernel tests' pager), module 1 the first program. With memd first, memd
-starts module 1 and the others wait to be spawned by name. At most 16 programs. The serial
+starts module 1 and the others wait to be spawned by name. At most 256 programs. The serial
 console is this terminal, shared with QEMU's monitor: what you type reaches the guest's
 console read (Ctrl-C too); Ctrl-A X leaves QEMU, Ctrl-A C switches to QEMU's monitor and back.
 
@@ -46,7 +46,7 @@ exit status:
   123      the kernel stopped on a fatal error (ring-0 fault, kernel panic, pager fault)
   124      timeout: QEMU was killed
   125      the runner could not boot: bad arguments, build failure, QEMU missing, an
-           unknown program, more than 16 programs
+           unknown program, more than 256 programs
   126      the first program was killed (a fault memd, the pager or the kernel refused)
   127      the first program was never started
   130      you left QEMU with Ctrl-A X
