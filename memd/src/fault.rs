@@ -358,11 +358,12 @@ impl<K: Kernel> Memd<K> {
             return Err(e.into());
         }
         space.cow = true;
-        for op in &ops[..n] {
-            if let PageOp::Map { page, .. } = *op {
-                space.pages.insert(page, zero);
-            }
-        }
+        space
+            .pages
+            .insert_run(ops[..n].iter().filter_map(|op| match *op {
+                PageOp::Map { page, .. } => Some((page, zero)),
+                _ => None,
+            }));
         bump(&self.counters.zero_fill);
         Ok(())
     }
@@ -416,11 +417,12 @@ impl<K: Kernel> Memd<K> {
             }
             return Err(e.into());
         }
-        for op in &ops[..n] {
-            if let PageOp::Map { page, frame, .. } = *op {
-                space.pages.insert(page, frame);
-            }
-        }
+        space
+            .pages
+            .insert_run(ops[..n].iter().filter_map(|op| match *op {
+                PageOp::Map { page, frame, .. } => Some((page, frame)),
+                _ => None,
+            }));
         bump(&self.counters.zero_fill);
         Ok(())
     }

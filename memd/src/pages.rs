@@ -96,6 +96,28 @@ impl PageMap {
         None
     }
 
+    /// Records each `(page, frame)` of `run` (ascending pages, none resident yet, as a fault
+    /// backs them): one search for each chunk they fall in rather than one a page.
+    pub fn insert_run(&mut self, run: impl IntoIterator<Item = (u64, FrameAddr)>) {
+        let mut run = run.into_iter().peekable();
+        while let Some(&(first, _)) = run.peek() {
+            let (key, _) = split(first);
+            let chunk = self.chunks.entry(key).or_insert_with(|| {
+                Box::new(Chunk {
+                    slots: [0; CHUNK_PAGES as usize],
+                    live: 0,
+                })
+            });
+            while let Some((page, frame)) = run.next_if(|&(p, _)| split(p).0 == key) {
+                let slot = &mut chunk.slots[split(page).1];
+                if core::mem::replace(slot, frame | PRESENT) & PRESENT == 0 {
+                    chunk.live += 1;
+                    self.len += 1;
+                }
+            }
+        }
+    }
+
     /// Forgets `page`; the frame it had, if any.
     #[inline]
     pub fn remove(&mut self, page: u64) -> Option<FrameAddr> {
@@ -174,6 +196,16 @@ mod tests {
             let want: Vec<_> = model.range(lo..hi).map(|(&p, &f)| (p, f)).collect();
             assert_eq!(got, want);
         }
+        let all: Vec<_> = map.iter().collect();
+        let want: Vec<_> = model.iter().map(|(&p, &f)| (p, f)).collect();
+        assert_eq!(all, want);
+        // A run across chunks, over pages resident or not.
+        let run: Vec<(u64, FrameAddr)> = (60..140).map(|i| (i * P, (i + 7) * P)).collect();
+        map.insert_run(run.iter().copied());
+        for &(p, f) in &run {
+            model.insert(p, f);
+        }
+        assert_eq!(map.len(), model.len());
         let all: Vec<_> = map.iter().collect();
         let want: Vec<_> = model.iter().map(|(&p, &f)| (p, f)).collect();
         assert_eq!(all, want);
