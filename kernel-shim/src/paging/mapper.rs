@@ -26,6 +26,10 @@ pub struct Mapper<'a, A: TableAlloc + ?Sized> {
     root: PhysAddr,
     alloc: &'a mut A,
     flush: Flush,
+    /// The PT of the last map and the 2 MiB it covers (`virt / 2 MiB`): the next map in the
+    /// same 2 MiB writes its leaf without walking down again. Forgotten by every unmap (which
+    /// may free tables).
+    last_pt: Option<(u64, PhysAddr)>,
 }
 
 impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
@@ -36,6 +40,7 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
             root,
             alloc,
             flush: Flush::new(),
+            last_pt: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
     /// Unmaps the page at `virt`, returning its frame and leaf flags, and frees the tables
     /// that became empty.
     pub fn unmap(&mut self, virt: u64) -> Result<(PhysAddr, PageTableFlags), PagingError> {
+        self.last_pt = None;
         let page = user_page(virt)?;
         let path = Path::walk(self.window, self.root, virt)?;
         let pt = path.table(1).ok_or(PagingError::NotMapped)?;
@@ -100,6 +106,7 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         pages: u64,
         mut f: impl FnMut(VirtAddr, PhysAddr),
     ) -> Result<u64, PagingError> {
+        self.last_pt = None;
         let end = user_range(virt, pages)?;
         let mut count = 0;
         self.unmap_in(self.root, 4, virt, end, &mut f, &mut count)?;
@@ -158,6 +165,23 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         let page = user_page(virt)?;
         addr::frame(self.window, phys)?;
         let flags = leaf_flags(flags)?;
+        let span = entry_span(2);
+        if let Some((block, pt)) = self.last_pt
+            && block == virt / span
+        {
+            // The PT of the previous map: no table to walk to or to create.
+            let index = table_index(virt, 1);
+            let leaf = self.window.entry(pt, index)?;
+            let present = leaf.flags().contains(PageTableFlags::PRESENT);
+            if present && !replace {
+                return Err(PagingError::AlreadyMapped);
+            }
+            self.window.put_entry(pt, index, entry(phys, flags))?;
+            if present {
+                self.flush.page(page);
+            }
+            return Ok(present.then(|| leaf.addr()));
+        }
         let path = Path::walk(self.window, self.root, virt)?;
         let old = match path.table(1) {
             Some(pt) => {
@@ -195,6 +219,7 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         }
         self.window
             .put_entry(table, table_index(virt, 1), entry(phys, flags))?;
+        self.last_pt = Some((virt / span, table));
         if old.is_some() {
             self.flush.page(page);
         }

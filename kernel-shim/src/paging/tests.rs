@@ -770,3 +770,37 @@ fn table_need_counts_what_maps_take() {
         assert!(bound >= need.total(), "{batch:x?}: bound {bound}");
     }
 }
+
+#[test]
+fn a_map_after_an_unmap_freed_its_table_walks_again() {
+    // One batch: two maps in one 2 MiB (the second reuses the first's page table), an unmap
+    // that empties and frees that table, then a map in the same 2 MiB: it must make a new
+    // table, not write into the freed one.
+    let mut m = Machine::new();
+    let mut mapper = m.mapper();
+    mapper.map(0x40_0000, data(0), USER_RW).unwrap();
+    mapper.map(0x40_1000, data(1), USER_RW).unwrap();
+    mapper.unmap_range(0x40_0000, 2, |_, _| ()).unwrap();
+    mapper.map(0x40_2000, data(2), USER_RW).unwrap();
+    mapper.finish().ignore();
+    assert!(m.translate(0x40_0000).is_none());
+    assert!(m.translate(0x40_1000).is_none());
+    assert_eq!(m.translate(0x40_2000).unwrap().frame, data(2));
+    let tables_before = m.pool.outstanding();
+    let mut mapper = m.mapper();
+    mapper.map(0x40_3000, data(3), USER_RW).unwrap();
+    assert_eq!(
+        mapper.map(0x40_3000, data(4), USER_RW),
+        Err(PagingError::AlreadyMapped),
+        "the same page again, through the remembered table"
+    );
+    assert_eq!(mapper.remap(0x40_3000, data(4), USER_RO), Ok(Some(data(3))));
+    mapper.finish().ignore();
+    assert_eq!(
+        m.pool.outstanding(),
+        tables_before,
+        "no table for a known 2 MiB"
+    );
+    let t = m.translate(0x40_3000).unwrap();
+    assert_eq!((t.frame, t.writable), (data(4), false));
+}
