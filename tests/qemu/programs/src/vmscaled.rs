@@ -31,6 +31,9 @@ const BAD_SYSCALL: i64 = 999;
 /// Processes blocked during the `_P` rows, at most.
 const MAX_BLOCKED: usize = 24;
 
+/// Regions of the rows past the peer's sizes ([`run_million`]).
+const MILLION: usize = 1_000_000;
+
 /// The full run: the peer's `SCALE_WARM` (2 M ticks), `SCALE_TARGET` (20 M) and `SCALE_MIN`
 /// (5 samples).
 const SCALED: Driver = Driver {
@@ -230,8 +233,18 @@ fn blocked(ready: usize, i: usize) -> ! {
     exit(1)
 }
 
-/// Runs every scaled row and prints its line: the full run, or a smoke run when `quick`.
+/// Runs every scaled row and prints its line: the full run, or a smoke run when `quick`; the
+/// rows at a million regions instead with `vmscaled=million` on the command line
+/// ([`run_million`]).
 pub fn run(quick: bool) -> u64 {
+    let mut line = [0u8; 256];
+    if !quick
+        && cmdline(&mut line)
+            .split(' ')
+            .any(|w| w == "vmscaled=million")
+    {
+        return run_million();
+    }
     println!("VMBENCH_BEGIN");
     let ghz = if quick { 1.0 } else { calibrate() };
     println!("INFO tsc_ghz: {:.4}", ghz);
@@ -286,6 +299,49 @@ fn probes(b: &mut Bench) {
     });
     b.first("h_getppid", n);
     let _ = vm().munmap(z, 2 * PAGE);
+}
+
+/// The two region rows at [`MILLION`] regions, past the peer's sizes (it has no such row):
+/// `s_mprotect_toggle_R1000000` and `s_mmap2p_munmap_holes_R1000000`, measured as the rows at
+/// 10,000 are; the full run makes them instead of the others when the kernel command line
+/// says `vmscaled=million`. memd must allow the regions (`max_map_count` on the command line)
+/// and have the frames for their records (`scripts/bench.sh --scaled` boots it with 2 GiB).
+fn run_million() -> u64 {
+    println!("VMBENCH_BEGIN");
+    let mut b = Bench {
+        driver: SCALED,
+        ghz: calibrate(),
+        s: buffer(SCALE_MAX),
+        s2: buffer(SCALE_MAX),
+    };
+    let vm = vm();
+    let p = striped(MILLION);
+    let page = p + ((MILLION / 2) | 1) * PAGE;
+    touch(page, 1);
+    println!(
+        "INFO s_mprotect_toggle_R{}: {} regions in the process",
+        MILLION,
+        regions_now()
+    );
+    let n = mprotect_toggle(&mut b, page);
+    b.first("s_mprotect_toggle_R1000000", n);
+    let _ = vm.munmap(p, MILLION * PAGE);
+    let blk = map(2 * MILLION * PAGE, F::anonymous_private());
+    for j in 0..MILLION {
+        if vm.munmap(blk + (2 * j + 1) * PAGE, PAGE).is_err() {
+            fatal("munmap hole");
+        }
+    }
+    println!(
+        "INFO s_mmap2p_munmap_holes_R{}: {} regions in the process",
+        MILLION,
+        regions_now()
+    );
+    let n = mmap_munmap(&mut b, 2 * PAGE);
+    b.first("s_mmap2p_munmap_holes_R1000000", n);
+    let _ = vm.munmap(blk, 2 * MILLION * PAGE);
+    println!("VMBENCH_END");
+    0
 }
 
 /// The rows over the number of regions in the process: an mprotect toggle, and the placement
