@@ -56,7 +56,9 @@ pub enum PageOp {
 
 /// A list of page operations that keeps its first [`PageOps::INLINE`] on the stack and moves
 /// to the heap only beyond them: most requests (one fault, one `mprotect` of one region) make
-/// one or two operations, and they should cost no allocation.
+/// one or two operations, and they should cost no allocation. Growing it never fails memd: when
+/// its heap has no room for more, the list is marked [`PageOps::is_incomplete`] and must not
+/// be applied (the request is refused with ENOMEM instead).
 pub struct PageOps {
     /// The operations while there are at most `INLINE`: `inline[..len]`.
     inline: [PageOp; PageOps::INLINE],
@@ -64,6 +66,8 @@ pub struct PageOps {
     len: usize,
     /// Every operation, once there were more than `INLINE` (empty until then).
     spill: Vec<PageOp>,
+    /// Whether an operation was dropped for want of memory.
+    incomplete: bool,
 }
 
 impl PageOps {
@@ -76,20 +80,37 @@ impl PageOps {
             inline: [PageOp::Unmap { page: 0, pages: 0 }; PageOps::INLINE],
             len: 0,
             spill: Vec::new(),
+            incomplete: false,
         }
+    }
+
+    /// Whether an operation could not be kept (memd's heap had no room): the list must not
+    /// be applied.
+    pub fn is_incomplete(&self) -> bool {
+        self.incomplete
     }
 
     /// Appends `op`.
     #[inline]
     pub fn push(&mut self, op: PageOp) {
+        if self.incomplete {
+            return;
+        }
         if self.spill.is_empty() {
             if let Some(slot) = self.inline.get_mut(self.len) {
                 *slot = op;
                 self.len += 1;
                 return;
             }
-            self.spill.reserve(2 * PageOps::INLINE);
+            if self.spill.try_reserve(2 * PageOps::INLINE).is_err() {
+                self.incomplete = true;
+                return;
+            }
             self.spill.extend_from_slice(&self.inline);
+        }
+        if self.spill.try_reserve(1).is_err() {
+            self.incomplete = true;
+            return;
         }
         self.spill.push(op);
     }

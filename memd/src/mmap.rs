@@ -9,6 +9,7 @@ use crate::layout::{self, check_user_range, page_round_up};
 use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::{AddressSpace, COW_CHECK_CREDIT, sync_region_ops, uniform_op};
 use crate::stats::bump;
+use crate::tables::ApplyError;
 use alloc::vec::Vec;
 use libvm::proto::{
     KNOWN_ADVICE, MADV_COLD, MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_KEEPONFORK,
@@ -319,7 +320,11 @@ impl<K: Kernel> Memd<K> {
                         &mut ops,
                     );
                 }
-                self.apply(space, &ops)
+                if ops.is_incomplete() {
+                    Err(ApplyError::NoFrames)
+                } else {
+                    self.apply(space, &ops)
+                }
             };
             if applied.is_err() {
                 space
@@ -371,6 +376,9 @@ impl<K: Kernel> Memd<K> {
                     &mut ops,
                 );
             }
+        }
+        if ops.is_incomplete() {
+            return Err(VmError::OutOfMemory);
         }
         self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
         space.regions.update_range(addr, end, |r| r.prot = prot);

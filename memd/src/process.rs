@@ -1,7 +1,7 @@
 //! Process images: spawn an empty one, fork one copy-on-write, tear one down at exit or kill.
 
 use crate::daemon::{Death, Memd, PAGE_COST, Pid, REGION_COST, cost};
-use crate::kernel::{Kernel, PageOp};
+use crate::kernel::{Kernel, PageOp, PageOps};
 use crate::layout::{self, Placement};
 use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::{AddressSpace, page_prot, sync_ops};
@@ -107,7 +107,7 @@ impl<K: Kernel> Memd<K> {
             }
         }
         // The child maps every resident page, writable only where shared memory allows it.
-        let mut child_ops = Vec::with_capacity(child.pages.len());
+        let mut child_ops = PageOps::new();
         for region in child.regions.iter() {
             if region.prot == ProtectionFlags::NONE {
                 continue;
@@ -120,8 +120,9 @@ impl<K: Kernel> Memd<K> {
                 });
             }
         }
-        // The parent loses write access to what is now copy-on-write.
-        let mut parent_ops = Vec::new();
+        // The parent loses write access to what is now copy-on-write (its `PROT_NONE`
+        // regions' unmaps are left out: nothing of them is in its page tables).
+        let mut parent_ops = NoUnmaps(PageOps::new());
         {
             let frames = self.frames.lock();
             sync_ops(
@@ -133,11 +134,14 @@ impl<K: Kernel> Memd<K> {
                 &mut parent_ops,
             );
         }
-        parent_ops.retain(|op| !matches!(op, PageOp::Unmap { .. }));
+        let parent_ops = parent_ops.0;
         // The child first: if the kernel refuses either, the child goes and the parent is as
-        // it was (its write access taken away only once the child exists).
+        // it was (its write access taken away only once the child exists). Lists memd's heap
+        // had no room for are refused the same way.
         let parent_before = cost(&space);
-        let applied = self.apply(&mut child, &child_ops).is_ok()
+        let applied = !child_ops.is_incomplete()
+            && !parent_ops.is_incomplete()
+            && self.apply(&mut child, &child_ops).is_ok()
             && self.apply(&mut space, &parent_ops).is_ok();
         self.bookkeeping_changed(parent_before, cost(&space));
         self.bookkeeping_changed(0, cost(&child));
@@ -212,5 +216,17 @@ impl<K: Kernel> Memd<K> {
             self.drop_pages(&mut image, core::slice::from_ref(r));
         }
         debug_assert!(image.pages.is_empty());
+    }
+}
+
+/// The operations a list receives, less its `Unmap`s.
+struct NoUnmaps(PageOps);
+
+impl Extend<PageOp> for NoUnmaps {
+    fn extend<I: IntoIterator<Item = PageOp>>(&mut self, ops: I) {
+        self.0.extend(
+            ops.into_iter()
+                .filter(|op| !matches!(op, PageOp::Unmap { .. })),
+        );
     }
 }

@@ -169,7 +169,7 @@ pub fn sync_ops(
     end: u64,
     refcount: impl Fn(FrameAddr) -> u32,
     remap: bool,
-    ops: &mut Vec<PageOp>,
+    ops: &mut impl Extend<PageOp>,
 ) {
     let mut run = None;
     for region in space.regions.overlapping(start, end) {

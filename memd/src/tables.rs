@@ -113,6 +113,15 @@ impl<K: Kernel> Memd<K> {
             }
         }
         batch.extend(ops.iter().copied());
+        if batch.is_incomplete() {
+            let mut frames = self.frames.lock();
+            for op in batch.iter() {
+                if let PageOp::Donate { frame } = *op {
+                    frames.drop_ref(frame);
+                }
+            }
+            return Err(ApplyError::NoFrames);
+        }
         let result = self.kernel.apply(space.space, &batch);
         // The donations lead the batch: those within `done` were taken.
         let taken = match result {
