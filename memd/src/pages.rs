@@ -7,7 +7,8 @@
 //!
 //! Memory: 512 bytes a chunk (8 a page when they are dense) and its entry in the map; a chunk
 //! holding one page costs the same 512 bytes, which the bookkeeping charges
-//! ([`crate::daemon::CHUNK_COST`]).
+//! ([`crate::daemon::CHUNK_COST`]). The array of the last chunk emptied is kept for the next
+//! one (512 bytes a process at most, not charged).
 
 use crate::kernel::{FrameAddr, PAGE_SIZE};
 use alloc::boxed::Box;
@@ -34,6 +35,19 @@ struct Chunk {
 pub struct PageMap {
     chunks: BTreeMap<u64, Box<Chunk>>,
     len: usize,
+    /// The array of the last chunk emptied, kept for the next new one: a mapping touched and
+    /// unmapped again and again allocates no array after the first.
+    spare: Option<Box<Chunk>>,
+}
+
+/// An empty chunk: the spare one if there is one, else a new array.
+fn new_chunk(spare: &mut Option<Box<Chunk>>) -> Box<Chunk> {
+    spare.take().unwrap_or_else(|| {
+        Box::new(Chunk {
+            slots: [0; CHUNK_PAGES as usize],
+            live: 0,
+        })
+    })
 }
 
 fn split(page: u64) -> (u64, usize) {
@@ -81,12 +95,8 @@ impl PageMap {
     #[inline]
     pub fn insert(&mut self, page: u64, frame: FrameAddr) -> Option<FrameAddr> {
         let (key, slot) = split(page);
-        let chunk = self.chunks.entry(key).or_insert_with(|| {
-            Box::new(Chunk {
-                slots: [0; CHUNK_PAGES as usize],
-                live: 0,
-            })
-        });
+        let spare = &mut self.spare;
+        let chunk = self.chunks.entry(key).or_insert_with(|| new_chunk(spare));
         let old = core::mem::replace(&mut chunk.slots[slot], frame | PRESENT);
         if old & PRESENT != 0 {
             return Some(old & !PRESENT);
@@ -102,12 +112,8 @@ impl PageMap {
         let mut run = run.into_iter().peekable();
         while let Some(&(first, _)) = run.peek() {
             let (key, _) = split(first);
-            let chunk = self.chunks.entry(key).or_insert_with(|| {
-                Box::new(Chunk {
-                    slots: [0; CHUNK_PAGES as usize],
-                    live: 0,
-                })
-            });
+            let spare = &mut self.spare;
+            let chunk = self.chunks.entry(key).or_insert_with(|| new_chunk(spare));
             while let Some((page, frame)) = run.next_if(|&(p, _)| split(p).0 == key) {
                 let slot = &mut chunk.slots[split(page).1];
                 if core::mem::replace(slot, frame | PRESENT) & PRESENT == 0 {
@@ -130,7 +136,8 @@ impl PageMap {
         chunk.live -= 1;
         self.len -= 1;
         if chunk.live == 0 {
-            self.chunks.remove(&key);
+            // Every slot is 0 again: the array is as good as new.
+            self.spare = self.chunks.remove(&key);
         }
         Some(old & !PRESENT)
     }
