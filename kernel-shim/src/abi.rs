@@ -274,6 +274,11 @@ pub const OP_UNMAP: u64 = 2;
 pub const OP_PROTECT: u64 = 3;
 /// `space_apply` operation kind: donate frame `a` to the space's reserve of page-table frames.
 pub const OP_DONATE: u64 = 4;
+/// `space_apply` operation kind: map the 2 MiB at `page` (aligned) to the 512 frames from `a`
+/// (2 MiB aligned, all the pager's) as one huge page with protection `b`, replacing a huge page.
+pub const OP_MAP_HUGE: u64 = 5;
+/// `space_apply` operation kind: split the huge page at `page` into 512 pages (one table).
+pub const OP_SPLIT: u64 = 6;
 /// Protection bit of a `space_apply` operation: readable.
 pub const PROT_READ: u64 = 1;
 /// Protection bit: writable.

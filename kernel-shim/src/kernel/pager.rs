@@ -12,6 +12,12 @@
 //! | 2 (unmap) | page | pages | 0 | unmap the mapped pages of the range |
 //! | 3 (protect) | page | pages | prot | set `prot` on the mapped pages of the range |
 //! | 4 (donate) | 0 | frame | 0 | give `frame` to the space's reserve of page-table frames |
+//! | 5 (map huge) | page | frame | prot | map the 2 MiB at `page` to the 512 frames from `frame` as one huge page (both 2 MiB aligned), replacing a huge page; refused where a page table is |
+//! | 6 (split) | page | 0 | 0 | replace the huge page at `page` by the 512 pages of a new page table, the same frames and access |
+//!
+//! A huge page changes whole: an unmap or protect that covers part of one, and a map of a
+//! 4 KiB page inside one, are refused (the batch changes nothing); split it first, in a batch
+//! before (the checks read the tables as they stand before the batch).
 //!
 //! (The numbers are in [`kernel_shim::abi`].) `space_apply1` takes one operation in registers
 //! instead, for the common batch of one (a fault, an `mprotect` of one page).
@@ -37,7 +43,8 @@ use kernel_shim::paging::{self, Mapper, PageTableFlags, PagingError, TableAlloc,
 use x86_64::{PhysAddr, VirtAddr};
 
 pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RECLAIM, WINDOW_BASE};
-use kernel_shim::abi::{OP_DONATE, OP_MAP, OP_PROTECT, OP_UNMAP};
+use kernel_shim::abi::{OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP};
+use kernel_shim::paging::HUGE_PAGE_SIZE;
 
 /// EPERM unless thread `t` is the pager's.
 pub fn pager_only(k: &Kernel, t: usize) -> Result<(), Errno> {
@@ -111,6 +118,29 @@ fn check_donation(k: &Kernel, frame: u64) -> Result<(), Errno> {
     check_frame(k.pager_ranges(), &k.table_marks, frame)
 }
 
+/// A 2 MiB-aligned range of 2 MiB inside what may be mapped.
+fn check_huge(page: u64) -> Result<(), Errno> {
+    if !page.is_multiple_of(HUGE_PAGE_SIZE) {
+        return Err(EINVAL);
+    }
+    check_range(page, HUGE_PAGE_SIZE / PAGE)
+}
+
+/// 512 frames from `frame` (2 MiB aligned) the pager may map: in one of its ranges, none a
+/// page table.
+fn check_huge_frames(ranges: &[(u64, u64)], marks: &TableMarks, frame: u64) -> Result<(), Errno> {
+    if !frame.is_multiple_of(HUGE_PAGE_SIZE) {
+        return Err(EINVAL);
+    }
+    let inside = ranges
+        .iter()
+        .any(|&(start, len)| frame >= start && frame - start <= len.saturating_sub(HUGE_PAGE_SIZE));
+    if !inside || (0..HUGE_PAGE_SIZE / PAGE).any(|i| marks.is_marked(frame + i * PAGE)) {
+        return Err(EPERM);
+    }
+    Ok(())
+}
+
 /// One operation of a batch, checked.
 #[derive(Clone, Copy)]
 enum Op {
@@ -130,6 +160,14 @@ enum Op {
     },
     Donate {
         frame: u64,
+    },
+    MapHuge {
+        page: u64,
+        frame: u64,
+        flags: PageTableFlags,
+    },
+    Split {
+        page: u64,
     },
 }
 
@@ -166,6 +204,20 @@ fn decode(ranges: &[(u64, u64)], marks: &TableMarks, op: [u64; 4]) -> Result<Op,
             check_frame(ranges, marks, a)?;
             Ok(Op::Donate { frame: a })
         }
+        OP_MAP_HUGE => {
+            check_huge(page)?;
+            let flags = pt::flags(valid_prot(b)?);
+            check_huge_frames(ranges, marks, a)?;
+            Ok(Op::MapHuge {
+                page,
+                frame: a,
+                flags,
+            })
+        }
+        OP_SPLIT => {
+            check_huge(page)?;
+            Ok(Op::Split { page })
+        }
         _ => Err(EINVAL),
     }
 }
@@ -182,6 +234,11 @@ fn perform<A: TableAlloc>(m: &mut Mapper<'_, A>, op: Op) -> Result<(), Errno> {
             .unmap_range(page, pages, |_, _| ())
             .map(drop)
             .map_err(paging_errno),
+        Op::MapHuge { page, frame, flags } => m
+            .map_huge(page, PhysAddr::new(frame), flags)
+            .map(drop)
+            .map_err(paging_errno),
+        Op::Split { page } => m.split_huge(page).map_err(paging_errno),
         Op::Protect { page, pages, flags } => {
             if pages == 1 {
                 // One page: one walk down to its entry; an absent page is skipped.
@@ -287,18 +344,53 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
     let donated = k.spaces[s].reserve.is_some();
     let mut decoded = [Op::Unmap { page: 0, pages: 0 }; CHUNK];
     let mut n = 0;
+    let window = pt::window();
+    let root_pa = PhysAddr::new(root);
+    // The 2 MiB of the last map checked for a huge page (one look per 2 MiB).
+    let mut checked = None;
     batch.each(|w| {
         let op = decode(ranges, &k.table_marks, w)?;
         match op {
             Op::Map { page, .. } => {
-                need.add_map(pt::window(), PhysAddr::new(root), page);
+                let block = page / HUGE_PAGE_SIZE;
+                if checked != Some(block) {
+                    if paging::page_table_huge_at(window, root_pa, page) {
+                        return Err(EINVAL);
+                    }
+                    checked = Some(block);
+                }
+                need.add_map(window, root_pa, page);
+                if need.total() > have {
+                    return Err(ENOMEM);
+                }
+            }
+            Op::MapHuge { page, .. } => {
+                checked = None;
+                if !need.add_map_huge(window, root_pa, page) {
+                    return Err(EINVAL);
+                }
+                if need.total() > have {
+                    return Err(ENOMEM);
+                }
+            }
+            Op::Split { page } => {
+                checked = None;
+                if !paging::page_table_huge_at(window, root_pa, page) {
+                    return Err(EINVAL);
+                }
+                need.add_tables(1);
                 if need.total() > have {
                     return Err(ENOMEM);
                 }
             }
             Op::Donate { .. } if donated => have += 1,
             Op::Donate { .. } => return Err(EINVAL),
-            Op::Unmap { .. } | Op::Protect { .. } => {}
+            Op::Unmap { page, pages } | Op::Protect { page, pages, .. } => {
+                checked = None;
+                if paging::page_table_cuts_huge(window, root_pa, page, pages) {
+                    return Err(EINVAL);
+                }
+            }
         }
         if let Some(slot) = decoded.get_mut(n) {
             *slot = op;
@@ -324,6 +416,11 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
         match (op, m.tables()) {
             // A frame donated earlier in the batch is a table now: neither mapped nor donated.
             (Op::Map { frame, .. } | Op::Donate { frame }, _) if marks.is_marked(frame) => {
+                return Err(EPERM);
+            }
+            (Op::MapHuge { frame, .. }, _)
+                if (0..HUGE_PAGE_SIZE / PAGE).any(|i| marks.is_marked(frame + i * PAGE)) =>
+            {
                 return Err(EPERM);
             }
             (Op::Donate { frame }, Tables::Reserve(reserve)) => {
@@ -429,60 +526,16 @@ fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     }
 }
 
-/// [`space_apply1`] of any operation: [`apply`] of a batch of one, without a batch (most
-/// faults come here).
+/// [`space_apply1`] of any operation: [`apply`] of a batch of one, copied from the
+/// registers (every check of a batch: tables, huge pages).
 #[inline(never)]
 fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    k.threads[t].frame.rdx = 0;
-    let root = k.spaces[s].root;
-    let op = decode(
-        k.pager_ranges(),
-        &k.table_marks,
-        [f.rsi, f.rdx, f.r10, f.r8],
-    )?;
-    let Kernel {
-        spaces,
-        frames,
-        table_marks,
-        ..
-    } = k;
-    let mut tables = match spaces[s].reserve.as_mut() {
-        Some(reserve) => Tables::Reserve(reserve),
-        None => Tables::Pool(frames),
-    };
-    match (op, &mut tables) {
-        (Op::Donate { frame }, Tables::Reserve(reserve)) => {
-            tables::donate(table_marks, reserve, frame);
-        }
-        (Op::Donate { .. }, Tables::Pool(_)) => return Err(EINVAL),
-        (Op::Map { page, .. }, tables) => {
-            let have = match tables {
-                Tables::Reserve(reserve) => reserve.spare(),
-                Tables::Pool(pool) => pool.free_frames() as u64,
-                _ => 0,
-            };
-            let mut need = TableNeed::new();
-            need.add_map(pt::window(), PhysAddr::new(root), page);
-            if need.total() > have {
-                return Err(ENOMEM);
-            }
-            let mut m = pt::mapper(tables, root);
-            let result = perform(&mut m, op);
-            pt::finish(m, root);
-            result?;
-        }
-        (_, tables) => {
-            let mut m = pt::mapper(tables, root);
-            let result = perform(&mut m, op);
-            pt::finish(m, root);
-            result?;
-        }
-    }
-    k.threads[t].frame.rdx = 1;
-    Ok(spare(&k.spaces, s))
+    let mut ops = [[0; 4]; CHUNK];
+    ops[0] = [f.rsi, f.rdx, f.r10, f.r8];
+    apply(k, t, s, Batch::Copied { ops, n: 1 })
 }
 
 /// [`space_apply1`] of `[OP_PROTECT, page, 1, prot]`, as [`apply`] performs it — the same

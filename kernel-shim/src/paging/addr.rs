@@ -10,6 +10,9 @@ use x86_64::{PhysAddr, VirtAddr};
 /// Size of a page and of a frame.
 pub const PAGE_SIZE: u64 = 4096;
 
+/// Size of a huge page: one entry of a page directory, 512 pages.
+pub const HUGE_PAGE_SIZE: u64 = 2 << 20;
+
 /// The first address past the user half: user operations work below it.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 

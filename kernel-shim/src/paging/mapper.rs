@@ -1,6 +1,8 @@
 //! A batch of changes to one user address space.
 
-use super::addr::{self, entry_span, table_index, user_page, user_range};
+use super::addr::{
+    self, HUGE_PAGE_SIZE, PAGE_SIZE, entry_span, table_index, user_page, user_range,
+};
 use super::error::PagingError;
 use super::flush::Flush;
 use super::table_alloc::{TableAlloc, new_table};
@@ -98,8 +100,9 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
     /// and its frame, and returns how many there were.
     ///
     /// Absent tables are skipped whole (a 1 GiB hole costs one entry read), and tables that
-    /// become empty are freed. Stops at the first huge page met (`HugePage`), with the pages
-    /// before it unmapped and recorded.
+    /// become empty are freed. A huge page the range covers whole goes (its 512 pages given to
+    /// `f`); one it covers in part stops it (`HugePage`), with the pages before unmapped and
+    /// recorded ([`page_table_cuts_huge`](super::page_table_cuts_huge) finds it first).
     pub fn unmap_range(
         &mut self,
         virt: u64,
@@ -136,6 +139,123 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         let mut count = 0;
         self.protect_in(self.root, 4, virt, end, flags, &mut count)?;
         Ok(count)
+    }
+
+    /// Maps the 2 MiB at `virt` (aligned) to the 2 MiB of frames at `phys` (aligned) as one
+    /// huge page with leaf `flags`, creating the PDPT and PD on the way, and returns the frame
+    /// of the huge page it replaced (the page is then recorded for the flush). Refuses with
+    /// `AlreadyMapped` when a page table is there (pages of 4 KiB, or an empty table), and as
+    /// `map` does otherwise; on error nothing has changed.
+    pub fn map_huge(
+        &mut self,
+        virt: u64,
+        phys: PhysAddr,
+        flags: PageTableFlags,
+    ) -> Result<Option<PhysAddr>, PagingError> {
+        self.last_pt = None;
+        let page = user_page(virt)?;
+        user_range(virt, HUGE_PAGE_SIZE / PAGE_SIZE)?;
+        if !virt.is_multiple_of(HUGE_PAGE_SIZE) || !phys.as_u64().is_multiple_of(HUGE_PAGE_SIZE) {
+            return Err(PagingError::NotAligned);
+        }
+        if !self.window.contains(phys, HUGE_PAGE_SIZE) {
+            return Err(PagingError::OutsideWindow);
+        }
+        let flags = leaf_flags(flags)? | PageTableFlags::HUGE_PAGE;
+        // Decode: the PDPT and PD as far as they exist, and what the PD entry holds.
+        let present = |e: &PageTableEntry| e.flags().contains(PageTableFlags::PRESENT);
+        let e4 = self.window.entry(self.root, table_index(virt, 4))?;
+        let pdpt = if present(&e4) {
+            Some(table_of(&e4)?)
+        } else {
+            None
+        };
+        let pd = match pdpt {
+            Some(t) => {
+                let e3 = self.window.entry(t, table_index(virt, 3))?;
+                if present(&e3) {
+                    Some(table_of(&e3)?)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        let old = match pd {
+            Some(t) => {
+                let e2 = self.window.entry(t, table_index(virt, 2))?;
+                match (present(&e2), e2.flags().contains(PageTableFlags::HUGE_PAGE)) {
+                    (false, _) => None,
+                    (true, true) => Some(e2.addr()),
+                    (true, false) => return Err(PagingError::AlreadyMapped),
+                }
+            }
+            None => None,
+        };
+        // Take the missing tables before linking any, so a failure changes nothing.
+        let missing = usize::from(pdpt.is_none()) + usize::from(pd.is_none());
+        let mut new = [PhysAddr::zero(); 2];
+        for n in 0..missing {
+            match new_table(self.window, self.alloc) {
+                Ok(table) => new[n] = table,
+                Err(error) => {
+                    new[..n]
+                        .iter()
+                        .for_each(|&table| self.alloc.free_table(table));
+                    return Err(error);
+                }
+            }
+        }
+        let mut fresh = new[..missing].iter().copied();
+        let pdpt = match pdpt {
+            Some(t) => t,
+            None => {
+                let t = fresh.next().ok_or(PagingError::OutOfTableFrames)?;
+                self.window
+                    .put_entry(self.root, table_index(virt, 4), entry(t, TABLE_FLAGS))?;
+                t
+            }
+        };
+        let pd = match pd {
+            Some(t) => t,
+            None => {
+                let t = fresh.next().ok_or(PagingError::OutOfTableFrames)?;
+                self.window
+                    .put_entry(pdpt, table_index(virt, 3), entry(t, TABLE_FLAGS))?;
+                t
+            }
+        };
+        self.window
+            .put_entry(pd, table_index(virt, 2), entry(phys, flags))?;
+        if old.is_some() {
+            self.flush.page(page);
+        }
+        Ok(old)
+    }
+
+    /// Splits the huge page at `virt` (aligned) into the 512 pages of a new page table: the
+    /// same frames, the same access. `NotMapped` when no huge page is there; nothing changes
+    /// on error.
+    pub fn split_huge(&mut self, virt: u64) -> Result<(), PagingError> {
+        self.last_pt = None;
+        let page = user_page(virt)?;
+        if !virt.is_multiple_of(HUGE_PAGE_SIZE) {
+            return Err(PagingError::NotAligned);
+        }
+        let pd = huge_pd(self.window, self.root, virt)?.ok_or(PagingError::NotMapped)?;
+        let index = table_index(virt, 2);
+        let huge = self.window.entry(pd, index)?;
+        let base = huge.addr();
+        let flags = huge.flags() - PageTableFlags::HUGE_PAGE;
+        let pt = new_table(self.window, self.alloc)?;
+        self.window.with_table(pt, |t| {
+            for (i, e) in t.iter_mut().enumerate() {
+                *e = entry(base + i as u64 * PAGE_SIZE, flags);
+            }
+        })?;
+        self.window.put_entry(pd, index, entry(pt, TABLE_FLAGS))?;
+        self.flush.page(page);
+        Ok(())
     }
 
     /// Translates `virt` as the tables stand now (see [`page_table_translate`]).
@@ -252,6 +372,21 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
                     f(page, entry.addr());
                     *count += 1;
                     cleared = true;
+                } else if level == 2 && entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+                    // A huge page goes whole, or not at all.
+                    if !at.is_multiple_of(span) || next > end {
+                        return Err(PagingError::HugePage);
+                    }
+                    self.window.put_entry(table, index, PageTableEntry::new())?;
+                    self.flush.page(VirtAddr::new(at));
+                    for i in 0..span / PAGE_SIZE {
+                        f(
+                            VirtAddr::new(at + i * PAGE_SIZE),
+                            entry.addr() + i * PAGE_SIZE,
+                        );
+                    }
+                    *count += span / PAGE_SIZE;
+                    cleared = true;
                 } else {
                     let child = table_of(&entry)?;
                     if self.unmap_in(child, level - 1, at, next.min(end), f, count)?
@@ -291,6 +426,16 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
                         .with_table(table, |t| t[index].set_flags(flags))?;
                     self.flush.page(VirtAddr::new(at));
                     *count += 1;
+                } else if level == 2 && entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+                    // A huge page changes whole, or not at all.
+                    if !at.is_multiple_of(span) || next > end {
+                        return Err(PagingError::HugePage);
+                    }
+                    let huge = flags | PageTableFlags::HUGE_PAGE;
+                    self.window
+                        .with_table(table, |t| t[index].set_flags(huge))?;
+                    self.flush.page(VirtAddr::new(at));
+                    *count += span / PAGE_SIZE;
                 } else {
                     let child = table_of(&entry)?;
                     self.protect_in(child, level - 1, at, next.min(end), flags, count)?;
@@ -382,6 +527,25 @@ pub(super) fn set_leaf_in_place(
         t[index] = entry(phys, flags);
         old
     })
+}
+
+/// The PD holding the huge page of the 2 MiB at `virt`, if a huge page is there.
+pub(super) fn huge_pd(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+) -> Result<Option<PhysAddr>, PagingError> {
+    let mut table = root;
+    for level in [4, 3] {
+        let entry = window.entry(table, table_index(virt, level))?;
+        if !entry.flags().contains(PageTableFlags::PRESENT) {
+            return Ok(None);
+        }
+        table = table_of(&entry)?;
+    }
+    let flags = window.entry(table, table_index(virt, 2))?.flags();
+    let huge = PageTableFlags::PRESENT | PageTableFlags::HUGE_PAGE;
+    Ok(flags.contains(huge).then_some(table))
 }
 
 /// The tables on the way to one page, as far as they exist.

@@ -51,14 +51,15 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use addr::{PAGE_SIZE, PHYSMAP_BASE, USER_END};
+pub use addr::{HUGE_PAGE_SIZE, PAGE_SIZE, PHYSMAP_BASE, USER_END};
 pub use error::PagingError;
 pub use flush::{FLUSH_THRESHOLD, Flush};
 pub use mapper::Mapper;
 pub use need::{TABLES_PER_MAP, TableNeed, map_table_bound};
 pub use space::{
-    page_table_create, page_table_destroy, page_table_map, page_table_map_page, page_table_protect,
-    page_table_protect_page, page_table_unmap,
+    page_table_create, page_table_cuts_huge, page_table_destroy, page_table_huge_at,
+    page_table_map, page_table_map_page, page_table_protect, page_table_protect_page,
+    page_table_unmap,
 };
 pub use table_alloc::TableAlloc;
 pub use translate::{Translation, page_table_translate};

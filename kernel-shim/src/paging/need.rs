@@ -59,6 +59,24 @@ impl TableNeed {
         self.total += need;
     }
 
+    /// Counts a huge map of the 2 MiB at `virt`: the PDPT and PD missing on its way (0 to 2),
+    /// none shared with the maps around it (an upper bound). `false` (nothing counted) when
+    /// a page table is there: a huge map would be refused.
+    pub fn add_map_huge(&mut self, window: PhysWindow, root: PhysAddr, virt: u64) -> bool {
+        let missing = missing_tables(window, root, virt);
+        if missing == 0 && !super::page_table_huge_at(window, root, virt) {
+            return false;
+        }
+        self.prev = None;
+        self.total += u64::from(missing.saturating_sub(1));
+        true
+    }
+
+    /// Counts `n` tables more (a split takes one).
+    pub fn add_tables(&mut self, n: u64) {
+        self.total += n;
+    }
+
     /// Tables counted.
     pub fn total(&self) -> u64 {
         self.total

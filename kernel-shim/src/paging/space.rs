@@ -151,3 +151,25 @@ pub fn page_table_protect_page(
 ) -> Result<PageTableFlags, PagingError> {
     set_page_flags(window, root, virt, flags)
 }
+
+/// Whether the 2 MiB holding `virt` in the space at `root` is one huge page.
+pub fn page_table_huge_at(window: PhysWindow, root: PhysAddr, virt: u64) -> bool {
+    matches!(super::mapper::huge_pd(window, root, virt), Ok(Some(_)))
+}
+
+/// Whether the range of `pages` pages at `virt` covers part of a huge page and not all of it
+/// (then an unmap or protect of it is refused with `HugePage`; split the page first).
+pub fn page_table_cuts_huge(window: PhysWindow, root: PhysAddr, virt: u64, pages: u64) -> bool {
+    let huge = super::addr::HUGE_PAGE_SIZE;
+    let Some(end) = pages
+        .checked_mul(super::addr::PAGE_SIZE)
+        .and_then(|len| virt.checked_add(len))
+    else {
+        return false;
+    };
+    if end <= virt {
+        return false;
+    }
+    (!virt.is_multiple_of(huge) && page_table_huge_at(window, root, virt))
+        || (!end.is_multiple_of(huge) && page_table_huge_at(window, root, end - 1))
+}

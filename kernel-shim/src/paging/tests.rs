@@ -679,7 +679,8 @@ fn permissions_are_the_and_of_all_levels() {
     });
     assert!(!m.translate(page).unwrap().user);
 
-    // A huge page met by a user operation is refused, not followed.
+    // A huge page met by a 4 KiB operation, or by a range over part of it, is refused, not
+    // followed.
     m.edit_entry(page, 2, |e| {
         e.set_flags(e.flags() | PageTableFlags::HUGE_PAGE)
     });
@@ -689,7 +690,7 @@ fn permissions_are_the_and_of_all_levels() {
     );
     let mut mapper = m.mapper();
     assert_eq!(
-        mapper.unmap_range(0, 1024, |_, _| {}),
+        mapper.unmap_range(page + PAGE_SIZE, 1, |_, _| {}),
         Err(PagingError::HugePage)
     );
     mapper.finish().ignore();
@@ -803,4 +804,155 @@ fn a_map_after_an_unmap_freed_its_table_walks_again() {
     );
     let t = m.translate(0x40_3000).unwrap();
     assert_eq!((t.frame, t.writable), (data(4), false));
+}
+
+/// The one 2 MiB-aligned run of frames of the simulated RAM that holds no table.
+const HUGE_FRAME: PhysAddr = PhysAddr::new(2 << 20);
+
+#[test]
+fn a_huge_page_maps_translates_and_goes_whole_or_not_at_all() {
+    let mut m = Machine::new();
+    let base = 0x4000_0000;
+    let tables = m.pool.outstanding();
+    let mut mapper = m.mapper();
+    assert_eq!(mapper.map_huge(base, HUGE_FRAME, USER_RW), Ok(None));
+    mapper.finish().ignore();
+    assert_eq!(m.pool.outstanding(), tables + 2, "a PDPT and a PD, no PT");
+    for off in [0, PAGE_SIZE, HUGE_PAGE_SIZE - PAGE_SIZE] {
+        let t = m.translate(base + off + 8).unwrap();
+        assert_eq!(t.frame, HUGE_FRAME + off);
+        assert!(t.writable && t.user);
+    }
+    assert!(page_table_huge_at(m.window, m.root, base + 12345));
+    assert!(!page_table_huge_at(m.window, m.root, base + HUGE_PAGE_SIZE));
+    // A part of it: refused by unmap and protect alike, and found by the check.
+    assert!(page_table_cuts_huge(m.window, m.root, base + PAGE_SIZE, 1));
+    assert!(page_table_cuts_huge(m.window, m.root, base - PAGE_SIZE, 2));
+    assert!(!page_table_cuts_huge(m.window, m.root, base, 512));
+    assert!(!page_table_cuts_huge(
+        m.window,
+        m.root,
+        base - PAGE_SIZE,
+        514
+    ));
+    let mut mapper = m.mapper();
+    assert_eq!(
+        mapper.unmap_range(base + PAGE_SIZE, 1, |_, _| ()),
+        Err(PagingError::HugePage)
+    );
+    assert_eq!(
+        mapper.protect_range(base, 1, USER_RO),
+        Err(PagingError::HugePage)
+    );
+    // A 4 KiB map or protect inside it is refused too.
+    assert_eq!(
+        mapper.map(base + PAGE_SIZE, data(0), USER_RW),
+        Err(PagingError::HugePage)
+    );
+    assert_eq!(
+        page_table_protect_page(m.window, m.root, base, USER_RO),
+        Err(PagingError::HugePage)
+    );
+    // Whole: protect, then unmap with its 512 pages reported.
+    let mut mapper = m.mapper();
+    assert_eq!(mapper.protect_range(base, 512, USER_RO), Ok(512));
+    mapper.finish().ignore();
+    assert!(!m.translate(base).unwrap().writable);
+    let mut seen = Vec::new();
+    let mut mapper = m.mapper();
+    assert_eq!(
+        mapper.unmap_range(base - PAGE_SIZE, 514, |v, f| seen.push((v.as_u64(), f))),
+        Ok(512)
+    );
+    mapper.finish().ignore();
+    assert_eq!(seen.len(), 512);
+    assert_eq!(seen[7], (base + 7 * PAGE_SIZE, HUGE_FRAME + 7 * PAGE_SIZE));
+    assert!(m.translate(base).is_none());
+}
+
+#[test]
+fn a_huge_page_refuses_what_cannot_be_one_and_is_split_into_pages() {
+    let mut m = Machine::new();
+    let base = 0x4000_0000;
+    let mut mapper = m.mapper();
+    for (virt, phys, error) in [
+        (base + PAGE_SIZE, HUGE_FRAME, PagingError::NotAligned),
+        (base, HUGE_FRAME + PAGE_SIZE, PagingError::NotAligned),
+        (base, PhysAddr::new(4 << 20), PagingError::OutsideWindow),
+        (
+            USER_END - PAGE_SIZE,
+            HUGE_FRAME,
+            PagingError::NotUserAddress,
+        ),
+    ] {
+        assert_eq!(
+            mapper.map_huge(virt, phys, USER_RW),
+            Err(error),
+            "{virt:#x}"
+        );
+    }
+    // A page table in the 2 MiB (4 KiB pages): refused, nothing changed.
+    mapper.map(base, data(0), USER_RW).unwrap();
+    assert_eq!(
+        mapper.map_huge(base, HUGE_FRAME, USER_RW),
+        Err(PagingError::AlreadyMapped)
+    );
+    mapper.unmap_range(base, 1, |_, _| ()).unwrap();
+    assert_eq!(mapper.map_huge(base, HUGE_FRAME, USER_RO), Ok(None));
+    assert_eq!(
+        mapper.split_huge(base + HUGE_PAGE_SIZE),
+        Err(PagingError::NotMapped)
+    );
+    let tables = mapper.tables().outstanding();
+    assert_eq!(mapper.split_huge(base), Ok(()));
+    assert_eq!(mapper.tables().outstanding(), tables + 1, "one page table");
+    mapper.finish().ignore();
+    assert!(!page_table_huge_at(m.window, m.root, base));
+    for i in [0, 1, 511] {
+        let t = m.translate(base + i * PAGE_SIZE).unwrap();
+        assert_eq!(t.frame, HUGE_FRAME + i * PAGE_SIZE);
+        assert!(!t.writable && t.user);
+    }
+    // Now pages of 4 KiB: one unmapped alone, one protected alone.
+    let mut mapper = m.mapper();
+    assert_eq!(mapper.unmap_range(base + PAGE_SIZE, 1, |_, _| ()), Ok(1));
+    assert_eq!(mapper.protect(base, USER_RW), Ok(USER_RO));
+    mapper.finish().ignore();
+    assert!(m.translate(base + PAGE_SIZE).is_none());
+    assert!(m.translate(base).unwrap().writable);
+    assert_eq!(
+        m.frame_of(base + 2 * PAGE_SIZE),
+        Some(HUGE_FRAME + 2 * PAGE_SIZE)
+    );
+}
+
+#[test]
+fn destroying_a_space_frees_its_tables_never_a_huge_page() {
+    let mut m = Machine::new();
+    let before = m.pool.outstanding();
+    let mut mapper = m.mapper();
+    mapper.map_huge(0x4000_0000, HUGE_FRAME, USER_RW).unwrap();
+    mapper.map(0x4020_0000, data(0), USER_RW).unwrap();
+    mapper.finish().ignore();
+    assert!(m.pool.outstanding() > before);
+    page_table_destroy(m.window, m.root, &mut m.pool).unwrap();
+    assert_eq!(
+        m.pool.outstanding(),
+        0,
+        "every table back, the pool checked each"
+    );
+}
+
+#[test]
+fn the_tables_a_huge_map_needs_are_counted() {
+    let mut m = Machine::new();
+    let mut need = TableNeed::new();
+    need.add_map_huge(m.window, m.root, 0x4000_0000);
+    assert_eq!(need.total(), 2, "a PDPT and a PD");
+    m.map(0x4020_0000, data(0), USER_RW).unwrap();
+    let mut need = TableNeed::new();
+    need.add_map_huge(m.window, m.root, 0x4000_0000);
+    assert_eq!(need.total(), 0, "the PD is there");
+    need.add_tables(1);
+    assert_eq!(need.total(), 1);
 }
