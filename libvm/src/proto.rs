@@ -282,8 +282,13 @@ pub const MADV_POPULATE_READ: u64 = 22;
 /// `madvise`: back the range now for writing; EFAULT where a write would fault.
 pub const MADV_POPULATE_WRITE: u64 = 23;
 
+/// `madvise`: back the range with huge pages where it can (private anonymous memory, whole
+/// aligned 2 MiB blocks, on their first write).
+pub const MADV_HUGEPAGE: u64 = 14;
+/// `madvise`: undoes `MADV_HUGEPAGE` (the default).
+pub const MADV_NOHUGEPAGE: u64 = 15;
 /// Every advice memd takes.
-pub const KNOWN_ADVICE: [u64; 15] = [
+pub const KNOWN_ADVICE: [u64; 17] = [
     MADV_NORMAL,
     MADV_RANDOM,
     MADV_SEQUENTIAL,
@@ -293,6 +298,8 @@ pub const KNOWN_ADVICE: [u64; 15] = [
     MADV_REMOVE,
     MADV_DONTFORK,
     MADV_DOFORK,
+    MADV_HUGEPAGE,
+    MADV_NOHUGEPAGE,
     MADV_WIPEONFORK,
     MADV_KEEPONFORK,
     MADV_COLD,
@@ -1005,6 +1012,8 @@ wire_struct! {
         pub kills_parent: u64,
         /// Faults delivered to the process's own handler instead of killing it.
         pub faults_handled: u64,
+        /// Faults that backed a whole 2 MiB with one huge page.
+        pub faults_huge: u64,
     }
 }
 
@@ -1037,6 +1046,8 @@ wire_struct! {
         pub total_allocated: u64,
         /// Frames memd donated as its page tables (spare ones included): charged to it.
         pub page_table_frames: u64,
+        /// Huge pages (2 MiB each) among its resident pages.
+        pub huge_pages: u64,
     }
 }
 
@@ -1321,25 +1332,28 @@ mod tests {
             heap_bytes: 7,
             total_allocated: 8,
             page_table_frames: 9,
+            huge_pages: 10,
         };
-        let mut buf = [0u8; 72];
+        let mut buf = [0u8; 80];
         assert!(s.write_to(&mut buf));
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
-        assert!(!s.write_to(&mut buf[..71]));
+        assert!(!s.write_to(&mut buf[..79]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
-        assert_eq!(GlobalStats::WORDS, 28);
+        assert_eq!(GlobalStats::WORDS, 29);
         // The fields added last stay last: older readers see the same first 21 words.
         let g = GlobalStats {
             frames_quarantined: 21,
             kills_parent: 27,
             faults_handled: 28,
+            faults_huge: 29,
             ..GlobalStats::default()
         };
-        let mut buf = [0u8; 28 * 8];
+        let mut buf = [0u8; 29 * 8];
         assert!(g.write_to(&mut buf));
         assert_eq!(buf[20 * 8], 21);
         assert_eq!(buf[26 * 8], 27);
         assert_eq!(buf[27 * 8], 28);
+        assert_eq!(buf[28 * 8], 29);
     }
 
     #[test]

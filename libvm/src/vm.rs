@@ -613,6 +613,7 @@ mod tests {
             heap_bytes: 8192,
             total_allocated: 3 * 4096,
             page_table_frames: 4,
+            huge_pages: 0,
         };
         let full = Vm::new(Recorder::new(writing(stats, ProcessStats::WORDS as u64)));
         assert_eq!(full.process_stats(0), Ok(stats));

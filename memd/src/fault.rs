@@ -283,6 +283,11 @@ impl<K: Kernel> Memd<K> {
             {
                 return self.fill_zero(space, region, page, zero);
             }
+            if access == Access::Write
+                && let Some(result) = self.fill_huge(space, region, page)
+            {
+                return result;
+            }
             if self.streaming(space, region, page) {
                 return self.fill_around(space, region, page);
             }
@@ -437,6 +442,14 @@ impl<K: Kernel> Memd<K> {
         frame: u64,
         access: Access,
     ) -> Result<(), Unresolved> {
+        // A page of a huge page changes alone only once the huge page is split.
+        if space
+            .huge
+            .contains(&(page & !(kernel_shim::paging::HUGE_PAGE_SIZE - 1)))
+        {
+            self.split_huge(space, page, page + PAGE_SIZE)
+                .map_err(|_| FaultReason::OutOfMemory)?;
+        }
         let mut frames = self.frames.lock();
         let refcount = frames.refcount(frame);
         if access != Access::Write || region.object != 0 || refcount <= 1 {

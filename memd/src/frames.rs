@@ -54,11 +54,25 @@ pub struct FrameAllocator {
     ranges: Vec<FrameRange>,
     /// Reference count of every frame, by index; 0 = free.
     refs: Vec<u32>,
-    /// Indices of the free frames; the next allocation pops the last one.
+    /// Indices of the free frames; the next allocation pops the last one. It may also hold
+    /// frames that are not free any more (taken whole by [`FrameAllocator::alloc_huge`]) or
+    /// twice: the count decides, and `alloc` skips them. Its capacity is twice the frames:
+    /// compacted when full, a push never allocates.
     free_list: Vec<u32>,
+    /// Free frames.
+    free_count: u64,
+    /// Free frames in each 2 MiB of physical memory, from `first_block`.
+    block_free: Vec<u16>,
+    /// The 2 MiB block (physical address / 2 MiB) `block_free` starts at.
+    first_block: u64,
+    /// Where the last search for a free 2 MiB stopped.
+    block_cursor: usize,
     /// Frames taken for good by [`FrameAllocator::take_run`]: no longer managed.
     taken: u64,
 }
+
+/// Frames in a 2 MiB block.
+const BLOCK_FRAMES: u64 = 512;
 
 impl FrameAllocator {
     /// An allocator over the free physical ranges `[start, end)` of `ranges`, in any order.
@@ -100,12 +114,71 @@ impl FrameAllocator {
 
         // `total <= MAX_FRAMES`, so every index fits a `u32`.
         let total = total as u32;
+        let first_block = runs
+            .first()
+            .map_or(0, |r| r.base / (BLOCK_FRAMES * PAGE_SIZE));
+        let last_block = runs.last().map_or(0, |r| {
+            (r.base + r.frames * PAGE_SIZE - 1) / (BLOCK_FRAMES * PAGE_SIZE)
+        });
+        let mut block_free = alloc::vec![0u16; (last_block + 1 - first_block) as usize];
+        for r in &runs {
+            for i in 0..r.frames {
+                let block = (r.base + i * PAGE_SIZE) / (BLOCK_FRAMES * PAGE_SIZE);
+                block_free[(block - first_block) as usize] += 1;
+            }
+        }
+        let mut free_list = Vec::with_capacity(2 * total as usize);
+        free_list.extend((0..total).rev());
         FrameAllocator {
             ranges: runs,
             refs: alloc::vec![0; total as usize],
-            free_list: (0..total).rev().collect(),
+            free_list,
+            free_count: u64::from(total),
+            block_free,
+            first_block,
+            block_cursor: 0,
             taken: 0,
         }
+    }
+
+    /// The `block_free` slot of the frame at `addr`.
+    fn block_slot(&mut self, addr: FrameAddr) -> Option<&mut u16> {
+        let block = addr / (BLOCK_FRAMES * PAGE_SIZE);
+        self.block_free
+            .get_mut(block.checked_sub(self.first_block)? as usize)
+    }
+
+    /// 512 free frames at consecutive addresses making one 2 MiB-aligned block, each now with
+    /// count 1 (released one by one, as any frame); the address of the first, or `None` when no
+    /// block is wholly free. Not zeroed.
+    pub fn alloc_huge(&mut self) -> Option<FrameAddr> {
+        let n = self.block_free.len();
+        let b = (0..n)
+            .map(|k| (self.block_cursor + k) % n)
+            .find(|&b| u64::from(self.block_free[b]) == BLOCK_FRAMES)?;
+        self.block_cursor = b;
+        let base = (self.first_block + b as u64) * BLOCK_FRAMES * PAGE_SIZE;
+        for i in 0..BLOCK_FRAMES {
+            let index = self.index_of(base + i * PAGE_SIZE)?;
+            if self.refs[index] != 0 {
+                return None;
+            }
+        }
+        for i in 0..BLOCK_FRAMES {
+            if let Some(index) = self.index_of(base + i * PAGE_SIZE) {
+                self.refs[index] = 1;
+            }
+        }
+        self.block_free[b] = 0;
+        self.free_count -= BLOCK_FRAMES;
+        Some(base)
+    }
+
+    /// Rebuilds the free list from the counts: every free frame once.
+    fn compact(&mut self) {
+        self.free_list.clear();
+        let free = self.refs.iter().enumerate().rev().filter(|&(_, &c)| c == 0);
+        self.free_list.extend(free.map(|(i, _)| i as u32));
     }
 
     /// `n` free frames at consecutive addresses (the highest such run), taken for good: off
@@ -134,22 +207,38 @@ impl FrameAllocator {
         self.refs[lo as usize..hi as usize].fill(1);
         self.free_list.retain(|&i| i < lo || i >= hi);
         self.taken += n;
-        self.address_of(found)
+        self.free_count -= n;
+        let first = self.address_of(found)?;
+        for i in 0..n {
+            if let Some(slot) = self.block_slot(first + i * PAGE_SIZE) {
+                *slot -= 1;
+            }
+        }
+        Some(first)
     }
 
     /// A free frame, now with count 1, or `None` when every frame is in use. Not zeroed.
     pub fn alloc(&mut self) -> Option<FrameAddr> {
-        let index = self.free_list.pop()?;
-        if let Some(count) = self.refs.get_mut(index as usize) {
-            *count = 1;
+        loop {
+            let index = self.free_list.pop()?;
+            // An entry of a frame allocated since (a 2 MiB block, or twice listed) is skipped.
+            match self.refs.get_mut(index as usize) {
+                Some(count) if *count == 0 => *count = 1,
+                _ => continue,
+            }
+            self.free_count -= 1;
+            let frame = self.address_of(u64::from(index))?;
+            if let Some(slot) = self.block_slot(frame) {
+                *slot -= 1;
+            }
+            return Some(frame);
         }
-        self.address_of(u64::from(index))
     }
 
     /// Appends `n` free frames, each now with count 1, to `out`; or, when fewer than `n` are
     /// free, allocates nothing and leaves `out` unchanged. Not zeroed.
     pub fn alloc_many(&mut self, n: usize, out: &mut Vec<FrameAddr>) -> Result<(), FrameError> {
-        if n > self.free_list.len() {
+        if n as u64 > self.free_count {
             return Err(FrameError::OutOfFrames);
         }
         out.try_reserve(n).map_err(|_| FrameError::OutOfFrames)?;
@@ -187,9 +276,17 @@ impl FrameAllocator {
         if now == 0
             && let Some(index) = self.index_of(frame)
         {
-            // Index fits a `u32` (at most `MAX_FRAMES` frames); the list has room for every
-            // frame, so this push never allocates.
+            if self.free_list.len() == self.free_list.capacity() {
+                self.compact();
+            }
+            // Index fits a `u32` (at most `MAX_FRAMES` frames); the list has room for twice
+            // the frames and holds at most as many as are free after a compaction, so this
+            // push never allocates.
             self.free_list.push(index as u32);
+            self.free_count += 1;
+            if let Some(slot) = self.block_slot(frame) {
+                *slot += 1;
+            }
         }
         Ok(now)
     }
@@ -220,7 +317,7 @@ impl FrameAllocator {
 
     /// Number of free frames.
     pub fn free(&self) -> u64 {
-        self.free_list.len() as u64
+        self.free_count
     }
 
     /// Number of frames in use (count above 0).
@@ -359,6 +456,39 @@ mod tests {
         assert_eq!(frames.release(f), Ok(0));
         assert_eq!(frames.release(f), Err(FrameError::NotAllocated));
         assert_eq!(frames.free(), 2, "a double release does not free twice");
+    }
+
+    #[test]
+    fn a_huge_block_is_a_wholly_free_aligned_2_mib_and_comes_back_page_by_page() {
+        const MIB2: u64 = 2 << 20;
+        // Frames from 2 MiB to 6 MiB (two whole blocks) and one more page.
+        let mut frames = FrameAllocator::new(&[(MIB2, 3 * MIB2 + P)]);
+        let single = frames.alloc().unwrap();
+        assert_eq!(single, MIB2, "fresh frames in increasing address order");
+        // The first block has a page taken: the second is the huge one.
+        assert_eq!(frames.alloc_huge(), Some(2 * MIB2));
+        assert_eq!(frames.free(), 2 * 512 + 1 - 1 - 512);
+        assert_eq!(frames.alloc_huge(), None, "no other block is wholly free");
+        // The list's entries of the block are skipped: no frame of it is handed out again.
+        let mut rest = Vec::new();
+        while let Some(f) = frames.alloc() {
+            assert!(
+                !(2 * MIB2..3 * MIB2).contains(&f),
+                "{f:#x} is in the huge block"
+            );
+            rest.push(f);
+        }
+        assert_eq!(rest.len(), 512 - 1 + 512 + 1 - 512);
+        // Released page by page, the block is whole again.
+        for i in 0..512 {
+            assert_eq!(frames.release(2 * MIB2 + i * P), Ok(0));
+        }
+        assert_eq!(frames.free(), 512);
+        assert_eq!(frames.alloc_huge(), Some(2 * MIB2));
+        for f in rest.into_iter().chain([single]) {
+            frames.release(f).unwrap();
+        }
+        assert_eq!(frames.alloc_huge(), Some(MIB2));
     }
 
     #[test]

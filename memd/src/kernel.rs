@@ -52,6 +52,24 @@ pub enum PageOp {
         /// The frame.
         frame: FrameAddr,
     },
+    /// Map the 2 MiB at `page` (aligned) to the 512 frames from `frame` (aligned) as one huge
+    /// page with `prot` (never `NONE`), replacing a huge page there. Refused where a page
+    /// table is (pages of 4 KiB).
+    MapHuge {
+        /// 2 MiB-aligned virtual address.
+        page: u64,
+        /// The first of 512 consecutive frames, 2 MiB aligned.
+        frame: FrameAddr,
+        /// Access allowed.
+        prot: ProtectionFlags,
+    },
+    /// Replace the huge page at `page` by 512 pages of a new page table (one table frame),
+    /// the same frames and access. A batch that changes part of a huge page, or maps a page
+    /// inside one, is refused: the split goes in a batch before.
+    Split {
+        /// 2 MiB-aligned virtual address.
+        page: u64,
+    },
 }
 
 /// A list of page operations that keeps its first [`PageOps::INLINE`] on the stack and moves

@@ -135,7 +135,8 @@ pub fn check_user_range(addr: u64, len: u64) -> Result<u64, VmError> {
 /// 1. `hint`, if it is page aligned, at or above [`MIN_ADDR`], the whole range lies below
 ///    [`USER_END`], does not touch the stack reserve and its guard (`[mmap_end, stack_top)`
 ///    of `at`), and is free. A hint of 0 means none.
-/// 2. The lowest free gap of the mmap area `[mmap_base, mmap_end)`.
+/// 2. The lowest free gap of the mmap area `[mmap_base, mmap_end)` (for 2 MiB or more: the
+///    lowest with room for it at a 2 MiB boundary first, so its blocks may be huge pages).
 /// 3. When that area is full: the lowest free gap of `[stack_top, USER_END)`.
 /// 4. Then (a randomized layout): the lowest free gap of `[MMAP_BASE, mmap_base)`.
 ///
@@ -152,7 +153,19 @@ pub fn place(map: &RegionMap, len: u64, hint: u64, at: &Placement) -> Option<u64
     {
         return Some(hint);
     }
-    map.find_free(size, at.mmap_base, at.mmap_end())
+    // A mapping of 2 MiB or more starts on a 2 MiB boundary where it can, so its blocks may
+    // be huge pages (see `crate::huge`).
+    let huge = kernel_shim::paging::HUGE_PAGE_SIZE;
+    let aligned = |lo: u64, hi: u64| {
+        let padded = size.checked_add(huge - PAGE_SIZE)?;
+        (size >= huge)
+            .then(|| map.find_free(padded, lo, hi))
+            .flatten()
+            .map(|s| s.next_multiple_of(huge))
+    };
+    aligned(at.mmap_base, at.mmap_end())
+        .or_else(|| map.find_free(size, at.mmap_base, at.mmap_end()))
+        .or_else(|| aligned(at.stack_top, USER_END))
         .or_else(|| map.find_free(size, at.stack_top, USER_END))
         .or_else(|| map.find_free(size, MMAP_BASE, at.mmap_base))
 }

@@ -21,6 +21,7 @@ pub mod frames;
 pub mod gaps;
 pub mod handler;
 pub mod hole;
+pub mod huge;
 pub mod image;
 pub mod kernel;
 pub mod layout;

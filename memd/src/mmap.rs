@@ -12,9 +12,9 @@ use crate::stats::bump;
 use crate::tables::ApplyError;
 use alloc::vec::Vec;
 use libvm::proto::{
-    KNOWN_ADVICE, MADV_COLD, MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_KEEPONFORK,
-    MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE,
-    MADV_SEQUENTIAL, MADV_WILLNEED, MADV_WIPEONFORK,
+    KNOWN_ADVICE, MADV_COLD, MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE,
+    MADV_KEEPONFORK, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ,
+    MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_WIPEONFORK,
 };
 use libvm::{MmapFlags, ProtectionFlags, VmError};
 
@@ -189,6 +189,7 @@ impl<K: Kernel> Memd<K> {
         if space.regions.is_free(start, end) {
             return Ok(());
         }
+        self.split_huge(space, start, end)?;
         // Only resident pages can be in the page tables.
         if space.resident(start, end).next().is_some() {
             let op = PageOp::Unmap {
@@ -293,6 +294,7 @@ impl<K: Kernel> Memd<K> {
         }
         // A range inside a region splits it in three.
         self.region_room(space, 2)?;
+        self.split_huge(space, addr, end)?;
         // The common case, a range inside one region: the split and merge with the fewest map
         // operations, then the page-table changes of that one region. If the kernel refuses
         // them, the same update with the old protection gives back the map as it was (the
@@ -450,6 +452,7 @@ impl<K: Kernel> Memd<K> {
                 if space.resident(addr, end).next().is_none() {
                     return Ok(());
                 }
+                self.split_huge(space, addr, end)?;
                 // The frames are released only once the kernel has unmapped them.
                 let op = PageOp::Unmap {
                     page: addr,
@@ -469,6 +472,15 @@ impl<K: Kernel> Memd<K> {
                     return Err(VmError::PermissionDenied);
                 }
                 holes.extend(overlapping().map(|r| Hole::within(r, addr, end)));
+                Ok(())
+            }
+            MADV_HUGEPAGE | MADV_NOHUGEPAGE => {
+                // The range may split a region at both ends.
+                self.region_room(space, 2)?;
+                let on = advice == MADV_HUGEPAGE;
+                space
+                    .regions
+                    .update_range(addr, end, |r| r.flags.set(RegionFlags::HUGE, on));
                 Ok(())
             }
             MADV_DONTFORK | MADV_DOFORK | MADV_WIPEONFORK | MADV_KEEPONFORK => {

@@ -162,6 +162,12 @@ impl<K: Kernel> Memd<K> {
                 .ok_or(VmError::OutOfMemory)?
         };
         let moved_len = old_len.min(new_len);
+        // Pages move one by one: a huge page among them is split first, and so is one a FIXED
+        // target would cut.
+        self.split_huge(space, old, old + old_len)?;
+        if fixed {
+            self.split_huge(space, to, to + new_len)?;
+        }
         // However many pages move, memd's heap may not hold their list: ENOMEM, nothing
         // changed, rather than a failed allocation.
         let resident = if old_len == 0 {

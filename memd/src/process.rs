@@ -49,6 +49,12 @@ impl<K: Kernel> Memd<K> {
         let process = self.process(parent)?;
         let mut space = process.lock();
         self.room(cost(&space))?;
+        // The child shares the parent's frames page by page: the parent's huge pages are
+        // split first (their page tables counted in its bookkeeping).
+        let before = cost(&space);
+        let split = self.split_huge(&mut space, 0, crate::layout::USER_END);
+        self.bookkeeping_changed(before, cost(&space));
+        split?;
         let (child_space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
         let mut child = AddressSpace::new(pid, child_space, space.limits, space.placement);

@@ -131,6 +131,8 @@ bitflags::bitflags! {
         const WIPEONFORK = 2;
         /// Every page is resident and stays so (`mlock`).
         const LOCKED = 4;
+        /// Backed by huge pages where it can be (`MADV_HUGEPAGE`; `MADV_NOHUGEPAGE` clears it).
+        const HUGE = 8;
     }
 }
 

@@ -76,6 +76,8 @@ pub struct AddressSpace {
     pub deny_write_exec: bool,
     /// Its fault handler, if it registered one (inherited by forks).
     pub fault_handler: Option<crate::fault_handler::FaultHandler>,
+    /// The 2 MiB blocks mapped as one huge page each (see [`crate::huge`]).
+    pub huge: alloc::collections::BTreeSet<u64>,
 }
 
 impl AddressSpace {
@@ -99,6 +101,7 @@ impl AddressSpace {
             rlimits: crate::rlimit::Rlimits::new(&limits),
             lock_future: false,
             fault_handler: None,
+            huge: alloc::collections::BTreeSet::new(),
             deny_write_exec: false,
         }
     }

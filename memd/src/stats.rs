@@ -24,6 +24,8 @@ pub struct Counters {
     pub accerr: AtomicU64,
     /// Faults delivered to the process's own handler.
     pub handled: AtomicU64,
+    /// Faults that backed a whole 2 MiB with one huge page.
+    pub huge: AtomicU64,
     /// Frames copied for copy-on-write.
     pub cow_copies: AtomicU64,
     /// mmap calls.
@@ -123,6 +125,7 @@ impl<K: Kernel> Memd<K> {
             kills_exception: get(&c.kills_exception),
             kills_parent: get(&c.kills_parent),
             faults_handled: get(&c.handled),
+            faults_huge: get(&c.huge),
         }
     }
 
@@ -147,6 +150,7 @@ impl<K: Kernel> Memd<K> {
             heap_bytes: space.brk - space.heap_start,
             total_allocated: resident * PAGE_SIZE,
             page_table_frames: space.tables.len() as u64,
+            huge_pages: space.huge.len() as u64,
         })
     }
 

@@ -53,9 +53,15 @@ pub fn table_bound(ops: &[PageOp]) -> u64 {
     let mut prev = None;
     let mut need = 0;
     for op in ops {
-        if let PageOp::Map { page, .. } = *op {
-            need += map_table_bound(prev, page);
-            prev = Some(page);
+        match *op {
+            PageOp::Map { page, .. } => {
+                need += map_table_bound(prev, page);
+                prev = Some(page);
+            }
+            // A PDPT and a PD at most; a page table.
+            PageOp::MapHuge { .. } => need += 2,
+            PageOp::Split { .. } => need += 1,
+            _ => {}
         }
     }
     need

@@ -54,6 +54,8 @@ const SCALED_ROWS: &[&str] = &[
     "s_touch_fault_per_page_64M",
     "s_mmap_touch_munmap_pp_256M",
     "s_touch_fault_per_page_256M",
+    "s_mmap_touch_munmap_pp_64M_huge",
+    "s_touch_fault_per_page_64M_huge",
     "s_read_fault_per_page_1M",
     "s_cow_fault_per_page_256",
     "s_fork_cow256_exit_wait",

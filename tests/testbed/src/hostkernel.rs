@@ -21,8 +21,8 @@ use crate::mmu::{Mmu, Tlb};
 use crate::physmem::PhysMem;
 use kernel_shim::abi::USER_TOP;
 use kernel_shim::paging::{
-    Mapper, PHYSMAP_BASE, PageTableFlags, PagingError, TableAlloc, TableNeed, page_table_create,
-    page_table_destroy,
+    HUGE_PAGE_SIZE, Mapper, PHYSMAP_BASE, PageTableFlags, PagingError, TableAlloc, TableNeed,
+    page_table_create, page_table_cuts_huge, page_table_destroy, page_table_huge_at,
 };
 use libvm::ProtectionFlags;
 use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
@@ -191,6 +191,14 @@ enum Op {
         pages: u64,
         flags: PageTableFlags,
     },
+    MapHuge {
+        page: u64,
+        frame: PhysAddr,
+        flags: PageTableFlags,
+    },
+    Split {
+        page: u64,
+    },
     Donate,
 }
 
@@ -273,6 +281,12 @@ impl HostKernel {
         )
     }
 
+    /// Whether the 2 MiB holding `virt` in `space` is one huge page.
+    pub fn huge_at(&self, space: SpaceId, virt: u64) -> bool {
+        self.root(space)
+            .is_some_and(|root| page_table_huge_at(self.machine.phys.window(), root, virt))
+    }
+
     /// What the kernel has done so far.
     pub fn stats(&self) -> KernelStats {
         let counters = &self.machine.counters;
@@ -346,6 +360,32 @@ impl HostKernel {
                 frame(f)?;
                 Op::Donate
             }
+            PageOp::MapHuge {
+                page,
+                frame: f,
+                prot,
+            } => {
+                let huge = HUGE_PAGE_SIZE / PAGE_SIZE;
+                if !page.is_multiple_of(HUGE_PAGE_SIZE) || !f.is_multiple_of(HUGE_PAGE_SIZE) {
+                    return Err(KernelError::Refused);
+                }
+                range(page, huge)?;
+                for i in 0..huge {
+                    frame(f + i * PAGE_SIZE)?;
+                }
+                Op::MapHuge {
+                    page,
+                    frame: PhysAddr::new(f),
+                    flags: leaf_flags(prot)?,
+                }
+            }
+            PageOp::Split { page } => {
+                if !page.is_multiple_of(HUGE_PAGE_SIZE) {
+                    return Err(KernelError::Refused);
+                }
+                range(page, HUGE_PAGE_SIZE / PAGE_SIZE)?;
+                Op::Split { page }
+            }
         })
     }
 }
@@ -356,6 +396,8 @@ fn perform(mapper: &mut Mapper<'_, Tables<'_>>, op: Op) -> Result<(), KernelErro
         Op::Map { page, frame, flags } => mapper.remap(page, frame, flags).map(drop),
         Op::Unmap { page, pages } => mapper.unmap_range(page, pages, |_, _| {}).map(drop),
         Op::Protect { page, pages, flags } => mapper.protect_range(page, pages, flags).map(drop),
+        Op::MapHuge { page, frame, flags } => mapper.map_huge(page, frame, flags).map(drop),
+        Op::Split { page } => mapper.split_huge(page),
         Op::Donate => Ok(()),
     }
     .map_err(kernel_error)
@@ -414,11 +456,34 @@ impl Kernel for HostKernel {
         // Decode: the whole batch, and the tables its maps need.
         let mut need = TableNeed::new();
         let mut donations = 0;
+        let window = machine.phys.window();
         for op in ops {
+            // As kernel-shim: a change to part of a huge page, or a page mapped inside one, is
+            // refused with the batch unchanged.
             match self.decode(op).map_err(refuse)? {
-                Op::Map { page, .. } => need.add_map(machine.phys.window(), root, page),
+                Op::Map { page, .. } => {
+                    if page_table_huge_at(window, root, page) {
+                        return Err(refuse(KernelError::Refused));
+                    }
+                    need.add_map(window, root, page)
+                }
+                Op::MapHuge { page, .. } => {
+                    if !need.add_map_huge(window, root, page) {
+                        return Err(refuse(KernelError::Refused));
+                    }
+                }
+                Op::Split { page } => {
+                    if !page_table_huge_at(window, root, page) {
+                        return Err(refuse(KernelError::Refused));
+                    }
+                    need.add_tables(1);
+                }
                 Op::Donate => donations += 1,
-                Op::Unmap { .. } | Op::Protect { .. } => {}
+                Op::Unmap { page, pages } | Op::Protect { page, pages, .. } => {
+                    if page_table_cuts_huge(window, root, page, pages) {
+                        return Err(refuse(KernelError::Refused));
+                    }
+                }
             }
         }
         if need.total() > space.reserve.len() as u64 + donations || machine.refuses() {

@@ -14,7 +14,9 @@
 //! The MMU does not set `ACCESSED` or `DIRTY`; nothing reads them.
 
 use crate::hostkernel::{Machine, Space};
-use kernel_shim::paging::{PAGE_SIZE, Translation, page_table_translate};
+use kernel_shim::paging::{
+    HUGE_PAGE_SIZE, PAGE_SIZE, PageTableFlags, Translation, page_table_translate,
+};
 pub use memd::Access;
 use memd::kernel::SpaceId;
 use std::ops::Range;
@@ -171,6 +173,9 @@ struct TlbEntry {
     frame: PhysAddr,
     writable: bool,
     executable: bool,
+    /// Cached from a huge page: an `invlpg` anywhere in its 2 MiB forgets it, as the CPU's
+    /// one entry for the whole page would be.
+    huge: bool,
 }
 
 impl TlbEntry {
@@ -180,6 +185,7 @@ impl TlbEntry {
         frame: PhysAddr::zero(),
         writable: false,
         executable: false,
+        huge: false,
     };
 }
 
@@ -196,9 +202,20 @@ impl Tlb {
         }
     }
 
-    /// `invlpg`: forgets the translation of `page`.
+    /// `invlpg`: forgets the translation of `page`, and every one cached from the huge page
+    /// holding it.
     pub(crate) fn invalidate(&mut self, page: VirtAddr) {
-        self.drop_page(page.as_u64());
+        let page = page.as_u64();
+        self.drop_page(page);
+        let block = page / HUGE_PAGE_SIZE;
+        for entry in self.entries.iter_mut() {
+            if entry.huge
+                && entry.tag & VALID != 0
+                && (entry.tag & !VALID) / HUGE_PAGE_SIZE == block
+            {
+                *entry = TlbEntry::EMPTY;
+            }
+        }
     }
 
     /// A full flush.
@@ -225,6 +242,7 @@ impl Tlb {
             frame: t.frame,
             writable: t.writable,
             executable: t.executable,
+            huge: t.flags.contains(PageTableFlags::HUGE_PAGE),
         };
     }
 

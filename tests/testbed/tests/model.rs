@@ -28,7 +28,8 @@ enum Backing {
 struct MPage {
     prot: P,
     backing: Backing,
-    /// What a fork's child gets: [`DONTFORK`] (nothing), [`WIPEONFORK`] (zero).
+    /// What a fork's child gets: [`DONTFORK`] (nothing), [`WIPEONFORK`] (zero); and
+    /// [`HUGE`]: given `MADV_HUGEPAGE` (its region is apart from those without).
     fork: u8,
 }
 
@@ -36,6 +37,8 @@ struct MPage {
 const DONTFORK: u8 = 1;
 /// `MADV_WIPEONFORK` set on a page of the model.
 const WIPEONFORK: u8 = 2;
+/// `MADV_HUGEPAGE` set on a page of the model.
+const HUGE: u8 = 4;
 
 #[derive(Clone, Debug, Default)]
 struct MProcess {
@@ -205,6 +208,13 @@ enum Op {
         pages: u64,
         advice: u8,
     },
+    /// A private read/write mapping of the whole 2 MiB block `block` of the window (`MAP_FIXED`,
+    /// replacing what was there) given `MADV_HUGEPAGE`: its first write maps it as one huge
+    /// page, and the other operations of the window split it.
+    HugeMap {
+        who: u8,
+        block: u8,
+    },
     Exit {
         who: u8,
     },
@@ -235,6 +245,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(who, page, pages, new_pages, mode, target)| Op::Mremap { who, page, pages, new_pages, mode, target }),
         2 => (who, page.clone(), 1..6u64, 0..4u8)
             .prop_map(|(who, page, pages, advice)| Op::ForkAdvice { who, page, pages, advice }),
+        1 => (who, 0..2u8).prop_map(|(who, block)| Op::HugeMap { who, block }),
         1 => who.prop_map(|who| Op::Exit { who }),
     ]
 }
@@ -522,6 +533,31 @@ impl Run {
                 mode,
                 target,
             } => self.mremap(op, who, page, pages, new_pages, mode, target),
+            Op::HugeMap { who, block } => {
+                let pid = self.pick(who).unwrap();
+                let huge = kernel_shim::paging::HUGE_PAGE_SIZE;
+                let addr = WINDOW + u64::from(block) * huge;
+                let vm = self.sys.client(pid);
+                let flags = MmapFlags::anonymous_private().fixed();
+                assert_eq!(
+                    vm.mmap(addr as usize, huge as usize, P::READ_WRITE, flags),
+                    Ok(addr as usize),
+                    "{op:?}"
+                );
+                vm.madvise(addr as usize, huge as usize, libvm::proto::MADV_HUGEPAGE)
+                    .unwrap();
+                let proc_ = self.model.procs.get_mut(&pid).unwrap();
+                for i in 0..huge / PAGE {
+                    proc_.pages.insert(
+                        addr + i * PAGE,
+                        MPage {
+                            prot: P::READ_WRITE,
+                            backing: Backing::Private(None),
+                            fork: HUGE,
+                        },
+                    );
+                }
+            }
             Op::ForkAdvice {
                 who,
                 page,
@@ -720,7 +756,8 @@ impl Run {
         }
     }
 
-    fn finish(self) {
+    /// Ends every process and checks nothing is left; the huge pages made on the way.
+    fn finish(self) -> u64 {
         for pid in self.model.procs.keys() {
             self.sys.exit(*pid, 0).unwrap();
         }
@@ -729,8 +766,12 @@ impl Run {
         assert_eq!(stats.page_table_frames, 0, "page tables leaked");
         assert_eq!(stats.processes, 0);
         assert_eq!(self.sys.memd().bookkeeping(), 0, "bookkeeping leaked");
+        stats.faults_huge
     }
 }
+
+/// Huge pages made over every case of the model test, for the check that they were.
+static HUGE_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 proptest! {
     #![proptest_config(ProptestConfig {
@@ -746,6 +787,15 @@ proptest! {
         for op in &ops {
             run.step(op);
         }
-        run.finish();
+        let huge = run.finish();
+        HUGE_MADE.fetch_add(huge, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+#[test]
+fn the_model_test_makes_huge_pages() {
+    // The cases are random but the seed fixed: some huge pages must have been made (and
+    // split by what came after), or the model test would not cover them.
+    random_operations_agree_with_the_model();
+    assert!(HUGE_MADE.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }

@@ -18,7 +18,7 @@
 //! blocked in `read` on a pipe).
 
 use core::arch::asm;
-use libvm::proto::{MADV_DONTFORK, MADV_POPULATE_WRITE};
+use libvm::proto::{MADV_DONTFORK, MADV_HUGEPAGE, MADV_POPULATE_WRITE};
 use libvm::{MmapFlags as F, ProtectionFlags as P};
 use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, touch};
 use user_rt::*;
@@ -416,24 +416,34 @@ fn sizes(b: &mut Bench) {
         });
         b.first(name, n);
     }
-    // First writes at each size; then first reads (the row without a whole-operation figure).
-    for (fault, total, mib) in [
+    // First writes at each size; the 64 MiB again with huge pages (`MADV_HUGEPAGE`, ours
+    // only); then first reads (the row without a whole-operation figure).
+    for (fault, total, mib, huge) in [
         (
             "s_touch_fault_per_page_1M",
             Some("s_mmap_touch_munmap_pp_1M"),
             1,
+            false,
         ),
         (
             "s_touch_fault_per_page_64M",
             Some("s_mmap_touch_munmap_pp_64M"),
             64,
+            false,
         ),
         (
             "s_touch_fault_per_page_256M",
             Some("s_mmap_touch_munmap_pp_256M"),
             256,
+            false,
         ),
-        ("s_read_fault_per_page_1M", None, 1),
+        (
+            "s_touch_fault_per_page_64M_huge",
+            Some("s_mmap_touch_munmap_pp_64M_huge"),
+            64,
+            true,
+        ),
+        ("s_read_fault_per_page_1M", None, 1, false),
     ] {
         let len = mib << 20;
         let reads = total.is_none();
@@ -448,6 +458,9 @@ fn sizes(b: &mut Bench) {
         let n = b.run(|per_fault| {
             let t0 = rdtsc();
             let p = map(len, F::anonymous_private());
+            if huge && vm.madvise(p, len, MADV_HUGEPAGE).is_err() {
+                fatal("MADV_HUGEPAGE");
+            }
             let ta = rdtsc();
             for off in (0..len).step_by(PAGE) {
                 if reads {

@@ -1,0 +1,101 @@
+//! Huge pages, on request (Linux's `madvise` mode of transparent huge pages): in a range
+//! given `MADV_HUGEPAGE` (`MADV_NOHUGEPAGE` takes it back), a first write to a 2 MiB block of
+//! private anonymous memory that its region covers whole, and where nothing is resident yet,
+//! backs the whole block at once with 512 consecutive frames mapped as one 2 MiB page, when
+//! memd has a wholly free 2 MiB of frames
+//! ([`crate::frames::FrameAllocator::alloc_huge`]); else the fault backs 4 KiB pages as
+//! always. Mappings of 2 MiB or more are placed on a 2 MiB boundary where they fit.
+//!
+//! The kernel changes a huge page whole or not at all, so memd splits every huge page a
+//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: munmap, mprotect,
+//! `madvise` that drops pages, mremap, fork), in a batch of its own before the change. The
+//! page map holds a huge page's 512 pages as any others; [`AddressSpace::huge`] says which
+//! blocks are mapped whole.
+
+use crate::daemon::Memd;
+use crate::fault::Unresolved;
+use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
+use crate::region::{Region, RegionFlags};
+use crate::space::AddressSpace;
+use crate::stats::bump;
+use kernel_shim::paging::HUGE_PAGE_SIZE;
+use libvm::VmError;
+
+/// Pages of a huge page.
+pub const HUGE_PAGES: u64 = HUGE_PAGE_SIZE / PAGE_SIZE;
+
+impl<K: Kernel> Memd<K> {
+    /// A first write at `page` of `region`: the whole 2 MiB block holding it mapped as one
+    /// huge page when it may be (see the module doc); `None` when not, and the fault backs
+    /// 4 KiB pages.
+    pub(crate) fn fill_huge(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+    ) -> Option<Result<(), Unresolved>> {
+        let block = page & !(HUGE_PAGE_SIZE - 1);
+        let eligible = region.object == 0
+            && region.flags.contains(RegionFlags::HUGE)
+            && region.start <= block
+            && block + HUGE_PAGE_SIZE <= region.end
+            && space
+                .pages
+                .range(block, block + HUGE_PAGE_SIZE)
+                .next()
+                .is_none()
+            && self.page_room(HUGE_PAGES as usize) == HUGE_PAGES as usize;
+        if !eligible {
+            return None;
+        }
+        let frame = self.frames.lock().alloc_huge()?;
+        for i in 0..HUGE_PAGES {
+            self.kernel.zero_frame(frame + i * PAGE_SIZE);
+        }
+        let op = PageOp::MapHuge {
+            page: block,
+            frame,
+            prot: region.prot,
+        };
+        if let Err(e) = self.apply(space, &[op]) {
+            let mut frames = self.frames.lock();
+            (0..HUGE_PAGES).for_each(|i| frames.drop_ref(frame + i * PAGE_SIZE));
+            return Some(Err(e.into()));
+        }
+        space
+            .pages
+            .insert_run((0..HUGE_PAGES).map(|i| (block + i * PAGE_SIZE, frame + i * PAGE_SIZE)));
+        space.huge.insert(block);
+        bump(&self.counters.zero_fill);
+        bump(&self.counters.huge);
+        Some(Ok(()))
+    }
+
+    /// Splits every huge page of `space` that meets `[start, end)` into 512 pages of 4 KiB, in
+    /// one batch; `OutOfMemory` (nothing changed) when it cannot be had.
+    pub(crate) fn split_huge(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        end: u64,
+    ) -> Result<(), VmError> {
+        let from = start & !(HUGE_PAGE_SIZE - 1);
+        let mut ops = PageOps::new();
+        for &block in space.huge.range(from..end) {
+            ops.push(PageOp::Split { page: block });
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if ops.is_incomplete() {
+            return Err(VmError::OutOfMemory);
+        }
+        self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
+        for op in ops.iter() {
+            if let PageOp::Split { page } = *op {
+                space.huge.remove(&page);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Huge pages on the metal: 8 MiB given `MADV_HUGEPAGE`, placed on a 2 MiB boundary, is backed
+//! by 4 huge pages at its first writes (one fault each); a munmap of one page in the middle
+//! splits that one and keeps every other byte; a forked child writes its own copies page by
+//! page; everything comes back at munmap.
+#![no_std]
+#![no_main]
+
+use libvm::proto::{MADV_HUGEPAGE, wait_status as ws};
+use libvm::{MmapFlags, ProtectionFlags as P};
+use user_rt::*;
+
+entry!(main);
+
+const PAGE: usize = 4096;
+const HUGE: usize = 2 << 20;
+const LEN: usize = 4 * HUGE;
+
+fn main(_: Start) -> u64 {
+    let vm = vm();
+    let base = vm.global_stats().unwrap_or_default();
+    let a = vm
+        .mmap(0, LEN, P::READ_WRITE, MmapFlags::anonymous_private())
+        .unwrap_or(0);
+    check!(a != 0 && a.is_multiple_of(HUGE), "mmap at {:#x}", a);
+    check!(vm.madvise(a, LEN, MADV_HUGEPAGE).is_ok(), "MADV_HUGEPAGE");
+    for i in 0..LEN / PAGE {
+        write(a + i * PAGE, i as u64 + 1);
+    }
+    let stats = vm.process_stats(0).unwrap_or_default();
+    let g = vm.global_stats().unwrap_or_default();
+    check!(stats.huge_pages == 4, "{} huge pages", stats.huge_pages);
+    check!(
+        g.faults_huge - base.faults_huge == 4,
+        "{} huge faults",
+        g.faults_huge - base.faults_huge
+    );
+    println!("PASS 4 huge pages, one fault each");
+    check!(
+        vm.munmap(a + HUGE + 5 * PAGE, PAGE).is_ok(),
+        "munmap one page"
+    );
+    let stats = vm.process_stats(0).unwrap_or_default();
+    check!(
+        stats.huge_pages == 3,
+        "{} huge pages after",
+        stats.huge_pages
+    );
+    for i in (0..LEN / PAGE).filter(|&i| i != HUGE / PAGE + 5) {
+        check!(read(a + i * PAGE) == i as u64 + 1, "page {}", i);
+    }
+    println!("PASS a split keeps every byte");
+    match vm.fork() {
+        Ok(0) => {
+            write(a + 7 * PAGE, 7777);
+            exit(if read(a + 7 * PAGE) == 7777 && read(a + 8 * PAGE) == 9 {
+                0
+            } else {
+                1
+            })
+        }
+        Ok(pid) => {
+            let w = vm.wait(pid).unwrap_or((u64::MAX, 0));
+            check!(ws::code(w.0) == Some(0), "child: {:#x}", w.0);
+            check!(read(a + 7 * PAGE) == 8, "the parent's page is its own");
+        }
+        Err(e) => check!(false, "fork: {:?}", e),
+    }
+    check!(vm.munmap(a, LEN).is_ok(), "munmap");
+    let now = vm.global_stats().unwrap_or_default();
+    check!(
+        now.data_frames() == base.data_frames(),
+        "data frames {} then {}",
+        base.data_frames(),
+        now.data_frames()
+    );
+    println!("PASS huge pages");
+    0
+}
