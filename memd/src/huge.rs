@@ -7,8 +7,9 @@
 //! always. Mappings of 2 MiB or more are placed on a 2 MiB boundary where they fit.
 //!
 //! The kernel changes a huge page whole or not at all, so memd splits every huge page a
-//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: munmap, mprotect,
-//! `madvise` that drops pages, mremap, fork), in a batch of its own before the change. The
+//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mprotect, mremap, fork;
+//! munmap and `MADV_DONTNEED` split only those they cover in part, and take the others
+//! whole), in a batch of its own before the change. The
 //! page map holds a huge page's 512 pages as any others; [`AddressSpace::huge`] says which
 //! blocks are mapped whole.
 
@@ -79,10 +80,41 @@ impl<K: Kernel> Memd<K> {
         start: u64,
         end: u64,
     ) -> Result<(), VmError> {
+        self.split_blocks(space, start, end, false)
+    }
+
+    /// Before an unmap of `[start, end)` (its pages dropped): splits the huge pages it covers
+    /// in part; those it covers whole go whole with the unmap ([`Memd::forget_huge`] after).
+    pub(crate) fn split_huge_edges(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        end: u64,
+    ) -> Result<(), VmError> {
+        self.split_blocks(space, start, end, true)
+    }
+
+    /// Forgets the huge pages wholly inside `[start, end)`, which an unmap took away.
+    pub(crate) fn forget_huge(&self, space: &mut AddressSpace, start: u64, end: u64) {
+        space
+            .huge
+            .retain(|&b| !(start <= b && b + HUGE_PAGE_SIZE <= end));
+    }
+
+    fn split_blocks(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        end: u64,
+        edges_only: bool,
+    ) -> Result<(), VmError> {
         let from = start & !(HUGE_PAGE_SIZE - 1);
         let mut ops = PageOps::new();
         for &block in space.huge.range(from..end) {
-            ops.push(PageOp::Split { page: block });
+            let whole = start <= block && block + HUGE_PAGE_SIZE <= end;
+            if !(edges_only && whole) {
+                ops.push(PageOp::Split { page: block });
+            }
         }
         if ops.is_empty() {
             return Ok(());

@@ -189,7 +189,7 @@ impl<K: Kernel> Memd<K> {
         if space.regions.is_free(start, end) {
             return Ok(());
         }
-        self.split_huge(space, start, end)?;
+        self.split_huge_edges(space, start, end)?;
         // Only resident pages can be in the page tables.
         if space.resident(start, end).next().is_some() {
             let op = PageOp::Unmap {
@@ -197,6 +197,7 @@ impl<K: Kernel> Memd<K> {
                 pages: (end - start) / PAGE_SIZE,
             };
             self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+            self.forget_huge(space, start, end);
         }
         // Region by region: no list of them all (memd's heap may not hold one at once).
         loop {
@@ -452,13 +453,14 @@ impl<K: Kernel> Memd<K> {
                 if space.resident(addr, end).next().is_none() {
                     return Ok(());
                 }
-                self.split_huge(space, addr, end)?;
+                self.split_huge_edges(space, addr, end)?;
                 // The frames are released only once the kernel has unmapped them.
                 let op = PageOp::Unmap {
                     page: addr,
                     pages: (end - addr) / PAGE_SIZE,
                 };
                 self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+                self.forget_huge(space, addr, end);
                 let mut frames = self.frames.lock();
                 space.take_pages(addr, end, |_, frame| frames.drop_ref(frame));
                 Ok(())

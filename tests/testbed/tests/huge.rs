@@ -196,3 +196,24 @@ fn without_a_wholly_free_2_mib_of_frames_a_write_backs_4_kib_pages() {
     assert_eq!(sys.read(p, a, 2).unwrap(), b"ok");
     assert_eq!(vm.global_stats().unwrap().faults_huge, 0);
 }
+
+#[test]
+fn munmap_of_whole_huge_pages_takes_them_whole() {
+    // Pins: an unmap that covers huge pages whole needs no split: they go in one operation,
+    // and the huge page beside the range stays one.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = huge_map(&sys, p, 3 * HUGE);
+    stamp(&sys, p, a, 3 * HUGE, 0);
+    let tables = vm.process_stats(0).unwrap().page_table_frames;
+    vm.munmap(a as usize, 2 * HUGE as usize).unwrap();
+    let stats = vm.process_stats(0).unwrap();
+    assert_eq!((stats.huge_pages, stats.resident_pages), (1, 512));
+    assert!(
+        stats.page_table_frames <= tables,
+        "no page table made for a split"
+    );
+    assert!(huge_at(&sys, p, a + 2 * HUGE));
+    assert_eq!(word(&sys, p, a + 2 * HUGE + 3 * PAGE), 2 * HUGE / PAGE + 4);
+}
