@@ -47,6 +47,19 @@ pub fn run(k: &mut Kernel) -> ! {
     }
 }
 
+/// After a system call of thread `t`: straight back to it when it still runs and nothing asks
+/// for another (no block, no exit, no yield, its slice not used up): its FPU state and its
+/// address space are the CPU's already, so [`run`]'s pick and switch are skipped. Returns
+/// only when `t` does not go back that way ([`run`] then decides, and kills a thread whose
+/// frame cannot return to ring 3).
+#[inline(always)]
+pub fn resume_caller(k: &mut Kernel, t: usize) {
+    if k.current == Some(t) && k.threads[t].state == State::Running && !k.preempt {
+        // Returns only if the frame cannot go back to ring 3: `run` kills the thread.
+        let _refused = trap::return_to_user(&mut k.threads[t].frame);
+    }
+}
+
 /// The thread to run next (powers off when there is none).
 fn pick(k: &mut Kernel) -> usize {
     let keep = match k.current {

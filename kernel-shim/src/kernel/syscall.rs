@@ -26,14 +26,15 @@ enum Done {
 
 /// Runs the system call of thread `t` (its registers are saved in its frame).
 pub fn handle(k: &mut Kernel, t: usize) {
-    let f = k.threads[t].frame;
-    let result: Result<Done, Errno> = match f.rax {
+    // The number and the one argument read here (not a copy of the whole frame).
+    let (number, arg) = (k.threads[t].frame.rax, k.threads[t].frame.rdi);
+    let result: Result<Done, Errno> = match number {
         nr::DEBUG_WRITE => debug_write(k, t).map(Done::Value),
         nr::DEBUG_READ => debug_read(k, t).map(Done::Value),
         nr::EXIT => {
             // A process's exit code is 32 bits: the bits above, `KILLED` among them, are the
             // kernel's to set, so no process can pass its exit off as a kill.
-            k.end_thread(t, f.rdi & 0xFFFF_FFFF, 0);
+            k.end_thread(t, arg & 0xFFFF_FFFF, 0);
             Ok(Done::Blocked)
         }
         nr::CLOCK => Ok(Done::Value(k.ticks * TICK_NS)),
@@ -68,9 +69,11 @@ pub fn handle(k: &mut Kernel, t: usize) {
     };
     match result {
         Ok(Done::Value(v)) => k.threads[t].frame.rax = v,
-        Ok(Done::Blocked | Done::Restored) => {}
+        Ok(Done::Blocked | Done::Restored) => return,
         Err(e) => k.threads[t].frame.rax = to_rax(e),
     }
+    // A call that answered at once: straight back to the caller when nothing else must run.
+    super::sched::resume_caller(k, t);
 }
 
 fn debug_write(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
