@@ -697,17 +697,29 @@ impl Fuzz {
             }
             proto::MADVISE => {
                 let (addr, len) = self.any_range(garbage, true);
-                // Known advice that changes no page (normal, random, sequential, willneed) or
-                // drops pages (dontneed), and unknown values; the advice that changes what a
-                // fork copies or backs pages with a check is left to the other tests.
+                // Known advice that changes no page (normal, random, sequential, willneed, huge
+                // pages or not) or drops pages (dontneed), and unknown values; the advice that
+                // changes what a fork copies or backs pages with a check is left to the other
+                // tests.
                 let any = self.rng.next() | 0x100;
-                let mut advice = self.rng.pick(&[0, 3, 4, 1, 2, 5, 100, any]);
+                let mut advice = self.rng.pick(&[
+                    0,
+                    3,
+                    4,
+                    1,
+                    2,
+                    5,
+                    100,
+                    any,
+                    proto::MADV_HUGEPAGE,
+                    proto::MADV_NOHUGEPAGE,
+                ]);
                 if self.chaos && advice == proto::MADV_WILLNEED && len > 16 * PAGE {
                     // Populating much would starve the other processes of frames.
                     advice = proto::MADV_NORMAL;
                 }
                 a[..3].copy_from_slice(&[addr, len, advice]);
-                Some(if !matches!(advice, 0..=4) {
+                Some(if !matches!(advice, 0..=4 | 14 | 15) {
                     Err(VmError::InvalidFlags)
                 } else {
                     match madvise_range(addr, len) {
