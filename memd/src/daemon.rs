@@ -34,6 +34,9 @@ pub struct Config {
     /// The seed of address-space layout randomization; `None`: every process gets the fixed
     /// layout (see [`crate::aslr`]).
     pub aslr_seed: Option<[u8; 32]>,
+    /// Huge pages wherever they fit unless `MADV_NOHUGEPAGE` says otherwise (Linux's `always`
+    /// mode); `false`, the default: only where `MADV_HUGEPAGE` asks (`madvise` mode).
+    pub huge_always: bool,
 }
 
 /// Bytes of memd's memory one region is counted for (its share of a tree node, listing and
@@ -54,6 +57,7 @@ impl Default for Config {
             bookkeeping: 1 << 30,
             oom_exempt: None,
             aslr_seed: None,
+            huge_always: false,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! backs the whole block at once with 512 consecutive frames mapped as one 2 MiB page, when
 //! memd has a wholly free 2 MiB of frames
 //! ([`crate::frames::FrameAllocator::alloc_huge`]); else the fault backs 4 KiB pages as
-//! always. Mappings of 2 MiB or more are placed on a 2 MiB boundary where they fit.
+//! always. Mappings of 2 MiB or more are placed on a 2 MiB boundary where they fit. With
+//! [`crate::Config::huge_always`] (`thp=always` on the kernel command line, Linux's `always`
+//! mode) every such block may be, unless `MADV_NOHUGEPAGE` says not.
 //!
 //! The kernel changes a huge page whole or not at all, so memd splits every huge page a
 //! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mprotect, mremap, fork;
@@ -37,7 +39,8 @@ impl<K: Kernel> Memd<K> {
     ) -> Option<Result<(), Unresolved>> {
         let block = page & !(HUGE_PAGE_SIZE - 1);
         let eligible = region.object == 0
-            && region.flags.contains(RegionFlags::HUGE)
+            && (region.flags.contains(RegionFlags::HUGE)
+                || (self.config.huge_always && !region.flags.contains(RegionFlags::NOHUGE)))
             && region.start <= block
             && block + HUGE_PAGE_SIZE <= region.end
             && space

@@ -480,9 +480,10 @@ impl<K: Kernel> Memd<K> {
                 // The range may split a region at both ends.
                 self.region_room(space, 2)?;
                 let on = advice == MADV_HUGEPAGE;
-                space
-                    .regions
-                    .update_range(addr, end, |r| r.flags.set(RegionFlags::HUGE, on));
+                space.regions.update_range(addr, end, |r| {
+                    r.flags.set(RegionFlags::HUGE, on);
+                    r.flags.set(RegionFlags::NOHUGE, !on);
+                });
                 Ok(())
             }
             MADV_DONTFORK | MADV_DOFORK | MADV_WIPEONFORK | MADV_KEEPONFORK => {

@@ -131,8 +131,10 @@ bitflags::bitflags! {
         const WIPEONFORK = 2;
         /// Every page is resident and stays so (`mlock`).
         const LOCKED = 4;
-        /// Backed by huge pages where it can be (`MADV_HUGEPAGE`; `MADV_NOHUGEPAGE` clears it).
+        /// Backed by huge pages where it can be (`MADV_HUGEPAGE`).
         const HUGE = 8;
+        /// Never backed by huge pages, even in `always` mode (`MADV_NOHUGEPAGE`).
+        const NOHUGE = 16;
     }
 }
 

@@ -181,6 +181,8 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         bookkeeping: (HEAP_BYTES / 2) as usize,
         oom_exempt: Some(1),
         aslr_seed,
+        // `thp=always`: huge pages wherever they fit (Linux's `always` mode).
+        huge_always: sys::cmdline().split(' ').any(|w| w == "thp=always"),
     };
     log::info!(
         "memd: address-space layout randomization {}",

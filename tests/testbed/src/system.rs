@@ -39,6 +39,8 @@ pub struct Config {
     pub oom_exempt: Option<Pid>,
     /// The seed of layout randomization (`None`, the default: the fixed layout).
     pub aslr_seed: Option<[u8; 32]>,
+    /// Huge pages wherever they fit (memd's `Config::huge_always`).
+    pub huge_always: bool,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             bookkeeping: memd::Config::default().bookkeeping,
             oom_exempt: None,
             aslr_seed: None,
+            huge_always: false,
         }
     }
 }
@@ -147,6 +150,7 @@ impl System {
                 bookkeeping: config.bookkeeping,
                 oom_exempt: config.oom_exempt,
                 aslr_seed: config.aslr_seed,
+                huge_always: config.huge_always,
             },
         ));
         System {

@@ -217,3 +217,26 @@ fn munmap_of_whole_huge_pages_takes_them_whole() {
     assert!(huge_at(&sys, p, a + 2 * HUGE));
     assert_eq!(word(&sys, p, a + 2 * HUGE + 3 * PAGE), 2 * HUGE / PAGE + 4);
 }
+
+#[test]
+fn in_always_mode_every_block_may_be_huge_unless_advised_not() {
+    // Pins: with `huge_always` (Linux's `always` mode, `thp=always` on the metal) a plain
+    // mapping's first write maps a huge page; MADV_NOHUGEPAGE keeps a range on 4 KiB pages.
+    let sys = System::new(Config {
+        ram_bytes: 64 << 20,
+        huge_always: true,
+        ..Config::default()
+    });
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm
+        .mmap(0, 2 * HUGE as usize, P::READ_WRITE, anon())
+        .unwrap() as u64;
+    vm.madvise((a + HUGE) as usize, HUGE as usize, MADV_NOHUGEPAGE)
+        .unwrap();
+    sys.write(p, a, &[1]).unwrap();
+    sys.write(p, a + HUGE, &[2]).unwrap();
+    assert!(huge_at(&sys, p, a));
+    assert!(!huge_at(&sys, p, a + HUGE));
+    assert_eq!(vm.process_stats(0).unwrap().huge_pages, 1);
+}
