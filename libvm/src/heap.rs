@@ -38,16 +38,12 @@
 //! panics. The heap is behind a spin lock, held across the `SBRK` calls that grow and trim it:
 //! the transport must not allocate from this allocator.
 
-use crate::flags::{MmapFlags, ProtectionFlags};
-use crate::global::{vm_madvise, vm_mmap, vm_munmap, vm_sbrk};
-use crate::proto::MADV_DONTNEED;
+use crate::global::vm_sbrk;
+use crate::large::{self, PAGE};
 use core::alloc::{GlobalAlloc, Layout};
-use core::cmp::Ordering;
 use core::ptr::{self, NonNull, null_mut};
 use talc::{OomHandler, Span, Talc};
 
-/// Page size of the mappings.
-const PAGE: usize = 4096;
 /// The largest block the heap serves; larger layouts (or alignments above a page) are mapped.
 pub const MAX_SMALL: usize = 128 * 1024;
 /// Heap blocks of at least this many bytes give the pages inside them back when freed.
@@ -73,24 +69,20 @@ fn is_large(layout: Layout) -> bool {
     layout.size() > MAX_SMALL || layout.align() > PAGE
 }
 
-/// Bytes of pages covering `size` bytes.
-fn pages(size: usize) -> Option<usize> {
-    size.max(1).checked_next_multiple_of(PAGE)
-}
-
 fn address(addr: usize) -> *mut u8 {
     ptr::with_exposed_provenance_mut(addr)
 }
 
 /// Gives memd back the whole pages of `[lo, hi)` (contents dropped, zero when touched again).
-/// Pages memd does not take back stay: a cost, never an error.
+/// Pages memd does not take back stay, counted in [`large::kept_bytes`]: a cost, never an
+/// error.
 #[inline(never)]
 fn purge(lo: usize, hi: usize) {
     let (Some(lo), hi) = (lo.checked_next_multiple_of(PAGE), hi & !(PAGE - 1)) else {
         return;
     };
     if hi > lo {
-        let _ = vm_madvise(address(lo), hi - lo, MADV_DONTNEED);
+        large::drop_pages(address(lo), hi - lo);
     }
 }
 
@@ -325,81 +317,6 @@ impl VmAllocator {
     }
 }
 
-/// Maps a large block: anonymous private pages, aligned by mapping extra and unmapping the
-/// slack on either side. (Out of line, like the other calls to memd: the heap's paths stay
-/// short.)
-#[inline(never)]
-fn map_large(layout: Layout) -> *mut u8 {
-    let align = layout.align().max(PAGE);
-    let Some((len, span)) =
-        pages(layout.size()).and_then(|len| Some((len, len.checked_add(align - PAGE)?)))
-    else {
-        return null_mut();
-    };
-    let rw = ProtectionFlags::READ_WRITE;
-    let Ok(base) = vm_mmap(null_mut(), span, rw, MmapFlags::anonymous_private()) else {
-        return null_mut();
-    };
-    let Some(head) = base
-        .addr()
-        .checked_next_multiple_of(align)
-        .map(|start| start - base.addr())
-        .filter(|_| !base.is_null() && base.addr().is_multiple_of(PAGE))
-    else {
-        // Not a mapping this allocator could unmap page-wise later.
-        let _ = vm_munmap(base, span);
-        return null_mut();
-    };
-    let tail = span - head - len;
-    // A slack that cannot be unmapped stays mapped, unused: a leak, never an error.
-    if head > 0 {
-        let _ = vm_munmap(base, head);
-    }
-    if tail > 0 {
-        let _ = vm_munmap(base.wrapping_add(head + len), tail);
-    }
-    base.wrapping_add(head)
-}
-
-/// Unmaps the large block of `size` bytes at `block`.
-#[inline(never)]
-fn unmap_large(block: *mut u8, size: usize) {
-    if let Some(len) = pages(size) {
-        // A mapping that cannot be unmapped stays: a leak, never an error.
-        let _ = vm_munmap(block, len);
-    }
-}
-
-/// Resizes the large block at `block` from `old_size` to `new_size` bytes without moving it:
-/// unmapping the pages no longer needed, or mapping the pages right after it if they are free.
-#[inline(never)]
-fn resize_large(block: *mut u8, old_size: usize, new_size: usize) -> bool {
-    let (Some(old_len), Some(new_len)) = (pages(old_size), pages(new_size)) else {
-        return false;
-    };
-    match new_len.cmp(&old_len) {
-        Ordering::Equal => true,
-        Ordering::Less => {
-            // Pages that cannot be unmapped stay mapped, unused: a leak, never an error.
-            let _ = vm_munmap(block.wrapping_add(new_len), old_len - new_len);
-            true
-        }
-        Ordering::Greater => {
-            let after = block.wrapping_add(old_len);
-            let more = new_len - old_len;
-            let flags = MmapFlags::anonymous_private().fixed_noreplace();
-            match vm_mmap(after, more, ProtectionFlags::READ_WRITE, flags) {
-                Ok(got) if got.addr() == after.addr() => true,
-                Ok(got) => {
-                    let _ = vm_munmap(got, more);
-                    false
-                }
-                Err(_) => false,
-            }
-        }
-    }
-}
-
 // SAFETY: blocks handed out are disjoint (talc hands out each part of its heaps once until it
 // is freed; a mapping is memd's fresh pages), at least `layout.size()` bytes, aligned to
 // `layout.align()`, and stay valid until `dealloc` (pages dropped by `purge` are only ever
@@ -407,7 +324,7 @@ fn resize_large(block: *mut u8, old_size: usize, new_size: usize) -> bool {
 unsafe impl GlobalAlloc for VmAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout) {
-            return map_large(layout);
+            return large::map(layout);
         }
         let mut talc = self.heap.lock();
         // SAFETY: the layout has a non-zero size (the caller's contract).
@@ -423,7 +340,7 @@ unsafe impl GlobalAlloc for VmAllocator {
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         if is_large(layout) {
-            unmap_large(block, layout.size());
+            large::unmap(block, layout.size());
         } else if let Some(block) = NonNull::new(block) {
             // SAFETY: `block` was handed out by the heap for this layout (`is_large` says so)
             // and the caller gives it back.
@@ -441,7 +358,7 @@ unsafe impl GlobalAlloc for VmAllocator {
             (false, false, Some(at)) if unsafe { self.resize_small(at, layout, new_size) } => {
                 return block;
             }
-            (true, true, _) if resize_large(block, layout.size(), new_size) => return block,
+            (true, true, _) if large::resize(block, layout.size(), new_size) => return block,
             _ => {}
         }
         // SAFETY: `new_layout` is valid and of non-zero size.
@@ -463,7 +380,7 @@ unsafe impl GlobalAlloc for VmAllocator {
 mod tests {
     use super::*;
     use crate::global::{bind_thread, unbind_thread, vm_sbrk};
-    use crate::proto::{self, MMAP, MUNMAP, Request, SBRK};
+    use crate::proto::{self, MADV_DONTNEED, MMAP, MUNMAP, Request, SBRK};
     use crate::transport::Transport;
     use crate::transport::doubles::FakeMemd;
     use std::collections::BTreeSet;

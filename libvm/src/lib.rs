@@ -24,6 +24,7 @@ pub mod fault;
 pub mod flags;
 pub mod global;
 pub mod heap;
+pub mod large;
 pub mod maps;
 pub mod proto;
 pub mod sys;

@@ -12,8 +12,8 @@
 //! it; the program image, which has no file here, is `[code]` and `[data]`.
 
 use crate::proto::RegionInfo;
+use alloc::format;
 use alloc::string::String;
-use core::fmt::Write;
 
 /// The column a mapping's name starts at in Linux's format.
 const NAME_COLUMN: usize = 73;
@@ -34,9 +34,7 @@ fn name(kind: u64, shared: bool) -> &'static str {
 /// The line of `region`, without its newline.
 pub fn maps_line(region: &RegionInfo) -> String {
     let bit = |b: u64, c: char| if region.prot & b != 0 { c } else { '-' };
-    let mut line = String::new();
-    let _ = write!(
-        line,
+    let mut line = format!(
         "{:08x}-{:08x} {}{}{}{} 00000000 00:00 0",
         region.start,
         region.end,

@@ -44,8 +44,9 @@ static LOGGER: SerialLog = SerialLog;
 
 /// Installs the logger with the level `cmdline` chooses (see the module doc).
 pub fn init(cmdline: &str) {
-    // Only the first call installs the logger; there is no other.
-    let _ = log::set_logger(&LOGGER);
+    if log::set_logger(&LOGGER).is_err() {
+        kprintln!("log: a logger is installed already; this call changes only the level");
+    }
     let word = cmdline.split(' ').find_map(|w| w.strip_prefix(LOGLEVEL));
     let level = word.map(parse);
     log::set_max_level(match level {

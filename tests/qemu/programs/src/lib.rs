@@ -90,10 +90,21 @@ pub fn settled(base: &libvm::proto::GlobalStats, now: &libvm::proto::GlobalStats
         && now.processes == base.processes
 }
 
-/// The argument string this program was spawned with (`Vm::spawn_with_args`), split at
-/// spaces; empty when it was started without one.
+/// The argument string this program was spawned with (`Vm::spawn_with_args`), as bytes;
+/// empty when it was started without one. A refused `ARGS` fails the program.
+pub fn arg_bytes() -> alloc::vec::Vec<u8> {
+    match vm().args() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            println!("FAIL args: memd refused ARGS: {e:?}");
+            exit(1)
+        }
+    }
+}
+
+/// The argument string this program was spawned with, split at spaces ([`arg_bytes`]).
 pub fn args() -> alloc::vec::Vec<alloc::string::String> {
-    let bytes = vm().args().unwrap_or_default();
+    let bytes = arg_bytes();
     core::str::from_utf8(&bytes)
         .unwrap_or("")
         .split_ascii_whitespace()

@@ -2,10 +2,10 @@
 //! they are at the break and it trims them), blocks above [`LARGE`] bytes are mappings of
 //! their own.
 
-use super::large::{self, PAGE};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, null_mut};
 use dlmalloc::Dlmalloc;
+use libvm::large::{self, PAGE};
 
 /// The largest block the heap serves; larger ones are mapped.
 pub const LARGE: usize = 128 << 10;
@@ -80,7 +80,7 @@ unsafe impl GlobalAlloc for DlHeap {
     #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout) {
-            return large::map(layout.size());
+            return large::map(layout);
         }
         // SAFETY: the layout is valid (the caller's contract).
         unsafe { self.heap.lock().malloc(layout.size(), layout.align()) }

@@ -19,7 +19,6 @@
 //! called as a program's global allocator is (libvm's, in another crate, is not either).
 
 mod dlmalloc;
-mod large;
 mod pow2;
 mod talc;
 mod trace;
@@ -33,7 +32,7 @@ pub const ALLOCATORS: [&str; 4] = ["pow2", "talc", "dlmalloc", "libvm"];
 /// small one when `quick`.
 pub fn run(program: &str, quick: bool) -> u64 {
     let scale = if quick { &trace::QUICK } else { &trace::FULL };
-    let args = vm().args().unwrap_or_default();
+    let args = arg_bytes();
     let Ok(name) = core::str::from_utf8(&args) else {
         println!("FAIL allocbench: an argument that is not UTF-8");
         return 1;

@@ -16,12 +16,10 @@
 //! goes onto the free lists and the new stretch is used from its start.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cmp::Ordering;
 use core::ptr::{self, null_mut};
-use libvm::{MmapFlags, ProtectionFlags, vm_mmap, vm_munmap, vm_sbrk};
+use libvm::large::{self, PAGE};
+use libvm::vm_sbrk;
 
-/// Page size of the mappings.
-const PAGE: usize = 4096;
 /// log2 of the smallest block: room for a free-list link, and malloc's usual alignment.
 const MIN_SHIFT: u32 = 4;
 /// The smallest block.
@@ -56,11 +54,6 @@ fn kind(layout: Layout) -> Kind {
 
 const fn block_size(class: usize) -> usize {
     MIN_BLOCK << class
-}
-
-/// Bytes of pages covering `size` bytes.
-fn pages(size: usize) -> Option<usize> {
-    size.max(1).checked_next_multiple_of(PAGE)
 }
 
 /// The heap: free lists per block size and the uncarved stretch `[bump, end)`.
@@ -202,69 +195,6 @@ impl Pow2Heap {
     }
 }
 
-/// Maps a large block: anonymous private pages, aligned by mapping extra and unmapping the
-/// slack on either side.
-fn map_large(layout: Layout) -> *mut u8 {
-    let align = layout.align().max(PAGE);
-    let Some((len, span)) =
-        pages(layout.size()).and_then(|len| Some((len, len.checked_add(align - PAGE)?)))
-    else {
-        return null_mut();
-    };
-    let rw = ProtectionFlags::READ_WRITE;
-    let Ok(base) = vm_mmap(null_mut(), span, rw, MmapFlags::anonymous_private()) else {
-        return null_mut();
-    };
-    let Some(head) = base
-        .addr()
-        .checked_next_multiple_of(align)
-        .map(|start| start - base.addr())
-        .filter(|_| !base.is_null() && base.addr().is_multiple_of(PAGE))
-    else {
-        // Not a mapping this allocator could unmap page-wise later.
-        let _ = vm_munmap(base, span);
-        return null_mut();
-    };
-    let tail = span - head - len;
-    // A slack that cannot be unmapped stays mapped, unused: a leak, never an error.
-    if head > 0 {
-        let _ = vm_munmap(base, head);
-    }
-    if tail > 0 {
-        let _ = vm_munmap(base.wrapping_add(head + len), tail);
-    }
-    base.wrapping_add(head)
-}
-
-/// Resizes the large block at `block` from `old_size` to `new_size` bytes without moving it:
-/// unmapping the pages no longer needed, or mapping the pages right after it if they are free.
-fn resize_large(block: *mut u8, old_size: usize, new_size: usize) -> bool {
-    let (Some(old_len), Some(new_len)) = (pages(old_size), pages(new_size)) else {
-        return false;
-    };
-    match new_len.cmp(&old_len) {
-        Ordering::Equal => true,
-        Ordering::Less => {
-            // Pages that cannot be unmapped stay mapped, unused: a leak, never an error.
-            let _ = vm_munmap(block.wrapping_add(new_len), old_len - new_len);
-            true
-        }
-        Ordering::Greater => {
-            let after = block.wrapping_add(old_len);
-            let more = new_len - old_len;
-            let flags = MmapFlags::anonymous_private().fixed_noreplace();
-            match vm_mmap(after, more, ProtectionFlags::READ_WRITE, flags) {
-                Ok(got) if got.addr() == after.addr() => true,
-                Ok(got) => {
-                    let _ = vm_munmap(got, more);
-                    false
-                }
-                Err(_) => false,
-            }
-        }
-    }
-}
-
 // SAFETY: blocks handed out are disjoint (a heap block leaves the free lists or the uncarved
 // stretch under the lock; a mapping is memd's fresh pages), at least `layout.size()` bytes,
 // aligned to `layout.align()`, and stay valid until `dealloc`; failures return null.
@@ -273,7 +203,7 @@ unsafe impl GlobalAlloc for Pow2Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match kind(layout) {
             Kind::Small(class) => ptr::with_exposed_provenance_mut(self.heap.lock().alloc(class)),
-            Kind::Large => map_large(layout),
+            Kind::Large => large::map(layout),
         }
     }
 
@@ -283,12 +213,7 @@ unsafe impl GlobalAlloc for Pow2Heap {
             // SAFETY: `block` was handed out by `alloc` for this layout, hence for this class,
             // and the caller gives it back: nothing uses it any more.
             Kind::Small(class) => unsafe { self.heap.lock().push(block.addr(), class) },
-            Kind::Large => {
-                if let Some(len) = pages(layout.size()) {
-                    // A mapping that cannot be unmapped stays: a leak, never an error.
-                    let _ = vm_munmap(block, len);
-                }
-            }
+            Kind::Large => large::unmap(block, layout.size()),
         }
     }
 
@@ -299,7 +224,7 @@ unsafe impl GlobalAlloc for Pow2Heap {
         };
         match (kind(layout), kind(new_layout)) {
             (Kind::Small(old), Kind::Small(new)) if old == new => return block,
-            (Kind::Large, Kind::Large) if resize_large(block, layout.size(), new_size) => {
+            (Kind::Large, Kind::Large) if large::resize(block, layout.size(), new_size) => {
                 return block;
             }
             _ => {}

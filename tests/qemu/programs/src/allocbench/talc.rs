@@ -2,9 +2,9 @@
 //! blocks above [`LARGE`] bytes are mappings of their own; nothing freed goes back to memd
 //! (libvm's `VmAllocator` is talc with that added).
 
-use super::large::{self, PAGE};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull, null_mut};
+use libvm::large::{self, PAGE};
 use talc::{OomHandler, Span, Talc};
 
 /// The largest block the heap serves; larger ones are mapped.
@@ -87,7 +87,7 @@ unsafe impl GlobalAlloc for TalcHeap {
     #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout) {
-            return large::map(layout.size());
+            return large::map(layout);
         }
         // SAFETY: the layout has a non-zero size (the caller's contract).
         unsafe { self.heap.lock().malloc(layout) }.map_or(null_mut(), NonNull::as_ptr)

@@ -384,7 +384,7 @@ impl Fuzz {
             code: (main as *const () as u64) & !(PAGE - 1),
             me,
             parent,
-            args: vm().args().unwrap_or_default(),
+            args: arg_bytes(),
             pending: Vec::new(),
             reaped: Vec::new(),
             child_requests: 0,
