@@ -41,6 +41,13 @@ pub fn map(len: usize, flags: MmapFlags) -> usize {
     }
 }
 
+/// Unmaps `len` bytes at `addr`, a mapping the benchmark made; `FATAL` if memd refuses.
+pub fn unmap(addr: usize, len: usize) {
+    if vm().munmap(addr, len).is_err() {
+        fatal("munmap");
+    }
+}
+
 /// A sample buffer of `n` words, mapped and populated.
 pub fn buffer(n: usize) -> &'static mut [u64] {
     let a = map(n * 8, MmapFlags::anonymous_private().populate());
@@ -51,7 +58,7 @@ pub fn buffer(n: usize) -> &'static mut [u64] {
 
 /// Unmaps a buffer of [`buffer`]'s, which its caller no longer uses.
 pub fn release(b: &mut [u64]) {
-    let _ = vm().munmap(b.as_mut_ptr() as usize, b.len() * 8);
+    unmap(b.as_mut_ptr() as usize, b.len() * 8);
 }
 
 /// TSC ticks per nanosecond of the kernel's clock (1 ms steps), over 20 ms.

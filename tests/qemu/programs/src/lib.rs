@@ -61,7 +61,10 @@ pub fn init() {
         core::arch::asm!("mov {}, [rbp]", out(reg) caller, options(readonly, nostack, preserves_flags))
     };
     OUTERMOST_FRAME.store(caller, Ordering::Relaxed);
-    let _ = libvm::set_transport(&TRANSPORT);
+    check!(
+        libvm::set_transport(&TRANSPORT).is_ok(),
+        "libvm's transport was installed before init"
+    );
 }
 
 /// errno values the kernel returns (negated in rax).

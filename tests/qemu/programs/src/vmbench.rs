@@ -14,7 +14,7 @@
 //! mmap/munmap/mprotect/brk/fork/wait are libvm's calls to memd.
 
 use libvm::{MmapFlags as F, ProtectionFlags as P};
-use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, release, touch};
+use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, release, touch, unmap};
 use user_rt::*;
 
 const PAGE: usize = 4096;
@@ -160,7 +160,7 @@ pub fn run(quick: bool) -> u64 {
             t1 - t0
         });
         b.first("c_mprotect_toggle_4k", n);
-        let _ = vm.munmap(p, PAGE);
+        unmap(p, PAGE);
     }
     {
         let p = map(256 * PAGE, F::anonymous_private());
@@ -182,7 +182,7 @@ pub fn run(quick: bool) -> u64 {
         });
         b.first("d_mprotect64_split", n);
         b.second("d_mprotect64_merge", n);
-        let _ = vm.munmap(p, 256 * PAGE);
+        unmap(p, 256 * PAGE);
     }
     {
         let base = vm.brk(0).unwrap_or_else(|_| fatal("brk"));
@@ -251,8 +251,8 @@ pub fn run(quick: bool) -> u64 {
             rdtsc() - t0
         });
         b.first("f_fork_exit_wait_nocow", n);
-        let _ = vm.munmap(buf, len);
-        let _ = vm.munmap(shm as usize, PAGE);
+        unmap(buf, len);
+        unmap(shm as usize, PAGE);
     }
     println!("VMBENCH_END");
     0

@@ -20,7 +20,7 @@
 use core::arch::asm;
 use libvm::proto::{MADV_DONTFORK, MADV_HUGEPAGE, MADV_POPULATE_WRITE};
 use libvm::{MmapFlags as F, ProtectionFlags as P};
-use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, touch};
+use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, touch, unmap};
 use user_rt::*;
 
 const PAGE: usize = 4096;
@@ -298,7 +298,7 @@ fn probes(b: &mut Bench) {
         rdtsc() - t0
     });
     b.first("h_getppid", n);
-    let _ = vm().munmap(z, 2 * PAGE);
+    unmap(z, 2 * PAGE);
 }
 
 /// The two region rows at [`MILLION`] regions, past the peer's sizes (it has no such row):
@@ -325,7 +325,7 @@ fn run_million() -> u64 {
     );
     let n = mprotect_toggle(&mut b, page);
     b.first("s_mprotect_toggle_R1000000", n);
-    let _ = vm.munmap(p, MILLION * PAGE);
+    unmap(p, MILLION * PAGE);
     let blk = map(2 * MILLION * PAGE, F::anonymous_private());
     for j in 0..MILLION {
         if vm.munmap(blk + (2 * j + 1) * PAGE, PAGE).is_err() {
@@ -339,7 +339,7 @@ fn run_million() -> u64 {
     );
     let n = mmap_munmap(&mut b, 2 * PAGE);
     b.first("s_mmap2p_munmap_holes_R1000000", n);
-    let _ = vm.munmap(blk, 2 * MILLION * PAGE);
+    unmap(blk, 2 * MILLION * PAGE);
     println!("VMBENCH_END");
     0
 }
@@ -360,7 +360,7 @@ fn regions(b: &mut Bench) {
         println!("INFO {}: {} regions in the process", name, regions_now());
         let n = mprotect_toggle(b, page);
         b.first(name, n);
-        let _ = vm.munmap(p, blk * PAGE);
+        unmap(p, blk * PAGE);
     }
     for (name, r) in [
         ("s_mmap2p_munmap_holes_R1", 1),
@@ -376,7 +376,7 @@ fn regions(b: &mut Bench) {
         println!("INFO {}: {} regions in the process", name, regions_now());
         let n = mmap_munmap(b, 2 * PAGE);
         b.first(name, n);
-        let _ = vm.munmap(blk, 2 * r * PAGE);
+        unmap(blk, 2 * r * PAGE);
     }
 }
 
@@ -533,9 +533,9 @@ fn forks(b: &mut Bench) {
         });
         b.first(cow, n);
         b.second(total, n);
-        let _ = vm.munmap(buf, len);
+        unmap(buf, len);
     }
-    let _ = vm.munmap(shm, PAGE);
+    unmap(shm, PAGE);
 
     const WP_PAGES: usize = 256;
     let buf = map(WP_PAGES * PAGE, F::anonymous_private());
@@ -557,7 +557,7 @@ fn forks(b: &mut Bench) {
         (rdtsc() - t0) / WP_PAGES as u64
     });
     b.first("s_wp_reuse_fault_per_page", n);
-    let _ = vm.munmap(buf, WP_PAGES * PAGE);
+    unmap(buf, WP_PAGES * PAGE);
 
     for (name, r) in [
         ("s_fork_exit_wait_R1", 1),
@@ -568,7 +568,7 @@ fn forks(b: &mut Bench) {
         println!("INFO {}: {} regions in the process", name, regions_now());
         let n = fork_exit_wait(b);
         b.first(name, n);
-        let _ = vm.munmap(p, r * PAGE);
+        unmap(p, r * PAGE);
     }
 
     // The R1 toggle again, now that the process has forked.
@@ -576,7 +576,7 @@ fn forks(b: &mut Bench) {
     touch(p + PAGE, 1);
     let n = mprotect_toggle(b, p + PAGE);
     b.first("s_mprotect_toggle_R1_afterfork", n);
-    let _ = vm.munmap(p, 3 * PAGE);
+    unmap(p, 3 * PAGE);
 }
 
 /// The rows over the number of other processes alive, blocked: the IPC round trip to memd and
@@ -623,5 +623,5 @@ fn processes(b: &mut Bench) {
             fatal("kill blocked child");
         }
     }
-    let _ = vm.munmap(ready, PAGE);
+    unmap(ready, PAGE);
 }

@@ -188,7 +188,7 @@ fn demonstration(me: u64) -> bool {
             copies1 - copies0
         ),
     );
-    let _ = vm().munmap(s, 2 * PAGE);
+    check!(vm().munmap(s, 2 * PAGE).is_ok(), "munmap");
 
     // The heap: grow the break, touch, shrink.
     let heap0 = vm().process_stats(0).map(|s| s.heap_bytes).unwrap_or(0);
@@ -234,7 +234,7 @@ fn demonstration(me: u64) -> bool {
             describe(status, addr)
         ),
     );
-    let _ = vm().munmap(a, 16 * PAGE);
+    check!(vm().munmap(a, 16 * PAGE).is_ok(), "munmap");
 
     // A boot module started by name.
     let r = vm()
