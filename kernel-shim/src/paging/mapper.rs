@@ -452,6 +452,28 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
     }
 }
 
+/// The level-`level` table on the way to `virt` from the PML4 at `root` (1: the PT), when
+/// every entry above it is present; `None` at the first absent one.
+#[inline(always)]
+fn present_table(
+    window: PhysWindow,
+    root: PhysAddr,
+    virt: u64,
+    level: u8,
+) -> Result<Option<PhysAddr>, PagingError> {
+    let mut table = root;
+    let mut above = 4;
+    while above > level {
+        let entry = window.entry(table, table_index(virt, above))?;
+        if !entry.flags().contains(PageTableFlags::PRESENT) {
+            return Ok(None);
+        }
+        table = table_of(&entry)?;
+        above -= 1;
+    }
+    Ok(Some(table))
+}
+
 /// Sets the leaf flags of the mapped page at `virt` in the space at `root`, recording the
 /// page in `flush`, and returns the old flags.
 pub(super) fn protect_page(
@@ -479,14 +501,7 @@ pub(super) fn set_page_flags(
 ) -> Result<PageTableFlags, PagingError> {
     user_page(virt)?;
     let flags = leaf_flags(flags)?;
-    let mut table = root;
-    for level in [4, 3, 2] {
-        let entry = window.entry(table, table_index(virt, level))?;
-        if !entry.flags().contains(PageTableFlags::PRESENT) {
-            return Err(PagingError::NotMapped);
-        }
-        table = table_of(&entry)?;
-    }
+    let table = present_table(window, root, virt, 1)?.ok_or(PagingError::NotMapped)?;
     let index = table_index(virt, 1);
     window.with_table(table, |t| {
         let old = t[index].flags();
@@ -512,14 +527,7 @@ pub(super) fn set_leaf_in_place(
     user_page(virt)?;
     addr::frame(window, phys)?;
     let flags = leaf_flags(flags)?;
-    let mut table = root;
-    for level in [4, 3, 2] {
-        let entry = window.entry(table, table_index(virt, level))?;
-        if !entry.flags().contains(PageTableFlags::PRESENT) {
-            return Err(PagingError::NotMapped);
-        }
-        table = table_of(&entry)?;
-    }
+    let table = present_table(window, root, virt, 1)?.ok_or(PagingError::NotMapped)?;
     let index = table_index(virt, 1);
     window.with_table(table, |t| {
         let old = t[index].flags().contains(PageTableFlags::PRESENT);
@@ -535,14 +543,9 @@ pub(super) fn huge_pd(
     root: PhysAddr,
     virt: u64,
 ) -> Result<Option<PhysAddr>, PagingError> {
-    let mut table = root;
-    for level in [4, 3] {
-        let entry = window.entry(table, table_index(virt, level))?;
-        if !entry.flags().contains(PageTableFlags::PRESENT) {
-            return Ok(None);
-        }
-        table = table_of(&entry)?;
-    }
+    let Some(table) = present_table(window, root, virt, 2)? else {
+        return Ok(None);
+    };
     let flags = window.entry(table, table_index(virt, 2))?.flags();
     let huge = PageTableFlags::PRESENT | PageTableFlags::HUGE_PAGE;
     Ok(flags.contains(huge).then_some(table))
