@@ -162,8 +162,12 @@ pub fn start(
     match result {
         Ok(()) => Ok(pid),
         Err(e) => {
-            let _ = memd.exit(pid, -1);
-            let _ = memd.reap(pid);
+            // The process was made above and nothing else knows it: it exists to be ended,
+            // and its death record is dropped with it.
+            if let Err(undo) = memd.exit(pid, -1) {
+                super::sys::println!("memd: undoing the load of pid {}: {:?}", pid, undo);
+            }
+            memd.reap(pid);
             Err(e)
         }
     }

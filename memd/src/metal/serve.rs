@@ -327,7 +327,13 @@ impl Server {
                 );
             }
         }
-        let _ = self.memd.exit(pid, code as i32);
+        // A process memd ended itself (the out-of-memory policy) is gone already: its frames
+        // went back then.
+        if let Err(e) = self.memd.exit(pid, code as i32)
+            && e != VmError::NoSuchProcess
+        {
+            println!("memd: ending pid {}: {:?}", pid, e);
+        }
         // For a kill by an exception, the word a parent's WAIT gets is where it happened.
         self.died(pid, status, if killed { rip } else { 0 });
     }
