@@ -26,12 +26,10 @@ use super::state::Kernel;
 use super::thread::{MsgKind, Queue, State, split_id, thread_id};
 use super::usercopy;
 
-/// The most endpoints.
-pub const MAX_ENDPOINTS: usize = 64;
-/// The most endpoints one space may own: an endpoint is a kernel slot any process can take
-/// with `endpoint_create`, so each space is held to a few and no process can take them all.
+/// The most endpoints one space may own. Space `s` owns the slots `s * 4 .. s * 4 + 4` of the
+/// endpoint table and no other, so no process can take another's.
 pub const MAX_ENDPOINTS_PER_SPACE: usize = 4;
-/// The pager's endpoint, created at boot and owned by the pager's space.
+/// The pager's endpoint, created at boot and owned by the pager's space (slot 0).
 pub const PAGER_ENDPOINT: usize = 0;
 pub use kernel_shim::abi::{TOKEN_EXIT, TOKEN_FAULT};
 /// The largest buffer a call may lend.
@@ -61,18 +59,15 @@ impl Endpoint {
     };
 }
 
-/// Opens an endpoint owned by space `owner`; `None` when none is free or the space owns
+/// The endpoint slots space `s` may own.
+pub fn slots_of(s: usize) -> core::ops::Range<usize> {
+    s * MAX_ENDPOINTS_PER_SPACE..(s + 1) * MAX_ENDPOINTS_PER_SPACE
+}
+
+/// Opens an endpoint owned by space `owner`; `None` when the space owns
 /// [`MAX_ENDPOINTS_PER_SPACE`] already.
 pub fn open(k: &mut Kernel, owner: usize) -> Option<usize> {
-    let owned = k
-        .endpoints
-        .iter()
-        .filter(|e| e.live && e.owner == owner)
-        .count();
-    if owned >= MAX_ENDPOINTS_PER_SPACE {
-        return None;
-    }
-    let ep = k.endpoints.iter().position(|e| !e.live)?;
+    let ep = slots_of(owner).find(|&ep| k.endpoints.get(ep).is_some_and(|e| !e.live))?;
     k.endpoints[ep] = Endpoint {
         live: true,
         owner,
@@ -86,14 +81,14 @@ pub fn open(k: &mut Kernel, owner: usize) -> Option<usize> {
 /// notices are dropped, receivers (of the owner, which is ending) are left to their end.
 pub fn close(k: &mut Kernel, ep: usize) {
     k.endpoints[ep].live = false;
-    while let Some(r) = k.endpoints[ep].receivers.pop(&mut k.threads) {
+    while let Some(r) = k.endpoints[ep].receivers.pop(k.threads) {
         k.threads[r].frame.rax = to_rax(EPIPE);
         k.make_ready(r);
     }
     for t in 0..k.threads.len() {
         let st = k.threads[t].state;
         if st == State::SendBlocked(ep as u16) || st == State::ReplyBlocked(ep as u16) {
-            k.endpoints[ep].senders.remove(&mut k.threads, t);
+            k.endpoints[ep].senders.remove(k.threads, t);
             match k.threads[t].kind {
                 MsgKind::Call => {
                     k.threads[t].frame.rax = to_rax(EPIPE);
@@ -117,14 +112,14 @@ pub fn close(k: &mut Kernel, ep: usize) {
 /// Sends thread `t`'s prepared message (`msg`, `kind`, `lend`) on `ep`: to a waiting
 /// receiver at once, else onto the queue.
 pub fn send(k: &mut Kernel, t: usize, ep: usize) {
-    match k.endpoints[ep].receivers.pop(&mut k.threads) {
+    match k.endpoints[ep].receivers.pop(k.threads) {
         Some(r) => {
             deliver(k, t, ep, r);
             k.make_ready(r);
         }
         None => {
             k.threads[t].state = State::SendBlocked(ep as u16);
-            k.endpoints[ep].senders.push(&mut k.threads, t);
+            k.endpoints[ep].senders.push(k.threads, t);
         }
     }
 }
@@ -196,11 +191,11 @@ pub fn receive(k: &mut Kernel, t: usize) -> Result<(), Errno> {
     if k.endpoints[ep].owner != k.threads[t].space {
         return Err(EPERM);
     }
-    match k.endpoints[ep].senders.pop(&mut k.threads) {
+    match k.endpoints[ep].senders.pop(k.threads) {
         Some(s) => deliver(k, s, ep, t),
         None => {
             k.threads[t].state = State::RecvBlocked(ep as u16);
-            k.endpoints[ep].receivers.push(&mut k.threads, t);
+            k.endpoints[ep].receivers.push(k.threads, t);
         }
     }
     Ok(())

@@ -1,11 +1,14 @@
 //! The split of physical memory at boot: usable RAM (from the boot memory map, inside the
-//! window, above 1 MiB, minus the kernel image and the boot modules) goes partly to the
-//! kernel's frame pool (an eighth, at most 32 MiB, from the largest range) and the rest to the
+//! window, above 1 MiB, minus the kernel image and the boot modules) goes first to the
+//! kernel's object tables ([`super::objects`], sized from RAM), then partly to the kernel's
+//! frame pool (an eighth, at most 32 MiB), both from the largest range, and the rest to the
 //! pager, as the only frames it may ever map.
 
 use super::boot::{self, PHYS_WINDOW_SIZE};
 use super::bootinfo::{BootInfo, E820_RAM};
 use super::frames::{PAGE, POOL_MAX_FRAMES};
+use super::objects;
+use super::power;
 use super::state::{Kernel, MAX_PAGER_RANGES};
 
 const MAX_PIECES: usize = 64;
@@ -53,6 +56,23 @@ pub fn split(k: &mut Kernel, info: &BootInfo) {
     let largest = (0..n)
         .max_by_key(|&i| pieces[i].1.saturating_sub(pieces[i].0))
         .unwrap_or(0);
+    let slots = objects::slots_for(total);
+    let table_bytes = objects::bytes(slots);
+    let (ts, te) = pieces[largest];
+    if te.saturating_sub(ts) < table_bytes {
+        kprintln!("kernel-shim: no room for the object tables; too little RAM");
+        power::exit(power::EXIT_FATAL);
+    }
+    objects::install(k, ts, slots);
+    pieces[largest].0 = ts + table_bytes;
+    log::info!(
+        "kernel-shim: {} spaces, {} threads, {} endpoints ({} KiB of tables)",
+        slots,
+        slots,
+        k.endpoints.len(),
+        table_bytes / 1024
+    );
+    let total = total - table_bytes;
     let (ls, le) = pieces[largest];
     let pool_frames = ((total / PAGE / 8) as usize)
         .min(POOL_MAX_FRAMES)

@@ -36,6 +36,7 @@ pub mod ipc;
 pub mod kmap;
 pub mod logger;
 pub mod memory;
+pub mod objects;
 pub mod pager;
 pub mod power;
 pub mod pt;
@@ -148,6 +149,16 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     k.cmdline = info.cmdline;
     k.cmdline_len = info.cmdline_len;
     pt::init();
+    log::info!(
+        "kernel-shim: PCIDs {}",
+        if info.has_flag("pcid=off") {
+            "off (pcid=off)"
+        } else if pt::enable_pcid() {
+            "on: a switch back to a space keeps what the TLB holds of it"
+        } else {
+            "off (not in this CPU)"
+        }
+    );
     memory::split(k, &info);
     timer::init();
     start_programs(k, &info);

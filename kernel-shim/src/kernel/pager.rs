@@ -40,7 +40,7 @@ use super::thread::{Fpu, MsgKind};
 use super::trap::TrapFrame;
 use super::usercopy;
 use kernel_shim::paging::{self, Mapper, PageTableFlags, PagingError, TableAlloc, TableNeed};
-use x86_64::{PhysAddr, VirtAddr};
+use x86_64::PhysAddr;
 
 pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RECLAIM, WINDOW_BASE};
 use kernel_shim::abi::{OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP};
@@ -56,7 +56,7 @@ pub fn pager_only(k: &Kernel, t: usize) -> Result<(), Errno> {
 }
 
 fn space_of(k: &Kernel, id: u64) -> Result<usize, Errno> {
-    space::lookup(&k.spaces, id).ok_or(ESRCH)
+    space::lookup(k.spaces, id).ok_or(ESRCH)
 }
 
 /// `space_create(root)`: a new empty space whose PML4 is the donated frame `root` (see
@@ -512,11 +512,11 @@ fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         flags,
     ) {
         Ok(replaced) => {
-            if replaced.is_some() && pt::active() == root {
-                x86_64::instructions::tlb::flush(VirtAddr::new(page));
+            if replaced.is_some() {
+                pt::flush_page(root, page);
             }
             k.threads[t].frame.rdx = 1;
-            Ok(spare(&k.spaces, s))
+            Ok(spare(k.spaces, s))
         }
         Err(PagingError::NotMapped) => space_apply1_batch(k, t),
         Err(e) => {
@@ -553,9 +553,7 @@ fn space_protect1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         let flags = pt::flags(p);
         match paging::page_table_protect_page(pt::window(), PhysAddr::new(root), page, flags) {
             Ok(_) => {
-                if pt::active() == root {
-                    x86_64::instructions::tlb::flush(VirtAddr::new(page));
-                }
+                pt::flush_page(root, page);
                 Ok(())
             }
             Err(PagingError::NotMapped) => Ok(()),
@@ -563,7 +561,7 @@ fn space_protect1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         }
     });
     k.threads[t].frame.rdx = u64::from(result.is_ok());
-    result.map(|()| spare(&k.spaces, s))
+    result.map(|()| spare(k.spaces, s))
 }
 
 /// `space_reclaim(id, buf, max)`: takes up to `max` (at most [`MAX_RECLAIM`]) spare table
@@ -574,7 +572,7 @@ pub fn space_reclaim(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    let n = f.rdx.min(MAX_RECLAIM).min(spare(&k.spaces, s));
+    let n = f.rdx.min(MAX_RECLAIM).min(spare(k.spaces, s));
     usercopy::check_range(f.rsi, n * 8)?;
     let mine = k.spaces[k.threads[t].space].root;
     usercopy::check_writable(mine, f.rsi, n * 8)?;

@@ -4,13 +4,17 @@
 //!
 //! Tables are kernel-pool frames reached through the window; the upper half (PML4 entries
 //! 256..512) is copied from the kernel's own PML4 at creation and never changed.
+//!
+//! Process-context identifiers, where the CPU has them: [`PcidTags`] says when a switch may
+//! keep what the TLB holds of a space; [`forget`] is called for every change to a space that
+//! is not active and for every space's end.
 
 use super::boot::{PHYS_OFFSET, PHYS_WINDOW_SIZE};
 use super::frames::FramePool;
 use super::global::Global;
 use kernel_shim::paging::{
-    self, Mapper, PageTableFlags, PhysWindow, TableAlloc, page_table_create, page_table_destroy,
-    page_table_translate,
+    self, Mapper, PageTableFlags, PcidTags, PhysWindow, TableAlloc, page_table_create,
+    page_table_destroy, page_table_translate,
 };
 use x86_64::PhysAddr;
 use x86_64::registers::control::Cr3;
@@ -32,6 +36,51 @@ pub mod prot {
 }
 
 static WINDOW: Global<Option<PhysWindow>> = Global::new(None);
+
+/// Whether CR4.PCIDE is on.
+static PCID_ON: Global<bool> = Global::new(false);
+/// What the TLB may hold under each PCID.
+static TAGS: Global<PcidTags> = Global::new(PcidTags::new());
+
+/// Turns process-context identifiers on if the CPU has them (CPUID.1:ECX bit 17); whether
+/// they are on. Call once at boot, while CR3's PCID is 0.
+pub fn enable_pcid() -> bool {
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    if ecx & (1 << 17) == 0 {
+        return false;
+    }
+    // SAFETY: the CPU has PCIDs and CR3's low 12 bits are 0 (the kernel's PML4 was loaded with
+    // no flags), as setting CR4.PCIDE requires; from now on every CR3 write names a PCID
+    // (`activate`) or keeps the current one (`tlb::flush_all`). Boot is single-threaded.
+    unsafe {
+        x86_64::registers::control::Cr4::update(|f| {
+            f.insert(x86_64::registers::control::Cr4Flags::PCID)
+        });
+        *PCID_ON.as_ptr() = true;
+    }
+    true
+}
+
+/// Forgets what the TLB may hold of space `root` under its PCID (a change made while it was
+/// not active, or its end): its next activation flushes that PCID.
+pub fn forget(root: u64) {
+    // SAFETY: one flow of control in the kernel (global.rs); no reference to TAGGED is kept.
+    unsafe {
+        if *PCID_ON.as_ptr() {
+            (*TAGS.as_ptr()).forget(root);
+        }
+    }
+}
+
+/// Flushes user page `page` of space `root` from the TLB: an `invlpg` if `root` is active,
+/// else [`forget`].
+pub fn flush_page(root: u64, page: u64) {
+    if active() == root {
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+    } else {
+        forget(root);
+    }
+}
 
 /// Sets up the window onto physical memory (the kernel tables' physmap). Call once at boot.
 pub fn init() {
@@ -96,13 +145,16 @@ pub fn mapper<A: TableAlloc>(tables: &mut A, root: u64) -> Mapper<'_, A> {
     Mapper::new(window(), PhysAddr::new(root), tables)
 }
 
-/// Ends a batch on `root`: one flush for the whole batch if `root` is the active space (the
-/// TLB holds only the active space's user entries, as CR3 is reloaded on every switch).
+/// Ends a batch on `root`: one flush for the whole batch if `root` is the active space, else
+/// (if it changed anything) [`forget`] of the space.
 pub fn finish<A: TableAlloc>(m: Mapper<'_, A>, root: u64) {
     let flush = m.finish();
     if active() == root {
         flush.flush_local();
     } else {
+        if !flush.is_empty() {
+            forget(root);
+        }
         flush.ignore();
     }
 }
@@ -131,10 +183,22 @@ pub fn active() -> u64 {
     Cr3::read_raw().0.start_address().as_u64()
 }
 
-/// Makes `root` the active address space (reloading CR3 only when it changes).
+/// Makes `root` the active address space (reloading CR3 only when it changes). With PCIDs,
+/// what the TLB holds of `root` is kept if its PCID is still tagged with it, else flushed.
 pub fn activate(root: u64) {
     let (frame, flags) = Cr3::read_raw();
-    if frame.start_address().as_u64() != root {
+    if frame.start_address().as_u64() == root {
+        return;
+    }
+    // SAFETY: one flow of control in the kernel (global.rs); the reference to TAGS ends with
+    // this call.
+    let (pcid_on, tags) = unsafe { (*PCID_ON.as_ptr(), &mut *TAGS.as_ptr()) };
+    if pcid_on {
+        let value = tags.switch_to(root);
+        // SAFETY: as below; with bit 63 set the CPU keeps the translations tagged with
+        // `root`'s PCID, which are `root`'s own and current (`PcidTags`'s rule).
+        unsafe { core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack)) };
+    } else {
         let new = PhysFrame::containing_address(PhysAddr::new(root));
         // SAFETY: `root` is a PML4 made by `create`, whose upper half is the kernel's, so the
         // kernel keeps running unchanged after the switch.
@@ -142,9 +206,11 @@ pub fn activate(root: u64) {
     }
 }
 
-/// Switches to `kernel_root` if `root` is the active space (before `root` is destroyed).
+/// Switches to `kernel_root` if `root` is the active space, and forgets `root`'s PCID tag
+/// (before `root` is destroyed: its frame may become another space's PML4).
 pub fn leave(root: u64, kernel_root: u64) {
     if active() == root {
         activate(kernel_root);
     }
+    forget(root);
 }

@@ -76,7 +76,7 @@ fn pick(k: &mut Kernel) -> usize {
     k.preempt = false;
     let next = match keep {
         Some(c) => c,
-        None => match k.run_queue.pop(&mut k.threads) {
+        None => match k.run_queue.pop(k.threads) {
             Some(n) => {
                 k.slice_left = SLICE_TICKS;
                 n

@@ -4,9 +4,6 @@
 
 use super::tables::Reserve;
 
-/// The most address spaces that exist at once.
-pub const MAX_SPACES: usize = 512;
-
 /// One address space.
 #[derive(Clone, Copy, Debug)]
 pub struct Space {

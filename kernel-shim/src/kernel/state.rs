@@ -2,11 +2,11 @@
 //! ending spaces, and queueing a blocked sender on an endpoint.
 
 use super::frames::FramePool;
-use super::ipc::{self, Endpoint, MAX_ENDPOINTS, PAGER_ENDPOINT};
+use super::ipc::{self, Endpoint, PAGER_ENDPOINT};
 use super::pt;
-use super::space::{self, MAX_SPACES, Space};
+use super::space::{self, Space};
 use super::tables::{self, Reserve, TableMarks, Tables};
-use super::thread::{MAX_THREADS, MsgKind, Queue, State, Thread, thread_id};
+use super::thread::{MsgKind, Queue, State, Thread, thread_id};
 use super::trap::TrapFrame;
 use kernel_shim::abi;
 
@@ -20,12 +20,12 @@ pub struct Kernel {
     pub frames: FramePool,
     /// Frames the pager donated as page tables (see [`tables`]).
     pub table_marks: TableMarks,
-    /// Address spaces.
-    pub spaces: [Space; MAX_SPACES],
-    /// Threads.
-    pub threads: [Thread; MAX_THREADS],
-    /// IPC endpoints.
-    pub endpoints: [Endpoint; MAX_ENDPOINTS],
+    /// Address spaces: a table sized from RAM at boot ([`super::objects`]).
+    pub spaces: &'static mut [Space],
+    /// Threads, as many as spaces.
+    pub threads: &'static mut [Thread],
+    /// IPC endpoints, [`ipc::MAX_ENDPOINTS_PER_SPACE`] for each space.
+    pub endpoints: &'static mut [Endpoint],
     /// Threads ready to run.
     pub run_queue: Queue,
     /// The thread on the CPU (or the one that was, until the scheduler picks the next).
@@ -60,9 +60,9 @@ impl Kernel {
         Kernel {
             frames: FramePool::new(),
             table_marks: TableMarks::new(),
-            spaces: [Space::FREE; MAX_SPACES],
-            threads: [Thread::FREE; MAX_THREADS],
-            endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
+            spaces: &mut [],
+            threads: &mut [],
+            endpoints: &mut [],
             run_queue: Queue::EMPTY,
             current: None,
             preempt: false,
@@ -159,24 +159,22 @@ impl Kernel {
     /// Puts thread `t` on the run queue.
     pub fn make_ready(&mut self, t: usize) {
         self.threads[t].state = State::Ready;
-        self.run_queue.push(&mut self.threads, t);
+        self.run_queue.push(self.threads, t);
     }
 
     /// Takes thread `t` off whatever queue it waits on.
     fn unqueue(&mut self, t: usize) {
         match self.threads[t].state {
             State::Ready => {
-                self.run_queue.remove(&mut self.threads, t);
+                self.run_queue.remove(self.threads, t);
             }
             State::SendBlocked(ep) => {
-                self.endpoints[ep as usize]
-                    .senders
-                    .remove(&mut self.threads, t);
+                self.endpoints[ep as usize].senders.remove(self.threads, t);
             }
             State::RecvBlocked(ep) => {
                 self.endpoints[ep as usize]
                     .receivers
-                    .remove(&mut self.threads, t);
+                    .remove(self.threads, t);
             }
             _ => {}
         }
@@ -270,15 +268,21 @@ impl Kernel {
             return;
         }
         log::trace!("kernel-shim: space {:#x} ended", self.badge(s));
-        for t in 0..MAX_THREADS {
+        // Its live threads (an exit notice waiting for the pager is not one of them) are
+        // counted: the walk stops at the last.
+        let mut left = self.spaces[s].threads;
+        let mut t = 0;
+        while left > 0 && t < self.threads.len() {
             let th = &self.threads[t];
             if th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {
                 self.unqueue(t);
                 self.free_thread(t);
+                left -= 1;
             }
+            t += 1;
         }
-        for ep in 0..MAX_ENDPOINTS {
-            if self.endpoints[ep].live && self.endpoints[ep].owner == s {
+        for ep in ipc::slots_of(s) {
+            if self.endpoints.get(ep).is_some_and(|e| e.live) {
                 ipc::close(self, ep);
             }
         }

@@ -4,9 +4,6 @@
 use super::trap::TrapFrame;
 use core::arch::asm;
 
-/// The most threads that exist at once.
-pub const MAX_THREADS: usize = 512;
-
 /// What a thread is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {

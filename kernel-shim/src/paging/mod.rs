@@ -43,6 +43,7 @@ mod error;
 mod flush;
 mod mapper;
 mod need;
+mod pcid;
 mod space;
 mod table_alloc;
 mod translate;
@@ -56,6 +57,7 @@ pub use error::PagingError;
 pub use flush::{FLUSH_THRESHOLD, Flush};
 pub use mapper::Mapper;
 pub use need::{TABLES_PER_MAP, TableNeed, map_table_bound};
+pub use pcid::{CR3_NOFLUSH, PcidTags};
 pub use space::{
     page_table_create, page_table_cuts_huge, page_table_destroy, page_table_huge_at,
     page_table_map, page_table_map_page, page_table_protect, page_table_protect_page,

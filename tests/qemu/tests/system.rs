@@ -588,11 +588,16 @@ fn boot_programs_that_are_not_x86_64_executables_are_refused_and_the_rest_run() 
 fn two_hundred_and_fifty_six_processes_at_once() {
     // Pins: the kernel's tables hold 256 live children of one process (and its parent and
     // memd); memd lists them, serves calls and faults meanwhile, refuses a 257th child with
-    // EAGAIN, and gets every frame back once they are ended.
-    let o = Boot::new(&["memd", "manyprocs"]).run();
+    // EAGAIN, and gets every frame back once they are ended. Then a tree of 1,028 processes
+    // at once, past the 512 of the kernel's old fixed tables (now sized from RAM).
+    let mut boot = Boot::new(&["memd", "manyprocs"]);
+    boot.memory_mib = 512;
+    let o = boot.run();
     o.assert_clean()
         .assert_log("PASS 256 processes at once")
         .assert_log("PASS every child ended, memory back")
+        .assert_log("PASS a tree of 1028 processes alive at once")
+        .assert_log("PASS a tree of 1028 processes ended, memory back")
         .assert_no_log("FAIL");
 }
 

@@ -19,8 +19,8 @@
 //! Calls it never makes, because they would end or block this single-threaded program for
 //! good rather than test anything: `exit`; `fault_return` (it replaces every register of the
 //! caller with a frame from its memory; the `faulthandler` program tests it); `ipc_call` to an endpoint that might be live with
-//! nobody receiving (its own, or any number below 64 but the pager's 0: calls go to 0 or to
-//! numbers no endpoint can have); `ipc_receive` on its own endpoints (no sender will come);
+//! nobody receiving (its own, or any number below 65,536, the largest endpoint table, but the
+//! pager's 0: calls go to 0 or to numbers no endpoint can have); `ipc_receive` on its own endpoints (no sender will come);
 //! memd's `FORK` (the child would fuzz too) and `WAIT` opcodes. And it keeps the fuzzing off
 //! its own memory (nothing else is skipped): a memory request (memd's `MMAP`, `MUNMAP`,
 //! `MPROTECT`, `MADVISE`, the routed calls) that would touch its image, heap, stack or
@@ -329,7 +329,7 @@ impl Fuzz {
             0 => 0,
             1 if self.n_eps > 0 => self.own_eps[r.below(self.n_eps as u64) as usize],
             2 => r.below(64),
-            3 => r.pick(&[64, 65, 0xFFFF, 1 << 32, i64::MIN as u64, u64::MAX]),
+            3 => r.pick(&[64, 0xFFFF, 1 << 16, 1 << 32, i64::MIN as u64, u64::MAX]),
             _ => r.next(),
         }
     }
@@ -544,8 +544,8 @@ impl Fuzz {
             }
             nr::IPC_CALL => {
                 a[0] = if self.rng.chance(2) { 0 } else { self.ep() };
-                if a[0] != 0 && a[0] < 64 {
-                    a[0] = self.rng.pick(&[0, 64, u64::MAX, 1 << 40]);
+                if a[0] != 0 && a[0] < 1 << 16 {
+                    a[0] = self.rng.pick(&[0, 1 << 16, u64::MAX, 1 << 40]);
                 }
                 if a[0] == 0 {
                     self.memd_requests += 1;

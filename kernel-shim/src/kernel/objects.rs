@@ -1,0 +1,69 @@
+//! The kernel's object tables: address spaces, threads and endpoints, sized from RAM at boot
+//! as Linux sizes `threads-max` (one thread per 128 KiB of RAM), and taken from RAM before the
+//! pager gets the rest. Nothing a process does makes the kernel allocate: a space and its
+//! thread are made by the pager, which charges them to the process that asked (its children
+//! are bounded), and a space's endpoints are its own four slots of the endpoint table.
+
+use super::boot::phys_to_virt;
+use super::frames::PAGE;
+use super::ipc::{Endpoint, MAX_ENDPOINTS_PER_SPACE};
+use super::space::Space;
+use super::state::Kernel;
+use super::thread::Thread;
+use core::mem::{align_of, size_of};
+
+/// RAM per object slot (Linux: `threads-max` = RAM / (8 × a 16 KiB kernel stack)).
+const RAM_PER_SLOT: u64 = 128 << 10;
+/// The fewest slots, whatever the RAM.
+const MIN_SLOTS: usize = 64;
+/// The most slots: badges and thread ids carry a slot in 16 bits, and the endpoint table
+/// (4 per space) is indexed by a `u16`.
+pub const MAX_SLOTS: usize = 1 << 14;
+
+const _: () = assert!(align_of::<Thread>() <= 16 && align_of::<Space>() <= 16);
+const _: () = assert!(align_of::<Endpoint>() <= 16);
+const _: () = assert!(MAX_SLOTS * MAX_ENDPOINTS_PER_SPACE <= 1 << 16);
+
+/// How many spaces (and threads) `ram` bytes of RAM get.
+pub fn slots_for(ram: u64) -> usize {
+    ((ram / RAM_PER_SLOT) as usize).clamp(MIN_SLOTS, MAX_SLOTS)
+}
+
+fn offsets(slots: usize) -> (usize, usize, usize) {
+    let threads = 0;
+    let spaces = (threads + slots * size_of::<Thread>()).next_multiple_of(16);
+    let endpoints = (spaces + slots * size_of::<Space>()).next_multiple_of(16);
+    let end = endpoints + slots * MAX_ENDPOINTS_PER_SPACE * size_of::<Endpoint>();
+    (spaces, endpoints, end)
+}
+
+/// Bytes (whole pages) the tables of `slots` slots take.
+pub fn bytes(slots: usize) -> u64 {
+    (offsets(slots).2 as u64).next_multiple_of(PAGE)
+}
+
+/// Builds the tables of `slots` slots in the RAM at physical `base` ([`bytes`] of it, page
+/// aligned, inside the window, given to nothing else) and installs them in `k`.
+pub fn install(k: &mut Kernel, base: u64, slots: usize) {
+    let (spaces_at, endpoints_at, _) = offsets(slots);
+    let at = phys_to_virt(base) as usize;
+    // SAFETY: the caller gives `bytes(slots)` bytes at `base` to the tables for good, mapped
+    // through the window; each table is placed at an offset aligned for its type (asserted
+    // above, the base being page aligned), the three do not overlap, and every element is
+    // written before the slice is made.
+    unsafe {
+        let threads = at as *mut Thread;
+        let spaces = (at + spaces_at) as *mut Space;
+        let endpoints = (at + endpoints_at) as *mut Endpoint;
+        for i in 0..slots {
+            threads.add(i).write(Thread::FREE);
+            spaces.add(i).write(Space::FREE);
+        }
+        for i in 0..slots * MAX_ENDPOINTS_PER_SPACE {
+            endpoints.add(i).write(Endpoint::FREE);
+        }
+        k.threads = core::slice::from_raw_parts_mut(threads, slots);
+        k.spaces = core::slice::from_raw_parts_mut(spaces, slots);
+        k.endpoints = core::slice::from_raw_parts_mut(endpoints, slots * MAX_ENDPOINTS_PER_SPACE);
+    }
+}
