@@ -255,6 +255,9 @@ impl<K: Kernel> Memd<K> {
         access: Access,
     ) -> Result<(), Unresolved> {
         let frame = if region.object != 0 {
+            if let Some(result) = self.fill_huge(space, region, page) {
+                return result;
+            }
             let index = region.offset + (page - region.start) / PAGE_SIZE;
             let mut objects = self.objects.lock();
             let object = objects.get_mut(region.object).ok_or(FaultReason::MapErr)?;

@@ -1,23 +1,30 @@
 //! Huge pages, on request (Linux's `madvise` mode of transparent huge pages): in a range
-//! given `MADV_HUGEPAGE` (`MADV_NOHUGEPAGE` takes it back), a first write to a 2 MiB block of
-//! private anonymous memory that its region covers whole, and where nothing is resident yet,
-//! backs the whole block at once with 512 consecutive frames mapped as one 2 MiB page, when
-//! memd has a wholly free 2 MiB of frames
-//! ([`crate::frames::FrameAllocator::alloc_huge`]); else the fault backs 4 KiB pages as
-//! always. Mappings of 2 MiB or more are placed on a 2 MiB boundary where they fit. With
-//! [`crate::Config::huge_always`] (`thp=always` on the kernel command line, Linux's `always`
-//! mode) every such block may be, unless `MADV_NOHUGEPAGE` says not.
+//! given `MADV_HUGEPAGE` (`MADV_NOHUGEPAGE` takes it back), a first touch of a 2 MiB block of
+//! anonymous memory that its region covers whole, and where nothing of the process is resident
+//! yet, maps the whole block at once as one 2 MiB page of 512 consecutive frames:
+//! - private memory, at a first write, when memd has a wholly free 2 MiB of frames
+//!   ([`crate::frames::FrameAllocator::alloc_huge`]);
+//! - shared memory, at any first touch, when the block is 2 MiB-aligned in the object too and
+//!   the object holds either a huge run there already (every process mapping the block maps
+//!   the same 512 frames as one page) or nothing there yet and memd has a free 2 MiB
+//!   (the object takes the run; [`crate::shared::SharedObject::huge`]).
+//!
+//! Else the fault backs 4 KiB pages as always. Mappings of 2 MiB or more are placed on a 2 MiB
+//! boundary where they fit. With [`crate::Config::huge_always`] (`thp=always` on the kernel
+//! command line, Linux's `always` mode) every such block may be, unless `MADV_NOHUGEPAGE`
+//! says not.
 //!
 //! The kernel changes a huge page whole or not at all, so memd splits every huge page a
 //! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mprotect, mremap, fork;
 //! munmap and `MADV_DONTNEED` split only those they cover in part, and take the others
 //! whole), in a batch of its own before the change. The
 //! page map holds a huge page's 512 pages as any others; [`AddressSpace::huge`] says which
-//! blocks are mapped whole.
+//! blocks are mapped whole. A split mapping of a shared block leaves the object's run as it
+//! is: another process may still map it whole.
 
 use crate::daemon::Memd;
 use crate::fault::Unresolved;
-use crate::kernel::{Kernel, PAGE_SIZE, PageOp, PageOps};
+use crate::kernel::{FrameAddr, Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::region::{Region, RegionFlags};
 use crate::space::AddressSpace;
 use crate::stats::bump;
@@ -28,9 +35,9 @@ use libvm::VmError;
 pub const HUGE_PAGES: u64 = HUGE_PAGE_SIZE / PAGE_SIZE;
 
 impl<K: Kernel> Memd<K> {
-    /// A first write at `page` of `region`: the whole 2 MiB block holding it mapped as one
-    /// huge page when it may be (see the module doc); `None` when not, and the fault backs
-    /// 4 KiB pages.
+    /// A first touch at `page` of `region` (a write, for private memory): the whole 2 MiB
+    /// block holding it mapped as one huge page when it may be (see the module doc); `None`
+    /// when not, and the fault backs 4 KiB pages.
     pub(crate) fn fill_huge(
         &self,
         space: &mut AddressSpace,
@@ -38,9 +45,8 @@ impl<K: Kernel> Memd<K> {
         page: u64,
     ) -> Option<Result<(), Unresolved>> {
         let block = page & !(HUGE_PAGE_SIZE - 1);
-        let eligible = region.object == 0
-            && (region.flags.contains(RegionFlags::HUGE)
-                || (self.config.huge_always && !region.flags.contains(RegionFlags::NOHUGE)))
+        let eligible = (region.flags.contains(RegionFlags::HUGE)
+            || (self.config.huge_always && !region.flags.contains(RegionFlags::NOHUGE)))
             && region.start <= block
             && block + HUGE_PAGE_SIZE <= region.end
             && space
@@ -52,10 +58,13 @@ impl<K: Kernel> Memd<K> {
         if !eligible {
             return None;
         }
-        let frame = self.frames.lock().alloc_huge()?;
-        for i in 0..HUGE_PAGES {
-            self.kernel.zero_frame(frame + i * PAGE_SIZE);
-        }
+        let frame = if region.object == 0 {
+            let frame = self.frames.lock().alloc_huge()?;
+            self.zero_huge(frame);
+            frame
+        } else {
+            self.shared_huge(region, block)?
+        };
         let op = PageOp::MapHuge {
             page: block,
             frame,
@@ -70,9 +79,64 @@ impl<K: Kernel> Memd<K> {
             .pages
             .insert_run((0..HUGE_PAGES).map(|i| (block + i * PAGE_SIZE, frame + i * PAGE_SIZE)));
         space.huge.insert(block);
-        bump(&self.counters.zero_fill);
         bump(&self.counters.huge);
         Some(Ok(()))
+    }
+
+    fn zero_huge(&self, frame: u64) {
+        for i in 0..HUGE_PAGES {
+            self.kernel.zero_frame(frame + i * PAGE_SIZE);
+        }
+        bump(&self.counters.zero_fill);
+    }
+
+    /// The huge run of `region`'s shared object at `block`, with a reference taken on each of
+    /// its frames for the mapping: the object's run if it has one there, else a new zeroed run
+    /// if the object has no page there yet and a free 2 MiB is to be had; `None` otherwise.
+    fn shared_huge(&self, region: &Region, block: u64) -> Option<FrameAddr> {
+        let index = region.offset + (block - region.start) / PAGE_SIZE;
+        if index % HUGE_PAGES != 0 {
+            return None;
+        }
+        let mut objects = self.objects.lock();
+        let object = objects.get_mut(region.object)?;
+        let mut frames = self.frames.lock();
+        if object.huge.contains(&index) {
+            let base = *object.pages.get(&index)?;
+            for i in 0..HUGE_PAGES {
+                if frames.share(base + i * PAGE_SIZE).is_err() {
+                    (0..i).for_each(|j| frames.drop_ref(base + j * PAGE_SIZE));
+                    return None;
+                }
+            }
+            bump(&self.counters.shared);
+            return Some(base);
+        }
+        if object
+            .pages
+            .range(index..index + HUGE_PAGES)
+            .next()
+            .is_some()
+        {
+            return None;
+        }
+        // The object holds the count `alloc_huge` gives; the mapping takes one more (a fresh
+        // frame's count cannot overflow).
+        let base = frames.alloc_huge()?;
+        for i in 0..HUGE_PAGES {
+            if frames.share(base + i * PAGE_SIZE).is_err() {
+                (0..HUGE_PAGES).for_each(|j| frames.drop_ref(base + j * PAGE_SIZE));
+                (0..i).for_each(|j| frames.drop_ref(base + j * PAGE_SIZE));
+                return None;
+            }
+        }
+        drop(frames);
+        self.zero_huge(base);
+        object
+            .pages
+            .extend((0..HUGE_PAGES).map(|i| (index + i, base + i * PAGE_SIZE)));
+        object.huge.insert(index);
+        Some(base)
     }
 
     /// Splits every huge page of `space` that meets `[start, end)` into 512 pages of 4 KiB, in

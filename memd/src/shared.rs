@@ -3,11 +3,13 @@
 //! An object holds one reference on each of its frames, created zero-filled on first touch, so
 //! every process mapping the object sees the same frame whenever it touches the page. Its
 //! `mapped` count is the number of pages of regions (in all processes) that refer to it; when it
-//! falls to zero the object and its frames go.
+//! falls to zero the object and its frames go. A 2 MiB-aligned block of the object may be
+//! backed by one huge run of 512 consecutive frames ([`SharedObject::huge`]): each process
+//! mapping it then maps it as one 2 MiB page (`huge.rs`).
 
 use crate::frames::FrameAllocator;
 use crate::kernel::FrameAddr;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use hashbrown::HashMap;
 
 /// One shared-memory object.
@@ -17,6 +19,9 @@ pub struct SharedObject {
     pub pages: BTreeMap<u64, FrameAddr>,
     /// Pages of regions referring to the object.
     pub mapped: u64,
+    /// The first page index of each 2 MiB block backed by 512 consecutive frames, 2 MiB
+    /// aligned: what a process may map as one huge page.
+    pub huge: BTreeSet<u64>,
 }
 
 /// Every shared-memory object, by id (never 0).
@@ -37,6 +42,7 @@ impl SharedObjects {
                     SharedObject {
                         pages: BTreeMap::new(),
                         mapped: pages,
+                        huge: BTreeSet::new(),
                     },
                 );
                 return Some(self.next);

@@ -43,11 +43,13 @@ fn fault_handlers_map_pages_skip_instructions_and_a_fault_inside_the_handler_kil
 fn huge_pages_back_advised_memory_and_split_on_change() {
     // Pins: MADV_HUGEPAGE memory is placed on a 2 MiB boundary and backed by huge pages at
     // its first writes; a change to part of one splits it with every byte kept; fork copies
-    // page by page; munmap gives every frame back.
+    // page by page; munmap gives every frame back. Shared memory given the advice: one huge
+    // run per block, mapped whole by the child that touched it first and by its parent.
     let o = Boot::new(&["memd", "hugepages"]).run();
     o.assert_clean()
         .assert_log("PASS 4 huge pages, one fault each")
         .assert_log("PASS a split keeps every byte")
         .assert_log("PASS huge pages")
+        .assert_log("PASS shared huge pages, one run mapped whole by each sharer")
         .assert_no_log("FAIL");
 }

@@ -240,3 +240,81 @@ fn in_always_mode_every_block_may_be_huge_unless_advised_not() {
     assert!(!huge_at(&sys, p, a + HUGE));
     assert_eq!(vm.process_stats(0).unwrap().huge_pages, 1);
 }
+
+/// A shared anonymous mapping of `len` bytes given `MADV_HUGEPAGE`.
+fn shared_huge_map(sys: &System, p: Pid, len: u64) -> u64 {
+    let vm = sys.client(p);
+    let a = vm
+        .mmap(0, len as usize, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .unwrap();
+    vm.madvise(a, len as usize, MADV_HUGEPAGE).unwrap();
+    a as u64
+}
+
+#[test]
+fn shared_memory_is_backed_by_one_huge_run_that_every_sharer_maps_whole() {
+    // Pins: a first touch (a read too) of an aligned 2 MiB block of shared memory given the
+    // advice maps it as one huge page; a forked child's touch maps the same 512 frames as one
+    // huge page of its own (the parent's mapping split by the fork, the object's run kept);
+    // a write by either is seen by the other; once both are gone the frames are free.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let data0 = sys.client(p).global_stats().unwrap().data_frames();
+    let a = shared_huge_map(&sys, p, 2 * HUGE);
+    assert_eq!(a % HUGE, 0, "{a:#x}");
+    assert_eq!(word(&sys, p, a + 9 * PAGE), 0, "a read backs the block");
+    assert!(huge_at(&sys, p, a));
+    assert!(!huge_at(&sys, p, a + HUGE), "the other block untouched");
+    stamp(&sys, p, a, HUGE, 100);
+    let child = sys.fork(p).unwrap();
+    assert!(!huge_at(&sys, p, a), "split for the fork");
+    // The child has nothing resident in the block (a fork shares what is resident; touch it
+    // after its pages are given back) or it maps the run whole: either way it sees the data.
+    assert_eq!(word(&sys, child, a + 3 * PAGE), 104);
+    sys.write(child, a + 5 * PAGE, &7u64.to_le_bytes()).unwrap();
+    assert_eq!(word(&sys, p, a + 5 * PAGE), 7, "one copy of each page");
+    // A second process maps a fresh block through the child: the run is made once and both
+    // map it whole.
+    sys.write(child, a + HUGE + 8, &9u64.to_le_bytes()).unwrap();
+    assert!(huge_at(&sys, child, a + HUGE));
+    assert_eq!(word(&sys, p, a + HUGE + 8), 9);
+    assert!(huge_at(&sys, p, a + HUGE), "the parent maps the same run whole");
+    let kernel = sys.memd().kernel();
+    let (sp, sc) = (
+        sys.memd().space_of(p).unwrap(),
+        sys.memd().space_of(child).unwrap(),
+    );
+    assert_eq!(
+        kernel.translate(sp, a + HUGE).unwrap().frame,
+        kernel.translate(sc, a + HUGE).unwrap().frame
+    );
+    sys.exit(child, 0).unwrap();
+    assert_eq!(word(&sys, p, a + HUGE + 8), 9, "the object outlives a sharer");
+    sys.client(p).munmap(a as usize, (2 * HUGE) as usize).unwrap();
+    assert_eq!(
+        sys.client(p).global_stats().unwrap().data_frames(),
+        data0,
+        "every frame back"
+    );
+}
+
+#[test]
+fn a_shared_block_already_backed_by_pages_stays_in_pages() {
+    // Pins: once the object has 4 KiB pages in a block (touched before the advice), a later
+    // touch there maps pages, not a huge page, and sees what was written.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm
+        .mmap(0, HUGE as usize, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .unwrap() as u64;
+    sys.write(p, a, &5u64.to_le_bytes()).unwrap();
+    let child = sys.fork(p).unwrap();
+    sys.client(child)
+        .madvise(a as usize, HUGE as usize, MADV_HUGEPAGE)
+        .unwrap();
+    assert_eq!(word(&sys, child, a + 10 * PAGE), 0);
+    assert!(!huge_at(&sys, child, a));
+    assert_eq!(word(&sys, child, a), 5);
+    assert_eq!(sys.client(child).process_stats(0).unwrap().huge_pages, 0);
+}

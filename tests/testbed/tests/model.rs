@@ -208,12 +208,14 @@ enum Op {
         pages: u64,
         advice: u8,
     },
-    /// A private read/write mapping of the whole 2 MiB block `block` of the window (`MAP_FIXED`,
-    /// replacing what was there) given `MADV_HUGEPAGE`: its first write maps it as one huge
-    /// page, and the other operations of the window split it.
+    /// A read/write mapping (private, or shared) of the whole 2 MiB block `block` of the window
+    /// (`MAP_FIXED`, replacing what was there) given `MADV_HUGEPAGE`: its first write (any
+    /// first touch, if shared) maps it as one huge page, and the other operations of the window
+    /// split it.
     HugeMap {
         who: u8,
         block: u8,
+        shared: bool,
     },
     Exit {
         who: u8,
@@ -245,7 +247,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(who, page, pages, new_pages, mode, target)| Op::Mremap { who, page, pages, new_pages, mode, target }),
         2 => (who, page.clone(), 1..6u64, 0..4u8)
             .prop_map(|(who, page, pages, advice)| Op::ForkAdvice { who, page, pages, advice }),
-        1 => (who, 0..2u8).prop_map(|(who, block)| Op::HugeMap { who, block }),
+        1 => (who, 0..2u8, any::<bool>()).prop_map(|(who, block, shared)| Op::HugeMap { who, block, shared }),
         1 => who.prop_map(|who| Op::Exit { who }),
     ]
 }
@@ -533,12 +535,20 @@ impl Run {
                 mode,
                 target,
             } => self.mremap(op, who, page, pages, new_pages, mode, target),
-            Op::HugeMap { who, block } => {
+            Op::HugeMap { who, block, shared } => {
                 let pid = self.pick(who).unwrap();
                 let huge = kernel_shim::paging::HUGE_PAGE_SIZE;
                 let addr = WINDOW + u64::from(block) * huge;
                 let vm = self.sys.client(pid);
-                let flags = MmapFlags::anonymous_private().fixed();
+                let flags = if shared {
+                    MmapFlags::anonymous_shared().fixed()
+                } else {
+                    MmapFlags::anonymous_private().fixed()
+                };
+                let object = shared.then(|| {
+                    self.model.next_object += 1;
+                    self.model.next_object
+                });
                 assert_eq!(
                     vm.mmap(addr as usize, huge as usize, P::READ_WRITE, flags),
                     Ok(addr as usize),
@@ -552,7 +562,10 @@ impl Run {
                         addr + i * PAGE,
                         MPage {
                             prot: P::READ_WRITE,
-                            backing: Backing::Private(None),
+                            backing: match object {
+                                Some(o) => Backing::Shared(o, i),
+                                None => Backing::Private(None),
+                            },
                             fork: HUGE,
                         },
                     );

@@ -74,5 +74,63 @@ fn main(_: Start) -> u64 {
         now.data_frames()
     );
     println!("PASS huge pages");
+    shared(&base);
     0
+}
+
+/// Shared memory backed by huge pages, mapped whole by a parent and its child.
+fn shared(base: &libvm::proto::GlobalStats) {
+    let vm = vm();
+    let len = 2 * HUGE;
+    let a = vm
+        .mmap(0, len, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .unwrap_or(0);
+    check!(a != 0 && a.is_multiple_of(HUGE), "shared mmap at {:#x}", a);
+    check!(vm.madvise(a, len, MADV_HUGEPAGE).is_ok(), "MADV_HUGEPAGE");
+    let before = vm.global_stats().unwrap_or_default();
+    match vm.fork() {
+        Ok(0) => {
+            for i in 0..len / PAGE {
+                write(a + i * PAGE, 100 + i as u64);
+            }
+            let huge = vm.process_stats(0).unwrap_or_default().huge_pages;
+            exit(if huge == 2 { 0 } else { 10 + huge })
+        }
+        Ok(pid) => {
+            let w = vm.wait(pid).unwrap_or((u64::MAX, 0));
+            check!(ws::code(w.0) == Some(0), "shared child: {:#x}", w.0);
+        }
+        Err(e) => check!(false, "fork: {:?}", e),
+    }
+    for i in 0..len / PAGE {
+        check!(read(a + i * PAGE) == 100 + i as u64, "shared page {}", i);
+    }
+    let stats = vm.process_stats(0).unwrap_or_default();
+    let g = vm.global_stats().unwrap_or_default();
+    check!(
+        stats.huge_pages == 2,
+        "{} shared huge pages",
+        stats.huge_pages
+    );
+    check!(
+        g.faults_huge - before.faults_huge == 4,
+        "{} huge faults for two sharers of two blocks",
+        g.faults_huge - before.faults_huge
+    );
+    // One copy of each page: the child's two runs are the parent's (it is gone, the object
+    // keeps them), 1,024 frames in all.
+    check!(
+        g.data_frames() - base.data_frames() == (len / PAGE) as u64,
+        "{} frames for the shared 4 MiB",
+        g.data_frames() - base.data_frames()
+    );
+    check!(vm.munmap(a, len).is_ok(), "munmap shared");
+    let now = vm.global_stats().unwrap_or_default();
+    check!(
+        now.data_frames() == base.data_frames(),
+        "data frames {} then {}",
+        base.data_frames(),
+        now.data_frames()
+    );
+    println!("PASS shared huge pages, one run mapped whole by each sharer");
 }
