@@ -55,7 +55,7 @@ pub mod usercopy;
 use bootinfo::{BootInfo, E820_RAM};
 use global::Global;
 use state::Kernel;
-use trap::{SYSCALL_VECTOR, TrapFrame};
+use trap::TrapFrame;
 
 /// All kernel state. Reached only through [`kernel`], once per entry.
 static KERNEL: Global<Kernel> = Global::new(Kernel::new());
@@ -250,10 +250,24 @@ pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
         k.threads[t].frame = unsafe { frame.read() };
     }
     match vector {
-        SYSCALL_VECTOR => syscall::handle(k, t),
         timer::TIMER_VECTOR => sched::tick(k),
         v if v >= 32 => timer::end_of_interrupt(v),
         _ => fault::user_fault(k, t),
+    }
+    sched::run(k)
+}
+
+/// The entry of a `syscall` from ring 3 ([`trap::syscall_entry`]), with the frame it built in
+/// the running thread's slot. Never returns: the caller goes back to ring 3 at once if the call
+/// answered at once and nothing else must run ([`sched::resume_caller`]), else the scheduler
+/// picks.
+pub extern "C" fn syscall_dispatch(frame: *mut TrapFrame) -> ! {
+    // SAFETY: the one reference of this entry.
+    let k = unsafe { kernel() };
+    match k.current {
+        Some(t) if core::ptr::eq(frame, &k.threads[t].frame) => syscall::handle(k, t),
+        // SAFETY: the entry built the frame and passes its address; the report only reads it.
+        _ => exceptions::kernel_fault(unsafe { &*frame }),
     }
     sched::run(k)
 }

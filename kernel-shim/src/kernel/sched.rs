@@ -56,7 +56,7 @@ pub fn run(k: &mut Kernel) -> ! {
 pub fn resume_caller(k: &mut Kernel, t: usize) {
     if k.current == Some(t) && k.threads[t].state == State::Running && !k.preempt {
         // Returns only if the frame cannot go back to ring 3: `run` kills the thread.
-        let _refused = trap::return_to_user(&mut k.threads[t].frame);
+        let _refused = trap::return_from_syscall(&mut k.threads[t].frame);
     }
 }
 

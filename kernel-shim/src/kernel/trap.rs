@@ -3,10 +3,11 @@
 //!
 //! Every entry from ring 3 builds the same [`TrapFrame`] straight in the running thread's slot
 //! of the thread table: the CPU pushes its part there (the TSS's `rsp0` is the end of that
-//! frame, set at each return to ring 3), the `syscall` entry starts its pushes there
-//! ([`CURRENT_FRAME_END`]), and the common entry pushes the rest; only then does it move to the
-//! kernel stack and call [`super::dispatch`]. `dispatch` never returns: it ends by
-//! [`return_to_user`]-ing a thread, popping that thread's frame from its slot. No frame is
+//! frame, set at each return to ring 3) and the common entry pushes the rest, then moves to
+//! the kernel stack and calls [`super::dispatch`]; the `syscall` entry pushes a whole frame
+//! there itself ([`CURRENT_FRAME_END`]) and calls [`super::syscall_dispatch`]. Neither
+//! returns: each ends by [`return_to_user`]-ing a thread, popping that thread's frame from its
+//! slot (a call answered at once: [`return_from_syscall`], by `sysretq`). No frame is
 //! copied on the way in or out. The kernel keeps no state on its stack between entries, so one
 //! kernel stack serves every thread. An entry from ring 0 (a kernel fault) builds its frame on
 //! the stack it was on. rbp is 0 when `dispatch` is called (the interrupted one is in the
@@ -23,12 +24,12 @@
 //! - *On entry* the kernel's own RFLAGS are exactly `0x2` (every flag clear, interrupts off):
 //!   `syscall` clears, through SFMASK ([`SYSCALL_FLAG_MASK`]), CF PF AF ZF SF TF IF DF OF,
 //!   IOPL, NT, RF, AC and ID, as Linux does; an interrupt gate clears IF, TF, NT, RF and VM
-//!   itself; and the common entry path then loads `0x2` with `popfq` for every entry, which
-//!   also clears DF and AC (an interrupt gate keeps them: AC set would switch SMAP off in ring
-//!   0). So a process's NT never reaches the kernel's `iretq`, its DF never a kernel string
+//!   itself; and the common entry path then loads `0x2` with `popfq` for every other entry,
+//!   which also clears DF and AC (an interrupt gate keeps them: AC set would switch SMAP off in
+//!   ring 0). So a process's NT never reaches the kernel's `iretq`, its DF never a kernel string
 //!   copy, its AC never the kernel's accesses.
-//! - *On every return to ring 3* [`return_to_user`] rewrites the saved frame first, in this
-//!   one place: RFLAGS become `(saved & `[`USER_RFLAGS`]`) | IF | 0x2` — the process keeps
+//! - *On every return to ring 3* the saved frame is rewritten first, in this one place
+//!   (`sanitize`, for [`return_to_user`] and [`return_from_syscall`]): RFLAGS become `(saved & `[`USER_RFLAGS`]`) | IF | 0x2` — the process keeps
 //!   CF, PF, AF, ZF, SF, OF, DF, TF (single-stepping itself: the next instruction traps to
 //!   its pager), AC (no effect: CR0.AM is clear) and ID; NT, IOPL, RF, VM, VIF, VIP and every
 //!   reserved bit are cleared and IF is set. CS and SS are forced to the user selectors. RIP
@@ -253,10 +254,13 @@ static SYSCALL_USER_RSP: Global<u64> = Global::new(0);
 static CURRENT_FRAME_END: Global<u64> = Global::new(0);
 
 /// The `syscall` entry (LSTAR): builds a [`TrapFrame`] with vector [`SYSCALL_VECTOR`] in the
-/// running thread's slot.
+/// running thread's slot, as `trap_common` does for the other entries, and calls
+/// [`super::syscall_dispatch`] on the kernel stack.
 ///
 /// The CPU has put the return address in rcx and the flags in r11, and cleared the flags of
-/// [`SYSCALL_FLAG_MASK`] (SFMASK): interrupts are off and NT, AC, TF and DF clear.
+/// [`SYSCALL_FLAG_MASK`] (SFMASK): interrupts are off and NT, AC, TF and DF clear. That leaves
+/// RFLAGS exactly `0x2` (VM, VIF and VIP cannot be set in 64-bit ring 3), the value
+/// `trap_common` loads with `popfq`, so this path needs no `popfq`.
 #[unsafe(naked)]
 pub extern "C" fn syscall_entry() {
     naked_asm!(
@@ -269,12 +273,32 @@ pub extern "C" fn syscall_entry() {
         "push rcx",
         "push 0",
         "push {vector}",
-        "jmp trap_common",
+        "push rax",
+        "push rbx",
+        "push rcx",
+        "push rdx",
+        "push rsi",
+        "push rdi",
+        "push rbp",
+        "push r8",
+        "push r9",
+        "push r10",
+        "push r11",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov rdi, rsp",
+        "movabs rsp, offset kernel_stack_top",
+        "xor ebp, ebp",
+        "call {dispatch}",
+        "ud2",
         scratch = sym SYSCALL_USER_RSP,
         frame_end = sym CURRENT_FRAME_END,
         user_ss = const USER_SS as u64,
         user_cs = const USER_CS as u64,
         vector = const SYSCALL_VECTOR,
+        dispatch = sym super::syscall_dispatch,
     )
 }
 
@@ -285,19 +309,28 @@ pub struct OutsideUserHalf {
     pub rip: u64,
 }
 
-/// Returns to ring 3 with the registers of `frame`, the running thread's slot in the thread
-/// table, sanitized first (the one place that does it, see the module doc): RFLAGS masked to
-/// [`USER_RFLAGS`] plus IF, CS and SS the user selectors. The next entry from ring 3 builds
-/// its frame in the same slot ([`CURRENT_FRAME_END`], the TSS's `rsp0`). Returns only when
-/// `frame`'s RIP is not below the user-half end: then nothing was changed and the caller must
-/// kill the thread.
-pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
+/// Makes `frame` a valid ring-3 frame, the one place that does it (see the module doc):
+/// RFLAGS masked to [`USER_RFLAGS`] plus IF, CS and SS the user selectors; an error, nothing
+/// changed, when its RIP is not below the user-half end.
+#[inline(always)]
+fn sanitize(frame: &mut TrapFrame) -> Result<(), OutsideUserHalf> {
     if frame.rip >= USER_END {
-        return OutsideUserHalf { rip: frame.rip };
+        return Err(OutsideUserHalf { rip: frame.rip });
     }
     frame.rflags = (frame.rflags & USER_RFLAGS) | rflags::IF | rflags::FIXED;
     frame.cs = USER_CS as u64;
     frame.ss = USER_SS as u64;
+    Ok(())
+}
+
+/// Returns to ring 3 with the registers of `frame`, the running thread's slot in the thread
+/// table, [`sanitize`]d first. The next entry from ring 3 builds its frame in the same slot
+/// ([`CURRENT_FRAME_END`], the TSS's `rsp0`). Returns only when `frame`'s RIP is not below
+/// the user-half end: then nothing was changed and the caller must kill the thread.
+pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
+    if let Err(e) = sanitize(frame) {
+        return e;
+    }
     let end = (frame as *mut TrapFrame as u64) + size_of::<TrapFrame>() as u64;
     // SAFETY: one CPU, interrupts off: nothing reads the scratch word between now and the
     // next `syscall`, which is made by the thread this frame is.
@@ -307,6 +340,19 @@ pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
     // below the user-half end (so canonical, as `sysretq` and `iretq` need); it lives in the
     // thread table, not on the kernel stack, and stays there until the next entry.
     unsafe { resume(frame) }
+}
+
+/// [`return_to_user`] for the thread whose system call the kernel is answering at once, with
+/// the frame the `syscall` entry built: the entry used that thread's slot, so
+/// [`CURRENT_FRAME_END`] and `rsp0` are its own already, and the frame leaves by `sysretq`.
+/// Returns only when the frame's RIP is not below the user-half end (nothing changed).
+pub fn return_from_syscall(frame: &mut TrapFrame) -> OutsideUserHalf {
+    if let Err(e) = sanitize(frame) {
+        return e;
+    }
+    // SAFETY: as in `return_to_user`; the frame was built by the `syscall` entry, so
+    // `sysretq` is the way it leaves.
+    unsafe { sysret(frame) }
 }
 
 /// Pops `frame` where it is (the stack pointer goes into the thread table); a frame saved by
@@ -345,6 +391,36 @@ unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
         "add rsp, 16",
         "iretq",
         vector = const SYSCALL_VECTOR,
+    )
+}
+
+/// [`resume`] of a frame the `syscall` entry built: by `sysretq`, without asking.
+///
+/// # Safety
+/// As [`resume`], and `frame` was built by the `syscall` entry.
+#[unsafe(naked)]
+unsafe extern "C" fn sysret(frame: *const TrapFrame) -> ! {
+    naked_asm!(
+        "mov rsp, rdi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "add rsp, 8",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "add rsp, 8",
+        "pop rbx",
+        "pop rax",
+        "mov rcx, [rsp + 16]",
+        "mov r11, [rsp + 32]",
+        "mov rsp, [rsp + 40]",
+        "sysretq",
     )
 }
 

@@ -245,7 +245,12 @@ fn in_always_mode_every_block_may_be_huge_unless_advised_not() {
 fn shared_huge_map(sys: &System, p: Pid, len: u64) -> u64 {
     let vm = sys.client(p);
     let a = vm
-        .mmap(0, len as usize, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .mmap(
+            0,
+            len as usize,
+            P::READ_WRITE,
+            MmapFlags::anonymous_shared(),
+        )
         .unwrap();
     vm.madvise(a, len as usize, MADV_HUGEPAGE).unwrap();
     a as u64
@@ -278,7 +283,10 @@ fn shared_memory_is_backed_by_one_huge_run_that_every_sharer_maps_whole() {
     sys.write(child, a + HUGE + 8, &9u64.to_le_bytes()).unwrap();
     assert!(huge_at(&sys, child, a + HUGE));
     assert_eq!(word(&sys, p, a + HUGE + 8), 9);
-    assert!(huge_at(&sys, p, a + HUGE), "the parent maps the same run whole");
+    assert!(
+        huge_at(&sys, p, a + HUGE),
+        "the parent maps the same run whole"
+    );
     let kernel = sys.memd().kernel();
     let (sp, sc) = (
         sys.memd().space_of(p).unwrap(),
@@ -289,8 +297,14 @@ fn shared_memory_is_backed_by_one_huge_run_that_every_sharer_maps_whole() {
         kernel.translate(sc, a + HUGE).unwrap().frame
     );
     sys.exit(child, 0).unwrap();
-    assert_eq!(word(&sys, p, a + HUGE + 8), 9, "the object outlives a sharer");
-    sys.client(p).munmap(a as usize, (2 * HUGE) as usize).unwrap();
+    assert_eq!(
+        word(&sys, p, a + HUGE + 8),
+        9,
+        "the object outlives a sharer"
+    );
+    sys.client(p)
+        .munmap(a as usize, (2 * HUGE) as usize)
+        .unwrap();
     assert_eq!(
         sys.client(p).global_stats().unwrap().data_frames(),
         data0,
@@ -306,7 +320,12 @@ fn a_shared_block_already_backed_by_pages_stays_in_pages() {
     let p = sys.spawn().unwrap();
     let vm = sys.client(p);
     let a = vm
-        .mmap(0, HUGE as usize, P::READ_WRITE, MmapFlags::anonymous_shared())
+        .mmap(
+            0,
+            HUGE as usize,
+            P::READ_WRITE,
+            MmapFlags::anonymous_shared(),
+        )
         .unwrap() as u64;
     sys.write(p, a, &5u64.to_le_bytes()).unwrap();
     let child = sys.fork(p).unwrap();
