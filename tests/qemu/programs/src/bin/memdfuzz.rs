@@ -28,6 +28,7 @@
 //!   with the right reason, access and address;
 //! - chaos children (forked, and forking in turn): random requests aimed anywhere in their
 //!   own address space, where they may well kill themselves; only the reply's form is checked.
+//!   A chaos child of the worker unmaps the arena first: its shared pages are the worker's.
 //!
 //! Requests over more than 4 GiB that would unmap or drop resident memory are aimed only
 //! where nothing is resident: memd does not handle the kernel refusing such a range yet.
@@ -859,8 +860,15 @@ impl Fuzz {
                 a[1] = u64::from(unlock);
             }
             proto::MREMAP => {
-                let (old, old_len) = self.range(true);
+                let (mut old, old_len) = self.range(true);
                 let (new_addr, new_len) = self.range(true);
+                // An old length that rounds up past the top wraps to 0 (Linux's `PAGE_ALIGN`),
+                // and an old length of 0 on shared memory asks for a second mapping of it: an
+                // overflowing range is not harmless there. The worker aims such a request at
+                // the void, where nothing stays mapped.
+                if !self.chaos && old_len.wrapping_add(PAGE - 1) < PAGE {
+                    old = VOID + self.rng.below(1 << 20) * PAGE;
+                }
                 let any = self.rng.next();
                 let flags = self.rng.pick(&[
                     0,
@@ -1611,6 +1619,21 @@ impl Fuzz {
         self.pending.clear();
         self.reaped.clear();
         self.me = vm().process_stats(0).map(|s| s.pid).unwrap_or(0);
+        if self.depth == 1 {
+            // The arena's shared pages are the worker's too: a store of this child there, or a
+            // reply memd writes into a buffer this child moved there (`MREMAP`), would change
+            // what the worker's model holds. Without the arena it shares nothing with the
+            // worker.
+            let r = self.request(
+                proto::MUNMAP,
+                [ARENA, ARENA_PAGES as u64 * PAGE, 0, 0, 0, 0],
+                Lend::NONE,
+            );
+            if r != Reply::Memd(Ok(0)) {
+                println!("FAIL memdfuzz: a chaos child kept the arena: {:?}", r);
+                exit(1)
+            }
+        }
         // A different stream from the parent's.
         self.rng.0 ^= self.me.wrapping_mul(0xD6E8_FEB8_6659_FD93);
         while self.requests < self.count {
