@@ -485,29 +485,62 @@ impl<K: Kernel> Memd<K> {
             return self.apply(space, &ops[..n]).map_err(Unresolved::from);
         }
         // The copy comes under the same lock as the count; the zero frame's is a zeroed one.
-        let copy = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
-        drop(frames);
-        if Some(frame) == self.zero {
-            self.kernel.zero_frame(copy);
-        } else {
-            self.kernel.copy_frame(copy, frame);
+        // A fault that continues a walk of copy-on-write faults (at the page right after the
+        // last one copied) copies the shared pages after it in the region in the same batch
+        // too (copy-on-write fault-around, as for first touches): a child writing its memory
+        // through takes a fault in 16; isolated writes copy one page each.
+        let mut pairs = [(0u64, 0u64, 0u64); FAULT_AROUND as usize];
+        pairs[0] = (page, frame, frames.alloc().ok_or(FaultReason::OutOfMemory)?);
+        let mut n = 1;
+        if space.cow_next == page && Some(frame) != self.zero {
+            let end = region.end.min(page + FAULT_AROUND * PAGE_SIZE);
+            for (next, f) in space.pages.range(page + PAGE_SIZE, end) {
+                if frames.refcount(f) <= 1 || Some(f) == self.zero {
+                    break;
+                }
+                let Some(copy) = frames.alloc() else { break };
+                pairs[n] = (next, f, copy);
+                n += 1;
+            }
         }
-        let op = PageOp::Map {
-            page,
-            frame: copy,
-            prot: region.prot,
-        };
-        if let Err(e) = self.apply(space, &[op]) {
-            self.frames.lock().drop_ref(copy);
+        drop(frames);
+        let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
+        for (op, &(at, from, copy)) in ops.iter_mut().zip(&pairs[..n]) {
+            if Some(from) == self.zero {
+                self.kernel.zero_frame(copy);
+            } else {
+                self.kernel.copy_frame(copy, from);
+            }
+            *op = PageOp::Map {
+                page: at,
+                frame: copy,
+                prot: region.prot,
+            };
+        }
+        if let Err(e) = self.apply(space, &ops[..n]) {
+            let mut frames = self.frames.lock();
+            pairs[..n]
+                .iter()
+                .for_each(|&(_, _, copy)| frames.drop_ref(copy));
             return Err(e.into());
         }
-        self.frames.lock().drop_ref(frame);
-        space.pages.insert(page, copy);
+        {
+            let mut frames = self.frames.lock();
+            pairs[..n]
+                .iter()
+                .for_each(|&(_, from, _)| frames.drop_ref(from));
+        }
+        space
+            .pages
+            .insert_run(pairs[..n].iter().map(|&(at, _, copy)| (at, copy)));
+        space.cow_next = pairs[n - 1].0 + PAGE_SIZE;
         if Some(frame) == self.zero {
             bump(&self.counters.zero_fill);
         } else {
             bump(&self.counters.cow);
-            bump(&self.counters.cow_copies);
+            for _ in 0..n {
+                bump(&self.counters.cow_copies);
+            }
         }
         Ok(())
     }

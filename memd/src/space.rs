@@ -61,6 +61,9 @@ pub struct AddressSpace {
     /// path because of it adds [`COW_CHECK_CREDIT`]; once they cover the resident pages, a
     /// check that finds no shared private frame clears it (the cost stays O(1) a call).
     pub cow_credit: u64,
+    /// The page a walk of copy-on-write faults would fault at next: the page after the last
+    /// one copied (0: none yet). A fault there copies the pages after it too.
+    pub cow_next: u64,
     /// Its limits.
     pub limits: Limits,
     /// The frames memd donated to the kernel as its page tables.
@@ -95,6 +98,7 @@ impl AddressSpace {
             brk: heap_start,
             cow: false,
             cow_credit: 0,
+            cow_next: 0,
             limits,
             tables: SpaceTables::default(),
             placement,

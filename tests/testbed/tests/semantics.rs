@@ -1619,3 +1619,41 @@ fn a_write_that_regains_a_page_regains_the_next_ones_of_the_region_too() {
         assert_eq!(sys.read(p, a + i * PAGE, 1).unwrap(), vec![2]);
     }
 }
+
+#[test]
+fn a_walk_of_copy_on_write_faults_copies_sixteen_pages_a_fault() {
+    // Pins: a child writing its shared memory page after page takes one fault for the first
+    // page and one for every 16 after (copy-on-write fault-around: the last batch copies a
+    // page ahead of the walk), each copy its own; the parent's pages stay as they were; an
+    // isolated write copies one page only.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = vm.mmap(0, 80 * 4096, P::READ_WRITE, anon()).unwrap() as u64;
+    for i in 0..80 {
+        sys.write(p, a + i * PAGE, &[i as u8]).unwrap();
+    }
+    let c = sys.fork(p).unwrap();
+    let before = vm.global_stats().unwrap();
+    for i in 0..64 {
+        sys.write(c, a + i * PAGE, &[200]).unwrap();
+    }
+    let after = vm.global_stats().unwrap();
+    assert_eq!(
+        after.faults_cow - before.faults_cow,
+        1 + 63usize.div_ceil(16) as u64
+    );
+    assert_eq!(after.cow_copies - before.cow_copies, 1 + 4 * 16);
+    for i in 0..80 {
+        assert_eq!(
+            sys.read(p, a + i * PAGE, 1).unwrap(),
+            vec![i as u8],
+            "parent {i}"
+        );
+    }
+    assert_eq!(sys.read(c, a + 63 * PAGE, 1).unwrap(), vec![200]);
+    assert_eq!(sys.read(c, a + 64 * PAGE, 1).unwrap(), vec![64]);
+    // An isolated write far from the walk copies its page alone.
+    sys.write(c, a + 70 * PAGE, &[1]).unwrap();
+    assert_eq!(vm.global_stats().unwrap().cow_copies - after.cow_copies, 1);
+}
