@@ -103,8 +103,9 @@ fn purge(lo: usize, hi: usize) {
 /// writing only what may not read zero already: a block under `ASK_MIN` bytes whole (cheaper
 /// than asking), else its partial pages at either end and those of its whole pages memd says
 /// are resident. A page that is not reads zero: memory of the break never used, or given back
-/// with `MADV_DONTNEED` ([`purge`]); talc writes its bookkeeping only into pages it makes
-/// resident so. Should memd not answer, the whole block is zeroed.
+/// with `MADV_DONTNEED` ([`purge`]), since any byte written there later (a block's
+/// contents, talc's bookkeeping) made its page resident. Should memd not answer, the whole
+/// block is zeroed.
 #[inline(never)]
 fn zero_small(block: *mut u8, size: usize) {
     let zero = |from: usize, to: usize| {
