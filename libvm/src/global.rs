@@ -132,6 +132,25 @@ pub(crate) fn vm_madvise(addr: *mut u8, length: usize, advice: u64) -> VmResult<
     with_vm(|vm| vm.madvise(addr.addr(), length, advice))
 }
 
+/// Resizes, or with `flags` `MREMAP_MAYMOVE` moves, the mapping at `addr` (see
+/// [`Vm::mremap`]): `VmAllocator` grows a large block in place, or moves its pages rather
+/// than copying them. Returns where the mapping is now.
+pub(crate) fn vm_mremap(
+    addr: *mut u8,
+    old_len: usize,
+    new_len: usize,
+    flags: u64,
+) -> VmResult<*mut u8> {
+    with_vm(|vm| vm.mremap(addr.addr(), old_len, new_len, flags, 0))
+        .map(core::ptr::with_exposed_provenance_mut)
+}
+
+/// Which pages of `[addr, addr + length)` are resident (see [`Vm::mincore`]): `VmAllocator`
+/// zeroes only those of a block handed out zeroed, the others read zero already.
+pub(crate) fn vm_mincore(addr: *mut u8, length: usize, vec: &mut [u8]) -> VmResult<()> {
+    with_vm(|vm| vm.mincore(addr.addr(), length, vec))
+}
+
 /// Sets the program break (0 only asks for it); returns the break now (see [`Vm::brk`]).
 pub fn vm_brk(addr: usize) -> VmResult<usize> {
     with_vm(|vm| vm.brk(addr))

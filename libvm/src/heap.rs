@@ -34,11 +34,20 @@
 //! when the break is where the heap left it (asked just before), so a thread moving the break
 //! while another frees is the one case to avoid.
 //!
+//! Memory memd hands out reads zero (a fresh mapping, the break's fresh memory, pages given
+//! back with `MADV_DONTNEED`), so `alloc_zeroed` writes none of it: a large block is a fresh
+//! mapping, never written; a heap block of `ASK_MIN` or more is zeroed only in the pages memd
+//! says are resident (`MINCORE`: a page that is not reads zero) and in its partial pages at
+//! either end; a smaller one is zeroed whole, which costs less than asking. `realloc` keeps a
+//! large block where it is when it can (shrinking it, or growing it over the free pages right
+//! after it with `MREMAP`), else moves it with `MREMAP_MAYMOVE`: its pages go to the new
+//! address, nothing is copied and the pages it gains read zero.
+//!
 //! Every failure (no transport, memd refusing, arithmetic overflow) returns null; nothing
 //! panics. The heap is behind a spin lock, held across the `SBRK` calls that grow and trim it:
 //! the transport must not allocate from this allocator.
 
-use crate::global::vm_sbrk;
+use crate::global::{vm_mincore, vm_sbrk};
 use crate::large::{self, PAGE};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull, null_mut};
@@ -64,6 +73,10 @@ const GAP_HEAD: usize = 4 * core::mem::size_of::<usize>();
 /// gap's node and size): never dropped.
 const SHRINK_HEAD: usize = 8 * core::mem::size_of::<usize>();
 
+/// Heap blocks of at least this many bytes handed out zeroed are zeroed only where memd says
+/// a page is resident; smaller ones are zeroed whole, which costs less than asking.
+const ASK_MIN: usize = 16 * 1024;
+
 /// Whether a layout is served by a mapping of its own.
 fn is_large(layout: Layout) -> bool {
     layout.size() > MAX_SMALL || layout.align() > PAGE
@@ -83,6 +96,40 @@ fn purge(lo: usize, hi: usize) {
     };
     if hi > lo {
         large::drop_pages(address(lo), hi - lo);
+    }
+}
+
+/// Zeroes the heap block of `size` bytes at `block`, just handed out for `alloc_zeroed`,
+/// writing only what may not read zero already: a block under `ASK_MIN` bytes whole (cheaper
+/// than asking), else its partial pages at either end and those of its whole pages memd says
+/// are resident. A page that is not reads zero: memory of the break never used, or given back
+/// with `MADV_DONTNEED` ([`purge`]), since any byte written there later (a block's
+/// contents, talc's bookkeeping) made its page resident. Should memd not answer, the whole
+/// block is zeroed.
+#[inline(never)]
+fn zero_small(block: *mut u8, size: usize) {
+    let zero = |from: usize, to: usize| {
+        // SAFETY: `[from, to)` lies within the block (offsets from its start), which the
+        // caller was just handed and nobody else uses.
+        unsafe { block.add(from).write_bytes(0, to - from) }
+    };
+    let head = block.addr().next_multiple_of(PAGE) - block.addr();
+    let whole = (size.saturating_sub(head) / PAGE).min(MAX_SMALL / PAGE);
+    if size < ASK_MIN || whole == 0 {
+        zero(0, size);
+        return;
+    }
+    let tail = head + whole * PAGE;
+    zero(0, head);
+    zero(tail, size);
+    let mut resident = [0u8; MAX_SMALL / PAGE];
+    let resident = &mut resident[..whole];
+    if vm_mincore(block.wrapping_add(head), whole * PAGE, resident).is_err() {
+        zero(head, tail);
+        return;
+    }
+    for (page, _) in resident.iter().enumerate().filter(|&(_, r)| r & 1 != 0) {
+        zero(head + page * PAGE, head + (page + 1) * PAGE);
     }
 }
 
@@ -338,6 +385,19 @@ unsafe impl GlobalAlloc for VmAllocator {
         }
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_large(layout) {
+            // memd's fresh pages read zero: nothing to write.
+            return large::map(layout);
+        }
+        // SAFETY: the caller's contract, passed on.
+        let block = unsafe { self.alloc(layout) };
+        if !block.is_null() {
+            zero_small(block, layout.size());
+        }
+        block
+    }
+
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         if is_large(layout) {
             large::unmap(block, layout.size());
@@ -358,7 +418,12 @@ unsafe impl GlobalAlloc for VmAllocator {
             (false, false, Some(at)) if unsafe { self.resize_small(at, layout, new_size) } => {
                 return block;
             }
-            (true, true, _) if large::resize(block, layout.size(), new_size) => return block,
+            (true, true, _) => {
+                let at = large::realloc(block, layout, new_size);
+                if !at.is_null() {
+                    return at;
+                }
+            }
             _ => {}
         }
         // SAFETY: `new_layout` is valid and of non-zero size.
@@ -380,7 +445,7 @@ unsafe impl GlobalAlloc for VmAllocator {
 mod tests {
     use super::*;
     use crate::global::{bind_thread, unbind_thread, vm_sbrk};
-    use crate::proto::{self, MADV_DONTNEED, MMAP, MUNMAP, Request, SBRK};
+    use crate::proto::{self, MADV_DONTNEED, MINCORE, MMAP, MREMAP, MUNMAP, Request, SBRK};
     use crate::transport::Transport;
     use crate::transport::doubles::FakeMemd;
     use std::collections::BTreeSet;
@@ -584,6 +649,125 @@ mod tests {
         unbind_thread();
     }
 
+    /// Whether the `len` bytes at `at` all read zero.
+    fn zeroes(at: *const u8, len: usize) -> bool {
+        // SAFETY: the tests pass blocks they were handed, of at least `len` bytes.
+        unsafe { core::slice::from_raw_parts(at, len) }
+            .iter()
+            .all(|&b| b == 0)
+    }
+
+    /// The whole pages inside `[at, at + len)`, as `(first byte, bytes)`.
+    fn whole_pages(at: *mut u8, len: usize) -> (usize, usize) {
+        let lo = at.addr().next_multiple_of(PAGE);
+        let hi = (at.addr() + len) & !(PAGE - 1);
+        (lo, hi.saturating_sub(lo))
+    }
+
+    #[test]
+    fn zeroed_blocks_read_zero_and_pages_memd_gave_zeroed_are_not_written() {
+        let memd = bind(4 << 20, 64 << 20);
+        let heap = VmAllocator::new();
+        let large = Layout::from_size_align(8 << 20, 8).unwrap();
+        let purged = Layout::from_size_align(100 * 1024, 8).unwrap();
+        // SAFETY: non-zero sizes; each block is used within its size and given back once
+        // with its layout.
+        unsafe {
+            // A large block is a fresh mapping: not a page of it written.
+            let p = heap.alloc_zeroed(large);
+            assert!(!p.is_null());
+            assert_eq!(memd.resident_pages(p.addr(), large.size()), 0);
+            assert_eq!(memd.calls(MINCORE), 0, "nothing to ask");
+            // Written, freed, and taken again (the same pages, unmapped in between): the
+            // same again.
+            p.write_bytes(0xAA, large.size());
+            heap.dealloc(p, large);
+            let p = heap.alloc_zeroed(large);
+            assert_eq!(memd.resident_pages(p.addr(), large.size()), 0);
+            assert!(zeroes(p, large.size()));
+            heap.dealloc(p, large);
+
+            // A heap block of the break's fresh memory: its whole pages are left alone.
+            let a = heap.alloc_zeroed(purged);
+            let (lo, len) = whole_pages(a, purged.size());
+            assert!(len >= purged.size() - 2 * PAGE);
+            assert_eq!(memd.resident_pages(lo, len), 0);
+            assert_eq!(memd.calls(MINCORE), 1);
+            assert!(zeroes(a, purged.size()));
+            // Written and freed, its whole pages go back to memd (MADV_DONTNEED) and read
+            // zero: taken again zeroed, they are not written either.
+            a.write_bytes(0xAA, purged.size());
+            heap.dealloc(a, purged);
+            let again = heap.alloc_zeroed(purged);
+            assert_eq!(again, a, "reused");
+            assert!(
+                memd.resident_pages(lo, len) <= PAGE,
+                "the pages talc kept, at most"
+            );
+            assert!(zeroes(again, purged.size()));
+            heap.dealloc(again, purged);
+
+            // Blocks that keep their pages when freed (below PURGE_MIN), written and reused:
+            // zero when taken again zeroed, asked about (16 KiB and more) or not.
+            for size in [24, 1000, 5000, ASK_MIN - 1, ASK_MIN, 40 * 1024] {
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                let b = heap.alloc(layout);
+                b.write_bytes(0xAA, size);
+                heap.dealloc(b, layout);
+                let asked = memd.calls(MINCORE);
+                let again = heap.alloc_zeroed(layout);
+                assert_eq!(again, b, "{size} bytes: reused");
+                assert!(zeroes(again, size), "{size} bytes");
+                assert_eq!(memd.calls(MINCORE) - asked, usize::from(size >= ASK_MIN));
+                heap.dealloc(again, layout);
+            }
+        }
+        unbind_thread();
+    }
+
+    #[test]
+    fn a_large_block_grows_in_place_or_moves_its_pages_rather_than_copying_them() {
+        let memd = bind(1 << 20, 16 << 20);
+        let heap = VmAllocator::new();
+        let mib = |n: usize| Layout::from_size_align(n << 20, 8).unwrap();
+        // SAFETY: each block is used within its size and given back once with its layout.
+        unsafe {
+            let p = heap.alloc(mib(1));
+            // A word on every fourth page: 64 pages resident.
+            for page in (0..256).step_by(4) {
+                p.add(page * PAGE).cast::<u64>().write(page as u64);
+            }
+            assert_eq!(memd.resident_pages(p.addr(), 1 << 20), 64);
+            // The pages after it are free: it grows where it is.
+            let grown = heap.realloc(p, mib(1), 2 << 20);
+            assert_eq!(grown, p);
+            assert_eq!((memd.calls(MMAP), memd.calls(MREMAP)), (1, 1));
+            // A block right after it: the next growth moves it, its pages carried over.
+            let q = heap.alloc(mib(1));
+            assert_eq!(q.addr(), p.addr() + (2 << 20));
+            let moved = heap.realloc(p, mib(2), 4 << 20);
+            assert!(!moved.is_null() && moved != p);
+            assert_eq!(memd.calls(MMAP), 2, "no new mapping to copy into");
+            assert_eq!(
+                memd.resident_pages(moved.addr(), 4 << 20),
+                64,
+                "nothing copied"
+            );
+            for page in (0..256).step_by(4) {
+                assert_eq!(moved.add(page * PAGE).cast::<u64>().read(), page as u64);
+            }
+            assert!(
+                zeroes(moved.add(1 << 20), 3 << 20),
+                "the new pages read zero"
+            );
+            assert_eq!(memd.mapped_pages(), 1024 + 256);
+            heap.dealloc(moved, mib(4));
+            heap.dealloc(q, mib(1));
+        }
+        assert_eq!(memd.mapped_pages(), 0);
+        unbind_thread();
+    }
+
     #[test]
     fn large_blocks_grow_and_shrink_in_place_when_they_can() {
         let memd = bind(1 << 20, 8 << 20);
@@ -764,8 +948,8 @@ mod tests {
         });
     }
     /// A fake memd that also knows which pages are resident: those the test wrote (`touch`),
-    /// less those memd took back (`MADV_DONTNEED`, which also zeroes them as memd does,
-    /// `munmap`, a break moved down). talc's own bookkeeping lies next to blocks, on pages
+    /// less those memd took back (`MADV_DONTNEED`, which zeroes them, `munmap`, a break moved
+    /// down). talc's own bookkeeping lies next to blocks, on pages
     /// the test writes too.
     struct ResidentMemd {
         memd: FakeMemd,
@@ -820,12 +1004,11 @@ mod tests {
                         self.memd.backed(addr, len),
                         "outside the heap: {addr:#x}+{len}"
                     );
-                    self.memd.call(sqe, bulk); // counted
-                    // SAFETY: memd's part: the pages lie below the break, in the fake's arena.
-                    unsafe { ptr::with_exposed_provenance_mut::<u8>(addr).write_bytes(0, len) };
+                    let reply = self.memd.call(sqe, bulk);
+                    assert_eq!(proto::decode_reply(&reply), Ok(0));
                     self.forget(addr, addr + len);
                     self.dropped.lock().unwrap().push((addr, addr + len));
-                    proto::encode_reply(sqe.tag, Ok(0))
+                    reply
                 }
                 Ok(Request::Munmap { addr, len }) => {
                     let reply = self.memd.call(sqe, bulk);

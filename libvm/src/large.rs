@@ -7,8 +7,8 @@
 //! both ways is counted ([`kept_bytes`]).
 
 use crate::flags::{MmapFlags, ProtectionFlags};
-use crate::global::{vm_madvise, vm_mmap, vm_munmap};
-use crate::proto::MADV_DONTNEED;
+use crate::global::{vm_madvise, vm_mmap, vm_mremap, vm_munmap};
+use crate::proto::{MADV_DONTNEED, MREMAP_MAYMOVE};
 use core::alloc::Layout;
 use core::cmp::Ordering;
 use core::ptr::null_mut;
@@ -92,10 +92,9 @@ pub fn unmap(block: *mut u8, size: usize) {
 }
 
 /// Resizes the block at `block` (from [`map`]) from `old_size` to `new_size` bytes without
-/// moving it: giving back the pages no longer needed, or mapping the pages right after it if
-/// they are free. False when it cannot stay where it is.
-#[inline(never)]
-pub fn resize(block: *mut u8, old_size: usize, new_size: usize) -> bool {
+/// moving it: giving back the pages no longer needed, or growing the mapping over the pages
+/// right after it if they are free (`mremap` in place). False when it cannot stay where it is.
+fn resize(block: *mut u8, old_size: usize, new_size: usize) -> bool {
     let (Some(old_len), Some(new_len)) = (pages(old_size), pages(new_size)) else {
         return false;
     };
@@ -105,20 +104,30 @@ pub fn resize(block: *mut u8, old_size: usize, new_size: usize) -> bool {
             release(block.wrapping_add(new_len), old_len - new_len);
             true
         }
-        Ordering::Greater => {
-            let after = block.wrapping_add(old_len);
-            let more = new_len - old_len;
-            let flags = MmapFlags::anonymous_private().fixed_noreplace();
-            match vm_mmap(after, more, ProtectionFlags::READ_WRITE, flags) {
-                Ok(got) if got.addr() == after.addr() => true,
-                Ok(got) => {
-                    release(got, more);
-                    false
-                }
-                Err(_) => false,
-            }
-        }
+        // Without `MREMAP_MAYMOVE` memd grows the mapping where it is or refuses.
+        Ordering::Greater => vm_mremap(block, old_len, new_len, 0).is_ok(),
     }
+}
+
+/// Resizes the block at `block` (from [`map`] for `layout`) to `new_size` bytes, keeping its
+/// contents: in place when it can ([`resize`]: the pages no longer needed given back, or the
+/// mapping grown over free pages right after it), else moved where memd finds room, its pages
+/// carried over rather than copied (`mremap` with `MREMAP_MAYMOVE`: the new pages read zero, a
+/// move costs no page's contents). A block aligned above a page only resizes in place (a move
+/// keeps page alignment only). Returns where the block is now; null when it cannot be resized
+/// so, the block then being as it was.
+#[inline(never)]
+pub fn realloc(block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    if resize(block, layout.size(), new_size) {
+        return block;
+    }
+    let (Some(old_len), Some(new_len)) = (pages(layout.size()), pages(new_size)) else {
+        return null_mut();
+    };
+    if layout.align() > PAGE {
+        return null_mut();
+    }
+    vm_mremap(block, old_len, new_len, MREMAP_MAYMOVE).unwrap_or(null_mut())
 }
 
 #[cfg(test)]
@@ -126,7 +135,7 @@ mod tests {
     use super::*;
     use crate::VmError;
     use crate::global::{bind_thread, unbind_thread};
-    use crate::proto::{self, Cqe, MADVISE, MUNMAP, Request, Sqe};
+    use crate::proto::{self, Cqe, MADVISE, MREMAP, MUNMAP, Request, Sqe};
     use crate::transport::Transport;
     use std::sync::{Arc, Mutex};
     use std::vec::Vec;
@@ -196,6 +205,30 @@ mod tests {
         ));
         assert_eq!(memd.sent.lock().unwrap().len(), 2);
         assert!(kept_bytes() >= kept + 3 * PAGE);
+        unbind_thread();
+    }
+
+    #[test]
+    fn a_block_that_cannot_grow_in_place_moves_unless_aligned_above_a_page() {
+        let memd = bind(&[MREMAP]);
+        let at = core::ptr::with_exposed_provenance_mut(AT);
+        let remap = |flags| Request::Mremap {
+            old_addr: AT,
+            old_len: 2 * PAGE,
+            new_len: 5 * PAGE,
+            flags,
+            new_addr: 0,
+        };
+        let (in_place, moving) = (remap(0), remap(MREMAP_MAYMOVE));
+        // Page aligned: in place first, then moved; both refused, so null.
+        let layout = Layout::from_size_align(2 * PAGE, 8).unwrap();
+        assert!(realloc(at, layout, 5 * PAGE - 1).is_null());
+        assert_eq!(*memd.sent.lock().unwrap(), [in_place, moving]);
+        // Aligned above a page: never moved (a move keeps page alignment only).
+        memd.sent.lock().unwrap().clear();
+        let aligned = Layout::from_size_align(2 * PAGE, 4 * PAGE).unwrap();
+        assert!(realloc(at, aligned, 5 * PAGE).is_null());
+        assert_eq!(*memd.sent.lock().unwrap(), [in_place]);
         unbind_thread();
     }
 

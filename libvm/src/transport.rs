@@ -90,12 +90,111 @@ pub(crate) mod doubles {
 
     const PAGE: usize = 4096;
 
-    /// A test double of memd for one process, over a real host buffer: a heap moved by
-    /// `BRK`/`SBRK` and an mmap area of pages handed out first fit by `MMAP`/`MUNMAP`. It hands
-    /// out addresses inside its arena, so what it maps can really be loaded and stored.
+    /// Anonymous pages of the host, standing for a process's memory: the host's kernel backs
+    /// a page at its first touch, says which pages are resident (`mincore`), drops pages
+    /// (`MADV_DONTNEED`: they read zero and are not resident again) and moves them (`mremap`:
+    /// the pages go, not copies), as memd does. So a test can tell which pages the code under
+    /// test wrote (or read).
+    struct HostPages {
+        base: usize,
+        len: usize,
+    }
+
+    impl HostPages {
+        fn new(len: usize) -> HostPages {
+            // SAFETY: a new anonymous private mapping, at an address the host chooses; nothing
+            // else refers to it. The result is checked.
+            let base = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED, "host mmap of {len} bytes");
+            HostPages {
+                base: base.expose_provenance(),
+                len,
+            }
+        }
+
+        fn ptr(addr: usize) -> *mut libc::c_void {
+            core::ptr::with_exposed_provenance_mut(addr)
+        }
+
+        /// Drops the pages of `[addr, addr + len)` (page aligned, inside the mapping).
+        fn drop_pages(&self, addr: usize, len: usize) {
+            if len == 0 {
+                return;
+            }
+            // SAFETY: the range lies inside this mapping (the fake checks it), whose pages
+            // stand for the process's memory: dropping them is what memd does to it.
+            let rc = unsafe { libc::madvise(HostPages::ptr(addr), len, libc::MADV_DONTNEED) };
+            assert_eq!(rc, 0, "host madvise {addr:#x}+{len}");
+        }
+
+        /// Writes a byte a page of `[addr, addr + len)` into `out`: 1 when resident.
+        fn mincore(&self, addr: usize, len: usize, out: &mut [u8]) {
+            // SAFETY: the range lies inside this mapping and `out` holds a byte for each of
+            // its pages (the fake checks both).
+            let rc = unsafe { libc::mincore(HostPages::ptr(addr), len, out.as_mut_ptr()) };
+            assert_eq!(rc, 0, "host mincore {addr:#x}+{len}");
+            for b in out.iter_mut().take(len.div_ceil(PAGE)) {
+                *b &= 1;
+            }
+        }
+
+        /// Moves the `old_len` bytes of pages at `from` to `to`, `new_len` bytes there (the
+        /// pages past the old ones fresh); `from` gets fresh pages again.
+        fn move_pages(&self, from: usize, old_len: usize, new_len: usize, to: usize) {
+            // SAFETY: both ranges lie inside this mapping and do not overlap (the fake picks
+            // `to` among pages not mapped, `from`'s being mapped); the moved pages are the
+            // process's, going where memd would put them.
+            let moved = unsafe {
+                libc::mremap(
+                    HostPages::ptr(from),
+                    old_len,
+                    new_len,
+                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                    HostPages::ptr(to),
+                )
+            };
+            assert_eq!(moved.addr(), to, "host mremap");
+            // SAFETY: `[from, from + old_len)` is the hole the move left inside this mapping:
+            // filled with fresh pages again, so the mapping stays whole.
+            let refill = unsafe {
+                libc::mmap(
+                    HostPages::ptr(from),
+                    old_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            assert_eq!(refill.addr(), from, "host mmap of the hole");
+        }
+    }
+
+    impl Drop for HostPages {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, used by nobody once its fake is dropped.
+            let rc = unsafe { libc::munmap(HostPages::ptr(self.base), self.len) };
+            assert_eq!(rc, 0, "host munmap");
+        }
+    }
+
+    /// A test double of memd for one process, over host pages ([`HostPages`]): a heap moved by
+    /// `BRK`/`SBRK` and an mmap area of pages handed out first fit by `MMAP`, given back by
+    /// `MUNMAP`, resized or moved by `MREMAP`, dropped by `MADV_DONTNEED`, and asked about by
+    /// `MINCORE`. It hands out addresses inside its pages, so what it maps can really be
+    /// loaded and stored; as memd, it gives pages reading zero (pages given back are dropped)
+    /// and says which are resident.
     pub(crate) struct FakeMemd {
-        /// Owns the memory the addresses point into; only ever reached through them.
-        _arena: Vec<u8>,
+        host: HostPages,
         heap_start: usize,
         heap_limit: usize,
         map_start: usize,
@@ -105,33 +204,32 @@ pub(crate) mod doubles {
     struct FakeState {
         brk: usize,
         mapped: Vec<bool>,
-        calls: [usize; 16],
+        calls: [usize; 32],
     }
 
     impl FakeMemd {
-        /// A process with `heap_bytes` of room for its break and `map_bytes` of mmap area.
+        /// A process with `heap_bytes` of room for its break and `map_bytes` of mmap area
+        /// (whole pages both).
         pub(crate) fn new(heap_bytes: usize, map_bytes: usize) -> FakeMemd {
-            let mut arena = vec![0u8; heap_bytes + map_bytes + PAGE];
-            let base = arena
-                .as_mut_ptr()
-                .expose_provenance()
-                .next_multiple_of(PAGE);
+            assert!(heap_bytes.is_multiple_of(PAGE) && map_bytes.is_multiple_of(PAGE));
+            let host = HostPages::new(heap_bytes + map_bytes);
+            let base = host.base;
             FakeMemd {
-                _arena: arena,
+                host,
                 heap_start: base,
                 heap_limit: base + heap_bytes,
                 map_start: base + heap_bytes,
                 state: Mutex::new(FakeState {
                     brk: base,
                     mapped: vec![false; map_bytes / PAGE],
-                    calls: [0; 16],
+                    calls: [0; 32],
                 }),
             }
         }
 
         /// How many requests with `opcode` were answered.
         pub(crate) fn calls(&self, opcode: u8) -> usize {
-            self.state.lock().unwrap().calls[usize::from(opcode) % 16]
+            self.state.lock().unwrap().calls[usize::from(opcode) % 32]
         }
 
         /// Pages of the mmap area mapped now.
@@ -145,9 +243,21 @@ pub(crate) mod doubles {
                 .count()
         }
 
+        /// How many of the pages of `[addr, addr + len)` (page aligned, backed) the host has
+        /// resident: pages written (or read) since they were last dropped.
+        pub(crate) fn resident_pages(&self, addr: usize, len: usize) -> usize {
+            assert!(self.backed(addr, len), "{addr:#x}+{len} is not backed");
+            let mut out = vec![0u8; len.div_ceil(PAGE)];
+            self.host.mincore(addr, len, &mut out);
+            out.iter().filter(|&&r| r != 0).count()
+        }
+
         /// Whether every byte of `[addr, addr + len)` is below the break or mapped.
         pub(crate) fn backed(&self, addr: usize, len: usize) -> bool {
-            let s = self.state.lock().unwrap();
+            self.backed_in(&self.state.lock().unwrap(), addr, len)
+        }
+
+        fn backed_in(&self, s: &FakeState, addr: usize, len: usize) -> bool {
             let end = addr + len;
             if addr >= self.heap_start && end <= s.brk {
                 return true;
@@ -178,17 +288,88 @@ pub(crate) mod doubles {
             Ok((first, count))
         }
 
-        fn serve(&self, s: &mut FakeState, request: Request) -> Result<u64, VmError> {
+        /// The first run of `count` pages of the mmap area not mapped.
+        fn first_fit(s: &FakeState, count: usize) -> Result<usize, VmError> {
+            let mut run = 0;
+            let last = s
+                .mapped
+                .iter()
+                .position(|&m| {
+                    run = if m { 0 } else { run + 1 };
+                    run == count
+                })
+                .ok_or(VmError::OutOfMemory)?;
+            Ok(last + 1 - count)
+        }
+
+        fn page_addr(&self, page: usize) -> usize {
+            self.map_start + page * PAGE
+        }
+
+        /// Moves the break to `new`, dropping the pages wholly above it.
+        fn set_break(&self, s: &mut FakeState, new: usize) -> Result<(), VmError> {
+            if new < self.heap_start {
+                return Err(VmError::InvalidAddress);
+            }
+            if new > self.heap_limit {
+                return Err(VmError::LimitExceeded);
+            }
+            let (keep, had) = (new.next_multiple_of(PAGE), s.brk.next_multiple_of(PAGE));
+            if had > keep {
+                self.host.drop_pages(keep, had - keep);
+            }
+            s.brk = new;
+            Ok(())
+        }
+
+        fn mremap(
+            &self,
+            s: &mut FakeState,
+            old_addr: usize,
+            old_len: usize,
+            new_len: usize,
+            flags: u64,
+        ) -> Result<u64, VmError> {
+            if flags & !proto::MREMAP_MAYMOVE != 0 || new_len == 0 {
+                return Err(VmError::InvalidFlags);
+            }
+            let (first, count) = self.pages(s, old_addr, old_len)?;
+            if !s.mapped[first..first + count].iter().all(|&m| m) {
+                return Err(VmError::InvalidAddress);
+            }
+            let want = new_len.div_ceil(PAGE);
+            if want <= count {
+                self.host
+                    .drop_pages(self.page_addr(first + want), (count - want) * PAGE);
+                s.mapped[first + want..first + count].fill(false);
+                return Ok(old_addr as u64);
+            }
+            let after = s.mapped.get(first + count..first + want);
+            if after.is_some_and(|after| after.iter().all(|&m| !m)) {
+                s.mapped[first + count..first + want].fill(true);
+                return Ok(old_addr as u64);
+            }
+            if flags & proto::MREMAP_MAYMOVE == 0 {
+                return Err(VmError::OutOfMemory);
+            }
+            let to = FakeMemd::first_fit(s, want)?;
+            self.host
+                .move_pages(old_addr, count * PAGE, want * PAGE, self.page_addr(to));
+            s.mapped[first..first + count].fill(false);
+            s.mapped[to..to + want].fill(true);
+            Ok(self.page_addr(to) as u64)
+        }
+
+        fn serve(
+            &self,
+            s: &mut FakeState,
+            request: Request,
+            bulk: &mut [u8],
+        ) -> Result<u64, VmError> {
             match request {
                 Request::Brk { addr: 0 } => Ok(s.brk as u64),
                 Request::Brk { addr } => {
-                    if addr < self.heap_start {
-                        return Err(VmError::InvalidAddress);
-                    }
-                    if addr > self.heap_limit {
-                        return Err(VmError::LimitExceeded);
-                    }
-                    s.brk = addr;
+                    self.set_break(s, addr)?;
                     Ok(addr as u64)
                 }
                 Request::Sbrk { increment } => {
@@ -196,13 +377,7 @@ pub(crate) mod doubles {
                     let new = old
                         .checked_add_signed(increment)
                         .ok_or(VmError::InvalidSize)?;
-                    if new < self.heap_start {
-                        return Err(VmError::InvalidAddress);
-                    }
-                    if new > self.heap_limit {
-                        return Err(VmError::LimitExceeded);
-                    }
-                    s.brk = new;
+                    self.set_break(s, new)?;
                     Ok(old as u64)
                 }
                 Request::Mmap {
@@ -216,27 +391,54 @@ pub(crate) mod doubles {
                         if taken && flags.contains(crate::MmapFlags::FIXED_NOREPLACE) {
                             return Err(VmError::AlreadyMapped);
                         }
+                        // What it replaces is gone: the new pages read zero.
+                        self.host.drop_pages(self.page_addr(first), count * PAGE);
                         (first, count)
                     } else {
                         let (_, count) = self.pages(s, self.map_start, len)?;
-                        let mut run = 0;
-                        let last = s
-                            .mapped
-                            .iter()
-                            .position(|&m| {
-                                run = if m { 0 } else { run + 1 };
-                                run == count
-                            })
-                            .ok_or(VmError::OutOfMemory)?;
-                        (last + 1 - count, count)
+                        (FakeMemd::first_fit(s, count)?, count)
                     };
                     s.mapped[first..first + count].fill(true);
-                    Ok((self.map_start + first * PAGE) as u64)
+                    Ok(self.page_addr(first) as u64)
                 }
                 Request::Munmap { addr, len } => {
                     let (first, count) = self.pages(s, addr, len)?;
                     s.mapped[first..first + count].fill(false);
+                    self.host.drop_pages(self.page_addr(first), count * PAGE);
                     Ok(0)
+                }
+                Request::Mremap {
+                    old_addr,
+                    old_len,
+                    new_len,
+                    flags,
+                    ..
+                } => self.mremap(s, old_addr, old_len, new_len, flags),
+                Request::Madvise { addr, len, advice } => {
+                    if advice != proto::MADV_DONTNEED {
+                        return Err(VmError::InvalidFlags);
+                    }
+                    if !addr.is_multiple_of(PAGE) {
+                        return Err(VmError::NotAligned);
+                    }
+                    let len = len.next_multiple_of(PAGE);
+                    if !self.backed_in(s, addr, len) {
+                        return Err(VmError::OutOfMemory);
+                    }
+                    self.host.drop_pages(addr, len);
+                    Ok(0)
+                }
+                Request::Mincore { addr, len } => {
+                    if !addr.is_multiple_of(PAGE) {
+                        return Err(VmError::NotAligned);
+                    }
+                    let pages = len.div_ceil(PAGE);
+                    if !self.backed_in(s, addr, pages * PAGE) {
+                        return Err(VmError::OutOfMemory);
+                    }
+                    let out = bulk.get_mut(..pages).ok_or(VmError::BadBuffer)?;
+                    self.host.mincore(addr, pages * PAGE, out);
+                    Ok(pages as u64)
                 }
                 _ => Err(VmError::BadRequest),
             }
@@ -244,10 +446,10 @@ pub(crate) mod doubles {
     }
 
     impl Transport for FakeMemd {
-        fn call(&self, request: &Sqe, _bulk: &mut [u8]) -> Cqe {
+        fn call(&self, request: &Sqe, bulk: &mut [u8]) -> Cqe {
             let mut s = self.state.lock().unwrap();
-            s.calls[usize::from(request.opcode) % 16] += 1;
-            let result = Request::decode(request).and_then(|r| self.serve(&mut s, r));
+            s.calls[usize::from(request.opcode) % 32] += 1;
+            let result = Request::decode(request).and_then(|r| self.serve(&mut s, r, bulk));
             proto::encode_reply(request.tag, result)
         }
     }

@@ -2,7 +2,8 @@
 //! kernel-shim (re-exported from [`libvm::sys::raw`], their one definition), console printing,
 //! the panic handler (message, then a backtrace the boot runner symbolizes) and the process
 //! entry; libvm's system-call transport and its `GlobalAlloc`, so programs use `Vec`, `Box`
-//! and `String` with memory from memd; and the benchmarks' measurement ([`bench`]).
+//! and `String` with memory from memd, counting what is asked of it ([`asked`]); and the
+//! benchmarks' measurement ([`bench`]).
 #![no_std]
 
 extern crate alloc;
@@ -15,14 +16,15 @@ pub use kernel_shim::abi as nr;
 pub use kernel_shim::abi::{OP_MAP, OP_PROTECT, OP_UNMAP, PAGER_ENDPOINT, TOKEN_EXIT, TOKEN_FAULT};
 pub use libvm;
 
+pub mod asked;
 pub mod bench;
 
 /// libvm's transport: `ipc_call` to the pager (memd when it is module 0).
 pub static TRANSPORT: libvm::sys::SyscallTransport = libvm::sys::SyscallTransport;
 
-/// `Vec`, `Box` and `String` get memory from memd: the heap over brk and mmap.
+/// `Vec`, `Box` and `String` get memory from memd: the heap over brk and mmap, counted.
 #[global_allocator]
-static ALLOCATOR: libvm::VmAllocator = libvm::VmAllocator::new();
+pub static ALLOCATOR: asked::Counting = asked::Counting::new();
 
 /// Reads the word at `addr`: memory the program mapped, or an address where it expects to be
 /// killed (the kill is then what it tests).

@@ -110,7 +110,12 @@ unsafe impl GlobalAlloc for DlHeap {
                         .realloc(block, layout.size(), layout.align(), new_size)
                 };
             }
-            (true, true) if large::resize(block, layout.size(), new_size) => return block,
+            (true, true) => {
+                let at = large::realloc(block, layout, new_size);
+                if !at.is_null() {
+                    return at;
+                }
+            }
             _ => {}
         }
         // SAFETY: `new_layout` is valid with a non-zero size.

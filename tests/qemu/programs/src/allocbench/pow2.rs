@@ -224,8 +224,11 @@ unsafe impl GlobalAlloc for Pow2Heap {
         };
         match (kind(layout), kind(new_layout)) {
             (Kind::Small(old), Kind::Small(new)) if old == new => return block,
-            (Kind::Large, Kind::Large) if large::resize(block, layout.size(), new_size) => {
-                return block;
+            (Kind::Large, Kind::Large) => {
+                let at = large::realloc(block, layout, new_size);
+                if !at.is_null() {
+                    return at;
+                }
             }
             _ => {}
         }

@@ -120,7 +120,12 @@ unsafe impl GlobalAlloc for TalcHeap {
                 return unsafe { talc.grow(at, layout, new_size) }
                     .map_or(null_mut(), NonNull::as_ptr);
             }
-            (true, true, _) if large::resize(block, layout.size(), new_size) => return block,
+            (true, true, _) => {
+                let at = large::realloc(block, layout, new_size);
+                if !at.is_null() {
+                    return at;
+                }
+            }
             _ => {}
         }
         // SAFETY: `new_layout` is valid with a non-zero size.
