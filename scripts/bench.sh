@@ -49,9 +49,9 @@ cargo run -q --release -p qemu-tests --bin boot -- --cpu qemu64 --icount --memor
 grep -q "$end" "$log" || { tail -40 "$log" >&2; echo "bench: $program did not finish" >&2; exit 1; }
 
 if [ "$peer" = scripts/bench/linux-realwork.txt ]; then
-    # Each workload beside Linux's: instructions and their ratio; resident memory (ours: the
-    # most the workload's probes saw and what is left after it; memd keeps no high-water mark
-    # yet, so a peak between two probes is not seen; Linux's VmHWM), against the target of
+    # Each workload beside Linux's: instructions and their ratio; resident memory (ours:
+    # memd's high-water mark over the workload, hwm_kb, and what is left after it; Linux's
+    # VmHWM; an older log without hwm_kb shows the probes' peak, starred), against the target of
     # Linux's requested peak plus 5%; the bytes asked of the allocator at the peak; faults;
     # and whether the checksum is Linux's. The quick run's sizes are not Linux's: ours only.
     awk -v quick="$quick" '
@@ -96,7 +96,7 @@ if [ "$peer" = scripts/bench/linux-realwork.txt ]; then
                     commas(f[name, "instr"]), linux(instr, name), ratio, rss, linux(hwm, name),
                     asked, goal, faults, check
             }
-            if (probed) print "\n* our peak is the most resident memory the probes saw: memd keeps no high-water mark yet"
+            if (probed) print "\n* our peak is the most resident memory the probes saw (a log without hwm_kb)"
         }
     ' "$peer" "$log"
     exit 0

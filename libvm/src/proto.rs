@@ -30,6 +30,7 @@
 //! | 21 `MLOCKALL` | lock every page in (`MCL_*`), or unlock all | flags, 1 to unlock | 0 |
 //! | 22 `MREMAP` | shrink, grow or move a mapping | old addr, old len, new len, `MREMAP_*` flags, new addr | the mapping's address |
 //! | 23 `FAULT_HANDLER` | register the caller's fault handler (entry 0: none) and its alternate stack (see [`crate::fault`]) | entry, stack, stack length | the entry registered before (0: none) |
+//! | 24 `CLEAR_REFS` | Linux's `clear_refs` of the caller: 5 starts its high-water mark of resident memory (`hwm_pages`) again from what is resident now; any other value is `InvalidFlags` | value | 0 |
 //! | 15 `DENY_WRITE_EXEC` | the caller's memory is never writable and executable at once, nor made executable (Linux's `PR_SET_MDWE`); for good, and for its forks and spawns | - | 0 |
 //! | 16 `KILL` | end a child of the caller (its `WAIT` then says [`wait_status::PARENT`]) | child pid | 0 |
 //!
@@ -90,6 +91,10 @@ pub const MLOCKALL: u8 = 21;
 pub const MREMAP: u8 = 22;
 /// `FAULT_HANDLER`: register the caller's fault handler and alternate stack.
 pub const FAULT_HANDLER: u8 = 23;
+/// `CLEAR_REFS`: Linux's `clear_refs` of the caller (5: reset its high-water mark).
+pub const CLEAR_REFS: u8 = 24;
+/// The `CLEAR_REFS` value that resets the high-water mark of resident memory (Linux's 5).
+pub const CLEAR_REFS_MM_HIWATER_RSS: u64 = 5;
 
 /// `mremap` flag: the mapping may move when it cannot grow in place.
 pub const MREMAP_MAYMOVE: u64 = 1;
@@ -455,6 +460,12 @@ pub enum Request {
         /// Bytes of the alternate stack.
         stack_len: u64,
     },
+    /// Linux's `clear_refs` of the caller: [`CLEAR_REFS_MM_HIWATER_RSS`] starts its
+    /// high-water mark of resident memory again.
+    ClearRefs {
+        /// What to clear.
+        value: u64,
+    },
     /// Write `[addr, addr + len)` back (`MS_*` flags).
     Msync {
         /// First byte (page aligned).
@@ -577,6 +588,7 @@ impl Request {
                 stack,
                 stack_len,
             } => sqe(FAULT_HANDLER, [entry, stack, stack_len, 0, 0, 0]),
+            Request::ClearRefs { value } => sqe(CLEAR_REFS, [value, 0, 0, 0, 0, 0]),
             Request::Msync { addr, len, flags } => {
                 sqe(MSYNC, [addr as u64, len as u64, flags, 0, 0, 0])
             }
@@ -810,6 +822,10 @@ impl Request {
                     new_addr: word(a[4])?,
                 })
             }
+            CLEAR_REFS => {
+                unused(1)?;
+                Ok(Request::ClearRefs { value: a[0] })
+            }
             FAULT_HANDLER => {
                 unused(3)?;
                 Ok(Request::FaultHandler {
@@ -1014,6 +1030,8 @@ wire_struct! {
         pub faults_handled: u64,
         /// Faults that backed a whole 2 MiB with one huge page.
         pub faults_huge: u64,
+        /// The most frames in use at once since memd started (the system's high-water mark).
+        pub frames_peak: u64,
     }
 }
 
@@ -1048,6 +1066,12 @@ wire_struct! {
         pub page_table_frames: u64,
         /// Huge pages (2 MiB each) among its resident pages.
         pub huge_pages: u64,
+        /// Resident pages as Linux counts RSS: backed by a frame, not by memd's shared zero
+        /// frame (which `resident_pages` counts).
+        pub rss_pages: u64,
+        /// The most `rss_pages` since the process started or last asked `CLEAR_REFS` 5
+        /// (Linux's `VmHWM`).
+        pub hwm_pages: u64,
     }
 }
 
@@ -1169,6 +1193,7 @@ mod tests {
                 advice: MADV_DONTNEED,
             },
             Request::Fork,
+            Request::ClearRefs { value: 5 },
             Request::FaultHandler {
                 entry: 0x40_1000,
                 stack: 0x7000_0000,
@@ -1333,27 +1358,31 @@ mod tests {
             total_allocated: 8,
             page_table_frames: 9,
             huge_pages: 10,
+            rss_pages: 11,
+            hwm_pages: 12,
         };
-        let mut buf = [0u8; 80];
+        let mut buf = [0u8; 96];
         assert!(s.write_to(&mut buf));
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
-        assert!(!s.write_to(&mut buf[..79]));
+        assert!(!s.write_to(&mut buf[..95]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
-        assert_eq!(GlobalStats::WORDS, 29);
+        assert_eq!(GlobalStats::WORDS, 30);
         // The fields added last stay last: older readers see the same first 21 words.
         let g = GlobalStats {
             frames_quarantined: 21,
             kills_parent: 27,
             faults_handled: 28,
             faults_huge: 29,
+            frames_peak: 30,
             ..GlobalStats::default()
         };
-        let mut buf = [0u8; 29 * 8];
+        let mut buf = [0u8; 30 * 8];
         assert!(g.write_to(&mut buf));
         assert_eq!(buf[20 * 8], 21);
         assert_eq!(buf[26 * 8], 27);
         assert_eq!(buf[27 * 8], 28);
         assert_eq!(buf[28 * 8], 29);
+        assert_eq!(buf[29 * 8], 30);
     }
 
     #[test]

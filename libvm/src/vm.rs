@@ -207,6 +207,13 @@ impl<T: Transport> Vm<T> {
         self.call(Request::DenyWriteExec, &mut []).map(drop)
     }
 
+    /// Linux's `clear_refs` of the caller: [`proto::CLEAR_REFS_MM_HIWATER_RSS`] (5) starts its
+    /// high-water mark of resident memory (`ProcessStats::hwm_pages`) again from what is
+    /// resident now; any other value is `InvalidFlags`.
+    pub fn clear_refs(&self, value: u64) -> VmResult<()> {
+        self.call(Request::ClearRefs { value }, &mut []).map(drop)
+    }
+
     /// Every live process, lowest pid first, asked for [`PROCESSES_PER_CALL`] at a time until a
     /// call returns fewer.
     pub fn processes(&self) -> VmResult<Vec<ProcessInfo>> {
@@ -614,6 +621,8 @@ mod tests {
             total_allocated: 3 * 4096,
             page_table_frames: 4,
             huge_pages: 0,
+            rss_pages: 3,
+            hwm_pages: 7,
         };
         let full = Vm::new(Recorder::new(writing(stats, ProcessStats::WORDS as u64)));
         assert_eq!(full.process_stats(0), Ok(stats));

@@ -69,6 +69,9 @@ pub struct FrameAllocator {
     block_cursor: usize,
     /// Frames taken for good by [`FrameAllocator::take_run`]: no longer managed.
     taken: u64,
+    /// The most frames in use as of the last time a frame was freed (see
+    /// [`FrameAllocator::peak_used`]).
+    peak_used: u64,
 }
 
 /// Frames in a 2 MiB block.
@@ -138,6 +141,7 @@ impl FrameAllocator {
             first_block,
             block_cursor: 0,
             taken: 0,
+            peak_used: 0,
         }
     }
 
@@ -283,6 +287,8 @@ impl FrameAllocator {
             // the frames and holds at most as many as are free after a compaction, so this
             // push never allocates.
             self.free_list.push(index as u32);
+            // Frames in use fall only here: the count so far goes into the high-water mark.
+            self.peak_used = self.peak_used.max(self.used());
             self.free_count += 1;
             if let Some(slot) = self.block_slot(frame) {
                 *slot += 1;
@@ -323,6 +329,12 @@ impl FrameAllocator {
     /// Number of frames in use (count above 0).
     pub fn used(&self) -> u64 {
         self.total() - self.free()
+    }
+
+    /// The most frames in use at once since memd started (the frames memd's heap took for
+    /// good never count).
+    pub fn peak_used(&self) -> u64 {
+        self.peak_used.max(self.used())
     }
 
     /// The count of an allocated frame, for changing.

@@ -57,6 +57,7 @@ impl<K: Kernel> Memd<K> {
                 .map(|_| 0),
             Request::Fork => self.fork(caller),
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
+            Request::ClearRefs { value } => self.clear_refs(caller, value).map(|()| 0),
             Request::Mlock { addr, len, unlock } => self
                 .mlock(caller, addr as u64, len as u64, unlock)
                 .map(|()| 0),

@@ -30,14 +30,86 @@ struct Chunk {
     live: u32,
 }
 
-/// Page address → frame, for the resident pages of one address space.
-#[derive(Clone, Default)]
+/// No zero frame ([`PageMap::with_zero`]): no frame has this address.
+const NO_FRAME: FrameAddr = u64::MAX;
+
+/// Page address → frame, for the resident pages of one address space; and how much of it is
+/// resident as Linux counts RSS (not the pages mapping memd's shared zero frame), with its
+/// high-water mark (Linux's `VmHWM`).
+#[derive(Clone)]
 pub struct PageMap {
     chunks: BTreeMap<u64, Box<Chunk>>,
-    len: usize,
     /// The array of the last chunk emptied, kept for the next new one: a mapping touched and
     /// unmapped again and again allocates no array after the first.
     spare: Option<Box<Chunk>>,
+    tally: Tally,
+}
+
+/// The counts of a [`PageMap`].
+#[derive(Clone)]
+struct Tally {
+    /// Pages present.
+    len: usize,
+    /// memd's shared zero frame ([`NO_FRAME`]: none).
+    zero: FrameAddr,
+    /// Pages mapping the zero frame.
+    zeros: usize,
+    /// The most pages resident as [`PageMap::rss`] counts them, as of the last time that
+    /// count went down: it only falls when a page goes or its frame becomes the zero frame,
+    /// which note it first, so the high-water mark costs nothing where pages come in.
+    peak: usize,
+}
+
+impl Tally {
+    /// Puts `frame` into `slot` of a chunk with `live` pages present; the slot's old value.
+    #[inline]
+    fn put(&mut self, slot: &mut u64, live: &mut u32, frame: FrameAddr) -> u64 {
+        let old = core::mem::replace(slot, frame | PRESENT);
+        if old & PRESENT == 0 {
+            *live += 1;
+            self.len += 1;
+        }
+        let was_zero = old == self.zero | PRESENT;
+        if was_zero != (frame == self.zero) {
+            if was_zero {
+                self.zeros -= 1;
+            } else {
+                if old & PRESENT != 0 {
+                    self.note_peak();
+                }
+                self.zeros += 1;
+            }
+        }
+        old
+    }
+
+    /// Empties `slot` of a chunk with `live` pages present; the slot's old value.
+    #[inline]
+    fn take(&mut self, slot: &mut u64, live: &mut u32) -> u64 {
+        let old = core::mem::replace(slot, 0);
+        if old & PRESENT != 0 {
+            if old == self.zero | PRESENT {
+                self.zeros -= 1;
+            } else {
+                self.note_peak();
+            }
+            *live -= 1;
+            self.len -= 1;
+        }
+        old
+    }
+
+    /// Before the resident count falls: keeps it in the high-water mark.
+    #[inline]
+    fn note_peak(&mut self) {
+        self.peak = self.peak.max(self.len - self.zeros);
+    }
+}
+
+impl Default for PageMap {
+    fn default() -> Self {
+        PageMap::with_zero(None)
+    }
 }
 
 /// An empty chunk: the spare one if there is one, else a new array.
@@ -63,14 +135,45 @@ impl PageMap {
         PageMap::default()
     }
 
+    /// No page; pages mapping `zero` (memd's shared zero frame) are not counted by
+    /// [`PageMap::rss`].
+    pub fn with_zero(zero: Option<FrameAddr>) -> PageMap {
+        PageMap {
+            chunks: BTreeMap::new(),
+            spare: None,
+            tally: Tally {
+                len: 0,
+                zero: zero.unwrap_or(NO_FRAME),
+                zeros: 0,
+                peak: 0,
+            },
+        }
+    }
+
+    /// Resident pages as Linux counts RSS: those backed by a frame, not by the zero frame.
+    pub fn rss(&self) -> usize {
+        self.tally.len - self.tally.zeros
+    }
+
+    /// The most pages [`PageMap::rss`] has counted since the map was made or
+    /// [`PageMap::reset_peak`] (Linux's `VmHWM`).
+    pub fn peak(&self) -> usize {
+        self.tally.peak.max(self.rss())
+    }
+
+    /// Starts the high-water mark again from what is resident now (Linux's `clear_refs` 5).
+    pub fn reset_peak(&mut self) {
+        self.tally.peak = self.rss();
+    }
+
     /// Resident pages.
     pub fn len(&self) -> usize {
-        self.len
+        self.tally.len
     }
 
     /// Whether no page is resident.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.tally.len == 0
     }
 
     /// Chunks held (for the bookkeeping).
@@ -97,13 +200,10 @@ impl PageMap {
         let (key, slot) = split(page);
         let spare = &mut self.spare;
         let chunk = self.chunks.entry(key).or_insert_with(|| new_chunk(spare));
-        let old = core::mem::replace(&mut chunk.slots[slot], frame | PRESENT);
-        if old & PRESENT != 0 {
-            return Some(old & !PRESENT);
-        }
-        chunk.live += 1;
-        self.len += 1;
-        None
+        let old = self
+            .tally
+            .put(&mut chunk.slots[slot], &mut chunk.live, frame);
+        (old & PRESENT != 0).then_some(old & !PRESENT)
     }
 
     /// Records each `(page, frame)` of `run` (ascending pages, none resident yet, as a fault
@@ -115,11 +215,8 @@ impl PageMap {
             let spare = &mut self.spare;
             let chunk = self.chunks.entry(key).or_insert_with(|| new_chunk(spare));
             while let Some((page, frame)) = run.next_if(|&(p, _)| split(p).0 == key) {
-                let slot = &mut chunk.slots[split(page).1];
-                if core::mem::replace(slot, frame | PRESENT) & PRESENT == 0 {
-                    chunk.live += 1;
-                    self.len += 1;
-                }
+                let Chunk { slots, live } = &mut **chunk;
+                self.tally.put(&mut slots[split(page).1], live, frame);
             }
         }
     }
@@ -129,12 +226,11 @@ impl PageMap {
     pub fn remove(&mut self, page: u64) -> Option<FrameAddr> {
         let (key, slot) = split(page);
         let chunk = self.chunks.get_mut(&key)?;
-        let old = core::mem::replace(&mut chunk.slots[slot], 0);
+        let Chunk { slots, live } = &mut **chunk;
+        let old = self.tally.take(&mut slots[slot], live);
         if old & PRESENT == 0 {
             return None;
         }
-        chunk.live -= 1;
-        self.len -= 1;
         if chunk.live == 0 {
             // Every slot is 0 again: the array is as good as new.
             self.spare = self.chunks.remove(&key);
@@ -178,6 +274,34 @@ mod tests {
     use alloc::vec::Vec;
 
     const P: u64 = PAGE_SIZE;
+
+    #[test]
+    fn the_high_water_mark_keeps_the_most_resident_and_skips_the_zero_frame() {
+        const ZERO: FrameAddr = 0x7000;
+        let mut map = PageMap::with_zero(Some(ZERO));
+        // Four pages of frames of their own, two of the zero frame (one by a run).
+        map.insert_run((0..4).map(|i| (i * P, 0x10_0000 + i * P)));
+        map.insert(10 * P, ZERO);
+        map.insert_run([(11 * P, ZERO)]);
+        assert_eq!((map.len(), map.rss(), map.peak()), (6, 4, 4));
+        // A zero page written (copy on write): one more resident; then a page dropped.
+        map.insert(10 * P, 0x20_0000);
+        assert_eq!((map.rss(), map.peak()), (5, 5));
+        map.remove(0);
+        map.remove(11 * P);
+        assert_eq!((map.len(), map.rss(), map.peak()), (4, 4, 5));
+        // A page whose frame becomes the zero frame counts no more; the peak stays.
+        map.insert(P, ZERO);
+        assert_eq!((map.rss(), map.peak()), (3, 5));
+        map.reset_peak();
+        assert_eq!(map.peak(), 3);
+        map.insert_run((20..22).map(|i| (i * P, 0x30_0000 + i * P)));
+        assert_eq!(map.peak(), 5);
+        // Without a zero frame every page counts.
+        let mut plain = PageMap::new();
+        plain.insert(0, ZERO);
+        assert_eq!(plain.rss(), 1);
+    }
 
     #[test]
     fn insert_get_remove_and_ranges_agree_with_a_btreemap() {

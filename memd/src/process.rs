@@ -23,7 +23,7 @@ impl<K: Kernel> Memd<K> {
         let (space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
         let placement = self.aslr.lock().draw();
-        let mut image = AddressSpace::new(pid, space, self.config.limits, placement);
+        let mut image = AddressSpace::new(pid, space, self.config.limits, placement, self.zero);
         image.tables = tables;
         image.add_region(Region {
             start: placement.stack_top - STACK_SIZE,
@@ -57,7 +57,8 @@ impl<K: Kernel> Memd<K> {
         split?;
         let (child_space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
         let pid = self.new_pid();
-        let mut child = AddressSpace::new(pid, child_space, space.limits, space.placement);
+        let mut child =
+            AddressSpace::new(pid, child_space, space.limits, space.placement, self.zero);
         child.tables = tables;
         child.regions = space.regions.clone();
         child.mapped_bytes = space.mapped_bytes;
@@ -85,6 +86,8 @@ impl<K: Kernel> Memd<K> {
                 child.remove_regions(r.start, r.end);
             }
         }
+        // The child's high-water mark starts from what it has now (Linux: from its RSS).
+        child.pages.reset_peak();
         {
             let mut objects = self.objects.lock();
             for r in child.regions.iter().filter(|r| r.object != 0) {
@@ -202,7 +205,7 @@ impl<K: Kernel> Memd<K> {
         self.dead.lock().insert(pid, death);
         let image = core::mem::replace(
             &mut *process.lock(),
-            AddressSpace::new(pid, 0, self.config.limits, Placement::FIXED),
+            AddressSpace::new(pid, 0, self.config.limits, Placement::FIXED, self.zero),
         );
         self.teardown(image);
         true

@@ -85,14 +85,21 @@ pub struct AddressSpace {
 
 impl AddressSpace {
     /// An empty address space of process `pid` in kernel space `space`, laid out as
-    /// `placement` says.
-    pub fn new(pid: Pid, space: SpaceId, limits: Limits, placement: Placement) -> AddressSpace {
+    /// `placement` says; `zero` is memd's shared zero frame (not counted as resident memory
+    /// the way Linux counts it, [`PageMap::rss`]).
+    pub fn new(
+        pid: Pid,
+        space: SpaceId,
+        limits: Limits,
+        placement: Placement,
+        zero: Option<FrameAddr>,
+    ) -> AddressSpace {
         let heap_start = layout::HEAP_START + placement.heap_offset;
         AddressSpace {
             pid,
             space,
             regions: RegionMap::new(),
-            pages: PageMap::new(),
+            pages: PageMap::with_zero(zero),
             mapped_bytes: 0,
             heap_start,
             brk: heap_start,

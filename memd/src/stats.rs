@@ -6,7 +6,7 @@ use crate::kernel::{Kernel, PAGE_SIZE};
 use crate::space::AddressSpace;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libvm::VmError;
-use libvm::proto::{GlobalStats, ProcessStats, RegionInfo};
+use libvm::proto::{CLEAR_REFS_MM_HIWATER_RSS, GlobalStats, ProcessStats, RegionInfo};
 
 /// Event counters, bumped without a lock, and the figures of memd's own heap its host reports
 /// ([`Memd::set_own_memory`]).
@@ -91,9 +91,9 @@ impl<K: Kernel> Memd<K> {
 
     /// System-wide statistics.
     pub fn global_stats(&self) -> GlobalStats {
-        let (total, free) = {
+        let (total, free, peak) = {
             let frames = self.frames.lock();
-            (frames.total(), frames.free())
+            (frames.total(), frames.free(), frames.peak_used())
         };
         let c = &self.counters;
         GlobalStats {
@@ -126,6 +126,7 @@ impl<K: Kernel> Memd<K> {
             kills_parent: get(&c.kills_parent),
             faults_handled: get(&c.handled),
             faults_huge: get(&c.huge),
+            frames_peak: peak,
         }
     }
 
@@ -151,7 +152,20 @@ impl<K: Kernel> Memd<K> {
             total_allocated: resident * PAGE_SIZE,
             page_table_frames: space.tables.len() as u64,
             huge_pages: space.huge.len() as u64,
+            rss_pages: space.pages.rss() as u64,
+            hwm_pages: space.pages.peak() as u64,
         })
+    }
+
+    /// Linux's `clear_refs` of process `pid`: [`CLEAR_REFS_MM_HIWATER_RSS`] starts its
+    /// high-water mark of resident memory again from what is resident now. The values that
+    /// clear page-table bits on Linux (1 to 4) have nothing to clear here: `InvalidFlags`.
+    pub fn clear_refs(&self, pid: Pid, value: u64) -> Result<(), VmError> {
+        if value != CLEAR_REFS_MM_HIWATER_RSS {
+            return Err(VmError::InvalidFlags);
+        }
+        self.process(pid)?.lock().pages.reset_peak();
+        Ok(())
     }
 
     /// The regions of process `pid` that end above `from`, as many as `out` holds; returns how

@@ -47,6 +47,7 @@ fn memstat_figures_match_what_a_program_did() {
     let o = boot(&["memd", "statprobe", "memstat"]).run();
     o.assert_clean()
         .assert_log("PASS statprobe")
+        .assert_log("PASS statprobe hwm")
         .assert_no_log("FAIL")
         .assert_no_log("PANIC");
     let before = figures(&o.log, "statprobe: before ");
@@ -80,6 +81,10 @@ fn memstat_figures_match_what_a_program_did() {
     assert_eq!(n(parent, "vsz_pages"), before["vsz"] + np + k);
     assert_eq!(n(parent, "regions"), before["regions"] + 2);
     assert_eq!(n(parent, "heap_bytes"), before["heap"]);
+    // The high-water mark holds the pages the probe wrote at least, and the system's peak of
+    // frames in use what is in use.
+    assert!(n(parent, "hwm_pages") >= m + k);
+    assert!(n(sys, "frames_peak") >= n(sys, "frames_used"));
     // A fork keeps the resident set; every resident page is shared or private.
     assert_eq!(n(kid, "rss_pages"), n(parent, "rss_pages"));
     for p in [parent, kid, memstat] {

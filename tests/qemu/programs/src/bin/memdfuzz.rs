@@ -10,7 +10,7 @@
 //! be back to the baseline, and memd must still serve. The worker sends `COUNT` requests
 //! through the raw IPC call, each checked against what memd must answer:
 //!
-//! - every opcode and random ones (Linux's later calls, `PRLIMIT` to `FAULT_HANDLER`, with
+//! - every opcode and random ones (Linux's later calls, `PRLIMIT` to `CLEAR_REFS`, with
 //!   hostile operands kept off the worker itself); random flag and reserved bytes, tags (each reply must carry
 //!   its request's tag, a known errno and the matching detail byte), words in unused
 //!   arguments;
@@ -640,12 +640,13 @@ impl Fuzz {
             proto::MLOCKALL,
             proto::MREMAP,
             proto::FAULT_HANDLER,
+            proto::CLEAR_REFS,
             0,
         ]);
         let opcode = if opcode == 0 && self.rng.one_in(2) {
             // Anything memd does not know (`DENY_WRITE_EXEC` and `KILL`, which would change the
             // worker's rules or end its children under the model, are left out).
-            proto::FAULT_HANDLER + 1 + self.rng.below(u64::from(255 - proto::FAULT_HANDLER)) as u8
+            proto::CLEAR_REFS + 1 + self.rng.below(u64::from(255 - proto::CLEAR_REFS)) as u8
         } else {
             opcode
         };
@@ -658,6 +659,7 @@ impl Fuzz {
                 | proto::MLOCKALL
                 | proto::MREMAP
                 | proto::FAULT_HANDLER
+                | proto::CLEAR_REFS
         ) {
             return self.linux_call(opcode);
         }
@@ -764,7 +766,7 @@ impl Fuzz {
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
         let reply = self.call(w, lend);
-        if opcode > proto::FAULT_HANDLER || opcode == 0 {
+        if opcode > proto::CLEAR_REFS || opcode == 0 {
             // Refused whatever the mode.
             check!(
                 matches!(
@@ -794,7 +796,7 @@ impl Fuzz {
     }
 
     /// One of Linux's later calls with hostile operands: `PRLIMIT`, `MINCORE`, `MSYNC`, `MLOCK`,
-    /// `MLOCKALL`, `MREMAP`, `FAULT_HANDLER`. The worker keeps them off itself: ranges where
+    /// `MLOCKALL`, `MREMAP`, `FAULT_HANDLER`, `CLEAR_REFS` (whose exact answer is checked). The worker keeps them off itself: ranges where
     /// they cannot harm it, limits only read or set in ways memd must refuse, locks only
     /// undone (`MLOCK`) or asked with bad flags (`MLOCKALL`), and no fault handler it could run (only refused ones, or none);
     /// a chaos child may lower its limits and lock its memory. The form of every reply is
@@ -879,6 +881,15 @@ impl Fuzz {
                     any,
                 ]);
                 a[..5].copy_from_slice(&[old, old_len, new_len, flags, new_addr]);
+            }
+            proto::CLEAR_REFS => {
+                let any = self.rng.next();
+                a[0] = self.rng.pick(&[5, 0, 1, 4, 6, any]);
+                want = Some(if a[0] == proto::CLEAR_REFS_MM_HIWATER_RSS {
+                    Ok(0)
+                } else {
+                    Err(VmError::InvalidFlags)
+                });
             }
             _ => {
                 // FAULT_HANDLER: none, or one memd must refuse.

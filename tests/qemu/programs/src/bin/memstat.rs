@@ -3,7 +3,7 @@
 //! | arguments | prints |
 //! |---|---|
 //! | (none) | the system table (like `free` and `vmstat`), then the process table |
-//! | `--ps` | the process table only (like `ps`): PID, PPID, NAME, VSZ, RSS, SHARED, PRIVATE, HEAP, REGIONS |
+//! | `--ps` | the process table only (like `ps`): PID, PPID, NAME, VSZ, RSS, HWM, SHARED, PRIVATE, HEAP, REGIONS (HWM: the most resident at once, as Linux's `VmHWM`, not counting pages that map memd's zero frame) |
 //! | `PID` or `-p PID` | the region map of one process (like `pmap`) and its address-space bar |
 //! | `--watch N` | a line of system figures every N seconds (like `vmstat N`) until a key is pressed on the console |
 //! | `--json` with any of these | the same figures as one JSON object, on one line (pages, bytes, counts); with `--watch`, one a line |
@@ -137,19 +137,22 @@ fn kib(pages: u64) -> u64 {
 fn system_table(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "{:<12} {:>10} {:>10} {:>10}\n{:<12} {:>10} {:>10} {:>10}\n{:<12} {:>10} {:>10} {:>10}",
+        "{:<12} {:>10} {:>10} {:>10} {:>10}\n{:<12} {:>10} {:>10} {:>10} {:>10}\n{:<12} {:>10} {:>10} {:>10} {:>10}",
         "memory",
         "total",
         "used",
         "free",
+        "peak used",
         "frames",
         g.frames_total,
         g.frames_used,
         g.frames_free,
+        g.frames_peak,
         "KiB",
         kib(g.frames_total),
         kib(g.frames_used),
         kib(g.frames_free),
+        kib(g.frames_peak),
     );
     let _ = writeln!(
         out,
@@ -209,20 +212,21 @@ fn system_table(out: &mut String, g: &GlobalStats) {
 fn ps_table(out: &mut String, procs: &[Proc]) {
     let _ = writeln!(
         out,
-        "{:>5} {:>5} {:<12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "PID", "PPID", "NAME", "VSZ", "RSS", "SHARED", "PRIVATE", "HEAP", "REGIONS"
+        "{:>5} {:>5} {:<12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "PID", "PPID", "NAME", "VSZ", "RSS", "HWM", "SHARED", "PRIVATE", "HEAP", "REGIONS"
     );
     for p in procs {
         let s = &p.stats;
         let name = p.info.name();
         let _ = writeln!(
             out,
-            "{:>5} {:>5} {:<12} {:>8}K {:>7}K {:>7}K {:>7}K {:>7}K {:>7}",
+            "{:>5} {:>5} {:<12} {:>8}K {:>7}K {:>7}K {:>7}K {:>7}K {:>7}K {:>7}",
             p.info.pid,
             p.info.parent,
             if name.is_empty() { "?" } else { name },
             kib(s.mapped_pages),
             kib(s.resident_pages),
+            kib(s.hwm_pages),
             kib(s.shared_pages),
             kib(s.private_pages),
             s.heap_bytes / 1024,
@@ -232,7 +236,7 @@ fn ps_table(out: &mut String, procs: &[Proc]) {
 }
 
 fn system_json(out: &mut String, g: &GlobalStats) {
-    let fields: [(&str, u64); 28] = [
+    let fields: [(&str, u64); 29] = [
         ("frames_total", g.frames_total),
         ("frames_free", g.frames_free),
         ("frames_used", g.frames_used),
@@ -260,6 +264,7 @@ fn system_json(out: &mut String, g: &GlobalStats) {
         ("kills_exception", g.kills_exception),
         ("kills_parent", g.kills_parent),
         ("faults_handled", g.faults_handled),
+        ("frames_peak", g.frames_peak),
         ("page_size", PAGE),
     ];
     out.push('{');
@@ -345,13 +350,14 @@ fn process_json(out: &mut String, p: &Proc) {
     let _ = write!(
         out,
         "{{\"pid\":{},\"ppid\":{},\"name\":\"{}\",\"vsz_pages\":{},\"rss_pages\":{},\
-         \"shared_pages\":{},\"private_pages\":{},\"heap_bytes\":{},\"regions\":{},\
-         \"page_table_frames\":{}}}",
+         \"hwm_pages\":{},\"shared_pages\":{},\"private_pages\":{},\"heap_bytes\":{},\
+         \"regions\":{},\"page_table_frames\":{}}}",
         p.info.pid,
         p.info.parent,
         escaped(p.info.name()),
         s.mapped_pages,
         s.resident_pages,
+        s.hwm_pages,
         s.shared_pages,
         s.private_pages,
         s.heap_bytes,
@@ -474,8 +480,8 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
     let name = p.info.name();
     let _ = writeln!(
         out,
-        "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private), heap {}, \
-         page tables {}",
+        "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private; peak {}), \
+         heap {}, page tables {}",
         pid,
         if name.is_empty() { "?" } else { name },
         stats.region_count,
@@ -483,6 +489,7 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
         size(stats.resident_pages * PAGE),
         size(stats.shared_pages * PAGE),
         size(stats.private_pages * PAGE),
+        size(stats.hwm_pages * PAGE),
         size(stats.heap_bytes),
         size(stats.page_table_frames * PAGE)
     );

@@ -87,5 +87,81 @@ fn main(start: Start) -> u64 {
         "memstat --json PID"
     );
     println!("PASS statprobe");
+    high_water_mark();
     0
+}
+
+/// The high-water mark of resident memory (Linux's `VmHWM`, reset with `clear_refs` 5): it
+/// keeps the most pages resident at once while resident memory falls, counts no page that
+/// maps memd's zero frame, and starts again at a `CLEAR_REFS` 5; the system's peak of frames
+/// in use is never below the frames in use.
+fn high_water_mark() {
+    let vm = vm();
+    let stats = || vm.process_stats(0).unwrap_or_default();
+    check!(vm.clear_refs(5).is_ok(), "clear_refs 5");
+    let s0 = stats();
+    check!(
+        s0.hwm_pages == s0.rss_pages,
+        "after clear_refs: hwm {} rss {}",
+        s0.hwm_pages,
+        s0.rss_pages
+    );
+    let a = vm
+        .mmap(0, 64 * PAGE, P::READ_WRITE, F::anonymous_private())
+        .unwrap_or(0);
+    // Read-only, so no region merges it with `a` (whose fault-around would back its pages).
+    let z = vm
+        .mmap(0, 16 * PAGE, P::READ, F::anonymous_private())
+        .unwrap_or(0);
+    check!(a != 0 && z != 0, "mmap");
+    for i in 0..64 {
+        write(a + i * PAGE, 1);
+    }
+    let mut zeros = 0;
+    for i in 0..16 {
+        zeros += read(z + i * PAGE);
+    }
+    let s1 = stats();
+    check!(
+        zeros == 0 && s1.rss_pages >= s0.rss_pages + 64 && s1.resident_pages >= s1.rss_pages + 16,
+        "64 written and 16 read: rss {} resident {} (before {})",
+        s1.rss_pages,
+        s1.resident_pages,
+        s0.rss_pages
+    );
+    check!(
+        vm.munmap(a, 64 * PAGE).is_ok() && vm.munmap(z, 16 * PAGE).is_ok(),
+        "munmap"
+    );
+    let s2 = stats();
+    check!(
+        s2.rss_pages + 64 <= s1.rss_pages && s2.hwm_pages == s1.rss_pages,
+        "after munmap: rss {} hwm {}, peak rss {}",
+        s2.rss_pages,
+        s2.hwm_pages,
+        s1.rss_pages
+    );
+    check!(
+        vm.clear_refs(1) == Err(libvm::VmError::InvalidFlags),
+        "clear_refs 1"
+    );
+    check!(vm.clear_refs(5).is_ok(), "clear_refs 5 again");
+    let s3 = stats();
+    check!(
+        s3.hwm_pages == s3.rss_pages && s3.hwm_pages < s1.rss_pages,
+        "reset: hwm {} rss {}",
+        s3.hwm_pages,
+        s3.rss_pages
+    );
+    let g = vm.global_stats().unwrap_or_default();
+    check!(
+        g.frames_peak >= g.frames_used + 64,
+        "frames peak {} used {}",
+        g.frames_peak,
+        g.frames_used
+    );
+    println!(
+        "PASS statprobe hwm: {} pages at the peak, {} after the unmap, {} after clear_refs",
+        s1.rss_pages, s2.hwm_pages, s3.hwm_pages
+    );
 }
