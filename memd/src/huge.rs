@@ -15,9 +15,10 @@
 //! says not.
 //!
 //! The kernel changes a huge page whole or not at all, so memd splits every huge page a
-//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mprotect, mremap, fork;
-//! munmap and `MADV_DONTNEED` split only those they cover in part, and take the others
-//! whole), in a batch of its own before the change. The
+//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mremap, fork; munmap,
+//! `MADV_DONTNEED` and mprotect split only those they cover in part, and change the others
+//! whole, but for an mprotect to or from `PROT_NONE`), in a batch of its own before the
+//! change. The
 //! page map holds a huge page's 512 pages as any others; [`AddressSpace::huge`] says which
 //! blocks are mapped whole. A split mapping of a shared block leaves the object's run as it
 //! is: another process may still map it whole.

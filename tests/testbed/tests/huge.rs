@@ -337,3 +337,52 @@ fn a_shared_block_already_backed_by_pages_stays_in_pages() {
     assert_eq!(word(&sys, child, a), 5);
     assert_eq!(sys.client(child).process_stats(0).unwrap().huge_pages, 0);
 }
+
+#[test]
+fn mprotect_of_whole_huge_pages_keeps_them_and_of_part_splits_them() {
+    // Pins: an mprotect covering huge pages whole changes them whole (still one 2 MiB entry
+    // each, with the new access); one that covers a block in part splits that block only; to
+    // and from PROT_NONE splits; the contents stay throughout.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = huge_map(&sys, p, 3 * HUGE);
+    stamp(&sys, p, a, 3 * HUGE, 0);
+    vm.mprotect(a as usize, (2 * HUGE) as usize, P::READ)
+        .unwrap();
+    assert!(
+        huge_at(&sys, p, a) && huge_at(&sys, p, a + HUGE),
+        "kept whole"
+    );
+    let kernel = sys.memd().kernel();
+    let space = sys.memd().space_of(p).unwrap();
+    for at in [a + 5 * PAGE, a + HUGE + 5 * PAGE] {
+        let t = kernel.translate(space, at).unwrap();
+        assert!(
+            t.flags.contains(PageTableFlags::HUGE_PAGE)
+                && !t.flags.contains(PageTableFlags::WRITABLE),
+            "read-only now: {:?}",
+            t.flags
+        );
+    }
+    assert_eq!(word(&sys, p, a + HUGE + 7 * PAGE), HUGE / PAGE + 8);
+    vm.mprotect(a as usize, (2 * HUGE) as usize, P::READ_WRITE)
+        .unwrap();
+    assert!(huge_at(&sys, p, a));
+    sys.write(p, a + 5 * PAGE, &9u64.to_le_bytes()).unwrap();
+    assert_eq!(word(&sys, p, a + 5 * PAGE), 9);
+    // Part of the third block: that one splits, the others stay.
+    vm.mprotect((a + 2 * HUGE) as usize, PAGE as usize, P::READ)
+        .unwrap();
+    assert!(huge_at(&sys, p, a) && !huge_at(&sys, p, a + 2 * HUGE));
+    // PROT_NONE over a whole block: split (its pages leave the page tables).
+    vm.mprotect((a + HUGE) as usize, HUGE as usize, P::NONE)
+        .unwrap();
+    assert!(!huge_at(&sys, p, a + HUGE));
+    vm.mprotect((a + HUGE) as usize, HUGE as usize, P::READ_WRITE)
+        .unwrap();
+    for i in (0..3 * HUGE / PAGE).filter(|&i| i != 5) {
+        assert_eq!(word(&sys, p, a + i * PAGE), i + 1, "page {i}");
+    }
+    assert_eq!(vm.process_stats(0).unwrap().huge_pages, 1);
+}
