@@ -445,11 +445,16 @@ impl<K: Kernel> Memd<K> {
         frame: u64,
         access: Access,
     ) -> Result<(), Unresolved> {
-        // A page of a huge page changes alone only once the huge page is split.
+        // A page of a huge page changes alone only once the huge page is split; but a write
+        // to a huge page whose frames are all this process's alone again (its fork's other
+        // side copied or let go of them) makes the whole of it writable, as it was.
         if space
             .huge
             .contains(&(page & !(kernel_shim::paging::HUGE_PAGE_SIZE - 1)))
         {
+            if let Some(result) = self.reuse_huge(space, region, page, access) {
+                return result;
+            }
             self.split_huge(space, page, page + PAGE_SIZE)
                 .map_err(|_| FaultReason::OutOfMemory)?;
         }

@@ -15,16 +15,19 @@
 //! says not.
 //!
 //! The kernel changes a huge page whole or not at all, so memd splits every huge page a
-//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mremap, fork; munmap,
+//! change meets into 512 pages of 4 KiB first ([`Memd::split_huge`]: mremap; munmap,
 //! `MADV_DONTNEED` and mprotect split only those they cover in part, and change the others
 //! whole, but for an mprotect to or from `PROT_NONE`), in a batch of its own before the
-//! change. The
+//! change. A fork keeps them (the child maps the same frames as huge pages, read-only where
+//! copy-on-write: a write splits the writer's mapping, [`Memd::reuse_huge`] makes one whole
+//! again when its frames are the writer's alone), but for those meeting `MADV_DONTFORK` or
+//! `MADV_WIPEONFORK` memory. The
 //! page map holds a huge page's 512 pages as any others; [`AddressSpace::huge`] says which
 //! blocks are mapped whole. A split mapping of a shared block leaves the object's run as it
 //! is: another process may still map it whole.
 
 use crate::daemon::Memd;
-use crate::fault::Unresolved;
+use crate::fault::{Access, Unresolved};
 use crate::kernel::{FrameAddr, Kernel, PAGE_SIZE, PageOp, PageOps};
 use crate::region::{Region, RegionFlags};
 use crate::space::AddressSpace;
@@ -138,6 +141,36 @@ impl<K: Kernel> Memd<K> {
             .extend((0..HUGE_PAGES).map(|i| (index + i, base + i * PAGE_SIZE)));
         object.huge.insert(index);
         Some(base)
+    }
+
+    /// A write fault at `page` of a huge page of `space` (in private memory) whose 512 frames
+    /// are all the process's alone: the whole huge page regains `region`'s access in one
+    /// operation. `None` when it is not so (the fault splits it and goes on page by page).
+    pub(crate) fn reuse_huge(
+        &self,
+        space: &mut AddressSpace,
+        region: &Region,
+        page: u64,
+        access: Access,
+    ) -> Option<Result<(), Unresolved>> {
+        if access != Access::Write || region.object != 0 {
+            return None;
+        }
+        let block = page & !(HUGE_PAGE_SIZE - 1);
+        {
+            let frames = self.frames.lock();
+            let mut pages = space.pages.range(block, block + HUGE_PAGE_SIZE);
+            if !pages.all(|(_, f)| frames.refcount(f) == 1) {
+                return None;
+            }
+        }
+        bump(&self.counters.cow);
+        let op = PageOp::Protect {
+            page: block,
+            pages: HUGE_PAGES,
+            prot: region.prot,
+        };
+        Some(self.apply(space, &[op]).map_err(Unresolved::from))
     }
 
     /// Splits every huge page of `space` that meets `[start, end)` into 512 pages of 4 KiB, in

@@ -8,6 +8,7 @@ use crate::space::{AddressSpace, page_prot, sync_ops};
 use crate::stats::bump;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use kernel_shim::paging::HUGE_PAGE_SIZE;
 use libvm::{ProtectionFlags, VmError};
 use spin::Mutex;
 
@@ -49,10 +50,21 @@ impl<K: Kernel> Memd<K> {
         let process = self.process(parent)?;
         let mut space = process.lock();
         self.room(cost(&space))?;
-        // The child shares the parent's frames page by page: the parent's huge pages are
-        // split first (their page tables counted in its bookkeeping).
+        // The parent's huge pages stay whole across the fork, but for those that meet memory
+        // the child gets nothing of (`MADV_DONTFORK`) or an empty copy of
+        // (`MADV_WIPEONFORK`): split first (their page tables counted in its bookkeeping).
         let before = cost(&space);
-        let split = self.split_huge(&mut space, 0, crate::layout::USER_END);
+        let split = space
+            .regions
+            .iter()
+            .filter(|r| {
+                r.flags
+                    .intersects(RegionFlags::DONTFORK | RegionFlags::WIPEONFORK)
+            })
+            .map(|r| (r.start, r.end))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .try_for_each(|(start, end)| self.split_huge(&mut space, start, end));
         self.bookkeeping_changed(before, cost(&space));
         split?;
         let (child_space, tables) = self.create_space().map_err(|_| VmError::OutOfMemory)?;
@@ -88,6 +100,15 @@ impl<K: Kernel> Memd<K> {
         }
         // The child's high-water mark starts from what it has now (Linux: from its RSS).
         child.pages.reset_peak();
+        // The parent's huge pages stay huge, and the child maps the same 512 frames as huge
+        // pages too (read-only where they are copy-on-write: a write splits the writer's
+        // mapping and copies one page), but where it was left nothing.
+        child.huge = space
+            .huge
+            .iter()
+            .copied()
+            .filter(|&block| child.pages.contains(block))
+            .collect();
         {
             let mut objects = self.objects.lock();
             for r in child.regions.iter().filter(|r| r.object != 0) {
@@ -122,6 +143,17 @@ impl<K: Kernel> Memd<K> {
                 continue;
             }
             for (page, frame) in child.resident(region.start, region.end) {
+                let block = page & !(HUGE_PAGE_SIZE - 1);
+                if !child.huge.is_empty() && child.huge.contains(&block) {
+                    if page == block {
+                        child_ops.push(PageOp::MapHuge {
+                            page,
+                            frame,
+                            prot: page_prot(region, 2),
+                        });
+                    }
+                    continue;
+                }
                 child_ops.push(PageOp::Map {
                     page,
                     frame,

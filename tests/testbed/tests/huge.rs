@@ -113,23 +113,65 @@ fn a_change_to_part_of_a_huge_page_splits_it_and_keeps_every_byte() {
 }
 
 #[test]
-fn fork_splits_the_parents_huge_pages_and_copies_on_write_page_by_page() {
+fn fork_keeps_huge_pages_in_both_and_a_write_splits_the_writers_alone() {
+    // Pins: after a fork parent and child map the same 512 frames as one read-only huge page
+    // each; a write splits the writer's mapping and copies one page (copy-on-write page by
+    // page), the other keeps its huge page; once the child is gone, the parent's write makes
+    // its huge page writable again whole (its frames are its alone).
     let sys = system();
     let p = sys.spawn().unwrap();
-    let a = huge_map(&sys, p, HUGE);
-    stamp(&sys, p, a, HUGE, 0);
-    assert!(huge_at(&sys, p, a));
+    let a = huge_map(&sys, p, 2 * HUGE);
+    stamp(&sys, p, a, 2 * HUGE, 0);
+    assert!(huge_at(&sys, p, a) && huge_at(&sys, p, a + HUGE));
     let child = sys.fork(p).unwrap();
-    assert!(!huge_at(&sys, p, a), "split for the fork");
+    assert!(
+        huge_at(&sys, p, a) && huge_at(&sys, child, a),
+        "kept across the fork"
+    );
+    let kernel = sys.memd().kernel();
+    let (sp, sc) = (
+        sys.memd().space_of(p).unwrap(),
+        sys.memd().space_of(child).unwrap(),
+    );
+    let (tp, tc) = (
+        kernel.translate(sp, a).unwrap(),
+        kernel.translate(sc, a).unwrap(),
+    );
+    assert_eq!(tp.frame, tc.frame, "the same frames");
+    assert!(
+        !tp.flags.contains(PageTableFlags::WRITABLE)
+            && !tc.flags.contains(PageTableFlags::WRITABLE)
+    );
     sys.write(child, a + 3 * PAGE, &77u64.to_le_bytes())
         .unwrap();
     assert_eq!(word(&sys, child, a + 3 * PAGE), 77);
+    assert!(
+        !huge_at(&sys, child, a) && huge_at(&sys, p, a),
+        "the writer's split"
+    );
     assert_eq!(
         word(&sys, p, a + 3 * PAGE),
         4,
         "the parent's page is its own"
     );
     assert_eq!(word(&sys, child, a + 4 * PAGE), 5);
+    assert_eq!(sys.client(child).process_stats(0).unwrap().huge_pages, 1);
+    sys.exit(child, 0).unwrap();
+    // The second block's frames are the parent's alone again: a write reuses it whole.
+    sys.write(p, a + HUGE + 8 * PAGE, &9u64.to_le_bytes())
+        .unwrap();
+    assert!(huge_at(&sys, p, a + HUGE), "reused whole");
+    assert!(
+        kernel
+            .translate(sp, a + HUGE)
+            .unwrap()
+            .flags
+            .contains(PageTableFlags::WRITABLE)
+    );
+    assert_eq!(word(&sys, p, a + HUGE + 8 * PAGE), 9);
+    assert_eq!(word(&sys, p, a + HUGE + 9 * PAGE), HUGE / PAGE + 10);
+    sys.write(p, a + 3 * PAGE, &1u64.to_le_bytes()).unwrap();
+    assert_eq!(word(&sys, p, a + 3 * PAGE), 1);
 }
 
 #[test]
@@ -272,9 +314,10 @@ fn shared_memory_is_backed_by_one_huge_run_that_every_sharer_maps_whole() {
     assert!(!huge_at(&sys, p, a + HUGE), "the other block untouched");
     stamp(&sys, p, a, HUGE, 100);
     let child = sys.fork(p).unwrap();
-    assert!(!huge_at(&sys, p, a), "split for the fork");
-    // The child has nothing resident in the block (a fork shares what is resident; touch it
-    // after its pages are given back) or it maps the run whole: either way it sees the data.
+    assert!(
+        huge_at(&sys, p, a) && huge_at(&sys, child, a),
+        "kept across the fork"
+    );
     assert_eq!(word(&sys, child, a + 3 * PAGE), 104);
     sys.write(child, a + 5 * PAGE, &7u64.to_le_bytes()).unwrap();
     assert_eq!(word(&sys, p, a + 5 * PAGE), 7, "one copy of each page");
@@ -385,4 +428,34 @@ fn mprotect_of_whole_huge_pages_keeps_them_and_of_part_splits_them() {
         assert_eq!(word(&sys, p, a + i * PAGE), i + 1, "page {i}");
     }
     assert_eq!(vm.process_stats(0).unwrap().huge_pages, 1);
+}
+
+#[test]
+fn a_huge_page_partly_kept_from_the_child_is_split_and_the_child_sees_none_of_that_part() {
+    // Pins: MADV_DONTFORK on one page of a huge page: the fork splits it, the child maps the
+    // other 511 pages (copy-on-write) and nothing at that page; a block the advice does not
+    // meet stays huge in both.
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let a = huge_map(&sys, p, 2 * HUGE);
+    stamp(&sys, p, a, 2 * HUGE, 0);
+    vm.madvise(
+        (a + 6 * PAGE) as usize,
+        PAGE as usize,
+        libvm::proto::MADV_DONTFORK,
+    )
+    .unwrap();
+    let child = sys.fork(p).unwrap();
+    let kernel = sys.memd().kernel();
+    let sc = sys.memd().space_of(child).unwrap();
+    assert!(!huge_at(&sys, p, a) && !huge_at(&sys, child, a));
+    assert!(huge_at(&sys, p, a + HUGE) && huge_at(&sys, child, a + HUGE));
+    assert!(
+        kernel.translate(sc, a + 6 * PAGE).is_none(),
+        "kept from the child"
+    );
+    assert_eq!(word(&sys, child, a + 5 * PAGE), 6);
+    assert_eq!(word(&sys, child, a + HUGE + 5 * PAGE), HUGE / PAGE + 6);
+    assert_eq!(word(&sys, p, a + 6 * PAGE), 7);
 }

@@ -1,7 +1,7 @@
 //! Huge pages on the metal: 8 MiB given `MADV_HUGEPAGE`, placed on a 2 MiB boundary, is backed
 //! by 4 huge pages at its first writes (one fault each); a munmap of one page in the middle
-//! splits that one and keeps every other byte; a forked child writes its own copies page by
-//! page; everything comes back at munmap.
+//! splits that one and keeps every other byte; a forked child shares the huge pages and
+//! writes its own copy of a page (splitting its own mapping of that one only); everything comes back at munmap.
 #![no_std]
 #![no_main]
 
@@ -51,17 +51,31 @@ fn main(_: Start) -> u64 {
     println!("PASS a split keeps every byte");
     match vm.fork() {
         Ok(0) => {
+            // The parent's three huge pages are the child's too, until it writes one.
+            let before = vm.process_stats(0).unwrap_or_default().huge_pages;
             write(a + 7 * PAGE, 7777);
-            exit(if read(a + 7 * PAGE) == 7777 && read(a + 8 * PAGE) == 9 {
-                0
-            } else {
-                1
-            })
+            let after = vm.process_stats(0).unwrap_or_default().huge_pages;
+            exit(
+                if read(a + 7 * PAGE) == 7777
+                    && read(a + 8 * PAGE) == 9
+                    && (before, after) == (3, 2)
+                {
+                    0
+                } else {
+                    1
+                },
+            )
         }
         Ok(pid) => {
             let w = vm.wait(pid).unwrap_or((u64::MAX, 0));
             check!(ws::code(w.0) == Some(0), "child: {:#x}", w.0);
             check!(read(a + 7 * PAGE) == 8, "the parent's page is its own");
+            let huge = vm.process_stats(0).unwrap_or_default().huge_pages;
+            check!(
+                huge == 3,
+                "{} huge pages in the parent after the fork",
+                huge
+            );
         }
         Err(e) => check!(false, "fork: {:?}", e),
     }
