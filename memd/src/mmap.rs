@@ -298,15 +298,18 @@ impl<K: Kernel> Memd<K> {
         // A huge page the range covers whole keeps its 2 MiB mapping (the kernel protects it
         // whole), unless the change unmaps or maps it again (to or from `PROT_NONE`); those,
         // and the huge pages the range covers in part, are split first.
-        let remaps = prot == ProtectionFlags::NONE
-            || space
-                .regions
-                .overlapping(addr, end)
-                .any(|r| r.prot == ProtectionFlags::NONE);
-        if remaps {
-            self.split_huge(space, addr, end)?;
-        } else {
-            self.split_huge_edges(space, addr, end)?;
+        // (Asked only of a process with huge pages: the look at the regions costs a descent.)
+        if !space.huge.is_empty() {
+            let remaps = prot == ProtectionFlags::NONE
+                || space
+                    .regions
+                    .overlapping(addr, end)
+                    .any(|r| r.prot == ProtectionFlags::NONE);
+            if remaps {
+                self.split_huge(space, addr, end)?;
+            } else {
+                self.split_huge_edges(space, addr, end)?;
+            }
         }
         // The common case, a range inside one region: the split and merge with the fewest map
         // operations, then the page-table changes of that one region. If the kernel refuses
