@@ -73,7 +73,8 @@ pub const SPACE_APPLY: u64 = 22;
 pub const THREAD_START: u64 = 23;
 /// `thread_clone(token, space, w0)`.
 pub const THREAD_CLONE: u64 = 24;
-/// `pager_info(buf, len)`.
+/// `pager_info(buf, len)`: the pager's frame ranges; returns their count, and in bits 32.. the
+/// kernel's slots of spaces and threads (sized from RAM at boot).
 pub const PAGER_INFO: u64 = 25;
 /// `bootpack_info()`.
 pub const BOOTPACK_INFO: u64 = 26;

@@ -1032,6 +1032,12 @@ wire_struct! {
         pub faults_huge: u64,
         /// The most frames in use at once since memd started (the system's high-water mark).
         pub frames_peak: u64,
+        /// The most regions a process may have (`max_map_count`).
+        pub limit_regions: u64,
+        /// The most children, alive or not waited for, a process may have (0: no limit).
+        pub limit_children: u64,
+        /// The most processes at once (0: no limit): memd's records and the kernel's slots.
+        pub limit_processes: u64,
     }
 }
 
@@ -1366,7 +1372,7 @@ mod tests {
         assert_eq!(ProcessStats::read_from(&buf), Some(s));
         assert!(!s.write_to(&mut buf[..95]));
         assert_eq!(ProcessStats::read_from(&buf[..10]), None);
-        assert_eq!(GlobalStats::WORDS, 30);
+        assert_eq!(GlobalStats::WORDS, 33);
         // The fields added last stay last: older readers see the same first 21 words.
         let g = GlobalStats {
             frames_quarantined: 21,
@@ -1376,7 +1382,7 @@ mod tests {
             frames_peak: 30,
             ..GlobalStats::default()
         };
-        let mut buf = [0u8; 30 * 8];
+        let mut buf = [0u8; 33 * 8];
         assert!(g.write_to(&mut buf));
         assert_eq!(buf[20 * 8], 21);
         assert_eq!(buf[26 * 8], 27);

@@ -52,6 +52,10 @@ pub struct Counters {
     pub heap_used: AtomicU64,
     /// Bytes of memd's own heap, as last reported.
     pub heap_total: AtomicU64,
+    /// Children a process may have, as its host keeps them (0: no limit).
+    pub limit_children: AtomicU64,
+    /// Processes at once, as its host keeps them (0: no limit).
+    pub limit_processes: AtomicU64,
 }
 
 /// A kill the core does not see: the server's, counted with [`Memd::count_kill`] (the core
@@ -79,6 +83,18 @@ impl<K: Kernel> Memd<K> {
     pub fn set_own_memory(&self, used: u64, total: u64) {
         self.counters.heap_used.store(used, Ordering::Relaxed);
         self.counters.heap_total.store(total, Ordering::Relaxed);
+    }
+
+    /// The limits memd's host keeps (on the metal: the children a process may have, and the
+    /// processes at once that memd's records and the kernel's slots allow), for
+    /// `GLOBAL_STATS`; 0: none.
+    pub fn set_host_limits(&self, children: u64, processes: u64) {
+        self.counters
+            .limit_children
+            .store(children, Ordering::Relaxed);
+        self.counters
+            .limit_processes
+            .store(processes, Ordering::Relaxed);
     }
 
     /// Counts a kill of the server's (see [`Kill`]).
@@ -127,6 +143,9 @@ impl<K: Kernel> Memd<K> {
             faults_handled: get(&c.handled),
             faults_huge: get(&c.huge),
             frames_peak: peak,
+            limit_regions: self.config.limits.regions as u64,
+            limit_children: get(&c.limit_children),
+            limit_processes: get(&c.limit_processes),
         }
     }
 

@@ -627,7 +627,8 @@ pub fn thread_clone(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 }
 
 /// `pager_info(buf, len)`: writes `[window base, count, (start, length) * count]` (u64s) into
-/// `buf`; returns the count of ranges.
+/// `buf`; returns the count of ranges, and in bits 32.. the kernel's slots of spaces (and of
+/// threads: as many), the most processes that can exist at once.
 pub fn pager_info(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
@@ -649,7 +650,7 @@ pub fn pager_info(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     }
     let root = k.spaces[k.threads[t].space].root;
     usercopy::copy_out(root, f.rdi, &bytes[..need])?;
-    Ok(n as u64)
+    Ok(n as u64 | (k.spaces.len() as u64) << 32)
 }
 
 /// Maps the pager's ranges into its space at [`WINDOW_BASE`] (read/write, never executable).

@@ -74,6 +74,9 @@ pub const STACK_BYTES: u64 = 256 << 10;
 #[global_allocator]
 static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
 
+/// The kernel's slots of spaces and threads (`pager_info`): the most processes at once.
+static KERNEL_SLOTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The top of memd's own stack (0 until `_start` has moved there): the panic handler's
 /// backtrace reads no frame outside `[STACK_TOP - STACK_BYTES, STACK_TOP)`.
 static STACK_TOP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -107,7 +110,9 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
         println!("memd: no frames ({})", n);
         sys::exit(1);
     }
-    let n = n as usize;
+    // The count of ranges; in bits 32.. the kernel's slots of spaces and threads.
+    KERNEL_SLOTS.store(n as u64 >> 32, core::sync::atomic::Ordering::Relaxed);
+    let n = (n as u64 & 0xFFFF_FFFF) as usize;
     let largest = (0..n).max_by_key(|&i| info[3 + 2 * i]).unwrap_or(0);
     let (start, len) = (info[2 + 2 * largest], info[3 + 2 * largest]);
     // The heap starts with room for the frame allocator's own tables too (a count and a free
@@ -193,6 +198,13 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         }
     );
     let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);
+    // The limits the core does not keep: children a process may have and processes in all
+    // (memd's records, and the kernel's slots: memd itself takes one).
+    let slots = KERNEL_SLOTS.load(core::sync::atomic::Ordering::Relaxed);
+    memd.set_host_limits(
+        procs::MAX_CHILDREN as u64,
+        (procs::MAX_RECORDS as u64).min(slots.saturating_sub(1)),
+    );
     HEAP_MAX.store(
         (memd.global_stats().frames_total * 4096 / 4).max(HEAP_BYTES),
         core::sync::atomic::Ordering::Relaxed,

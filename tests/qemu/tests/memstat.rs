@@ -85,6 +85,13 @@ fn memstat_figures_match_what_a_program_did() {
     // frames in use what is in use.
     assert!(n(parent, "hwm_pages") >= m + k);
     assert!(n(sys, "frames_peak") >= n(sys, "frames_used"));
+    // The limits a user meets, as memstat states them: regions a process (max_map_count),
+    // children a process, processes at once (memd's records and the kernel's slots, 952 in
+    // the test's 128 MiB guest, less memd's own).
+    assert_eq!(n(sys, "limit_regions"), 65_530);
+    assert_eq!(n(sys, "limit_children"), 256);
+    assert!((64..=4096).contains(&n(sys, "limit_processes")), "{sys}");
+    assert_eq!(n(parent, "huge_pages"), 0);
     // A fork keeps the resident set; every resident page is shared or private.
     assert_eq!(n(kid, "rss_pages"), n(parent, "rss_pages"));
     for p in [parent, kid, memstat] {

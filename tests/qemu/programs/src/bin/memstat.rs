@@ -172,11 +172,12 @@ fn system_table(out: &mut String, g: &GlobalStats) {
     );
     let _ = writeln!(
         out,
-        "faults       zero-fill {}  cow {}  shared {}  refused: maperr {}  accerr {}  to the \
-         process's handler {}",
+        "faults       zero-fill {}  cow {}  shared {}  huge pages {}  refused: maperr {}  \
+         accerr {}  to the process's handler {}",
         g.faults_zero_fill,
         g.faults_cow,
         g.faults_shared,
+        g.faults_huge,
         g.faults_maperr,
         g.faults_accerr,
         g.faults_handled
@@ -200,6 +201,22 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.ops_failed
     );
     let _ = writeln!(out, "processes    {}", g.processes);
+    let limit = |n: u64| {
+        if n == 0 {
+            String::from("none")
+        } else {
+            format!("{}", n)
+        }
+    };
+    let _ = writeln!(
+        out,
+        "limits       regions a process {} (max_map_count)  children a process {}  processes \
+         {} (memd's records and the kernel's slots)  bookkeeping {} KiB",
+        g.limit_regions,
+        limit(g.limit_children),
+        limit(g.limit_processes),
+        g.bookkeeping_total / 1024
+    );
     if g.frames_quarantined != 0 {
         let _ = writeln!(
             out,
@@ -236,7 +253,7 @@ fn ps_table(out: &mut String, procs: &[Proc]) {
 }
 
 fn system_json(out: &mut String, g: &GlobalStats) {
-    let fields: [(&str, u64); 29] = [
+    let fields: [(&str, u64); 33] = [
         ("frames_total", g.frames_total),
         ("frames_free", g.frames_free),
         ("frames_used", g.frames_used),
@@ -264,7 +281,11 @@ fn system_json(out: &mut String, g: &GlobalStats) {
         ("kills_exception", g.kills_exception),
         ("kills_parent", g.kills_parent),
         ("faults_handled", g.faults_handled),
+        ("faults_huge", g.faults_huge),
         ("frames_peak", g.frames_peak),
+        ("limit_regions", g.limit_regions),
+        ("limit_children", g.limit_children),
+        ("limit_processes", g.limit_processes),
         ("page_size", PAGE),
     ];
     out.push('{');
@@ -351,7 +372,7 @@ fn process_json(out: &mut String, p: &Proc) {
         out,
         "{{\"pid\":{},\"ppid\":{},\"name\":\"{}\",\"vsz_pages\":{},\"rss_pages\":{},\
          \"hwm_pages\":{},\"shared_pages\":{},\"private_pages\":{},\"heap_bytes\":{},\
-         \"regions\":{},\"page_table_frames\":{}}}",
+         \"regions\":{},\"page_table_frames\":{},\"huge_pages\":{}}}",
         p.info.pid,
         p.info.parent,
         escaped(p.info.name()),
@@ -362,7 +383,8 @@ fn process_json(out: &mut String, p: &Proc) {
         s.private_pages,
         s.heap_bytes,
         s.region_count,
-        s.page_table_frames
+        s.page_table_frames,
+        s.huge_pages
     );
 }
 
@@ -480,8 +502,8 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
     let name = p.info.name();
     let _ = writeln!(
         out,
-        "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private; peak {}), \
-         heap {}, page tables {}",
+        "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private; peak {}; {} \
+         huge pages), heap {}, page tables {}",
         pid,
         if name.is_empty() { "?" } else { name },
         stats.region_count,
@@ -490,6 +512,7 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
         size(stats.shared_pages * PAGE),
         size(stats.private_pages * PAGE),
         size(stats.hwm_pages * PAGE),
+        stats.huge_pages,
         size(stats.heap_bytes),
         size(stats.page_table_frames * PAGE)
     );

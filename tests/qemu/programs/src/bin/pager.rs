@@ -22,8 +22,16 @@ pub const SVC_OVERREAD: u64 = 3;
 fn main(start: Start) -> u64 {
     check!(start.pager, "the first boot program is the pager");
     let mut info = [0u64; 34];
-    let n = syscall6(nr::PAGER_INFO, info.as_mut_ptr() as u64, 34 * 8, 0, 0, 0, 0);
-    check!(n > 0, "pager_info: {}", n);
+    let r = syscall6(nr::PAGER_INFO, info.as_mut_ptr() as u64, 34 * 8, 0, 0, 0, 0);
+    check!(r > 0, "pager_info: {}", r);
+    // The count of ranges; the kernel's slots above bit 32.
+    let (n, slots) = (r & 0xFFFF_FFFF, r >> 32);
+    check!(
+        n > 0 && slots >= 64,
+        "pager_info: {} ranges, {} slots",
+        n,
+        slots
+    );
     let window = info[0];
     let (mut next, end) = (info[2], info[2] + info[3]);
     println!(
