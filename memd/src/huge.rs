@@ -95,7 +95,7 @@ impl<K: Kernel> Memd<K> {
     /// if the object has no page there yet and a free 2 MiB is to be had; `None` otherwise.
     fn shared_huge(&self, region: &Region, block: u64) -> Option<FrameAddr> {
         let index = region.offset + (block - region.start) / PAGE_SIZE;
-        if index % HUGE_PAGES != 0 {
+        if !index.is_multiple_of(HUGE_PAGES) {
             return None;
         }
         let mut objects = self.objects.lock();
