@@ -181,6 +181,15 @@ fn the_timer_preempts_a_spinning_process() {
 }
 
 #[test]
+fn the_programs_memory_functions_copy_move_fill_and_compare_as_byte_loops_do() {
+    let o = Boot::new(&["pager", "memfns"]).run();
+    o.assert_clean()
+        .assert_log("PASS memfns")
+        .assert_log("pager: space 0x10001 ended with code 0x0")
+        .assert_no_log("FAIL");
+}
+
+#[test]
 fn fpu_and_sse_state_is_saved_per_thread() {
     let o = Boot::new(&["pager", "fpu", "fpu"]).run();
     o.assert_clean()
