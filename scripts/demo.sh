@@ -45,7 +45,8 @@ programs+=("${extra[@]}")
 
 echo "demo: building the host workspace"
 cargo build --workspace --quiet
-# The boot runner builds the kernel, memd and the ring-3 programs for x86_64-unknown-none.
+# The boot runner builds the kernel and memd for x86_64-unknown-none and the ring-3 programs for
+# x86_64-unknown-linux-musl.
 if [ "$interactive" = 1 ]; then
     exec cargo run --quiet -p qemu-tests --bin boot -- --append init=interactive \
         --expect "init: demonstration passed" "${programs[@]}"

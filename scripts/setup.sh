@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and booting the system needs, where it is missing:
-# the x86_64-unknown-none Rust target, rustfmt and clippy, and QEMU (through apt-get).
-# Sourced by demo.sh and test.sh; safe to run again.
+# the Rust targets x86_64-unknown-none (the kernel and memd) and x86_64-unknown-linux-musl (the
+# ring-3 programs: SSE2 on stable Rust, tests/qemu/programs/.cargo/config.toml), rustfmt and
+# clippy, and QEMU (through apt-get).
+# Sourced by demo.sh, test.sh and bench.sh; safe to run again.
 set -euo pipefail
 
 need_qemu=${NEED_QEMU:-1}
 
-if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
-    echo "setup: installing the Rust target x86_64-unknown-none"
-    rustup target add x86_64-unknown-none
-fi
+for target in x86_64-unknown-none x86_64-unknown-linux-musl; do
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        echo "setup: installing the Rust target $target"
+        rustup target add "$target"
+    fi
+done
 for component in rustfmt clippy; do
     if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
         echo "setup: installing $component"

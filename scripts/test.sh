@@ -13,9 +13,10 @@ cargo fmt --all -- --check
 (cd "$programs" && cargo fmt --all -- --check)
 echo "== cargo clippy (host)"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo clippy (x86_64-unknown-none)"
+echo "== cargo clippy (x86_64-unknown-none: the kernel, memd, libvm)"
 cargo clippy --release --target x86_64-unknown-none --target-dir target/metal \
     -p kernel-shim -p memd -p libvm -- -D warnings
-(cd "$programs" && cargo clippy --release --target-dir ../../../target/metal -- -D warnings)
+echo "== cargo clippy (x86_64-unknown-linux-musl: the ring-3 programs)"
+(cd "$programs" && cargo clippy --release --workspace --target-dir ../../../target/metal -- -D warnings)
 echo "== cargo test (host tests and QEMU system tests)"
 cargo test --workspace

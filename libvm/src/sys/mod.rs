@@ -18,18 +18,20 @@
 //! [`fault_entry`] is libvm's entry for faults a process handles itself ([`crate::fault`]).
 //!
 //! The program runtime installs it once: `libvm::set_transport(&libvm::sys::SyscallTransport)`.
-//! Only built for bare-metal x86_64 (`target_os = "none"`); on the host the module is empty.
+//! Only built for x86_64 on the metal: for `target_os = "none"` (memd, built for
+//! `x86_64-unknown-none`) or with the feature `metal` (the ring-3 programs, built for
+//! `x86_64-unknown-linux-musl`); on the host the module is empty.
 
-#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
 pub use metal::SyscallTransport;
 
-#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
 pub mod raw;
 
-#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
 pub mod fault_entry;
 
-#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
 mod metal {
     use crate::error::VmError;
     use crate::proto::{self, Cqe, Sqe};

@@ -185,12 +185,22 @@ impl Typist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Built;
     use crate::symbolize::Symbolizer;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    /// A symbolizer with no ELF file to read.
+    fn no_symbols() -> Symbolizer {
+        let nowhere = Built {
+            kernel: PathBuf::from("/nonexistent/kernel-shim"),
+            memd: PathBuf::from("/nonexistent/memd"),
+            programs: PathBuf::from("/nonexistent"),
+        };
+        Symbolizer::new(&nowhere, &[], Path::new("/"))
+    }
 
     fn console(stream: bool) -> Console {
-        let symbols = Symbolizer::new(Path::new("/nonexistent"), &[], Path::new("/"));
-        Console::new("guest", stream, false, Annotator::new(symbols))
+        Console::new("guest", stream, false, Annotator::new(no_symbols()))
     }
 
     fn text(bytes: Vec<u8>) -> String {
@@ -233,7 +243,7 @@ mod tests {
 
     #[test]
     fn by_line_a_kernel_fault_expected_is_announced_before_its_dump() {
-        let symbols = Symbolizer::new(Path::new("/nonexistent"), &[], Path::new("/"));
+        let symbols = no_symbols();
         let mut c = Console::new("t", false, true, Annotator::new(symbols));
         let out = text(c.feed(b"ok\nKERNEL FAULT: vector 14\nKERNEL FAULT again\n", 1.0));
         assert_eq!(

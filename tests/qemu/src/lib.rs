@@ -14,9 +14,10 @@
 //! shows a banner saying so before the dump. Backtraces the kernel, memd and the programs
 //! print get function names and source lines ([`symbolize`]).
 //!
-//! What the runner needs, and sets up where it can: the `x86_64-unknown-none` Rust target
-//! (`rustup target add`) and `qemu-system-x86_64` (`apt-get install qemu-system-x86` when
-//! running as root). Where it cannot, it fails with a message saying what to install.
+//! What the runner needs, and sets up where it can: the Rust targets `x86_64-unknown-none`
+//! (the kernel and memd) and `x86_64-unknown-linux-musl` (the ring-3 programs) (`rustup target
+//! add`) and `qemu-system-x86_64` (`apt-get install qemu-system-x86` when running as root).
+//! Where it cannot, it fails with a message saying what to install.
 
 pub mod console;
 pub mod symbolize;
@@ -30,8 +31,16 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The Rust target of the bare-metal crates.
+/// The Rust target of the kernel and memd (soft-float: no SSE in ring 0, nor in memd).
 pub const TARGET: &str = "x86_64-unknown-none";
+
+/// The Rust target of the ring-3 programs (`tests/qemu/programs/.cargo/config.toml`): its ABI
+/// has SSE2, on stable Rust; the programs use nothing of Linux or musl (`no_std`, no C
+/// library, linked at 4 MiB by their `build.rs`).
+pub const PROGRAMS_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The ring-3 programs' cargo workspace, under the workspace root.
+pub const PROGRAMS_DIR: &str = "tests/qemu/programs";
 
 /// The name of memd's binary: as module 0 it is the pager and starts the other programs (the
 /// runner adds [`PAGER_LOADS_FLAG`] to the command line).
@@ -261,7 +270,7 @@ impl Boot {
         let qemu = ensure_qemu()?;
         let mut modules = Vec::new();
         for name in &self.programs {
-            let path = built.programs.join(name);
+            let path = built.elf(name);
             let bytes = std::fs::read(&path).map_err(|e| {
                 format!(
                     "program {name} ({}): {e} (the programs are the bins of \
@@ -304,7 +313,7 @@ impl Boot {
         } else {
             Stdio::null()
         };
-        let out = boot_qemu(&qemu, &built.kernel, Some(&pack), &boot, stdin);
+        let out = boot_qemu(&qemu, &built, Some(&pack), &boot, stdin);
         let _ = std::fs::remove_file(&pack);
         out
     }
@@ -396,10 +405,7 @@ pub fn gdb_command(built: &Built, programs: &[String]) -> String {
     let mut symbol_files: Vec<&String> = programs.iter().take(2).collect();
     symbol_files.dedup();
     for name in symbol_files {
-        ex(format!(
-            "add-symbol-file {}",
-            built.programs.join(name).display()
-        ));
+        ex(format!("add-symbol-file {}", built.elf(name).display()));
     }
     ex(format!("target remote localhost:{GDB_PORT}"));
     words.join(" ")
@@ -421,8 +427,22 @@ fn shell_quote(s: &str) -> String {
 pub struct Built {
     /// The kernel ELF.
     pub kernel: PathBuf,
+    /// memd's ELF.
+    pub memd: PathBuf,
     /// The directory holding the test programs' ELF files.
     pub programs: PathBuf,
+}
+
+impl Built {
+    /// The ELF file of the kernel ([`symbolize::KERNEL`]), of memd ([`MEMD`]) or of the test
+    /// program `name`.
+    pub fn elf(&self, name: &str) -> PathBuf {
+        match name {
+            symbolize::KERNEL => self.kernel.clone(),
+            MEMD => self.memd.clone(),
+            program => self.programs.join(program),
+        }
+    }
 }
 
 /// The workspace root.
@@ -433,32 +453,27 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// Builds the kernel, memd and the test programs for [`TARGET`] (release) into `target/metal`, once
-/// per process.
+/// Builds the kernel and memd for [`TARGET`] and the test programs for [`PROGRAMS_TARGET`]
+/// (release) into `target/metal`, once per process.
 pub fn build() -> Result<Built, String> {
     static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
     BUILT.get_or_init(build_now).clone()
 }
 
 fn build_now() -> Result<Built, String> {
-    ensure_target()?;
     let root = workspace_root();
     let target_dir = root.join("target/metal");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for manifest in ["Cargo.toml", "tests/qemu/programs/Cargo.toml"] {
+    // The programs from their own directory, so that their `.cargo/config.toml` (target and
+    // flags) applies.
+    for (dir, target) in [(&root, TARGET), (&root.join(PROGRAMS_DIR), PROGRAMS_TARGET)] {
+        ensure_target(target)?;
         let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                TARGET,
-                "--manifest-path",
-                manifest,
-            ])
+        cmd.current_dir(dir)
+            .args(["build", "--release", "--target", target])
             .arg("--target-dir")
             .arg(&target_dir);
-        if manifest == "Cargo.toml" {
+        if target == TARGET {
             cmd.args([
                 "-p",
                 "kernel-shim",
@@ -478,25 +493,27 @@ fn build_now() -> Result<Built, String> {
         ] {
             cmd.env_remove(var);
         }
-        eprintln!("[runner] building {manifest} for {TARGET}");
+        eprintln!("[runner] building {} for {target}", dir.display());
         let status = cmd
             .status()
             .map_err(|e| format!("cannot run {cargo}: {e}"))?;
         if !status.success() {
             return Err(format!(
-                "building {manifest} for {TARGET} failed ({status})"
+                "building {} for {target} failed ({status})",
+                dir.display()
             ));
         }
     }
-    let out = target_dir.join(TARGET).join("release");
+    let metal = target_dir.join(TARGET).join("release");
     Ok(Built {
-        kernel: out.join("kernel-shim"),
-        programs: out,
+        kernel: metal.join("kernel-shim"),
+        memd: metal.join(MEMD),
+        programs: target_dir.join(PROGRAMS_TARGET).join("release"),
     })
 }
 
-/// Installs the Rust target with rustup if it is missing.
-pub fn ensure_target() -> Result<(), String> {
+/// Installs the Rust target `target` with rustup if it is missing.
+pub fn ensure_target(target: &str) -> Result<(), String> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
@@ -504,19 +521,19 @@ pub fn ensure_target() -> Result<(), String> {
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
     if Path::new(&sysroot)
         .join("lib/rustlib")
-        .join(TARGET)
+        .join(target)
         .exists()
     {
         return Ok(());
     }
-    eprintln!("[runner] installing the Rust target {TARGET}");
+    eprintln!("[runner] installing the Rust target {target}");
     let ok = Command::new("rustup")
-        .args(["target", "add", TARGET])
+        .args(["target", "add", target])
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
         return Err(format!(
-            "the Rust target {TARGET} is missing and `rustup target add {TARGET}` failed; install it by hand"
+            "the Rust target {target} is missing and `rustup target add {target}` failed; install it by hand"
         ));
     }
     Ok(())
@@ -604,16 +621,17 @@ pub fn qemu_args(boot: &Boot, kernel: &Path, initrd: Option<&Path>) -> Vec<OsStr
     args
 }
 
-/// Boots `kernel` with the boot pack `initrd` under QEMU (TCG), streaming the serial port.
+/// Boots the kernel of `built` with the boot pack `initrd` under QEMU (TCG), streaming the
+/// serial port (backtraces symbolized with the ELF files of `built`).
 pub fn boot_qemu(
     qemu: &Path,
-    kernel: &Path,
+    built: &Built,
     initrd: Option<&Path>,
     boot: &Boot,
     stdin: Stdio,
 ) -> Result<Outcome, String> {
     let mut cmd = Command::new(qemu);
-    cmd.args(qemu_args(boot, kernel, initrd));
+    cmd.args(qemu_args(boot, &built.kernel, initrd));
     cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -633,8 +651,7 @@ pub fn boot_qemu(
     let expect_fault = boot.expects_kernel_fault();
     // By hand, bytes as they come; the banner of an expected fault needs whole lines.
     let stream = boot.interactive && !expect_fault;
-    let elf_dir = kernel.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let symbols = symbolize::Symbolizer::new(&elf_dir, &boot.programs, &workspace_root());
+    let symbols = symbolize::Symbolizer::new(built, &boot.programs, &workspace_root());
     let mut console = Console::new(
         &label,
         stream,
@@ -765,7 +782,8 @@ mod tests {
     fn the_gdb_command_loads_the_kernel_the_pager_and_the_first_program() {
         let built = Built {
             kernel: PathBuf::from("/w/target/metal/x86_64-unknown-none/release/kernel-shim"),
-            programs: PathBuf::from("/w/target/metal/x86_64-unknown-none/release"),
+            memd: PathBuf::from("/w/target/metal/x86_64-unknown-none/release/memd"),
+            programs: PathBuf::from("/w/target/metal/x86_64-unknown-linux-musl/release"),
         };
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
@@ -773,7 +791,7 @@ mod tests {
             "gdb -q -ex 'set confirm off' \
              -ex 'file /w/target/metal/x86_64-unknown-none/release/kernel-shim' \
              -ex 'add-symbol-file /w/target/metal/x86_64-unknown-none/release/memd' \
-             -ex 'add-symbol-file /w/target/metal/x86_64-unknown-none/release/hello' \
+             -ex 'add-symbol-file /w/target/metal/x86_64-unknown-linux-musl/release/hello' \
              -ex 'target remote localhost:1234'"
         );
         // One module, or the same one twice: its symbols once.
@@ -789,6 +807,7 @@ mod tests {
         // A path that needs quoting in a shell.
         let odd = Built {
             kernel: PathBuf::from("/it's here/kernel-shim"),
+            memd: PathBuf::from("/it's here/memd"),
             programs: PathBuf::from("/it's here"),
         };
         assert!(

@@ -11,13 +11,15 @@
 //! ```
 //!
 //! where NAME is `kernel-shim`, `memd` or a program of the boot (an ELF of
-//! `target/metal/x86_64-unknown-none/release/`). The runner turns each frame line into
+//! `target/metal/x86_64-unknown-none/release/` for the first two,
+//! `target/metal/x86_64-unknown-linux-musl/release/` for the programs: [`crate::Built::elf`]). The runner turns each frame line into
 //! `  #0 0xffffffff80101234 function (file:line)`; where the compiler inlined calls at that
 //! address, the callers they were inlined into follow (`, inlined into caller (file:line)`).
 //! An address with no line information gets the nearest symbol alone, one with nothing at
 //! all `??`. Frame #0 is the address itself; the others are return addresses, looked up one
 //! byte back, inside the call.
 
+use crate::Built;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -57,8 +59,8 @@ pub fn parse(line: &str) -> Line<'_> {
 
 /// The ELF files a boot's backtraces may name, loaded when first named.
 pub struct Symbolizer {
-    /// The directory of the bare-metal ELF files.
-    dir: PathBuf,
+    /// Where the bare-metal ELF files are.
+    built: Built,
     /// The names that may be looked up: the kernel and the boot's programs (never a path
     /// the guest made up).
     known: Vec<String>,
@@ -69,13 +71,13 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
-    /// A symbolizer for the ELF files in `dir` of the kernel and of `programs`; source paths
-    /// are shown relative to `root` when they lie under it.
-    pub fn new(dir: &Path, programs: &[String], root: &Path) -> Symbolizer {
+    /// A symbolizer for the ELF files of `built` of the kernel and of `programs`; source
+    /// paths are shown relative to `root` when they lie under it.
+    pub fn new(built: &Built, programs: &[String], root: &Path) -> Symbolizer {
         let mut known = vec![KERNEL.to_string()];
         known.extend(programs.iter().cloned());
         Symbolizer {
-            dir: dir.to_path_buf(),
+            built: built.clone(),
             known,
             loaded: HashMap::new(),
             root: root.to_path_buf(),
@@ -89,7 +91,7 @@ impl Symbolizer {
         if !self.known.iter().any(|k| k == name) {
             return None;
         }
-        let path = self.dir.join(name);
+        let path = self.built.elf(name);
         let root = &self.root;
         let loader = self
             .loaded
@@ -232,7 +234,7 @@ mod tests {
             })
             .expect("hello::main in hello's symbol table");
         let root = crate::workspace_root();
-        let mut symbols = Symbolizer::new(&built.programs, &["hello".to_string()], &root);
+        let mut symbols = Symbolizer::new(&built, &["hello".to_string()], &root);
         // Frame #0 is the address itself; a return address (frame 1 on) is looked up one
         // byte back, so one past the entry names the function too.
         for (n, addr) in [(0, main.address()), (1, main.address() + 1)] {
@@ -265,7 +267,7 @@ mod tests {
             .expect("hello::main")
             .address();
         let symbols = Symbolizer::new(
-            &built.programs,
+            &built,
             &["memd".to_string(), "hello".to_string()],
             &crate::workspace_root(),
         );

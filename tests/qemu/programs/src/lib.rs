@@ -7,6 +7,9 @@
 #![no_std]
 
 extern crate alloc;
+// Linked for the symbols a C library would provide (`memcpy` and the others the compiler's code
+// calls, the unwinder's two the prebuilt `alloc` names); nothing names the crate.
+extern crate nolibc;
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
