@@ -7,9 +7,11 @@
 //! - the C memory functions the compiler calls (`memcpy`, `memmove`, `memset`, `memcmp`,
 //!   `bcmp`), which that target's `compiler_builtins` leaves to the C library and
 //!   `x86_64-unknown-none`'s provides. They are written the way `compiler_builtins` writes
-//!   them for x86_64 there, so copies and fills cost what they did: `rep movsq`/`rep stosq`
-//!   over the 8-byte-aligned middle, `rep movsb`/`rep stosb` at the ends, and comparisons a
-//!   word at a time;
+//!   them for x86_64 there: `rep movsq`/`rep stosq` over the 8-byte-aligned middle,
+//!   `rep movsb`/`rep stosb` at the ends, and comparisons a word at a time; but a copy of at
+//!   most 16 bytes is two loads and two stores, as glibc copies short ones (a `rep` string
+//!   instruction has a start-up cost, and under QEMU's `-icount` each of its repetitions
+//!   counts as an instruction);
 //! - `_Unwind_Resume` and `rust_eh_personality`, which the target's prebuilt `alloc` names
 //!   (it is compiled to unwind): the programs abort on panic, so no unwinding ever starts and
 //!   neither is ever called; each is an invalid instruction, should one be.
@@ -28,6 +30,47 @@ fn split(dest: usize, n: usize) -> (usize, usize, usize) {
     let head = (dest.wrapping_neg() & 7).min(n);
     let rest = n - head;
     (head, rest / 8, rest % 8)
+}
+
+/// The most bytes [`copy_short`] copies.
+const SHORT: usize = 16;
+
+/// Copies `n` (at most [`SHORT`]) bytes from `src` to `dest` with two loads of the widest
+/// size that fits twice (the second ending at the last byte, overlapping the first) and then
+/// two stores: both loads come first, so any overlap of the ranges is copied right.
+///
+/// # Safety
+///
+/// `n` is at most [`SHORT`], `src` is valid for reads of `n` bytes and `dest` for writes of
+/// `n` bytes.
+#[inline(always)]
+unsafe fn copy_short(dest: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: the caller's contract: every access lies inside `[src, src + n)` or
+    // `[dest, dest + n)` (for `n` of 8 or more the words at 0 and `n - 8`, and so on down),
+    // unaligned accesses being what `read_unaligned`/`write_unaligned` are for.
+    unsafe {
+        match n {
+            0 => {}
+            1..=3 => {
+                let (a, b, c) = (*src, *src.add(n / 2), *src.add(n - 1));
+                *dest = a;
+                *dest.add(n / 2) = b;
+                *dest.add(n - 1) = c;
+            }
+            4..=7 => {
+                let a = src.cast::<u32>().read_unaligned();
+                let b = src.add(n - 4).cast::<u32>().read_unaligned();
+                dest.cast::<u32>().write_unaligned(a);
+                dest.add(n - 4).cast::<u32>().write_unaligned(b);
+            }
+            _ => {
+                let a = src.cast::<u64>().read_unaligned();
+                let b = src.add(n - 8).cast::<u64>().read_unaligned();
+                dest.cast::<u64>().write_unaligned(a);
+                dest.add(n - 8).cast::<u64>().write_unaligned(b);
+            }
+        }
+    }
 }
 
 /// Copies `n` bytes from `src` to `dest`, lowest address first.
@@ -106,6 +149,11 @@ unsafe fn copy_backward(dest: *mut u8, src: *const u8, n: usize) {
 /// overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if n <= SHORT {
+        // SAFETY: the caller's contract, and `n` is short.
+        unsafe { copy_short(dest, src, n) };
+        return dest;
+    }
     // SAFETY: the caller's contract; ranges that do not overlap may be copied either way.
     unsafe { copy_forward(dest, src, n) };
     dest
@@ -120,7 +168,10 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // `dest` at least `n` above `src`, or anywhere below it: no byte is read after it was
     // written when copying upwards.
-    if (dest as usize).wrapping_sub(src as usize) >= n {
+    if n <= SHORT {
+        // SAFETY: the caller's contract, and `n` is short (any overlap is copied right).
+        unsafe { copy_short(dest, src, n) };
+    } else if (dest as usize).wrapping_sub(src as usize) >= n {
         // SAFETY: the caller's contract; any overlap has `dest` below `src`.
         unsafe { copy_forward(dest, src, n) };
     } else {
