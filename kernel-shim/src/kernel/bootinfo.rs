@@ -51,6 +51,8 @@ pub struct BootInfo {
     pub cmdline: [u8; 256],
     /// Bytes used in `cmdline`.
     pub cmdline_len: usize,
+    /// Physical address of the ACPI RSDP (0: none given).
+    pub rsdp: u64,
 }
 
 #[repr(C)]
@@ -108,6 +110,7 @@ impl BootInfo {
             modules_len: 0,
             cmdline: [0; 256],
             cmdline_len: 0,
+            rsdp: si.rsdp_paddr,
         };
         if si.version >= 1 {
             let n = (si.memmap_entries as usize).min(MAX_ENTRIES);

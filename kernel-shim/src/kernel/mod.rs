@@ -25,6 +25,7 @@ pub mod backtrace;
 pub mod boot;
 pub mod bootinfo;
 pub mod bootpack;
+pub mod cpus;
 pub mod elf;
 pub mod errno;
 pub mod exceptions;
@@ -137,6 +138,19 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         }
     }
     log::info!("kernel-shim: {} KiB of RAM", ram / 1024);
+    match cpus::find(info.rsdp) {
+        Some(c) => {
+            let ids = &c.ids[..c.count.min(cpus::MAX_CPUS)];
+            log::info!(
+                "kernel-shim: {} processor{} (ACPI MADT, local APIC ids {:?}); the kernel runs \
+                 on the first only",
+                c.count,
+                if c.count == 1 { "" } else { "s" },
+                ids
+            );
+        }
+        None => log::info!("kernel-shim: no ACPI processor list (no RSDP or MADT)"),
+    }
     for (i, m) in info.modules().iter().enumerate() {
         log::info!("  module {} at {:#x}, {} bytes", i, m.start, m.len);
     }

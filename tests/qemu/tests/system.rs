@@ -645,3 +645,25 @@ fn more_than_three_and_a_half_gib_touched_with_ram_above_four_gib() {
         .assert_log("PASS memory back")
         .assert_no_log("FAIL");
 }
+
+#[test]
+fn the_kernel_finds_every_processor_in_the_acpi_tables() {
+    // Pins: the kernel reads the ACPI tables QEMU gives (the RSDP the PVH start info names, the
+    // MADT) and counts the processors, with their local APIC ids; with four the system runs
+    // as with one (the kernel stays on the first).
+    for (smp, ids) in [("1", "[0]"), ("4", "[0, 1, 2, 3]")] {
+        let mut boot = Boot::new(&["memd", "hello"]);
+        boot.qemu_args = vec!["-smp".into(), smp.into()];
+        let o = boot.run();
+        let n = if smp == "1" {
+            "1 processor "
+        } else {
+            "4 processors "
+        };
+        o.assert_clean()
+            .assert_log(&format!(
+                "kernel-shim: {n}(ACPI MADT, local APIC ids {ids})"
+            ))
+            .assert_log("PASS hello");
+    }
+}
