@@ -20,6 +20,9 @@
 //! until [`super::kmap`] builds the kernel's final ones (W^X, 4 KiB pages for the image,
 //! guard pages under the stacks).
 //!
+//! The application processors come in the same way (`ap_trampoline`, run in real mode from a
+//! copy at 0x8000, then `ap_start32` and `ap_long` on these boot tables: see `smp.rs`).
+//!
 //! The two kernel stacks live here too, each above a guard page the final tables leave
 //! unmapped: the kernel stack (every entry from ring 3) and the double-fault stack (IST 1).
 //! An overflow of the kernel stack then faults on its guard page, which escalates to a double
@@ -71,8 +74,9 @@ boot_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF
     .quad 0x00CF92000000FFFF
+    .quad 0x00CF9A000000FFFF
 boot_gdt_ptr:
-    .word 23
+    .word 31
     .long boot_gdt
 
     .section .boot.text, "ax"
@@ -139,6 +143,79 @@ pvh_start:
     push eax
     retf
 
+    // The application processors' way in (see `smp.rs`). `ap_trampoline`..`ap_trampoline_end`
+    // is copied to physical `smp::AP_TRAMPOLINE` (0x8000) and run there in real mode by the
+    // startup IPI (CS = 0x0800, IP = 0): it loads the boot GDT (its pointer is in the copied
+    // page, at 0x8002, where real mode reaches it), enters protected mode and jumps to
+    // `ap_start32`, which switches to long mode on the boot tables as `pvh_start` does, and
+    // `ap_long` calls the kernel's `ap_entry` on the stack the starting processor left in
+    // `AP_STACK_TOP`.
+    .code16
+    .global ap_trampoline
+ap_trampoline:
+    // A short jump over the GDT pointer, which thus lies at 0x8002.
+    .byte 0xEB, 0x06
+    .word 31
+    .long boot_gdt
+    cli
+    cld
+    xor ax, ax
+    mov ds, ax
+    lgdt [0x8002]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    .byte 0x66, 0xEA
+    .long ap_start32
+    .word 0x18
+    .global ap_trampoline_end
+ap_trampoline_end:
+
+    .code32
+ap_start32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    // The far return below needs a stack: the top of the trampoline's page.
+    mov esp, 0x9000
+    mov eax, cr4
+    or eax, 0x620
+    mov cr4, eax
+    mov eax, offset boot_pml4
+    mov cr3, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 0x901
+    wrmsr
+    mov eax, cr0
+    and eax, 0xFFFFFFF3
+    or eax, 0x80010023
+    mov cr0, eax
+    mov eax, 0x08
+    push eax
+    mov eax, offset ap_long
+    push eax
+    retf
+
+    .code64
+ap_long:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    movabs rax, offset {ap_stack}
+    mov rsp, [rax]
+    xor ebp, ebp
+    movabs rax, offset {ap_entry}
+    call rax
+5:
+    hlt
+    jmp 5b
+
     .code64
 boot_long:
     mov ax, 0x10
@@ -177,6 +254,8 @@ double_fault_stack_top:
     .section .text
     "#,
     entry = sym super::kmain_entry,
+    ap_entry = sym super::smp::ap_entry,
+    ap_stack = sym super::smp::AP_STACK_TOP,
     stack_size = const KERNEL_STACK_SIZE,
     df_stack_size = const DOUBLE_FAULT_STACK_SIZE,
     guard_size = const GUARD_SIZE,

@@ -44,6 +44,7 @@ pub mod pt;
 pub mod redox;
 pub mod sched;
 pub mod selftest;
+pub mod smp;
 pub mod space;
 pub mod state;
 pub mod syscall;
@@ -138,7 +139,8 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         }
     }
     log::info!("kernel-shim: {} KiB of RAM", ram / 1024);
-    match cpus::find(info.rsdp) {
+    let cpus = cpus::find(info.rsdp);
+    match &cpus {
         Some(c) => {
             let ids = &c.ids[..c.count.min(cpus::MAX_CPUS)];
             log::info!(
@@ -174,6 +176,16 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         }
     );
     memory::split(k, &info);
+    if let Some(c) = &cpus
+        && c.count > 1
+    {
+        let online = smp::start(k, c);
+        log::info!(
+            "kernel-shim: {} application processor{} online, parked (halted, interrupts off)",
+            online,
+            if online == 1 { "" } else { "s" }
+        );
+    }
     timer::init();
     start_programs(k, &info);
     selftest::after_programs(k, &info, protections);

@@ -647,10 +647,11 @@ fn more_than_three_and_a_half_gib_touched_with_ram_above_four_gib() {
 }
 
 #[test]
-fn the_kernel_finds_every_processor_in_the_acpi_tables() {
+fn the_kernel_finds_every_processor_and_starts_the_others() {
     // Pins: the kernel reads the ACPI tables QEMU gives (the RSDP the PVH start info names, the
-    // MADT) and counts the processors, with their local APIC ids; with four the system runs
-    // as with one (the kernel stays on the first).
+    // MADT) and counts the processors, with their local APIC ids; it starts every other one
+    // (INIT, SIPI, SIPI: the real-mode trampoline into long mode), which comes online on a
+    // stack of its own and parks; the system runs as with one (the kernel stays on the first).
     for (smp, ids) in [("1", "[0]"), ("4", "[0, 1, 2, 3]")] {
         let mut boot = Boot::new(&["memd", "hello"]);
         boot.qemu_args = vec!["-smp".into(), smp.into()];
@@ -665,5 +666,10 @@ fn the_kernel_finds_every_processor_in_the_acpi_tables() {
                 "kernel-shim: {n}(ACPI MADT, local APIC ids {ids})"
             ))
             .assert_log("PASS hello");
+        if smp == "4" {
+            o.assert_log("kernel-shim: 3 application processors online, parked");
+        } else {
+            o.assert_no_log("application processor");
+        }
     }
 }

@@ -1,0 +1,138 @@
+//! Starting the application processors: each one the ACPI tables list ([`super::cpus`]) but
+//! the booting one gets the INIT–SIPI–SIPI sequence through the local APIC, runs the
+//! real-mode trampoline (`boot.rs`: copied to [`AP_TRAMPOLINE`]) into long mode on the boot
+//! page tables and a stack of its own, says it is online, and parks: interrupts off, halted.
+//! The kernel schedules on the first processor only so far.
+
+use super::boot::phys_to_virt;
+use super::cpus::Cpus;
+use super::frames::PAGE;
+use super::state::Kernel;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Where the trampoline runs: a page below 1 MiB (the startup IPI's vector is its page
+/// number), in the first MiB the kernel keeps out of every pool.
+pub const AP_TRAMPOLINE: u64 = 0x8000;
+/// The local APIC's registers (xAPIC, memory mapped), reached through the window.
+const LAPIC: u64 = 0xFEE0_0000;
+/// Interrupt command register, low and high words.
+const ICR_LOW: u64 = 0x300;
+const ICR_HIGH: u64 = 0x310;
+/// ICR: delivery status (an IPI not yet accepted).
+const ICR_PENDING: u32 = 1 << 12;
+/// ICR: INIT, level assert.
+const ICR_INIT: u32 = 0x4500;
+/// ICR: startup IPI, level assert; the vector is the trampoline's page number.
+const ICR_STARTUP: u32 = 0x4600;
+/// `pause` rounds an application processor gets to say it is online.
+const ONLINE_WAIT: u32 = 10_000_000;
+
+/// The stack top the next application processor starts on (`ap_long` in `boot.rs` loads it).
+#[unsafe(no_mangle)]
+pub static AP_STACK_TOP: AtomicU64 = AtomicU64::new(0);
+/// Application processors online.
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+unsafe extern "C" {
+    #[link_name = "ap_trampoline"]
+    static TRAMPOLINE_START: u8;
+    #[link_name = "ap_trampoline_end"]
+    static TRAMPOLINE_END: u8;
+}
+
+/// An application processor, on its own stack in long mode: online, then parked for good.
+pub extern "C" fn ap_entry() -> ! {
+    ONLINE.fetch_add(1, Ordering::SeqCst);
+    loop {
+        // SAFETY: interrupts stay off (the trampoline cleared IF and nothing sets it), so
+        // `hlt` parks the processor until an NMI or INIT, which the kernel never sends it.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+fn lapic_write(reg: u64, value: u32) {
+    // SAFETY: the local APIC's page lies in the window (below 4 GiB); a 32-bit write of one of
+    // its registers is how it is programmed, and only the booting processor does it, at boot.
+    unsafe { core::ptr::write_volatile(phys_to_virt(LAPIC + reg) as *mut u32, value) };
+}
+
+fn lapic_read(reg: u64) -> u32 {
+    // SAFETY: as in `lapic_write`: a 32-bit read of one of its registers.
+    unsafe { core::ptr::read_volatile(phys_to_virt(LAPIC + reg) as *const u32) }
+}
+
+/// Sends the IPI `low` to the processor with local APIC id `id` and waits until the local
+/// APIC has accepted it.
+fn ipi(id: u32, low: u32) {
+    lapic_write(ICR_HIGH, id << 24);
+    lapic_write(ICR_LOW, low);
+    while lapic_read(ICR_LOW) & ICR_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+fn delay(rounds: u32) {
+    for _ in 0..rounds {
+        core::hint::spin_loop();
+    }
+}
+
+/// The local APIC id of the processor running this (CPUID leaf 1, EBX bits 24..32).
+fn own_id() -> u32 {
+    core::arch::x86_64::__cpuid(1).ebx >> 24
+}
+
+/// Starts every processor of `cpus` but this one (xAPIC ids below 255 only); how many came
+/// online. Each gets a stack frame from the kernel pool, kept for good.
+pub fn start(k: &mut Kernel, cpus: &Cpus) -> usize {
+    let me = own_id();
+    let others = cpus.ids[..cpus.count.min(cpus.ids.len())]
+        .iter()
+        .filter(|&&id| id != me && id < 255);
+    if others.clone().next().is_none() {
+        return 0;
+    }
+    let start = &raw const TRAMPOLINE_START as u64;
+    let len = (&raw const TRAMPOLINE_END as u64).saturating_sub(start);
+    if len == 0 || len > PAGE {
+        log::error!("kernel-shim: the AP trampoline does not fit a page");
+        return 0;
+    }
+    // SAFETY: the trampoline lies in the kernel image's boot text (linked and loaded at its
+    // physical address, inside the window); its destination is a page of the first MiB, which
+    // no pool, program or table uses. The two do not overlap (the image is above 1 MiB).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            phys_to_virt(start) as *const u8,
+            phys_to_virt(AP_TRAMPOLINE) as *mut u8,
+            len as usize,
+        )
+    };
+    let mut online = 0;
+    for &id in others {
+        let Some(stack) = k.frames.alloc() else {
+            log::warn!("kernel-shim: no frame for the stack of processor {}", id);
+            break;
+        };
+        AP_STACK_TOP.store(phys_to_virt(stack) + PAGE, Ordering::SeqCst);
+        let before = ONLINE.load(Ordering::SeqCst);
+        ipi(id, ICR_INIT);
+        delay(100_000);
+        for _ in 0..2 {
+            ipi(id, ICR_STARTUP | (AP_TRAMPOLINE / PAGE) as u32);
+            delay(10_000);
+        }
+        let mut waited = 0;
+        while ONLINE.load(Ordering::SeqCst) == before && waited < ONLINE_WAIT {
+            core::hint::spin_loop();
+            waited += 1;
+        }
+        if ONLINE.load(Ordering::SeqCst) == before {
+            log::warn!("kernel-shim: processor {} did not come online", id);
+            k.frames.free(stack);
+        } else {
+            online += 1;
+        }
+    }
+    online
+}
