@@ -35,6 +35,7 @@ pub mod gdt;
 pub mod global;
 pub mod ipc;
 pub mod kmap;
+pub mod lapic;
 pub mod logger;
 pub mod memory;
 pub mod objects;

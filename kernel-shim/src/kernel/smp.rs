@@ -7,19 +7,13 @@
 use super::boot::phys_to_virt;
 use super::cpus::Cpus;
 use super::frames::PAGE;
+use super::lapic;
 use super::state::Kernel;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Where the trampoline runs: a page below 1 MiB (the startup IPI's vector is its page
 /// number), in the first MiB the kernel keeps out of every pool.
 pub const AP_TRAMPOLINE: u64 = 0x8000;
-/// The local APIC's registers (xAPIC, memory mapped), reached through the window.
-const LAPIC: u64 = 0xFEE0_0000;
-/// Interrupt command register, low and high words.
-const ICR_LOW: u64 = 0x300;
-const ICR_HIGH: u64 = 0x310;
-/// ICR: delivery status (an IPI not yet accepted).
-const ICR_PENDING: u32 = 1 << 12;
 /// ICR: INIT, level assert.
 const ICR_INIT: u32 = 0x4500;
 /// ICR: startup IPI, level assert; the vector is the trampoline's page number.
@@ -47,27 +41,6 @@ pub extern "C" fn ap_entry() -> ! {
         // SAFETY: interrupts stay off (the trampoline cleared IF and nothing sets it), so
         // `hlt` parks the processor until an NMI or INIT, which the kernel never sends it.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
-    }
-}
-
-fn lapic_write(reg: u64, value: u32) {
-    // SAFETY: the local APIC's page lies in the window (below 4 GiB); a 32-bit write of one of
-    // its registers is how it is programmed, and only the booting processor does it, at boot.
-    unsafe { core::ptr::write_volatile(phys_to_virt(LAPIC + reg) as *mut u32, value) };
-}
-
-fn lapic_read(reg: u64) -> u32 {
-    // SAFETY: as in `lapic_write`: a 32-bit read of one of its registers.
-    unsafe { core::ptr::read_volatile(phys_to_virt(LAPIC + reg) as *const u32) }
-}
-
-/// Sends the IPI `low` to the processor with local APIC id `id` and waits until the local
-/// APIC has accepted it.
-fn ipi(id: u32, low: u32) {
-    lapic_write(ICR_HIGH, id << 24);
-    lapic_write(ICR_LOW, low);
-    while lapic_read(ICR_LOW) & ICR_PENDING != 0 {
-        core::hint::spin_loop();
     }
 }
 
@@ -116,10 +89,10 @@ pub fn start(k: &mut Kernel, cpus: &Cpus) -> usize {
         };
         AP_STACK_TOP.store(phys_to_virt(stack) + PAGE, Ordering::SeqCst);
         let before = ONLINE.load(Ordering::SeqCst);
-        ipi(id, ICR_INIT);
+        lapic::ipi(id, ICR_INIT);
         delay(100_000);
         for _ in 0..2 {
-            ipi(id, ICR_STARTUP | (AP_TRAMPOLINE / PAGE) as u32);
+            lapic::ipi(id, ICR_STARTUP | (AP_TRAMPOLINE / PAGE) as u32);
             delay(10_000);
         }
         let mut waited = 0;
