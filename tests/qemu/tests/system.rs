@@ -661,10 +661,12 @@ fn the_kernel_finds_every_processor_and_starts_the_others() {
         } else {
             "4 processors "
         };
+        // The tick is the local APIC's timer, measured against the PIT.
         o.assert_clean()
             .assert_log(&format!(
                 "kernel-shim: {n}(ACPI MADT, local APIC ids {ids})"
             ))
+            .assert_log("kernel-shim: timer: the local APIC's")
             .assert_log("PASS hello");
         if smp == "4" {
             o.assert_log("kernel-shim: 3 application processors online, parked");
