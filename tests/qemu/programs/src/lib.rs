@@ -51,6 +51,29 @@ pub fn vm() -> libvm::Vm<&'static libvm::sys::SyscallTransport> {
     libvm::Vm::new(&TRANSPORT)
 }
 
+/// memd's system-wide statistics. A refusal fails the program (`FAIL`, exit 1): figures read
+/// as zeros would make a check pass, or fail, for the wrong reason.
+#[track_caller]
+pub fn global_stats() -> libvm::proto::GlobalStats {
+    vm().global_stats()
+        .unwrap_or_else(|e| stats_refused("global_stats", e))
+}
+
+/// The statistics of process `pid` (0: this one). A refusal fails the program, as in
+/// [`global_stats`].
+#[track_caller]
+pub fn process_stats(pid: u64) -> libvm::proto::ProcessStats {
+    vm().process_stats(pid)
+        .unwrap_or_else(|e| stats_refused("process_stats", e))
+}
+
+#[track_caller]
+fn stats_refused(call: &str, e: libvm::VmError) -> ! {
+    let at = core::panic::Location::caller();
+    println!("FAIL {}:{}: {}: {:?}", at.file(), at.line(), call, e);
+    exit(1)
+}
+
 /// The frame pointer of `_start`, the outermost frame: a backtrace reads no frame above it.
 static OUTERMOST_FRAME: AtomicU64 = AtomicU64::new(0);
 
@@ -89,6 +112,24 @@ pub use libvm::sys::raw::*;
 /// Spare page-table frames a process may keep after its mappings are gone (memd's
 /// `tables::MAX_SPARE`): memd takes them back only beyond.
 pub const SPARE_TABLES: u64 = 8;
+
+/// Checks that memd's data frames in use are back where `base` had them (what a test mapped
+/// and touched, all given back); a difference fails the program.
+#[track_caller]
+pub fn check_data_frames_back(base: &libvm::proto::GlobalStats) {
+    let now = global_stats();
+    if now.data_frames() != base.data_frames() {
+        let at = core::panic::Location::caller();
+        println!(
+            "FAIL {}:{}: data frames {} then {}",
+            at.file(),
+            at.line(),
+            base.data_frames(),
+            now.data_frames()
+        );
+        exit(1)
+    }
+}
 
 /// Whether memd is back where `base` was: the same data frames in use and the same processes,
 /// and page-table frames no more than the spare ones a process keeps above.

@@ -15,7 +15,7 @@ const BYTES: usize = (3 << 30) + (5 << 27);
 
 fn main(_: Start) -> u64 {
     let vm = vm();
-    let base = vm.global_stats().unwrap_or_default();
+    let base = global_stats();
     println!(
         "bigmem: memd has {} MiB of frames",
         (base.frames_total * PAGE as u64) >> 20
@@ -38,13 +38,7 @@ fn main(_: Start) -> u64 {
     );
     println!("PASS {} MiB touched", BYTES >> 20);
     check!(vm.munmap(a, BYTES).is_ok(), "munmap");
-    let now = vm.global_stats().unwrap_or_default();
-    check!(
-        now.data_frames() == base.data_frames(),
-        "data frames {} then {}",
-        base.data_frames(),
-        now.data_frames()
-    );
+    check_data_frames_back(&base);
     println!("PASS memory back");
     0
 }

@@ -29,7 +29,7 @@ fn in_child(f: impl FnOnce() -> u64) -> u64 {
 }
 
 fn stats() -> GlobalStats {
-    vm().global_stats().unwrap_or_default()
+    global_stats()
 }
 
 fn cow() {

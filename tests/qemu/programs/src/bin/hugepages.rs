@@ -17,7 +17,7 @@ const LEN: usize = 4 * HUGE;
 
 fn main(_: Start) -> u64 {
     let vm = vm();
-    let base = vm.global_stats().unwrap_or_default();
+    let base = global_stats();
     let a = vm
         .mmap(0, LEN, P::READ_WRITE, MmapFlags::anonymous_private())
         .unwrap_or(0);
@@ -26,8 +26,8 @@ fn main(_: Start) -> u64 {
     for i in 0..LEN / PAGE {
         write(a + i * PAGE, i as u64 + 1);
     }
-    let stats = vm.process_stats(0).unwrap_or_default();
-    let g = vm.global_stats().unwrap_or_default();
+    let stats = process_stats(0);
+    let g = global_stats();
     check!(stats.huge_pages == 4, "{} huge pages", stats.huge_pages);
     check!(
         g.faults_huge - base.faults_huge == 4,
@@ -39,7 +39,7 @@ fn main(_: Start) -> u64 {
         vm.munmap(a + HUGE + 5 * PAGE, PAGE).is_ok(),
         "munmap one page"
     );
-    let stats = vm.process_stats(0).unwrap_or_default();
+    let stats = process_stats(0);
     check!(
         stats.huge_pages == 3,
         "{} huge pages after",
@@ -52,9 +52,9 @@ fn main(_: Start) -> u64 {
     match vm.fork() {
         Ok(0) => {
             // The parent's three huge pages are the child's too, until it writes one.
-            let before = vm.process_stats(0).unwrap_or_default().huge_pages;
+            let before = process_stats(0).huge_pages;
             write(a + 7 * PAGE, 7777);
-            let after = vm.process_stats(0).unwrap_or_default().huge_pages;
+            let after = process_stats(0).huge_pages;
             exit(
                 if read(a + 7 * PAGE) == 7777
                     && read(a + 8 * PAGE) == 9
@@ -70,7 +70,7 @@ fn main(_: Start) -> u64 {
             let w = vm.wait(pid).unwrap_or((u64::MAX, 0));
             check!(ws::code(w.0) == Some(0), "child: {:#x}", w.0);
             check!(read(a + 7 * PAGE) == 8, "the parent's page is its own");
-            let huge = vm.process_stats(0).unwrap_or_default().huge_pages;
+            let huge = process_stats(0).huge_pages;
             check!(
                 huge == 3,
                 "{} huge pages in the parent after the fork",
@@ -80,13 +80,7 @@ fn main(_: Start) -> u64 {
         Err(e) => check!(false, "fork: {:?}", e),
     }
     check!(vm.munmap(a, LEN).is_ok(), "munmap");
-    let now = vm.global_stats().unwrap_or_default();
-    check!(
-        now.data_frames() == base.data_frames(),
-        "data frames {} then {}",
-        base.data_frames(),
-        now.data_frames()
-    );
+    check_data_frames_back(&base);
     println!("PASS huge pages");
     shared(&base);
     0
@@ -101,13 +95,13 @@ fn shared(base: &libvm::proto::GlobalStats) {
         .unwrap_or(0);
     check!(a != 0 && a.is_multiple_of(HUGE), "shared mmap at {:#x}", a);
     check!(vm.madvise(a, len, MADV_HUGEPAGE).is_ok(), "MADV_HUGEPAGE");
-    let before = vm.global_stats().unwrap_or_default();
+    let before = global_stats();
     match vm.fork() {
         Ok(0) => {
             for i in 0..len / PAGE {
                 write(a + i * PAGE, 100 + i as u64);
             }
-            let huge = vm.process_stats(0).unwrap_or_default().huge_pages;
+            let huge = process_stats(0).huge_pages;
             exit(if huge == 2 { 0 } else { 10 + huge })
         }
         Ok(pid) => {
@@ -119,8 +113,8 @@ fn shared(base: &libvm::proto::GlobalStats) {
     for i in 0..len / PAGE {
         check!(read(a + i * PAGE) == 100 + i as u64, "shared page {}", i);
     }
-    let stats = vm.process_stats(0).unwrap_or_default();
-    let g = vm.global_stats().unwrap_or_default();
+    let stats = process_stats(0);
+    let g = global_stats();
     check!(
         stats.huge_pages == 2,
         "{} shared huge pages",
@@ -139,12 +133,6 @@ fn shared(base: &libvm::proto::GlobalStats) {
         g.data_frames() - base.data_frames()
     );
     check!(vm.munmap(a, len).is_ok(), "munmap shared");
-    let now = vm.global_stats().unwrap_or_default();
-    check!(
-        now.data_frames() == base.data_frames(),
-        "data frames {} then {}",
-        base.data_frames(),
-        now.data_frames()
-    );
+    check_data_frames_back(base);
     println!("PASS shared huge pages, one run mapped whole by each sharer");
 }

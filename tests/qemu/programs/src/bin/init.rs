@@ -102,7 +102,7 @@ fn demonstration(me: u64) -> bool {
     println!("init: the memory system at work (pid {})", me);
 
     // mmap and touch.
-    let (rss0, g0) = (rss(), vm().global_stats().unwrap_or_default());
+    let (rss0, g0) = (rss(), global_stats());
     let a = vm()
         .mmap(0, 16 * PAGE, P::READ_WRITE, F::anonymous_private())
         .unwrap_or(0);
@@ -110,7 +110,7 @@ fn demonstration(me: u64) -> bool {
     for i in 0..8 {
         write(a + i * PAGE, HELLO);
     }
-    let (rss2, g1) = (rss(), vm().global_stats().unwrap_or_default());
+    let (rss2, g1) = (rss(), global_stats());
     d.step(
         a != 0 && rss1 == rss0 && rss2 == rss0 + 8,
         format_args!(
@@ -138,11 +138,11 @@ fn demonstration(me: u64) -> bool {
         for _ in 0..10 {
             yield_now();
         }
-        let c0 = vm().global_stats().unwrap_or_default().cow_copies;
+        let c0 = global_stats().cow_copies;
         for i in 4..8 {
             write(a + i * PAGE, 0xC41D);
         }
-        let c1 = vm().global_stats().unwrap_or_default().cow_copies;
+        let c1 = global_stats().cow_copies;
         exit(c1 - c0);
     }
     let copies = vm().wait(pid).map(|w| w.0).unwrap_or(u64::MAX);
@@ -172,7 +172,7 @@ fn demonstration(me: u64) -> bool {
         yield_now();
     }
     let copies0 = vm().global_stats().map(|g| g.cow_copies).unwrap_or(0);
-    let child = vm().process_stats(pid).unwrap_or_default();
+    let child = process_stats(pid);
     let seen = read(s + PAGE);
     write(s + 16, 1);
     let code = vm().wait(pid).map(|w| w.0).unwrap_or(u64::MAX);

@@ -248,11 +248,11 @@ fn main(_: Start) -> u64 {
     }
     // The baseline once this process's heap holds a process listing.
     check!(vm().processes().is_ok(), "processes");
-    let base = vm().global_stats().unwrap_or_default();
+    let base = global_stats();
     read_only();
     wait();
     copy_on_write();
-    let after = vm().global_stats().unwrap_or_default();
+    let after = global_stats();
     check!(
         settled(&base, &after),
         "frames {} -> {}, processes {} -> {}",

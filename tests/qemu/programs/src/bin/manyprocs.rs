@@ -27,9 +27,9 @@ fn main(_: Start) -> u64 {
     let ep = endpoint_create();
     check!(ep >= 0, "endpoint_create: {}", ep);
     round(ep as u64);
-    let base = vm().global_stats().unwrap_or_default();
+    let base = global_stats();
     round(ep as u64);
-    let now = vm().global_stats().unwrap_or_default();
+    let now = global_stats();
     check!(
         settled(&base, &now),
         "frames after: {} data, {} tables (before {} / {})",
@@ -43,7 +43,7 @@ fn main(_: Start) -> u64 {
     // frames of everyone else must be back exactly.
     let others_before = others();
     tree(ep as u64);
-    let after = vm().global_stats().unwrap_or_default();
+    let after = global_stats();
     let others_after = others();
     check!(
         others_after == others_before
@@ -70,10 +70,7 @@ fn map(len: usize, flags: MmapFlags) -> usize {
 
 /// Data frames in use by processes other than this one.
 fn others() -> u64 {
-    let vm = vm();
-    let global = vm.global_stats().unwrap_or_default();
-    let own = vm.process_stats(0).unwrap_or_default();
-    global.data_frames() - own.resident_pages
+    global_stats().data_frames() - process_stats(0).resident_pages
 }
 
 /// Forks [`BRANCHES`] children that fork [`CHILDREN`] blocked leaves each; checks memd with
@@ -159,7 +156,7 @@ fn branch(ep: u64, flag: usize) -> u64 {
 /// Forks the children, checks memd with all of them alive, ends them.
 fn round(ep: u64) {
     let vm = vm();
-    let base = vm.global_stats().unwrap_or_default();
+    let base = global_stats();
     let mut pids = [0u64; CHILDREN];
     for (i, slot) in pids.iter_mut().enumerate() {
         match vm.fork() {

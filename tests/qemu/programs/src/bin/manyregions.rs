@@ -22,7 +22,7 @@ fn regions() -> u64 {
 fn main(_: Start) -> u64 {
     let vm = vm();
     let before = regions();
-    let base = vm.global_stats().unwrap_or_default();
+    let base = global_stats();
     let len = REGIONS * PAGE;
     let a = vm
         .mmap(0, len, P::READ_WRITE, MmapFlags::anonymous_private())
@@ -59,13 +59,7 @@ fn main(_: Start) -> u64 {
     check!(vm.munmap(b, PAGE).is_ok(), "munmap");
     check!(vm.munmap(a, len).is_ok(), "munmap of them all");
     check!(regions() == before, "{} regions left", regions());
-    let now = vm.global_stats().unwrap_or_default();
-    check!(
-        now.data_frames() == base.data_frames(),
-        "data frames {} then {}",
-        base.data_frames(),
-        now.data_frames()
-    );
+    check_data_frames_back(&base);
     println!("PASS every region gone, memory back");
     0
 }

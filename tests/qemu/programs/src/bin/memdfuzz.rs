@@ -2148,7 +2148,7 @@ fn main(_: Start) -> u64 {
     // Nothing is allocated from here on, so only what memd holds for others can change
     // the figures.
     let before = live_pids();
-    let base = vm().global_stats().unwrap_or_default();
+    let base = global_stats();
     let me = vm().process_stats(0).map(|s| s.pid).unwrap_or(0);
     println!("memdfuzz: seed {}, {} requests", seed, count);
     let t0 = clock();
@@ -2183,7 +2183,7 @@ fn main(_: Start) -> u64 {
         );
         yield_now();
     }
-    let after = vm().global_stats().unwrap_or_default();
+    let after = global_stats();
     check!(
         settled(&base, &after),
         "frames {} -> {}, page tables {} -> {}, processes {} -> {}",

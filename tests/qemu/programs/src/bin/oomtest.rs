@@ -12,7 +12,7 @@ entry!(main);
 
 fn main(_: Start) -> u64 {
     let vm = vm();
-    let base = vm.global_stats().unwrap_or_default();
+    let base = global_stats();
     let mine = vm.mmap(
         0,
         4096,
@@ -42,7 +42,7 @@ fn main(_: Start) -> u64 {
         vm.wait(worker).map(|w| w.0) == Ok(0),
         "a worker after the hog failed"
     );
-    let after = vm.global_stats().unwrap_or_default();
+    let after = global_stats();
     check!(
         after.data_frames() == base.data_frames() && after.processes == base.processes,
         "frames {} -> {}, processes {} -> {}",

@@ -22,8 +22,8 @@ const K: usize = 3;
 
 fn main(start: Start) -> u64 {
     let me = start.badge;
-    let g = vm().global_stats().unwrap_or_default();
-    let s = vm().process_stats(0).unwrap_or_default();
+    let g = global_stats();
+    let s = process_stats(0);
     println!(
         "statprobe: before pid={} rss={} vsz={} regions={} heap={} frames_used={} tables={} cow_copies={}",
         me,
@@ -54,11 +54,11 @@ fn main(start: Start) -> u64 {
         for _ in 0..10 {
             yield_now();
         }
-        let c0 = vm().global_stats().unwrap_or_default().cow_copies;
+        let c0 = global_stats().cow_copies;
         for i in 0..M {
             write(a + i * PAGE, 100 + i as u64);
         }
-        let c1 = vm().global_stats().unwrap_or_default().cow_copies;
+        let c1 = global_stats().cow_copies;
         println!("statprobe child: wrote {} pages, {} copies", M, c1 - c0);
         write(sh + 8, 1);
         while read(sh + 16) == 0 {
@@ -97,7 +97,7 @@ fn main(start: Start) -> u64 {
 /// in use is never below the frames in use.
 fn high_water_mark() {
     let vm = vm();
-    let stats = || vm.process_stats(0).unwrap_or_default();
+    let stats = || process_stats(0);
     check!(vm.clear_refs(5).is_ok(), "clear_refs 5");
     let s0 = stats();
     check!(
@@ -153,7 +153,7 @@ fn high_water_mark() {
         s3.hwm_pages,
         s3.rss_pages
     );
-    let g = vm.global_stats().unwrap_or_default();
+    let g = global_stats();
     check!(
         g.frames_peak >= g.frames_used + 64,
         "frames peak {} used {}",

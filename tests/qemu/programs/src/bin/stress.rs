@@ -12,7 +12,7 @@ const WORKERS: usize = 4;
 
 fn main(_: Start) -> u64 {
     let vm = vm();
-    let base = vm.global_stats().unwrap_or_default();
+    let base = global_stats();
     let mut pids = [0u64; WORKERS];
     for p in pids.iter_mut() {
         let pid = vm.spawn("worker");
@@ -23,7 +23,7 @@ fn main(_: Start) -> u64 {
         let w = vm.wait(pid);
         check!(w.map(|w| w.0) == Ok(0), "worker {} ended with {:?}", pid, w);
     }
-    let after = vm.global_stats().unwrap_or_default();
+    let after = global_stats();
     check!(
         after.frames_used == base.frames_used,
         "frames {} -> {}",

@@ -259,7 +259,7 @@ fn redox_calls() {
 }
 
 fn hostile() {
-    let before = vm().global_stats().unwrap_or_default();
+    let before = global_stats();
     // Garbage opcodes and fields: errors, nothing changed.
     for op in [0u64, 13, 99, 255] {
         let msg = [op | 0xABCD << 32, 1, 2, 3, 4, 5, 6, 0x10000];
@@ -315,7 +315,7 @@ fn hostile() {
         syscall6(nr::SPACE_APPLY, 0x10000, 0, 0, 0, 0, 0) == -1,
         "space_apply is the pager's"
     );
-    let after = vm().global_stats().unwrap_or_default();
+    let after = global_stats();
     check!(
         after.frames_used == before.frames_used && after.processes == before.processes,
         "hostile requests changed memory: {} -> {}",

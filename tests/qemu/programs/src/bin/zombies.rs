@@ -62,7 +62,7 @@ fn helper(shared: usize) -> ! {
 }
 
 fn stats() -> GlobalStats {
-    vm().global_stats().unwrap_or_default()
+    global_stats()
 }
 
 /// Forks until refused (at most `tries` times), each child exiting at once with its number;
