@@ -122,6 +122,13 @@ pvh_start:
     cmp ecx, 2048
     jne 2b
 
+    mov edi, offset boot_long
+    jmp enter_long_mode
+
+    // Long mode on the boot tables, for the booting processor and the others alike: PAE and
+    // the FPU/SSE bits, CR3, EFER (long mode, NX, `syscall`), paging and write protection, the
+    // boot GDT, and a far return to the 64-bit code at `edi`. Needs a stack; keeps esi.
+enter_long_mode:
     mov eax, cr4
     or eax, 0x620
     mov cr4, eax
@@ -135,19 +142,18 @@ pvh_start:
     and eax, 0xFFFFFFF3
     or eax, 0x80010023
     mov cr0, eax
-
     lgdt [boot_gdt_ptr]
     mov eax, 0x08
     push eax
-    mov eax, offset boot_long
-    push eax
+    push edi
     retf
 
     // The application processors' way in (see `smp.rs`). `ap_trampoline`..`ap_trampoline_end`
     // is copied to physical `smp::AP_TRAMPOLINE` (0x8000) and run there in real mode by the
     // startup IPI (CS = 0x0800, IP = 0): it loads the boot GDT (its pointer is in the copied
     // page, at 0x8002, where real mode reaches it), enters protected mode and jumps to
-    // `ap_start32`, which switches to long mode on the boot tables as `pvh_start` does, and
+    // `ap_start32`, which switches to long mode on the boot tables as `pvh_start` does
+    // (`enter_long_mode`), and
     // `ap_long` calls the kernel's `ap_entry` on the stack the starting processor left in
     // `AP_STACK_TOP`.
     .code16
@@ -177,26 +183,10 @@ ap_start32:
     mov ds, ax
     mov es, ax
     mov ss, ax
-    // The far return below needs a stack: the top of the trampoline's page.
+    // `enter_long_mode`'s far return needs a stack: the top of the trampoline's page.
     mov esp, 0x9000
-    mov eax, cr4
-    or eax, 0x620
-    mov cr4, eax
-    mov eax, offset boot_pml4
-    mov cr3, eax
-    mov ecx, 0xC0000080
-    rdmsr
-    or eax, 0x901
-    wrmsr
-    mov eax, cr0
-    and eax, 0xFFFFFFF3
-    or eax, 0x80010023
-    mov cr0, eax
-    mov eax, 0x08
-    push eax
-    mov eax, offset ap_long
-    push eax
-    retf
+    mov edi, offset ap_long
+    jmp enter_long_mode
 
     .code64
 ap_long:

@@ -185,6 +185,66 @@ impl TrapFrame {
     }
 }
 
+/// Pushes the general registers of a [`TrapFrame`], rax first (its fields from `rax` up to
+/// `r15`), for the entries that build frames: `trap_common` and the `syscall` entry.
+macro_rules! push_registers {
+    () => {
+        concat!(
+            "push rax\n",
+            "push rbx\n",
+            "push rcx\n",
+            "push rdx\n",
+            "push rsi\n",
+            "push rdi\n",
+            "push rbp\n",
+            "push r8\n",
+            "push r9\n",
+            "push r10\n",
+            "push r11\n",
+            "push r12\n",
+            "push r13\n",
+            "push r14\n",
+            "push r15\n",
+        )
+    };
+}
+
+/// Pops what [`push_registers`] pushed, with rsp at the frame: rsp is left at its `vector`.
+macro_rules! pop_registers {
+    () => {
+        concat!(
+            "pop r15\n",
+            "pop r14\n",
+            "pop r13\n",
+            "pop r12\n",
+            "pop r11\n",
+            "pop r10\n",
+            "pop r9\n",
+            "pop r8\n",
+            "pop rbp\n",
+            "pop rdi\n",
+            "pop rsi\n",
+            "pop rdx\n",
+            "pop rcx\n",
+            "pop rbx\n",
+            "pop rax\n",
+        )
+    };
+}
+
+/// Leaves to ring 3 by `sysretq`, with rsp at the frame's `vector` (after [`pop_registers`]):
+/// rcx = the frame's rip, r11 = its rflags, rsp = its rsp.
+macro_rules! sysret_tail {
+    () => {
+        concat!(
+            "mov rcx, [rsp + 16]\n",
+            "mov r11, [rsp + 32]\n",
+            "mov rsp, [rsp + 40]\n",
+            "sysretq\n",
+        )
+    };
+}
+
 // Stubs: push a zero error code where the CPU pushes none, push the vector, join `trap_common`.
 // Each stub is 16 bytes, so stub `n` is at `trap_stubs + 16 * n`.
 global_asm!(
@@ -209,21 +269,9 @@ trap_stubs:
     .p2align 4
     .global trap_common
 trap_common:
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+    "#,
+    push_registers!(),
+    r#"
     mov rdi, rsp
     test byte ptr [rsp + {cs}], 3
     jz 1f
@@ -273,21 +321,7 @@ pub extern "C" fn syscall_entry() {
         "push rcx",
         "push 0",
         "push {vector}",
-        "push rax",
-        "push rbx",
-        "push rcx",
-        "push rdx",
-        "push rsi",
-        "push rdi",
-        "push rbp",
-        "push r8",
-        "push r9",
-        "push r10",
-        "push r11",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
+        push_registers!(),
         "mov rdi, rsp",
         "movabs rsp, offset kernel_stack_top",
         "xor ebp, ebp",
@@ -366,27 +400,10 @@ pub fn return_from_syscall(frame: &mut TrapFrame) -> OutsideUserHalf {
 unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
     naked_asm!(
         "mov rsp, rdi",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop r11",
-        "pop r10",
-        "pop r9",
-        "pop r8",
-        "pop rbp",
-        "pop rdi",
-        "pop rsi",
-        "pop rdx",
-        "pop rcx",
-        "pop rbx",
-        "pop rax",
+        pop_registers!(),
         "cmp qword ptr [rsp], {vector}",
         "jne 2f",
-        "mov rcx, [rsp + 16]",
-        "mov r11, [rsp + 32]",
-        "mov rsp, [rsp + 40]",
-        "sysretq",
+        sysret_tail!(),
         "2:",
         "add rsp, 16",
         "iretq",
@@ -400,28 +417,7 @@ unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
 /// As [`resume`], and `frame` was built by the `syscall` entry.
 #[unsafe(naked)]
 unsafe extern "C" fn sysret(frame: *const TrapFrame) -> ! {
-    naked_asm!(
-        "mov rsp, rdi",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "add rsp, 8",
-        "pop r10",
-        "pop r9",
-        "pop r8",
-        "pop rbp",
-        "pop rdi",
-        "pop rsi",
-        "pop rdx",
-        "add rsp, 8",
-        "pop rbx",
-        "pop rax",
-        "mov rcx, [rsp + 16]",
-        "mov r11, [rsp + 32]",
-        "mov rsp, [rsp + 40]",
-        "sysretq",
-    )
+    naked_asm!("mov rsp, rdi", pop_registers!(), sysret_tail!(),)
 }
 
 static IDT: Global<InterruptDescriptorTable> = Global::new(InterruptDescriptorTable::new());
