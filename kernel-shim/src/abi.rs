@@ -12,9 +12,15 @@
 //! |---|---|---|---|---|
 //! | 0 | `debug_write` | ptr, len (≤ 1 MiB) | len | any |
 //! | 1 | `debug_read` | ptr, len | bytes read, 0 if none waiting (never blocks) | any |
-//! | 2 | `exit` | code | does not return; the space ends with its last thread | any |
+//! | 2 | `exit` | code | does not return; ends every thread of the caller's space (those on other processors stopped first), then the space with the notice of `code` | any |
 //! | 3 | `clock` | — | nanoseconds since boot (1 ms steps) | any |
 //! | 4 | `yield` | — | 0 | any |
+//! | 5 | `thread_exit` | code | does not return; ends the calling thread only (the last one's end is the process's, with `code`); its joiners wake | any |
+//! | 6 | `thread_join` | thread id | 0 once that thread of the caller's space has ended (at once if it has, or is no thread of the space); `EINVAL` for the caller itself | any |
+//! | 7 | `futex_wait` | addr (4-byte aligned), expected (u32) | 0 when woken; `EAGAIN` at once if the word is not `expected`; `EFAULT` if it is not mapped readable | any |
+//! | 8 | `futex_wake` | addr, count | threads of the caller's space woken (up to count) | any |
+//! | 9 | `set_tls` | base (below the user-half end) | 0: the caller's FS base from now on | any |
+//! | 17 | `cpu_info` | — | the index of the processor running the caller, and in bits 32.. how many run the kernel | any |
 //! | 10 | `ipc_call` | ep, words 0..7 in rsi rdx r10 r8 r9 r12 r13, lend ptr r14, len r15 | 0; reply in rdi, rsi | any |
 //! | 11 | `ipc_receive` | ep | token; words 0..8 in rdi rsi rdx r10 r8 r9 r12 r13 (word 7 = sender badge), r14 = length of the lent buffer | owner of ep |
 //! | 12 | `ipc_reply` | token, w0, w1 | 0 | receiving space |
@@ -25,7 +31,7 @@
 //! | 20 | `space_create` | root frame (donated: becomes the space's PML4) | space id | pager |
 //! | 21 | `space_destroy` | space | 0 | pager |
 //! | 22 | `space_apply` | space, ops, count | the space's spare table frames (rdx = ops done) | pager |
-//! | 23 | `thread_start` | space, rip, rsp, arg | thread id | pager |
+//! | 23 | `thread_start` | space, rip, rsp, arg, TLS base | thread id; `EAGAIN` at [`MAX_THREADS_PER_SPACE`] threads | pager |
 //! | 24 | `thread_clone` | token, space, w0 | thread id | pager |
 //! | 25 | `pager_info` | buf, len | number of frame ranges | pager |
 //! | 26 | `bootpack_info` | — | bytes of the boot pack mapped read-only at [`BOOTPACK_BASE`] (0: none) | pager |
@@ -49,6 +55,20 @@ pub const EXIT: u64 = 2;
 pub const CLOCK: u64 = 3;
 /// `yield()`.
 pub const YIELD: u64 = 4;
+/// `thread_exit(code)`.
+pub const THREAD_EXIT: u64 = 5;
+/// `thread_join(id)`.
+pub const THREAD_JOIN: u64 = 6;
+/// `futex_wait(addr, expected)`.
+pub const FUTEX_WAIT: u64 = 7;
+/// `futex_wake(addr, count)`.
+pub const FUTEX_WAKE: u64 = 8;
+/// `set_tls(base)`.
+pub const SET_TLS: u64 = 9;
+/// `cpu_info()`.
+pub const CPU_INFO: u64 = 17;
+/// The most threads a space can have at once.
+pub const MAX_THREADS_PER_SPACE: u64 = 64;
 /// `ipc_call(ep, w0..w6, lend, lend_len)`.
 pub const IPC_CALL: u64 = 10;
 /// `ipc_receive(ep)`.
@@ -69,7 +89,7 @@ pub const SPACE_CREATE: u64 = 20;
 pub const SPACE_DESTROY: u64 = 21;
 /// `space_apply(space, ops, count)`.
 pub const SPACE_APPLY: u64 = 22;
-/// `thread_start(space, rip, rsp, arg)`.
+/// `thread_start(space, rip, rsp, arg, tls)`.
 pub const THREAD_START: u64 = 23;
 /// `thread_clone(token, space, w0)`.
 pub const THREAD_CLONE: u64 = 24;

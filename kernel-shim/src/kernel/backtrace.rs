@@ -26,6 +26,7 @@
 //! a `call` (symbolize `address - 1` to name the call's line).
 
 use super::boot;
+use super::percpu::MAX_RUN_CPUS;
 use core::arch::asm;
 
 /// The most lines of a backtrace (`#0` to `#31`).
@@ -76,15 +77,14 @@ fn walk(mut rbp: u64, first: usize) {
 /// Whether the two words at `rbp` (a saved rbp and a return address) lie inside the kernel
 /// stack or the double-fault stack, 8-byte aligned.
 fn on_a_kernel_stack(rbp: u64) -> bool {
-    let stacks = [
-        (boot::kernel_stack_bottom(), boot::kernel_stack_top()),
-        (
-            boot::double_fault_stack_top() - boot::DOUBLE_FAULT_STACK_SIZE as u64,
-            boot::double_fault_stack_top(),
-        ),
-    ];
+    let inside =
+        |bottom: u64, top: u64| rbp >= bottom && rbp.checked_add(16).is_some_and(|end| end <= top);
     rbp.is_multiple_of(8)
-        && stacks.iter().any(|&(bottom, top)| {
-            rbp >= bottom && rbp.checked_add(16).is_some_and(|end| end <= top)
+        && (0..MAX_RUN_CPUS).any(|cpu| {
+            inside(boot::kernel_stack_bottom(cpu), boot::kernel_stack_top(cpu))
+                || inside(
+                    boot::double_fault_stack_top(cpu) - boot::DOUBLE_FAULT_STACK_SIZE as u64,
+                    boot::double_fault_stack_top(cpu),
+                )
         })
 }

@@ -23,11 +23,13 @@
 //! The application processors come in the same way (`ap_trampoline`, run in real mode from a
 //! copy at 0x8000, then `ap_start32` and `ap_long` on these boot tables: see `smp.rs`).
 //!
-//! The two kernel stacks live here too, each above a guard page the final tables leave
-//! unmapped: the kernel stack (every entry from ring 3) and the double-fault stack (IST 1).
+//! The stacks of every processor live here too, each above a guard page the final tables
+//! leave unmapped: its kernel stack (its entries from ring 3) and its double-fault stack
+//! (IST 1).
 //! An overflow of the kernel stack then faults on its guard page, which escalates to a double
 //! fault on the other stack and is reported, instead of silently overwriting what lies below.
 
+use super::percpu::MAX_RUN_CPUS;
 use core::arch::global_asm;
 
 /// Where the physical memory window starts.
@@ -41,9 +43,9 @@ pub const PHYS_WINDOW_SIZE: u64 = 64 << 30;
 /// Where the kernel image is mapped: virtual = physical + `KERNEL_VMA` (the linker script's).
 pub const KERNEL_VMA: u64 = 0xFFFF_FFFF_8000_0000;
 
-/// Size of the kernel stack (one per CPU; the kernel never blocks on it).
+/// Size of a processor's kernel stack (the kernel never blocks on it).
 pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
-/// Size of the double-fault stack.
+/// Size of a processor's double-fault stack.
 pub const DOUBLE_FAULT_STACK_SIZE: usize = 16 * 1024;
 /// Size of a guard page.
 const GUARD_SIZE: usize = 4096;
@@ -226,20 +228,16 @@ boot_long:
 
     .section .bss.kernel_stack, "aw", @nobits
     .p2align 12
-    .global kernel_stack_guard
-kernel_stack_guard:
+    .global cpu_stacks
+cpu_stacks:
+    .rept {cpus}
     .skip {guard_size}
-    .global kernel_stack_bottom
-kernel_stack_bottom:
     .skip {stack_size}
-    .global kernel_stack_top
-kernel_stack_top:
-    .global double_fault_stack_guard
-double_fault_stack_guard:
     .skip {guard_size}
     .skip {df_stack_size}
-    .global double_fault_stack_top
-double_fault_stack_top:
+    .endr
+    .global kernel_stack_top
+    .set kernel_stack_top, cpu_stacks + {guard_size} + {stack_size}
 
     .section .text
     "#,
@@ -249,24 +247,13 @@ double_fault_stack_top:
     stack_size = const KERNEL_STACK_SIZE,
     df_stack_size = const DOUBLE_FAULT_STACK_SIZE,
     guard_size = const GUARD_SIZE,
+    cpus = const MAX_RUN_CPUS,
 );
 
 unsafe extern "C" {
-    /// Top of the kernel stack (defined above).
-    #[link_name = "kernel_stack_top"]
-    static KERNEL_STACK_TOP: u8;
-    /// The guard page under the kernel stack (defined above).
-    #[link_name = "kernel_stack_guard"]
-    static KERNEL_STACK_GUARD: u8;
-    /// The lowest byte of the kernel stack (defined above).
-    #[link_name = "kernel_stack_bottom"]
-    static KERNEL_STACK_BOTTOM: u8;
-    /// Top of the double-fault stack (defined above).
-    #[link_name = "double_fault_stack_top"]
-    static DOUBLE_FAULT_STACK_TOP: u8;
-    /// The guard page under the double-fault stack (defined above).
-    #[link_name = "double_fault_stack_guard"]
-    static DOUBLE_FAULT_STACK_GUARD: u8;
+    /// The stacks of every processor (defined above).
+    #[link_name = "cpu_stacks"]
+    static CPU_STACKS: u8;
     /// First byte of the kernel's text (linker script; page aligned).
     #[link_name = "__text_start"]
     static TEXT_START: u8;
@@ -287,29 +274,36 @@ unsafe extern "C" {
     static KERNEL_PHYS_END: u8;
 }
 
-/// The address just past the kernel stack: where every entry from ring 3 starts.
-pub fn kernel_stack_top() -> u64 {
-    // Only the address of the linker-defined symbol is taken, never its value.
-    &raw const KERNEL_STACK_TOP as u64
-}
-
-/// The lowest address of the kernel stack: an overflow goes below it, into its guard page.
-pub fn kernel_stack_bottom() -> u64 {
-    &raw const KERNEL_STACK_BOTTOM as u64
-}
-
-/// The address just past the double-fault stack (IST 1).
-pub fn double_fault_stack_top() -> u64 {
-    &raw const DOUBLE_FAULT_STACK_TOP as u64
-}
-
-/// The guard pages the kernel's tables leave unmapped: under the kernel stack and under the
+/// The bytes of one processor's stacks: a guard page, its kernel stack, a guard page, its
 /// double-fault stack.
-pub fn guard_pages() -> [u64; 2] {
-    [
-        &raw const KERNEL_STACK_GUARD as u64,
-        &raw const DOUBLE_FAULT_STACK_GUARD as u64,
-    ]
+const CPU_STACKS_SIZE: usize = 2 * GUARD_SIZE + KERNEL_STACK_SIZE + DOUBLE_FAULT_STACK_SIZE;
+
+/// Where processor `cpu`'s stacks start (its first guard page).
+fn cpu_stacks(cpu: usize) -> u64 {
+    // Only the address of the symbol is taken, never its value.
+    &raw const CPU_STACKS as u64 + (cpu * CPU_STACKS_SIZE) as u64
+}
+
+/// The address just past processor `cpu`'s kernel stack: where its entries from ring 3 run.
+pub fn kernel_stack_top(cpu: usize) -> u64 {
+    kernel_stack_bottom(cpu) + KERNEL_STACK_SIZE as u64
+}
+
+/// The lowest address of processor `cpu`'s kernel stack: an overflow goes below it, into its
+/// guard page.
+pub fn kernel_stack_bottom(cpu: usize) -> u64 {
+    cpu_stacks(cpu) + GUARD_SIZE as u64
+}
+
+/// The address just past processor `cpu`'s double-fault stack (IST 1).
+pub fn double_fault_stack_top(cpu: usize) -> u64 {
+    cpu_stacks(cpu + 1)
+}
+
+/// Whether `virt` is one of the guard pages the kernel's tables leave unmapped: under each
+/// processor's kernel stack and under its double-fault stack.
+pub fn is_guard_page(virt: u64) -> bool {
+    (0..MAX_RUN_CPUS).any(|cpu| virt == cpu_stacks(cpu) || virt == kernel_stack_top(cpu))
 }
 
 /// The parts of the kernel image as virtual addresses, each page aligned: text, read-only

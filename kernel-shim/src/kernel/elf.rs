@@ -157,7 +157,7 @@ pub fn load(k: &mut Kernel, bytes: &[u8], pager: bool) -> Result<usize, &'static
     let mut frame = TrapFrame::user(entry, STACK_TOP - 8);
     frame.rdi = k.badge(s);
     frame.rdx = pager as u64;
-    let Some(t) = k.create_thread(s, frame, Fpu::initial()) else {
+    let Ok(t) = k.create_thread(s, frame, Fpu::initial(), 0) else {
         k.end_space(s);
         return Err("out of threads");
     };

@@ -9,6 +9,8 @@ pub const EPERM: Errno = 1;
 pub const ESRCH: Errno = 3;
 /// Bad file descriptor (a routed `fmap` that is not anonymous).
 pub const EBADF: Errno = 9;
+/// Try again: the futex word did not hold the value expected, or a limit is reached for now.
+pub const EAGAIN: Errno = 11;
 /// Out of kernel memory.
 pub const ENOMEM: Errno = 12;
 /// Bad user address.

@@ -1,4 +1,4 @@
-//! The GDT and TSS, built from the `x86_64` crate's structures.
+//! The GDT and TSS of each processor, built from the `x86_64` crate's structures.
 //!
 //! Selector layout, fixed by `syscall`/`sysret` (STAR): kernel code 0x08, kernel data 0x10,
 //! user data 0x18 (|3 = 0x1B), user code 0x20 (|3 = 0x23), TSS 0x28 (two entries). The four
@@ -13,6 +13,7 @@
 //! reaches no port.
 
 use super::global::Global;
+use super::percpu::{self, MAX_RUN_CPUS};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -48,28 +49,41 @@ const fn segments() -> GlobalDescriptorTable {
     gdt
 }
 
-static GDT: Global<GlobalDescriptorTable> = Global::new(segments());
-static TSS: Global<TaskStateSegment> = Global::new(TaskStateSegment::new());
+/// One GDT per processor: the same segments, and each its own TSS descriptor.
+static GDT: Global<[GlobalDescriptorTable; MAX_RUN_CPUS]> =
+    Global::new([const { segments() }; MAX_RUN_CPUS]);
+/// One TSS per processor.
+static TSS: Global<[TaskStateSegment; MAX_RUN_CPUS]> =
+    Global::new([const { TaskStateSegment::new() }; MAX_RUN_CPUS]);
 
-/// Sets where the CPU pushes the frame of the next entry from ring 3 (the TSS's `rsp0`).
+/// Sets where this processor pushes the frame of its next entry from ring 3 (its TSS's
+/// `rsp0`).
+#[inline(always)]
 pub fn set_rsp0(rsp0: u64) {
-    // SAFETY: one CPU, interrupts off: the CPU reads `rsp0` only on an entry from ring 3, never
-    // while the kernel runs, and no reference to the TSS is held across this write (the GDT's
-    // descriptor holds only its address).
-    unsafe { (*TSS.as_ptr()).privilege_stack_table[0] = VirtAddr::new(rsp0) };
+    // SAFETY: each processor writes only its own TSS, with interrupts off; the processor reads
+    // `rsp0` only on an entry from ring 3, never while the kernel runs, and no reference to the
+    // TSS is held across this write (the GDT's descriptor holds only its address).
+    unsafe {
+        (*TSS.as_ptr())[percpu::index()].privilege_stack_table[0] = VirtAddr::new_truncate(rsp0)
+    };
 }
 
-/// Installs the GDT and TSS; `rsp0` is the stack for entries from ring 3 until the first
-/// return to ring 3 sets it ([`set_rsp0`]), `df_top` the top of the double-fault stack.
-pub fn init(rsp0: u64, df_top: u64) {
-    // SAFETY: called once at boot before interrupts are enabled: nothing else refers to the
-    // TSS or the GDT yet; the GDT does not change after it is loaded below, and the TSS only
-    // through `set_rsp0`, so the references may live for good.
+/// Installs processor `cpu`'s GDT and TSS; `rsp0` is the stack for entries from ring 3 until
+/// the first return to ring 3 sets it ([`set_rsp0`]), `df_top` the top of its double-fault
+/// stack.
+pub fn init(cpu: usize, rsp0: u64, df_top: u64) {
+    // SAFETY: called once per processor at its start, before it enables interrupts: nothing
+    // else refers to this processor's TSS or GDT yet; the GDT does not change after it is
+    // loaded below, and the TSS only through `set_rsp0` on this processor, so the references
+    // may live for good.
     let (tss, gdt) = unsafe {
-        let tss = &mut *TSS.as_ptr();
+        let tss = &mut (*TSS.as_ptr())[cpu];
         tss.privilege_stack_table[0] = VirtAddr::new(rsp0);
         tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] = VirtAddr::new(df_top);
-        (&*TSS.as_ptr(), &mut *GDT.as_ptr())
+        (
+            &*(tss as *const TaskStateSegment),
+            &mut (*GDT.as_ptr())[cpu],
+        )
     };
     let tss_selector = gdt.append(Descriptor::tss_segment(tss));
     let gdt: &'static GlobalDescriptorTable = gdt;

@@ -76,7 +76,7 @@ fn table_entry(t: &Table) -> u64 {
 
 /// The access of the image page at `virt`: 0 for a guard page.
 fn image_page_flags(virt: u64, layout: &boot::ImageLayout) -> u64 {
-    if boot::guard_pages().contains(&virt) {
+    if boot::is_guard_page(virt) {
         0
     } else if virt < layout.rodata {
         P

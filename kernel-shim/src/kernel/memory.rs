@@ -68,7 +68,7 @@ pub fn split(k: &mut Kernel, info: &BootInfo) {
     log::info!(
         "kernel-shim: {} spaces, {} threads, {} endpoints ({} KiB of tables)",
         slots,
-        slots,
+        k.threads.len(),
         k.endpoints.len(),
         table_bytes / 1024
     );

@@ -9,8 +9,20 @@
 //! - **A process cannot make the kernel panic.** Anything a process passes in is an
 //!   *allegation* until checked; every failure is an error code or, for faults, a message to
 //!   the pager. Only the kernel's own bugs stop the machine (with a full report).
-//! - **Simple over clever.** One CPU, interrupts off in the kernel, one kernel stack, no
-//!   kernel threads, fixed-size tables, no heap.
+//! - **Simple over clever.** One lock over all kernel state (taken at every entry, given back
+//!   at the return to ring 3: [`lock`]), interrupts off in the kernel, one kernel stack per
+//!   processor, no kernel threads, tables sized at boot, no heap.
+//!
+//! **Many processors.** Every processor the ACPI tables list (up to
+//! [`percpu::MAX_RUN_CPUS`]) runs the kernel: its own stacks, GDT, TSS and per-CPU block
+//! (GS: [`percpu`]), its local APIC timer, and the scheduler's one run queue ([`sched`]).
+//! What guards what: the kernel lock guards every table (spaces, threads, endpoints, the run
+//! queue, futex queues, the frame pool, each processor's scheduler record); a processor's
+//! per-CPU block and TSS are written only by that processor; the TLB shootdown request and
+//! its answers are atomics written by the lock holder and by each target ([`shootdown`]),
+//! which a processor answers without the lock (the holder waits for it). Page tables are
+//! changed only by the lock holder; the other processors running that space are made to
+//! flush (or to leave it, when its threads end) before the change's call returns.
 //! - **Say what happens, at the level asked for.** The kernel's lines go through the `log`
 //!   facade ([`logger`], `loglevel=` on the command line); only the fatal reports are printed
 //!   whatever the level.
@@ -31,20 +43,24 @@ pub mod errno;
 pub mod exceptions;
 pub mod fault;
 pub mod frames;
+pub mod futex;
 pub mod gdt;
 pub mod global;
 pub mod ipc;
 pub mod kmap;
 pub mod lapic;
+pub mod lock;
 pub mod logger;
 pub mod memory;
 pub mod objects;
 pub mod pager;
+pub mod percpu;
 pub mod power;
 pub mod pt;
 pub mod redox;
 pub mod sched;
 pub mod selftest;
+pub mod shootdown;
 pub mod smp;
 pub mod space;
 pub mod state;
@@ -60,14 +76,14 @@ use global::Global;
 use state::Kernel;
 use trap::TrapFrame;
 
-/// All kernel state. Reached only through [`kernel`], once per entry.
+/// All kernel state. Reached only through [`kernel`], once per entry, with the lock held.
 static KERNEL: Global<Kernel> = Global::new(Kernel::new());
 
 /// The kernel state, for the one entry in progress.
 ///
 /// # Safety
-/// Call once per kernel entry and keep the reference only until the entry ends (one CPU,
-/// interrupts off: no other reference can exist).
+/// Call once per kernel entry, with the kernel lock held, and keep the reference only until
+/// the lock is given back (interrupts off: no other reference can exist).
 unsafe fn kernel() -> &'static mut Kernel {
     // SAFETY: per the function's contract.
     unsafe { &mut *KERNEL.as_ptr() }
@@ -77,6 +93,10 @@ unsafe fn kernel() -> &'static mut Kernel {
 /// start-info block.
 pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     serial::init();
+    percpu::install(0, boot::kernel_stack_top(0));
+    // The booting processor holds the kernel lock until its first return to ring 3: the
+    // others wait for it once they are up.
+    lock::acquire();
     // The start info first, for the log level on its command line (the boot tables map the
     // physical window it is read through).
     let info = BootInfo::read(start_info);
@@ -104,7 +124,11 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
             "off (not in this CPU)"
         }
     );
-    gdt::init(boot::kernel_stack_top(), boot::double_fault_stack_top());
+    gdt::init(
+        0,
+        boot::kernel_stack_top(0),
+        boot::double_fault_stack_top(0),
+    );
     trap::init_idt();
     trap::init_syscall();
     log::info!("kernel-shim: GDT, TSS, IDT, syscall ready");
@@ -145,8 +169,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         Some(c) => {
             let ids = &c.ids[..c.count.min(cpus::MAX_CPUS)];
             log::info!(
-                "kernel-shim: {} processor{} (ACPI MADT, local APIC ids {:?}); the kernel runs \
-                 on the first only",
+                "kernel-shim: {} processor{} (ACPI MADT, local APIC ids {:?})",
                 c.count,
                 if c.count == 1 { "" } else { "s" },
                 ids
@@ -160,16 +183,22 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
 
     selftest::before_programs(&info);
 
-    // SAFETY: the first and only reference during boot; interrupts are still off.
+    // SAFETY: the first and only reference during boot; the lock is held, interrupts off.
     let k = unsafe { kernel() };
     k.kernel_root = pt::active();
     k.cmdline = info.cmdline;
     k.cmdline_len = info.cmdline_len;
     pt::init();
+    shootdown::online(0, smp::own_id(), k.kernel_root);
+    k.cpus[0].online = true;
+    let many = cpus.as_ref().is_some_and(|c| c.count > 1);
     log::info!(
         "kernel-shim: PCIDs {}",
         if info.has_flag("pcid=off") {
             "off (pcid=off)"
+        } else if many {
+            "off (many processors: a change to a space reaches only the processors whose CR3 \
+             holds it)"
         } else if pt::enable_pcid() {
             "on: a switch back to a space keeps what the TLB holds of it"
         } else {
@@ -177,17 +206,21 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
         }
     );
     memory::split(k, &info);
+    let lapic_timer = timer::init();
     if let Some(c) = &cpus
         && c.count > 1
     {
-        let online = smp::start(k, c);
-        log::info!(
-            "kernel-shim: {} application processor{} online, parked (halted, interrupts off)",
-            online,
-            if online == 1 { "" } else { "s" }
-        );
+        if lapic_timer {
+            let online = smp::start(c);
+            log::info!(
+                "kernel-shim: {} application processor{} online, scheduling",
+                online,
+                if online == 1 { "" } else { "s" }
+            );
+        } else {
+            log::warn!("kernel-shim: no local APIC timer: the other processors stay parked");
+        }
     }
-    timer::init();
     start_programs(k, &info);
     selftest::after_programs(k, &info, protections);
     sched::run(k)
@@ -260,28 +293,51 @@ pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
     // SAFETY: the entry built the frame and passes its address; no other reference to it
     // exists while these two words are read.
     let (user, vector) = unsafe { ((*frame).is_user(), (*frame).vector) };
-    if !user {
-        // Interrupts are never enabled in ring 0: any entry from it is a kernel bug.
+    if !user && vector < 32 {
+        // An exception in ring 0 is a kernel bug.
         // SAFETY: as above; the report only reads it.
         exceptions::kernel_fault(unsafe { &*frame });
     }
-    // SAFETY: the one reference of this entry.
+    shootdown::service();
+    lock::acquire();
+    // SAFETY: the one reference of this entry, under the lock.
     let k = unsafe { kernel() };
-    let Some(t) = k.current else {
-        // SAFETY: as above.
-        exceptions::kernel_fault(unsafe { &*frame });
+    let me = percpu::index();
+    if !user {
+        // Interrupts are on in ring 0 only while a processor idles: it wakes up.
+        k.cpus[me].idle = false;
+        interrupt(k, vector);
+        sched::run(k)
+    }
+    let Some(t) = k.cpus[me].current else {
+        // The thread this processor ran was ended elsewhere (it was made to leave its space
+        // first): whatever it did last is dropped.
+        if vector >= 32 {
+            interrupt(k, vector);
+        }
+        sched::run(k)
     };
     if !core::ptr::eq(frame, &k.threads[t].frame) {
         // Built elsewhere (the double-fault stack): the thread's registers go to its slot.
         // SAFETY: as above; a frame elsewhere is no part of the kernel state.
         k.threads[t].frame = unsafe { frame.read() };
     }
-    match vector {
-        timer::TIMER_VECTOR => sched::tick(k),
-        v if v >= 32 => timer::end_of_interrupt(v),
-        _ => fault::user_fault(k, t),
+    if vector >= 32 {
+        interrupt(k, vector);
+    } else {
+        fault::user_fault(k, t);
     }
     sched::run(k)
+}
+
+/// An interrupt: the tick, a reschedule or shootdown interrupt from another processor (the
+/// shootdown was answered before the lock was taken), or a legacy line.
+fn interrupt(k: &mut Kernel, vector: u64) {
+    match vector {
+        timer::TIMER_VECTOR => sched::tick(k),
+        trap::RESCHEDULE_VECTOR | shootdown::SHOOTDOWN_VECTOR => lapic::end_of_interrupt(),
+        v => timer::end_of_interrupt(v),
+    }
 }
 
 /// The entry of a `syscall` from ring 3 ([`trap::syscall_entry`]), with the frame it built in
@@ -289,13 +345,27 @@ pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
 /// answered at once and nothing else must run ([`sched::resume_caller`]), else the scheduler
 /// picks.
 pub extern "C" fn syscall_dispatch(frame: *mut TrapFrame) -> ! {
-    // SAFETY: the one reference of this entry.
+    lock::acquire();
+    // SAFETY: the one reference of this entry, under the lock.
     let k = unsafe { kernel() };
-    match k.current {
+    match k.current() {
         Some(t) if core::ptr::eq(frame, &k.threads[t].frame) => syscall::handle(k, t),
+        // The caller was ended elsewhere while it entered: the call is dropped.
+        None => {}
         // SAFETY: the entry built the frame and passes its address; the report only reads it.
-        _ => exceptions::kernel_fault(unsafe { &*frame }),
+        Some(_) => exceptions::kernel_fault(unsafe { &*frame }),
     }
+    sched::run(k)
+}
+
+/// An application processor's way into the scheduler, once it is set up ([`smp::ap_entry`]):
+/// it takes the lock (the booting processor holds it until its first return to ring 3), says
+/// it is online, and picks a thread or idles.
+pub fn ap_schedule(index: usize) -> ! {
+    lock::acquire();
+    // SAFETY: the one reference of this entry, under the lock.
+    let k = unsafe { kernel() };
+    k.cpus[index].online = true;
     sched::run(k)
 }
 

@@ -3,6 +3,11 @@
 //! pager gets the rest. Nothing a process does makes the kernel allocate: a space and its
 //! thread are made by the pager, which charges them to the process that asked (its children
 //! are bounded), and a space's endpoints are its own four slots of the endpoint table.
+//!
+//! There are two thread slots per space: the first half holds the first thread of each space
+//! (a space's first thread always finds a slot, since there are as many as spaces), the second
+//! the threads a process adds, at most [`MAX_THREADS_PER_SPACE`] a space; a process that fills
+//! the second half denies other processes more threads, never a process of their own.
 
 use super::boot::phys_to_virt;
 use super::frames::PAGE;
@@ -23,6 +28,12 @@ pub const MAX_SLOTS: usize = 1 << 14;
 const _: () = assert!(align_of::<Thread>() <= 16 && align_of::<Space>() <= 16);
 const _: () = assert!(align_of::<Endpoint>() <= 16);
 const _: () = assert!(MAX_SLOTS * MAX_ENDPOINTS_PER_SPACE <= 1 << 16);
+const _: () = assert!(THREADS_PER_SLOT * MAX_SLOTS <= 1 << 16);
+
+/// Thread slots per space slot (see the module doc).
+pub const THREADS_PER_SLOT: usize = 2;
+/// The most threads a space can have at once.
+pub const MAX_THREADS_PER_SPACE: u32 = kernel_shim::abi::MAX_THREADS_PER_SPACE as u32;
 
 /// How many spaces (and threads) `ram` bytes of RAM get.
 pub fn slots_for(ram: u64) -> usize {
@@ -31,7 +42,7 @@ pub fn slots_for(ram: u64) -> usize {
 
 fn offsets(slots: usize) -> (usize, usize, usize) {
     let threads = 0;
-    let spaces = (threads + slots * size_of::<Thread>()).next_multiple_of(16);
+    let spaces = (threads + THREADS_PER_SLOT * slots * size_of::<Thread>()).next_multiple_of(16);
     let endpoints = (spaces + slots * size_of::<Space>()).next_multiple_of(16);
     let end = endpoints + slots * MAX_ENDPOINTS_PER_SPACE * size_of::<Endpoint>();
     (spaces, endpoints, end)
@@ -56,13 +67,15 @@ pub fn install(k: &mut Kernel, base: u64, slots: usize) {
         let spaces = (at + spaces_at) as *mut Space;
         let endpoints = (at + endpoints_at) as *mut Endpoint;
         for i in 0..slots {
-            threads.add(i).write(Thread::FREE);
             spaces.add(i).write(Space::FREE);
+        }
+        for i in 0..THREADS_PER_SLOT * slots {
+            threads.add(i).write(Thread::FREE);
         }
         for i in 0..slots * MAX_ENDPOINTS_PER_SPACE {
             endpoints.add(i).write(Endpoint::FREE);
         }
-        k.threads = core::slice::from_raw_parts_mut(threads, slots);
+        k.threads = core::slice::from_raw_parts_mut(threads, THREADS_PER_SLOT * slots);
         k.spaces = core::slice::from_raw_parts_mut(spaces, slots);
         k.endpoints = core::slice::from_raw_parts_mut(endpoints, slots * MAX_ENDPOINTS_PER_SPACE);
     }

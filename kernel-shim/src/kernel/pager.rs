@@ -589,17 +589,18 @@ pub fn space_reclaim(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     Ok(n as u64)
 }
 
-/// `thread_start(space, rip, rsp, arg)`: a new thread in another space, rdi = `arg`.
+/// `thread_start(space, rip, rsp, arg, tls)`: a new thread in another space, rdi = `arg`,
+/// FS base `tls`.
 pub fn thread_start(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    if f.rsi >= USER_TOP || f.rdx >= USER_TOP {
+    if f.rsi >= USER_TOP || f.rdx >= USER_TOP || f.r8 >= USER_TOP {
         return Err(EINVAL);
     }
     let mut frame = TrapFrame::user(f.rsi, f.rdx);
     frame.rdi = f.r10;
-    let n = k.create_thread(s, frame, Fpu::initial()).ok_or(ENOMEM)?;
+    let n = k.create_thread(s, frame, Fpu::initial(), f.r8)?;
     Ok(k.thread_id(n))
 }
 
@@ -614,15 +615,14 @@ pub fn thread_clone(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         return Err(EINVAL);
     }
     let s = space_of(k, f.rsi)?;
-    if k.fpu_owner == Some(c) {
-        k.threads[c].fpu.save();
-    }
+    // The caller waits for the reply, so its FPU state is in its slot (`sched`'s rule).
     let mut frame = k.threads[c].frame;
     frame.rax = 0;
     frame.rdi = f.rdx;
     frame.rsi = 0;
     let fpu = k.threads[c].fpu;
-    let n = k.create_thread(s, frame, fpu).ok_or(ENOMEM)?;
+    let fs_base = k.threads[c].fs_base;
+    let n = k.create_thread(s, frame, fpu, fs_base)?;
     Ok(k.thread_id(n))
 }
 

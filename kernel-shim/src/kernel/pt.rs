@@ -12,6 +12,7 @@
 use super::boot::{PHYS_OFFSET, PHYS_WINDOW_SIZE};
 use super::frames::FramePool;
 use super::global::Global;
+use super::shootdown;
 use kernel_shim::paging::{
     self, Mapper, PageTableFlags, PcidTags, PhysWindow, TableAlloc, page_table_create,
     page_table_destroy, page_table_translate,
@@ -73,13 +74,15 @@ pub fn forget(root: u64) {
 }
 
 /// Flushes user page `page` of space `root` from the TLB: an `invlpg` if `root` is active,
-/// else [`forget`].
+/// else [`forget`]; and on every other processor whose CR3 holds it ([`shootdown`]).
 pub fn flush_page(root: u64, page: u64) {
+    let page = x86_64::VirtAddr::new_truncate(page);
     if active() == root {
-        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+        x86_64::instructions::tlb::flush(page);
     } else {
         forget(root);
     }
+    shootdown::flush_elsewhere(root, &[page], false);
 }
 
 /// Sets up the window onto physical memory (the kernel tables' physmap). Call once at boot.
@@ -146,9 +149,13 @@ pub fn mapper<A: TableAlloc>(tables: &mut A, root: u64) -> Mapper<'_, A> {
 }
 
 /// Ends a batch on `root`: one flush for the whole batch if `root` is the active space, else
-/// (if it changed anything) [`forget`] of the space.
+/// (if it changed anything) [`forget`] of the space; and one round of shootdown interrupts
+/// to the other processors whose CR3 holds it, waited for ([`shootdown`]).
 pub fn finish<A: TableAlloc>(m: Mapper<'_, A>, root: u64) {
     let flush = m.finish();
+    if !flush.is_empty() {
+        shootdown::flush_elsewhere(root, flush.pages(), flush.is_full());
+    }
     if active() == root {
         flush.flush_local();
     } else {
@@ -204,10 +211,12 @@ pub fn activate(root: u64) {
         // kernel keeps running unchanged after the switch.
         unsafe { Cr3::write_raw(new, flags) };
     }
+    shootdown::loaded(root);
 }
 
 /// Switches to `kernel_root` if `root` is the active space, and forgets `root`'s PCID tag
-/// (before `root` is destroyed: its frame may become another space's PML4).
+/// (before `root` is destroyed: its frame may become another space's PML4). The other
+/// processors have left it already (its threads' end: `Kernel::stop_elsewhere`).
 pub fn leave(root: u64, kernel_root: u64) {
     if active() == root {
         activate(kernel_root);

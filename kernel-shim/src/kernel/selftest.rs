@@ -111,7 +111,7 @@ pub fn before_programs(info: &BootInfo) {
             core::arch::asm!(
                 "mov rsp, {bottom}",
                 "push rax",
-                bottom = in(reg) boot::kernel_stack_bottom(),
+                bottom = in(reg) boot::kernel_stack_bottom(0),
                 options(noreturn)
             )
         }

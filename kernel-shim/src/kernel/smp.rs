@@ -1,15 +1,19 @@
 //! Starting the application processors: each one the ACPI tables list ([`super::cpus`]) but
-//! the booting one gets the INIT–SIPI–SIPI sequence through the local APIC, runs the
-//! real-mode trampoline (`boot.rs`: copied to [`AP_TRAMPOLINE`]) into long mode on the boot
-//! page tables and a stack of its own, says it is online, and parks: interrupts off, halted.
-//! The kernel schedules on the first processor only so far.
+//! the booting one, up to [`MAX_RUN_CPUS`] in all, gets the INIT–SIPI–SIPI sequence through
+//! the local APIC, runs the real-mode trampoline (`boot.rs`: copied to [`AP_TRAMPOLINE`]) into
+//! long mode on the boot page tables and its own kernel stack, then [`ap_entry`] sets it up as
+//! the first processor was (the kernel's tables, SMEP and SMAP, its per-CPU block, GDT, TSS,
+//! the IDT, the `syscall` MSRs, its local APIC timer) and it joins the scheduler.
 
-use super::boot::phys_to_virt;
+use super::boot::{self, phys_to_virt};
 use super::cpus::Cpus;
 use super::frames::PAGE;
-use super::lapic;
-use super::state::Kernel;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use super::percpu::{self, MAX_RUN_CPUS};
+use super::{gdt, kmap, lapic, shootdown, timer, trap};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use x86_64::PhysAddr;
+use x86_64::registers::control::Cr3;
+use x86_64::structures::paging::PhysFrame;
 
 /// Where the trampoline runs: a page below 1 MiB (the startup IPI's vector is its page
 /// number), in the first MiB the kernel keeps out of every pool.
@@ -24,6 +28,8 @@ const ONLINE_WAIT: u32 = 10_000_000;
 /// The stack top the next application processor starts on (`ap_long` in `boot.rs` loads it).
 #[unsafe(no_mangle)]
 pub static AP_STACK_TOP: AtomicU64 = AtomicU64::new(0);
+/// The index the next application processor takes.
+static AP_INDEX: AtomicUsize = AtomicUsize::new(0);
 /// Application processors online.
 static ONLINE: AtomicU32 = AtomicU32::new(0);
 
@@ -34,14 +40,33 @@ unsafe extern "C" {
     static TRAMPOLINE_END: u8;
 }
 
-/// An application processor, on its own stack in long mode: online, then parked for good.
+/// An application processor, on its own kernel stack in long mode on the boot tables: set up
+/// as the first processor was, then into the scheduler for good.
 pub extern "C" fn ap_entry() -> ! {
+    let index = AP_INDEX.load(Ordering::SeqCst);
+    let root = shootdown::kernel_root();
+    // SAFETY: the kernel's tables map everything the boot tables map that the kernel uses
+    // from now on (its image, this stack, the window); the identity map is not used again.
+    unsafe {
+        Cr3::write_raw(
+            PhysFrame::containing_address(PhysAddr::new(root)),
+            Cr3::read_raw().1,
+        )
+    };
+    kmap::protect_from_user();
+    percpu::install(index, boot::kernel_stack_top(index));
+    shootdown::loaded(root);
+    gdt::init(
+        index,
+        boot::kernel_stack_top(index),
+        boot::double_fault_stack_top(index),
+    );
+    trap::load_idt();
+    trap::init_syscall();
+    timer::start_here();
+    shootdown::online(index, own_id(), root);
     ONLINE.fetch_add(1, Ordering::SeqCst);
-    loop {
-        // SAFETY: interrupts stay off (the trampoline cleared IF and nothing sets it), so
-        // `hlt` parks the processor until an NMI or INIT, which the kernel never sends it.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
-    }
+    super::ap_schedule(index)
 }
 
 fn delay(rounds: u32) {
@@ -51,17 +76,19 @@ fn delay(rounds: u32) {
 }
 
 /// The local APIC id of the processor running this (CPUID leaf 1, EBX bits 24..32).
-fn own_id() -> u32 {
+pub fn own_id() -> u32 {
     core::arch::x86_64::__cpuid(1).ebx >> 24
 }
 
-/// Starts every processor of `cpus` but this one (xAPIC ids below 255 only); how many came
-/// online. Each gets a stack frame from the kernel pool, kept for good.
-pub fn start(k: &mut Kernel, cpus: &Cpus) -> usize {
+/// Starts every processor of `cpus` but this one (xAPIC ids below 255 only, up to
+/// [`MAX_RUN_CPUS`] in all); how many came online. Each waits for the kernel lock, which the
+/// booting processor holds until its first return to ring 3.
+pub fn start(cpus: &Cpus) -> usize {
     let me = own_id();
     let others = cpus.ids[..cpus.count.min(cpus.ids.len())]
         .iter()
-        .filter(|&&id| id != me && id < 255);
+        .filter(|&&id| id != me && id < 255)
+        .take(MAX_RUN_CPUS - 1);
     if others.clone().next().is_none() {
         return 0;
     }
@@ -83,11 +110,9 @@ pub fn start(k: &mut Kernel, cpus: &Cpus) -> usize {
     };
     let mut online = 0;
     for &id in others {
-        let Some(stack) = k.frames.alloc() else {
-            log::warn!("kernel-shim: no frame for the stack of processor {}", id);
-            break;
-        };
-        AP_STACK_TOP.store(phys_to_virt(stack) + PAGE, Ordering::SeqCst);
+        let index = online + 1;
+        AP_INDEX.store(index, Ordering::SeqCst);
+        AP_STACK_TOP.store(boot::kernel_stack_top(index), Ordering::SeqCst);
         let before = ONLINE.load(Ordering::SeqCst);
         lapic::ipi(id, ICR_INIT);
         delay(100_000);
@@ -102,10 +127,9 @@ pub fn start(k: &mut Kernel, cpus: &Cpus) -> usize {
         }
         if ONLINE.load(Ordering::SeqCst) == before {
             log::warn!("kernel-shim: processor {} did not come online", id);
-            k.frames.free(stack);
-        } else {
-            online += 1;
+            break;
         }
+        online += 1;
     }
     online
 }

@@ -1,9 +1,20 @@
 //! The kernel's state and the operations every part shares: creating and ending threads,
-//! ending spaces, and queueing a blocked sender on an endpoint.
+//! ending processes and spaces, and queueing a blocked sender on an endpoint.
+//!
+//! All of it is guarded by the kernel lock ([`super::lock`]). A thread running on another
+//! processor is never freed in place: the processors running the threads of a space being
+//! ended are first made to leave it ([`super::shootdown::leave_elsewhere`]), so none of them
+//! touches those slots or tables again.
 
+use super::errno::{EAGAIN, ENOMEM, Errno};
 use super::frames::FramePool;
+use super::futex;
 use super::ipc::{self, Endpoint, PAGER_ENDPOINT};
+use super::objects::MAX_THREADS_PER_SPACE;
+use super::percpu::{self, MAX_RUN_CPUS};
 use super::pt;
+use super::sched::Cpu;
+use super::shootdown;
 use super::space::{self, Space};
 use super::tables::{self, Reserve, TableMarks, Tables};
 use super::thread::{MsgKind, Queue, State, Thread, thread_id};
@@ -26,17 +37,13 @@ pub struct Kernel {
     pub threads: &'static mut [Thread],
     /// IPC endpoints, [`ipc::MAX_ENDPOINTS_PER_SPACE`] for each space.
     pub endpoints: &'static mut [Endpoint],
-    /// Threads ready to run.
+    /// Threads ready to run, for every processor.
     pub run_queue: Queue,
-    /// The thread on the CPU (or the one that was, until the scheduler picks the next).
-    pub current: Option<usize>,
-    /// Whether the current thread must give up the CPU at the end of this entry.
-    pub preempt: bool,
-    /// Ticks left in the current thread's slice.
-    pub slice_left: u32,
-    /// The thread whose x87/SSE state is in the FPU registers.
-    pub fpu_owner: Option<usize>,
-    /// Timer ticks since boot.
+    /// What the scheduler keeps per processor, by processor index.
+    pub cpus: [Cpu; MAX_RUN_CPUS],
+    /// Threads waiting on futex words (and joiners), by bucket.
+    pub futexes: [Queue; futex::BUCKETS],
+    /// Timer ticks since boot (the first processor's).
     pub ticks: u64,
     /// The kernel's PML4 (kmap's tables), template of every space's upper half.
     pub kernel_root: u64,
@@ -64,10 +71,8 @@ impl Kernel {
             threads: &mut [],
             endpoints: &mut [],
             run_queue: Queue::EMPTY,
-            current: None,
-            preempt: false,
-            slice_left: 0,
-            fpu_owner: None,
+            cpus: [Cpu::OFF; MAX_RUN_CPUS],
+            futexes: futex::EMPTY,
             ticks: 0,
             kernel_root: 0,
             pager: None,
@@ -127,15 +132,36 @@ impl Kernel {
         log::trace!("kernel-shim: space {:#x} created", self.badge(s));
     }
 
-    /// A new thread in space `s` with registers `frame` and FPU state `fpu`, put on the run
-    /// queue; its slot.
+    /// The thread this processor runs (or ran last in this entry).
+    pub fn current(&self) -> Option<usize> {
+        self.cpus[percpu::index()].current
+    }
+
+    /// A new thread in space `s` with registers `frame`, FPU state `fpu` and TLS base
+    /// `fs_base`, put on the run queue; its slot. A space's first thread takes a slot of the
+    /// first half of the table, the others one of the second (`objects`); `EAGAIN` when the
+    /// space has [`MAX_THREADS_PER_SPACE`] threads, `ENOMEM` when no slot is free.
     pub fn create_thread(
         &mut self,
         s: usize,
         frame: TrapFrame,
         fpu: super::thread::Fpu,
-    ) -> Option<usize> {
-        let t = self.threads.iter().position(|t| t.state == State::Free)?;
+        fs_base: u64,
+    ) -> Result<usize, Errno> {
+        let first = self.spaces[s].threads == 0;
+        if self.spaces[s].threads >= MAX_THREADS_PER_SPACE {
+            return Err(EAGAIN);
+        }
+        let half = self.spaces.len();
+        let slots = if first {
+            0..half
+        } else {
+            half..self.threads.len()
+        };
+        let t = slots
+            .clone()
+            .find(|&t| self.threads[t].state == State::Free)
+            .ok_or(ENOMEM)?;
         let th = &mut self.threads[t];
         th.space = s;
         th.frame = frame;
@@ -145,6 +171,8 @@ impl Kernel {
         th.kind = MsgKind::Call;
         th.lend = (0, 0);
         th.routed = false;
+        th.fs_base = fs_base;
+        th.futex = 0;
         self.spaces[s].threads += 1;
         self.make_ready(t);
         log::trace!(
@@ -153,7 +181,7 @@ impl Kernel {
             self.badge(s),
             frame.rip
         );
-        Some(t)
+        Ok(t)
     }
 
     /// Puts thread `t` on the run queue.
@@ -176,13 +204,26 @@ impl Kernel {
                     .receivers
                     .remove(self.threads, t);
             }
+            State::FutexBlocked(b) => {
+                self.futexes[b as usize].remove(self.threads, t);
+            }
             _ => {}
         }
     }
 
+    /// Frees slot `t`: no processor keeps it as its current thread, FPU owner or TLS owner
+    /// (a thread running elsewhere was made to leave first: [`Kernel::stop_elsewhere`]).
     fn free_thread(&mut self, t: usize) {
-        if self.fpu_owner == Some(t) {
-            self.fpu_owner = None;
+        for cpu in self.cpus.iter_mut() {
+            if cpu.fpu_owner == Some(t) {
+                cpu.fpu_owner = None;
+            }
+            if cpu.fs_of == Some(t) {
+                cpu.fs_of = None;
+            }
+            if cpu.current == Some(t) {
+                cpu.current = None;
+            }
         }
         let th = &mut self.threads[t];
         th.state = State::Free;
@@ -204,6 +245,7 @@ impl Kernel {
         let tid = self.thread_id(t);
         if !last {
             self.free_thread(t);
+            futex::ended(self, s, tid);
             return;
         }
         if self.is_pager(s) {
@@ -241,8 +283,60 @@ impl Kernel {
         }
     }
 
-    /// Kills thread `t` for exception `vector` at `rip`, saying so on the console with the
-    /// `cause`; its exit code is [`abi::KILLED`] `| vector`.
+    /// Makes the other processors running threads of space `s` leave it, and waits until they
+    /// have: afterwards none of them touches those threads' slots or the space's tables, and
+    /// each has no current thread (its scheduler picks anew at its next entry).
+    fn stop_elsewhere(&mut self, s: usize) {
+        let me = percpu::index();
+        let mut mask = 0u64;
+        for (c, cpu) in self.cpus.iter().enumerate() {
+            if c != me
+                && let Some(t) = cpu.current
+                && self.threads[t].space == s
+                && self.threads[t].state == State::Running
+            {
+                mask |= 1 << c;
+            }
+        }
+        if mask == 0 {
+            return;
+        }
+        shootdown::leave_elsewhere(self.spaces[s].root, mask);
+        for (c, cpu) in self.cpus.iter_mut().enumerate() {
+            if mask & (1 << c) != 0 {
+                // The thread's FPU state there is dropped with the thread.
+                cpu.current = None;
+                cpu.fpu_owner = None;
+                cpu.fs_of = None;
+            }
+        }
+    }
+
+    /// Ends the whole process of thread `t`: every other thread of its space without notice
+    /// (those running elsewhere made to stop first), then `t` with `code` and `rip` as
+    /// [`Kernel::end_thread`] does, the last of its space.
+    pub fn end_process(&mut self, t: usize, code: u64, rip: u64) {
+        let s = self.threads[t].space;
+        if self.spaces[s].threads > 1 {
+            self.stop_elsewhere(s);
+            for u in 0..self.threads.len() {
+                if self.spaces[s].threads <= 1 {
+                    break;
+                }
+                let th = &self.threads[u];
+                if u != t && th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {
+                    self.unqueue(u);
+                    self.free_thread(u);
+                    self.spaces[s].threads -= 1;
+                }
+            }
+        }
+        self.end_thread(t, code, rip);
+    }
+
+    /// Kills the process of thread `t` for exception `vector` at `rip` (every thread of its
+    /// space), saying so on the console with the `cause`; its exit code is [`abi::KILLED`]
+    /// `| vector`.
     ///
     /// The line: `kernel-shim: killed thread T of space S: NAME (vector V) at rip R (CAUSE)`,
     /// NAME being [`abi::vector_name`] of V and R the RIP the CPU saved (the faulting
@@ -258,7 +352,7 @@ impl Kernel {
             rip,
             cause,
         );
-        self.end_thread(t, abi::KILLED | (vector & 0xFFFF_FFFF), rip);
+        self.end_process(t, abi::KILLED | (vector & 0xFFFF_FFFF), rip);
     }
 
     /// Ends space `s`: its threads end without notice, its endpoints close, its tables (and a
@@ -268,6 +362,7 @@ impl Kernel {
             return;
         }
         log::trace!("kernel-shim: space {:#x} ended", self.badge(s));
+        self.stop_elsewhere(s);
         // Its live threads (an exit notice waiting for the pager is not one of them) are
         // counted: the walk stops at the last.
         let mut left = self.spaces[s].threads;

@@ -5,10 +5,11 @@
 //! one definition user space shares; this file dispatches on those numbers. redox_syscall's
 //! `fmap`/`funmap`/`mprotect` numbers are routed to the pager ([`super::redox`]).
 
-use super::errno::{E2BIG, ENOMEM, ENOSYS, Errno, to_rax};
+use super::errno::{E2BIG, EINVAL, ENOMEM, ENOSYS, Errno, to_rax};
+use super::pt::USER_TOP;
 use super::state::Kernel;
 use super::timer::TICK_NS;
-use super::{fault, ipc, pager, redox, serial, usercopy};
+use super::{fault, futex, ipc, pager, percpu, redox, serial, shootdown, usercopy};
 use kernel_shim::abi as nr;
 
 /// The largest `debug_write`.
@@ -31,15 +32,26 @@ pub fn handle(k: &mut Kernel, t: usize) {
     let result: Result<Done, Errno> = match number {
         nr::DEBUG_WRITE => debug_write(k, t).map(Done::Value),
         nr::DEBUG_READ => debug_read(k, t).map(Done::Value),
+        // A process's exit code is 32 bits: the bits above, `KILLED` among them, are the
+        // kernel's to set, so no process can pass its exit off as a kill.
         nr::EXIT => {
-            // A process's exit code is 32 bits: the bits above, `KILLED` among them, are the
-            // kernel's to set, so no process can pass its exit off as a kill.
+            k.end_process(t, arg & 0xFFFF_FFFF, 0);
+            Ok(Done::Blocked)
+        }
+        nr::THREAD_EXIT => {
             k.end_thread(t, arg & 0xFFFF_FFFF, 0);
             Ok(Done::Blocked)
         }
+        nr::THREAD_JOIN => futex::join(k, t).map(|()| Done::Blocked),
+        nr::FUTEX_WAIT => futex::wait(k, t).map(|()| Done::Blocked),
+        nr::FUTEX_WAKE => futex::wake(k, t).map(Done::Value),
+        nr::SET_TLS => set_tls(k, t).map(Done::Value),
+        nr::CPU_INFO => Ok(Done::Value(
+            percpu::index() as u64 | (shootdown::running() as u64) << 32,
+        )),
         nr::CLOCK => Ok(Done::Value(k.ticks * TICK_NS)),
         nr::YIELD => {
-            k.preempt = true;
+            k.cpus[percpu::index()].preempt = true;
             Ok(Done::Value(0))
         }
         nr::IPC_CALL => ipc::call(k, t).map(|()| Done::Blocked),
@@ -74,6 +86,19 @@ pub fn handle(k: &mut Kernel, t: usize) {
     }
     // A call that answered at once: straight back to the caller when nothing else must run.
     super::sched::resume_caller(k, t);
+}
+
+/// `set_tls(base)`: the caller's FS base, loaded now and at each switch to it.
+fn set_tls(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    let base = k.threads[t].frame.rdi;
+    if base >= USER_TOP {
+        return Err(EINVAL);
+    }
+    k.threads[t].fs_base = base;
+    // Loaded at the next switch to the caller, which is this processor's return to it.
+    k.cpus[percpu::index()].fs_of = None;
+    k.cpus[percpu::index()].preempt = true;
+    Ok(0)
 }
 
 fn debug_write(k: &mut Kernel, t: usize) -> Result<u64, Errno> {

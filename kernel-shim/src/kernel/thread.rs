@@ -19,6 +19,8 @@ pub enum State {
     ReplyBlocked(u16),
     /// Waiting to receive on endpoint `.0`.
     RecvBlocked(u16),
+    /// Waiting on the futex word at [`Thread::futex`] of its space, queued in bucket `.0`.
+    FutexBlocked(u16),
 }
 
 /// What a blocked sender's message is.
@@ -87,6 +89,13 @@ pub struct Thread {
     /// Whether its call is a redox memory call the kernel routed to the pager: the reply's
     /// result word becomes its rax.
     pub routed: bool,
+    /// The processor running it (while [`State::Running`]).
+    pub cpu: u8,
+    /// Its TLS base (FS), a user address.
+    pub fs_base: u64,
+    /// The user address of the futex word it waits on, or the key of the thread it joins
+    /// (while [`State::FutexBlocked`]).
+    pub futex: u64,
 }
 
 impl Thread {
@@ -102,6 +111,9 @@ impl Thread {
         kind: MsgKind::Call,
         lend: (0, 0),
         routed: false,
+        cpu: 0,
+        fs_base: 0,
+        futex: 0,
     };
 }
 
@@ -172,6 +184,18 @@ impl Queue {
             cur = threads[c].next;
         }
         false
+    }
+
+    /// The first thread for which `f` holds.
+    pub fn find(&self, threads: &[Thread], f: impl Fn(&Thread) -> bool) -> Option<usize> {
+        let mut cur = self.head;
+        while let Some(c) = cur {
+            if f(&threads[c as usize]) {
+                return Some(c as usize);
+            }
+            cur = threads[c as usize].next;
+        }
+        None
     }
 
     /// Whether the queue is empty.

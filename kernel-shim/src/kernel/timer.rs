@@ -1,7 +1,8 @@
 //! The timer: the local APIC's, periodic at the PIT's 1 kHz, measured against the PIT at boot
 //! (the PIT then stays masked at the legacy PIC, remapped to vectors 32..48 with every line
-//! masked); the PIT itself, through the PIC, if the measure fails. Each tick counts time and,
-//! when a user thread's slice is used up, preempts it.
+//! masked); the PIT itself, through the PIC, if the measure fails. Every processor's local
+//! APIC ticks at the rate measured once by the first; the first processor's ticks count time,
+//! and each processor's tick preempts its thread when its slice is used up.
 
 use super::global::Global;
 use super::lapic;
@@ -23,6 +24,8 @@ const CALIBRATION_TICKS: u32 = 10;
 
 /// Whether the ticks come from the local APIC's timer (else from the PIT, through the PIC).
 static LAPIC_TIMER: Global<bool> = Global::new(false);
+/// The local APIC timer's count (divided by 16) per tick, as measured at boot.
+static PER_TICK: Global<u32> = Global::new(0);
 
 fn outb(port: u16, v: u8) {
     // SAFETY: the PIC and PIT ports belong to this module; writing them touches no memory.
@@ -68,8 +71,9 @@ fn calibrate() -> u32 {
 
 /// Remaps the PIC, starts the PIT (mode 2, rate generator), measures the local APIC's timer
 /// against it and, if the measure is sound, makes the local APIC's timer the tick and masks
-/// every line of the PIC; else the PIT stays the tick (the PIC's line 0 unmasked). Says which.
-pub fn init() {
+/// every line of the PIC; else the PIT stays the tick (the PIC's line 0 unmasked). Says which;
+/// whether the local APIC's timer is the tick.
+pub fn init() -> bool {
     outb(0x20, 0x11);
     outb(0xA0, 0x11);
     outb(0x21, 32);
@@ -90,18 +94,30 @@ pub fn init() {
             "kernel-shim: the local APIC timer measured {} counts a tick; the PIT stays the tick",
             per_tick
         );
-        return;
+        return false;
     }
     outb(0x21, 0xFF);
     lapic::start_periodic(TIMER_VECTOR as u8, per_tick);
-    // SAFETY: boot is single-threaded; the flag is read only by interrupt handlers, which
-    // run with interrupts off on the one processor that schedules.
-    unsafe { *LAPIC_TIMER.as_ptr() = true };
+    // SAFETY: written at boot before the other processors start; only read afterwards.
+    unsafe {
+        *LAPIC_TIMER.as_ptr() = true;
+        *PER_TICK.as_ptr() = per_tick;
+    };
     log::info!(
         "kernel-shim: timer: the local APIC's, {} counts (divided by 16) a 1 ms tick, measured \
          against the PIT",
         per_tick
     );
+    true
+}
+
+/// Starts this application processor's local APIC and its timer at the rate [`init`]
+/// measured (called only when that timer is the tick).
+pub fn start_here() {
+    lapic::enable(SPURIOUS_VECTOR);
+    // SAFETY: written once at boot before this processor started; only read afterwards.
+    let per_tick = unsafe { *PER_TICK.as_ptr() };
+    lapic::start_periodic(TIMER_VECTOR as u8, per_tick);
 }
 
 /// Acknowledges interrupt `vector`: the tick at the local APIC (when its timer is the tick),

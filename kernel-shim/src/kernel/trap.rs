@@ -4,13 +4,16 @@
 //! Every entry from ring 3 builds the same [`TrapFrame`] straight in the running thread's slot
 //! of the thread table: the CPU pushes its part there (the TSS's `rsp0` is the end of that
 //! frame, set at each return to ring 3) and the common entry pushes the rest, then moves to
-//! the kernel stack and calls [`super::dispatch`]; the `syscall` entry pushes a whole frame
-//! there itself ([`CURRENT_FRAME_END`]) and calls [`super::syscall_dispatch`]. Neither
-//! returns: each ends by [`return_to_user`]-ing a thread, popping that thread's frame from its
-//! slot (a call answered at once: [`return_from_syscall`], by `sysretq`). No frame is
-//! copied on the way in or out. The kernel keeps no state on its stack between entries, so one
-//! kernel stack serves every thread. An entry from ring 0 (a kernel fault) builds its frame on
-//! the stack it was on. rbp is 0 when `dispatch` is called (the interrupted one is in the
+//! the processor's kernel stack and calls [`super::dispatch`]; the `syscall` entry pushes a
+//! whole frame there itself (at the per-CPU frame end, [`percpu`]) and calls
+//! [`super::syscall_dispatch`]. Neither returns: each ends by [`return_to_user`]-ing a thread,
+//! popping that thread's frame from its slot (a call answered at once: [`return_from_syscall`],
+//! by `sysretq`). No frame is copied on the way in or out. The kernel keeps no state on its
+//! stack between entries, so one kernel stack per processor serves every thread. Every entry
+//! from ring 3 swaps in the kernel's GS base (`swapgs`: the per-CPU block) before it touches
+//! anything per processor, and every return swaps it out just before `sysretq` or `iretq`. An
+//! entry from ring 0 (an interrupt of an idle processor, a kernel fault) builds its frame on
+//! the stack it was on and keeps GS. rbp is 0 when `dispatch` is called (the interrupted one is in the
 //! frame): the chain of frame pointers a backtrace walks ends there ([`super::backtrace`]).
 //!
 //! Between the moment `resume` points the stack at a thread's slot and the `sysretq` or
@@ -40,6 +43,7 @@
 
 use super::gdt::{DOUBLE_FAULT_IST_INDEX, KERNEL_CS, USER_CS, USER_SS};
 use super::global::Global;
+use super::percpu;
 use core::arch::{global_asm, naked_asm};
 use kernel_shim::paging::USER_END;
 use x86_64::structures::idt::InterruptDescriptorTable;
@@ -47,8 +51,11 @@ use x86_64::{PrivilegeLevel, VirtAddr};
 
 /// The `vector` value of a frame built by the `syscall` entry.
 pub const SYSCALL_VECTOR: u64 = 0x100;
-/// How many IDT vectors have stubs: the 32 exceptions and the 16 legacy PIC interrupts.
-pub const STUB_COUNT: usize = 48;
+/// How many IDT vectors have stubs: the 32 exceptions, the 16 legacy PIC interrupts, and the
+/// two interrupts processors send each other (reschedule, 48, and TLB shootdown, 49).
+pub const STUB_COUNT: usize = 50;
+/// The interrupt that wakes an idle processor to look at the run queue.
+pub const RESCHEDULE_VECTOR: u64 = 48;
 
 /// The general-protection vector: a thread that cannot return to ring 3 is killed as a #GP.
 pub const GENERAL_PROTECTION: u64 = 13;
@@ -240,6 +247,7 @@ macro_rules! sysret_tail {
             "mov rcx, [rsp + 16]\n",
             "mov r11, [rsp + 32]\n",
             "mov rsp, [rsp + 40]\n",
+            "swapgs\n",
             "sysretq\n",
         )
     };
@@ -275,7 +283,8 @@ trap_common:
     mov rdi, rsp
     test byte ptr [rsp + {cs}], 3
     jz 1f
-    movabs rsp, offset kernel_stack_top
+    swapgs
+    mov rsp, gs:[{stack_top}]
 1:
     xor ebp, ebp
     push {kernel_flags}
@@ -287,19 +296,13 @@ trap_common:
     dispatch = sym super::dispatch,
     kernel_flags = const rflags::FIXED,
     cs = const CS_OFFSET,
+    stack_top = const percpu::STACK_TOP,
 );
 
 unsafe extern "C" {
     #[link_name = "trap_stubs"]
     static TRAP_STUBS: u8;
 }
-
-/// The user stack pointer between `syscall` and the push of the frame (one CPU).
-static SYSCALL_USER_RSP: Global<u64> = Global::new(0);
-
-/// The end of the running thread's frame in the thread table: where an entry from ring 3
-/// starts pushing (the `syscall` entry reads it; the TSS's `rsp0` holds the same for the CPU).
-static CURRENT_FRAME_END: Global<u64> = Global::new(0);
 
 /// The `syscall` entry (LSTAR): builds a [`TrapFrame`] with vector [`SYSCALL_VECTOR`] in the
 /// running thread's slot, as `trap_common` does for the other entries, and calls
@@ -312,10 +315,11 @@ static CURRENT_FRAME_END: Global<u64> = Global::new(0);
 #[unsafe(naked)]
 pub extern "C" fn syscall_entry() {
     naked_asm!(
-        "mov [rip + {scratch}], rsp",
-        "mov rsp, [rip + {frame_end}]",
+        "swapgs",
+        "mov gs:[{scratch}], rsp",
+        "mov rsp, gs:[{frame_end}]",
         "push {user_ss}",
-        "push qword ptr [rip + {scratch}]",
+        "push qword ptr gs:[{scratch}]",
         "push r11",
         "push {user_cs}",
         "push rcx",
@@ -323,12 +327,13 @@ pub extern "C" fn syscall_entry() {
         "push {vector}",
         push_registers!(),
         "mov rdi, rsp",
-        "movabs rsp, offset kernel_stack_top",
+        "mov rsp, gs:[{stack_top}]",
         "xor ebp, ebp",
         "call {dispatch}",
         "ud2",
-        scratch = sym SYSCALL_USER_RSP,
-        frame_end = sym CURRENT_FRAME_END,
+        scratch = const percpu::USER_RSP,
+        frame_end = const percpu::FRAME_END,
+        stack_top = const percpu::STACK_TOP,
         user_ss = const USER_SS as u64,
         user_cs = const USER_CS as u64,
         vector = const SYSCALL_VECTOR,
@@ -357,36 +362,54 @@ fn sanitize(frame: &mut TrapFrame) -> Result<(), OutsideUserHalf> {
     Ok(())
 }
 
-/// Returns to ring 3 with the registers of `frame`, the running thread's slot in the thread
-/// table, [`sanitize`]d first. The next entry from ring 3 builds its frame in the same slot
-/// ([`CURRENT_FRAME_END`], the TSS's `rsp0`). Returns only when `frame`'s RIP is not below
-/// the user-half end: then nothing was changed and the caller must kill the thread.
+/// Returns to ring 3 with the registers of `frame`, the slot in the thread table of the
+/// thread this processor runs, [`sanitize`]d first; the kernel lock is given back just before.
+/// The next entry from ring 3 on this processor builds its frame in the same slot (the per-CPU
+/// frame end, the TSS's `rsp0`). Returns only when `frame`'s RIP is not below the user-half
+/// end: then nothing was changed, the lock is still held, and the caller must kill the thread.
 pub fn return_to_user(frame: &mut TrapFrame) -> OutsideUserHalf {
     if let Err(e) = sanitize(frame) {
         return e;
     }
     let end = (frame as *mut TrapFrame as u64) + size_of::<TrapFrame>() as u64;
-    // SAFETY: one CPU, interrupts off: nothing reads the scratch word between now and the
-    // next `syscall`, which is made by the thread this frame is.
-    unsafe { *CURRENT_FRAME_END.as_ptr() = end };
+    percpu::set_frame_end(end);
     super::gdt::set_rsp0(end);
+    super::lock::release();
     // SAFETY: the frame is now a valid ring-3 frame: user selectors, sane flags and a RIP
     // below the user-half end (so canonical, as `sysretq` and `iretq` need); it lives in the
-    // thread table, not on the kernel stack, and stays there until the next entry.
+    // thread table, not on the kernel stack, and no other processor touches the slot of a
+    // thread running here (one being ended elsewhere is first made to leave: `shootdown`).
     unsafe { resume(frame) }
 }
 
 /// [`return_to_user`] for the thread whose system call the kernel is answering at once, with
-/// the frame the `syscall` entry built: the entry used that thread's slot, so
-/// [`CURRENT_FRAME_END`] and `rsp0` are its own already, and the frame leaves by `sysretq`.
-/// Returns only when the frame's RIP is not below the user-half end (nothing changed).
+/// the frame the `syscall` entry built: the entry used that thread's slot, so the frame end
+/// and `rsp0` are its own already, and the frame leaves by `sysretq`. Returns only when the
+/// frame's RIP is not below the user-half end (nothing changed, the lock still held).
 pub fn return_from_syscall(frame: &mut TrapFrame) -> OutsideUserHalf {
     if let Err(e) = sanitize(frame) {
         return e;
     }
+    super::lock::release();
     // SAFETY: as in `return_to_user`; the frame was built by the `syscall` entry, so
     // `sysretq` is the way it leaves.
     unsafe { sysret(frame) }
+}
+
+/// Idles this processor: on the top of its kernel stack, interrupts on, halted until one
+/// arrives; its entry (from ring 0) goes to [`super::dispatch`], which never comes back here.
+/// Call without the kernel lock, after loading the kernel's own tables.
+#[unsafe(naked)]
+pub extern "C" fn idle_wait() -> ! {
+    naked_asm!(
+        "mov rsp, gs:[{stack_top}]",
+        "2:",
+        "sti",
+        "hlt",
+        "cli",
+        "jmp 2b",
+        stack_top = const percpu::STACK_TOP,
+    )
 }
 
 /// Pops `frame` where it is (the stack pointer goes into the thread table); a frame saved by
@@ -406,6 +429,7 @@ unsafe extern "C" fn resume(frame: *const TrapFrame) -> ! {
         sysret_tail!(),
         "2:",
         "add rsp, 16",
+        "swapgs",
         "iretq",
         vector = const SYSCALL_VECTOR,
     )
@@ -467,7 +491,16 @@ pub fn init_idt() {
     idt.load();
 }
 
-/// Programs the `syscall` MSRs: STAR selectors, LSTAR entry, SFMASK [`SYSCALL_FLAG_MASK`].
+/// Loads the IDT [`init_idt`] filled, on a processor started after it.
+pub fn load_idt() {
+    // SAFETY: the IDT was filled at boot and never changes again: a shared reference to it
+    // lives for good.
+    let idt: &'static InterruptDescriptorTable = unsafe { &*IDT.as_ptr() };
+    idt.load();
+}
+
+/// Programs this processor's `syscall` MSRs: STAR selectors, LSTAR entry, SFMASK
+/// [`SYSCALL_FLAG_MASK`].
 pub fn init_syscall() {
     use x86_64::registers::model_specific::Msr;
     // sysret loads CS = base + 16 and SS = base + 8 (user code 0x20, user data 0x18), syscall

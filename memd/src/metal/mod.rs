@@ -116,9 +116,10 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
     let largest = (0..n).max_by_key(|&i| info[3 + 2 * i]).unwrap_or(0);
     let (start, len) = (info[2 + 2 * largest], info[3 + 2 * largest]);
     // The heap starts with room for the frame allocator's own tables too (a count and a free
-    // list of twice the frames, 12 bytes a frame), whatever the size of RAM.
+    // list of twice the frames, 12 bytes a frame), whatever the size of RAM: twice that rounded
+    // up to a power of two, as the buddy allocator hands out each table as one aligned block.
     let frames: u64 = (0..n).map(|i| info[3 + 2 * i] / 4096).sum();
-    let heap = HEAP_BYTES + (frames * 12).next_multiple_of(1 << 20);
+    let heap = HEAP_BYTES + (2 * (frames * 12).next_power_of_two()).next_multiple_of(1 << 20);
     let own = heap + STACK_BYTES;
     if len < 2 * own {
         println!("memd: the largest range ({} bytes) is too small", len);

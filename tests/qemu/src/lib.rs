@@ -181,8 +181,20 @@ pub struct Boot {
     /// Start QEMU's gdb server (`-s`, port [`GDB_PORT`]) with the CPU stopped (`-S`) until gdb
     /// continues it, and print the gdb command that loads the symbols ([`gdb_command`]).
     pub gdb: bool,
+    /// Processors (`-smp`): [`default_cpus`] unless a test sets it.
+    pub cpus: u32,
     /// More QEMU arguments, passed as they are after the runner's own.
     pub qemu_args: Vec<String>,
+}
+
+/// The processors a boot gets unless it says: `QEMU_SMP` from the environment (1 to 8), else 1.
+/// `QEMU_SMP=4 cargo test` runs every QEMU test on four processors.
+pub fn default_cpus() -> u32 {
+    std::env::var("QEMU_SMP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=8).contains(n))
+        .unwrap_or(1)
 }
 
 impl Boot {
@@ -202,6 +214,7 @@ impl Boot {
             label: None,
             expect_kernel_fault: false,
             gdb: false,
+            cpus: default_cpus(),
             qemu_args: Vec::new(),
         }
     }
@@ -575,13 +588,27 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// QEMU's accelerator: TCG; with several processors, all of them on one host thread taking
+/// turns (`thread=single`, as `-icount` does anyway), unless `QEMU_MTTCG=1` asks for one host
+/// thread each: the tests run several QEMUs at once on a host of few cores, where a vCPU
+/// holding the kernel lock would otherwise be descheduled by the host while the others spin.
+fn accel(boot: &Boot) -> String {
+    let multi = std::env::var("QEMU_MTTCG").is_ok_and(|v| v == "1");
+    if boot.cpus > 1 && !boot.icount && !multi {
+        "tcg,thread=single".to_string()
+    } else {
+        "tcg".to_string()
+    }
+}
+
 /// QEMU's arguments for booting `kernel` with the boot pack `initrd` as `boot` says: TCG,
-/// one CPU, the serial port on stdio (shared with QEMU's monitor for an interactive boot:
+/// [`Boot::cpus`] processors, the serial port on stdio (shared with QEMU's monitor for an interactive boot:
 /// `mon:stdio`, so Ctrl-A X leaves QEMU and Ctrl-C reaches the guest), `isa-debug-exit` for
 /// the verdict; `-s -S` for [`Boot::gdb`]; then [`Boot::qemu_args`].
 pub fn qemu_args(boot: &Boot, kernel: &Path, initrd: Option<&Path>) -> Vec<OsString> {
     let memory = format!("{}M", boot.memory_mib);
-    let mut args: Vec<OsString> = ["-accel", "tcg", "-machine", "q35", "-smp", "1"]
+    let cpus = boot.cpus.to_string();
+    let mut args: Vec<OsString> = ["-accel", &accel(boot), "-machine", "q35", "-smp", &cpus]
         .map(OsString::from)
         .into();
     args.extend(["-cpu", &boot.cpu].map(OsString::from));

@@ -103,12 +103,18 @@ const KEEP_FLAGS: i32 = !((NT | AC | DF | ID) as i32);
 /// The value rbx and rbp hold across each call.
 const CANARY: u64 = 0x5AFE_CA11_DEAD_BEEF;
 
-/// Every number of the kernel's ABI but `exit` and `fault_return`, and the routed redox calls.
-const KNOWN: [u64; 26] = [
+/// Every number of the kernel's ABI but `exit`, `thread_exit` and `fault_return`, and the
+/// routed redox calls.
+const KNOWN: [u64; 31] = [
     nr::DEBUG_WRITE,
     nr::DEBUG_READ,
     nr::CLOCK,
     nr::YIELD,
+    nr::THREAD_JOIN,
+    nr::FUTEX_WAIT,
+    nr::FUTEX_WAKE,
+    nr::SET_TLS,
+    nr::CPU_INFO,
     nr::IPC_CALL,
     nr::IPC_RECEIVE,
     nr::IPC_REPLY,
@@ -536,6 +542,25 @@ impl Fuzz {
                     a[1] = 0;
                 }
             }
+            nr::FUTEX_WAIT => {
+                // Never a wait that could last: the word is the read-only page's (0x5A5A5A5A)
+                // and the value expected another, or an address the kernel refuses.
+                let word = &raw const RO_PAGE as u64 + 4 * self.rng.below(8);
+                a[0] = self.rng.pick(&[
+                    word,
+                    &raw const RO_PAGE as u64 + 1,
+                    USER_TOP,
+                    !3,
+                    0x1000,
+                    p & !3,
+                ]);
+                if a[0] == p & !3 && !self.inaccessible.contains(&(p & !(PAGE - 1))) {
+                    a[0] = 0x1000;
+                }
+                if a[1] as u32 == 0x5A5A_5A5A {
+                    a[1] ^= 1;
+                }
+            }
             nr::DEBUG_READ | nr::CMDLINE => {
                 (a[0], a[1]) = (p, l);
                 let (mut p, mut l) = (a[0], a[1]);
@@ -651,7 +676,7 @@ impl Fuzz {
             ]),
             _ => self.rng.pick(&KNOWN),
         };
-        if n == nr::EXIT || n == nr::FAULT_RETURN {
+        if n == nr::EXIT || n == nr::THREAD_EXIT || n == nr::FAULT_RETURN {
             nr::CLOCK
         } else {
             n
@@ -689,6 +714,14 @@ impl Fuzz {
             after,
             what()
         );
+        if n == nr::CPU_INFO {
+            check!(
+                (ret as u64 & 0xFFFF_FFFF) < ret as u64 >> 32 && ret as u64 >> 32 <= 8,
+                "call {}: cpu_info gave {:#x}",
+                i,
+                ret
+            );
+        }
         if pager_only(n) {
             check!(
                 ret == -errno::EPERM,
