@@ -20,6 +20,7 @@
 //! | 7 | `futex_wait` | addr (4-byte aligned), expected (u32) | 0 when woken; `EAGAIN` at once if the word is not `expected`; `EFAULT` if it is not mapped readable | any |
 //! | 8 | `futex_wake` | addr, count | threads of the caller's space woken (up to count) | any |
 //! | 9 | `set_tls` | base (below the user-half end) | 0: the caller's FS base from now on | any |
+//! | 18 | `thread_create` | rip, rsp, arg, TLS base (all below the user-half end) | id of a new thread of the caller's space, starting at rip with rsp and rdi = arg; `EAGAIN` at [`MAX_THREADS_PER_SPACE`] threads, `ENOMEM` when the kernel's thread slots are all taken | any |
 //! | 17 | `cpu_info` | — | the index of the processor running the caller, and in bits 32.. how many run the kernel | any |
 //! | 10 | `ipc_call` | ep, words 0..7 in rsi rdx r10 r8 r9 r12 r13, lend ptr r14, len r15 | 0; reply in rdi, rsi | any |
 //! | 11 | `ipc_receive` | ep | token; words 0..8 in rdi rsi rdx r10 r8 r9 r12 r13 (word 7 = sender badge), r14 = length of the lent buffer | owner of ep |
@@ -67,6 +68,8 @@ pub const FUTEX_WAKE: u64 = 8;
 pub const SET_TLS: u64 = 9;
 /// `cpu_info()`.
 pub const CPU_INFO: u64 = 17;
+/// `thread_create(rip, rsp, arg, tls)`.
+pub const THREAD_CREATE: u64 = 18;
 /// The most threads a space can have at once.
 pub const MAX_THREADS_PER_SPACE: u64 = 64;
 /// `ipc_call(ep, w0..w6, lend, lend_len)`.

@@ -57,7 +57,9 @@ bitflags! {
         const LOCKED = 0x2000;
         /// No swap reserved (`MAP_NORESERVE`): accepted; nothing is reserved anyway.
         const NORESERVE = 0x4000;
-        /// A thread's stack (`MAP_STACK`): accepted; no different from other memory.
+        /// A thread's stack (`MAP_STACK`): with `MAP_PRIVATE`, a Stack region with a one-page
+        /// Guard region (never accessible) just under the address returned; unmap both with
+        /// `munmap(addr - 4096, len + 4096)`.
         const STACK = 0x2_0000;
     }
 }

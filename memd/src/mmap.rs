@@ -61,8 +61,20 @@ impl<K: Kernel> Memd<K> {
         {
             return Err(VmError::PermissionDenied);
         }
-        // The new region, and a region it may split in two.
-        self.region_room(space, 2)?;
+        // A thread's stack (private `MAP_STACK`, placed by memd) is a Stack region with a Guard
+        // page under it, placed together: an overflow faults on the guard instead of running
+        // into whatever lies below.
+        let stack = flags.contains(MmapFlags::STACK)
+            && !shared
+            && !flags.intersects(MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE);
+        let guard = if stack { PAGE_SIZE } else { 0 };
+        let size = if stack {
+            size.checked_add(guard).ok_or(VmError::OutOfMemory)?
+        } else {
+            size
+        };
+        // The new region (and a guard), and a region it may split in two.
+        self.region_room(space, 2 + usize::from(stack))?;
         let fixed = flags.intersects(MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE);
         let start = if fixed {
             // Linux's order: the range (past the user half: ENOMEM), its alignment (EINVAL),
@@ -134,12 +146,27 @@ impl<K: Kernel> Memd<K> {
             }
             return Err(e);
         }
+        if stack {
+            space.add_region(Region {
+                start,
+                end: start + guard,
+                prot: ProtectionFlags::NONE,
+                kind: RegionKind::Guard,
+                shared: false,
+                object: 0,
+                flags: RegionFlags::empty(),
+                offset: 0,
+            });
+        }
+        let start = start + guard;
         space.add_region(Region {
             start,
             end,
             prot,
             kind: if shared {
                 RegionKind::Shared
+            } else if stack {
+                RegionKind::Stack
             } else {
                 RegionKind::Anonymous
             },

@@ -46,6 +46,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::FUTEX_WAIT => futex::wait(k, t).map(|()| Done::Blocked),
         nr::FUTEX_WAKE => futex::wake(k, t).map(Done::Value),
         nr::SET_TLS => set_tls(k, t).map(Done::Value),
+        nr::THREAD_CREATE => thread_create(k, t).map(Done::Value),
         nr::CPU_INFO => Ok(Done::Value(
             percpu::index() as u64 | (shootdown::running() as u64) << 32,
         )),
@@ -86,6 +87,20 @@ pub fn handle(k: &mut Kernel, t: usize) {
     }
     // A call that answered at once: straight back to the caller when nothing else must run.
     super::sched::resume_caller(k, t);
+}
+
+/// `thread_create(rip, rsp, arg, tls)`: a new thread of the caller's own space (its stack is
+/// the caller's to provide: memory from its pager), on the run queue; its id.
+fn thread_create(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+    let f = k.threads[t].frame;
+    if f.rdi >= USER_TOP || f.rsi >= USER_TOP || f.r10 >= USER_TOP {
+        return Err(EINVAL);
+    }
+    let mut frame = super::trap::TrapFrame::user(f.rdi, f.rsi);
+    frame.rdi = f.rdx;
+    let s = k.threads[t].space;
+    let n = k.create_thread(s, frame, super::thread::Fpu::initial(), f.r10)?;
+    Ok(k.thread_id(n))
 }
 
 /// `set_tls(base)`: the caller's FS base, loaded now and at each switch to it.

@@ -15,7 +15,8 @@
 //! only reads it when memd only reads (`SPAWN`'s argument string). A buffer truly read-only
 //! still gets `BadBuffer` from memd when lent through the raw call.
 //!
-//! [`fault_entry`] is libvm's entry for faults a process handles itself ([`crate::fault`]).
+//! [`fault_entry`] is libvm's entry for faults a process handles itself ([`crate::fault`]);
+//! [`thread`] gives a process more threads, futexes, a mutex built on them and thread locals.
 //!
 //! The program runtime installs it once: `libvm::set_transport(&libvm::sys::SyscallTransport)`.
 //! Only built for x86_64 on the metal: for `target_os = "none"` (memd, built for
@@ -30,6 +31,9 @@ pub mod raw;
 
 #[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
 pub mod fault_entry;
+
+#[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
+pub mod thread;
 
 #[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
 mod metal {

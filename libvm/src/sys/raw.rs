@@ -78,12 +78,55 @@ pub fn yield_now() {
     syscall0(nr::YIELD);
 }
 
-/// Ends the calling thread (the process ends with its last thread).
+/// Ends the calling process: every one of its threads (those on other processors are stopped
+/// first), with exit code `code`.
 pub fn exit(code: u64) -> ! {
     syscall6(nr::EXIT, code, 0, 0, 0, 0, 0);
     loop {
         core::hint::spin_loop();
     }
+}
+
+/// Ends the calling thread only (the process ends with its last thread); its joiners wake.
+pub fn thread_exit(code: u64) -> ! {
+    syscall6(nr::THREAD_EXIT, code, 0, 0, 0, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Starts a thread of the calling process at `rip` with stack pointer `rsp`, rdi = `arg` and
+/// TLS (FS) base `tls`; its id, or -errno (`EAGAIN` at the kernel's threads-per-process
+/// limit).
+pub fn thread_create(rip: u64, rsp: u64, arg: u64, tls: u64) -> i64 {
+    syscall6(nr::THREAD_CREATE, rip, rsp, arg, tls, 0, 0)
+}
+
+/// Waits until thread `id` of this process has ended (at once if it has); 0 or -errno.
+pub fn thread_join(id: u64) -> i64 {
+    syscall6(nr::THREAD_JOIN, id, 0, 0, 0, 0, 0)
+}
+
+/// Waits on the futex word at `addr` while it holds `expected`; 0 when woken, or -errno
+/// (`EAGAIN`: the word held another value).
+pub fn futex_wait(addr: u64, expected: u32) -> i64 {
+    syscall6(nr::FUTEX_WAIT, addr, expected as u64, 0, 0, 0, 0)
+}
+
+/// Wakes up to `count` threads waiting on the futex word at `addr`; how many, or -errno.
+pub fn futex_wake(addr: u64, count: u64) -> i64 {
+    syscall6(nr::FUTEX_WAKE, addr, count, 0, 0, 0, 0)
+}
+
+/// Sets the calling thread's TLS (FS) base; 0 or -errno.
+pub fn set_tls(base: u64) -> i64 {
+    syscall6(nr::SET_TLS, base, 0, 0, 0, 0, 0)
+}
+
+/// The processor running the caller, and how many run the kernel.
+pub fn cpu_info() -> (u32, u32) {
+    let v = syscall0(nr::CPU_INFO) as u64;
+    (v as u32, (v >> 32) as u32)
 }
 
 /// A message of 8 words; word 7 is stamped by the kernel with the sender's badge.

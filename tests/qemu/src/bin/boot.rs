@@ -26,6 +26,7 @@ options:
   --append CMDLINE    the kernel command line (e.g. aslr=off, init=interactive)
   --timeout SECS      kill QEMU after SECS seconds (default 3600; none with --gdb)
   --memory MIB        guest memory in MiB (default 128)
+  --smp N             processors (default 1, or QEMU_SMP from the environment)
   --cpu MODEL         QEMU's CPU model (default max)
   --icount            run with -icount shift=0: rdtsc counts guest instructions
   --no-input          leave the guest's console input unconnected (for scripts)
@@ -101,6 +102,9 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, Strin
             }
             Long("memory") => {
                 boot.memory_mib = positive("--memory", parser.value().map_err(err)?, "MiB")?
+            }
+            Long("smp") => {
+                boot.cpus = positive::<u32>("--smp", parser.value().map_err(err)?, "processors")?
             }
             Long("cpu") => boot.cpu = utf8("--cpu", parser.value().map_err(err)?)?,
             Long("icount") => boot.icount = true,

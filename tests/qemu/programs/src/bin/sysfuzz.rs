@@ -103,8 +103,9 @@ const KEEP_FLAGS: i32 = !((NT | AC | DF | ID) as i32);
 /// The value rbx and rbp hold across each call.
 const CANARY: u64 = 0x5AFE_CA11_DEAD_BEEF;
 
-/// Every number of the kernel's ABI but `exit`, `thread_exit` and `fault_return`, and the
-/// routed redox calls.
+/// Every number of the kernel's ABI but `exit`, `thread_exit`, `thread_create` (a thread at a
+/// random address would fault, and a fault kills the whole process) and `fault_return`, and
+/// the routed redox calls.
 const KNOWN: [u64; 31] = [
     nr::DEBUG_WRITE,
     nr::DEBUG_READ,
@@ -676,7 +677,8 @@ impl Fuzz {
             ]),
             _ => self.rng.pick(&KNOWN),
         };
-        if n == nr::EXIT || n == nr::THREAD_EXIT || n == nr::FAULT_RETURN {
+        if n == nr::EXIT || n == nr::THREAD_EXIT || n == nr::THREAD_CREATE || n == nr::FAULT_RETURN
+        {
             nr::CLOCK
         } else {
             n

@@ -1,0 +1,556 @@
+//! Threads of one process on many processors (module 1 of a memd boot): spawn and join with
+//! `Vec`/`Box` from every thread, thread locals through FS, a futex mutex whose counter comes
+//! out exact, fault storms on disjoint and overlapping pages with contents and frames exact,
+//! the stale-TLB detector (a thread reading or writing a page in a loop while another unmaps
+//! it, makes it read-only, or breaks its copy-on-write: after the call returns, the next
+//! access must fault or see the new frame), fork of a process with threads running (the child
+//! has only the caller), exit of a process whose threads run elsewhere, and a fault refused in
+//! one thread ending the whole process.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use libvm::fault::FaultFrame;
+use libvm::proto::wait_status;
+use libvm::sys::fault_entry::handle_faults;
+use libvm::sys::thread::{self, Mutex, futex_wait, futex_wake, spawn, tls_get, tls_set};
+use libvm::{MmapFlags as F, ProtectionFlags as P};
+use user_rt::*;
+
+entry!(main);
+
+const PAGE: usize = 4096;
+
+fn map(pages: usize) -> usize {
+    let a = vm().mmap(0, pages * PAGE, P::READ_WRITE, F::anonymous_private());
+    check!(a.is_ok(), "mmap: {:?}", a);
+    a.unwrap_or(0) as usize
+}
+
+fn unmap(a: usize, pages: usize) {
+    let r = vm().munmap(a, pages * PAGE);
+    check!(r.is_ok(), "munmap: {:?}", r);
+}
+
+fn join<T>(h: thread::JoinHandle<T>) -> T {
+    match h.join() {
+        Ok(Some(v)) => v,
+        other => {
+            check!(false, "join: {:?}", other.map(|r| r.is_some()));
+            unreachable!()
+        }
+    }
+}
+
+fn spawned<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    match spawn(f) {
+        Ok(h) => h,
+        Err(e) => {
+            check!(false, "spawn: {:?}", e);
+            unreachable!()
+        }
+    }
+}
+
+/// A barrier of `n` threads on a futex word.
+struct Barrier {
+    arrived: AtomicU32,
+    n: u32,
+}
+
+impl Barrier {
+    fn wait(&self) {
+        let now = self.arrived.fetch_add(1, Ordering::AcqRel) + 1;
+        if now == self.n {
+            futex_wake(&self.arrived, u32::MAX);
+            return;
+        }
+        loop {
+            let seen = self.arrived.load(Ordering::Acquire);
+            if seen >= self.n {
+                return;
+            }
+            futex_wait(&self.arrived, seen);
+        }
+    }
+}
+
+/// Eight threads, more than processors: each allocates, sums, and says where it ran.
+fn spawn_and_join(cpus: u32) {
+    let barrier = Arc::new(Barrier {
+        arrived: AtomicU32::new(0),
+        n: 8,
+    });
+    let handles: Vec<_> = (0..8u64)
+        .map(|i| {
+            let b = barrier.clone();
+            spawned(move || {
+                b.wait();
+                let v: Vec<u64> = (0..1000).map(|k| k * (i + 1)).collect();
+                let boxed = Box::new(v.iter().sum::<u64>());
+                let mut s = String::new();
+                for _ in 0..100 {
+                    s.push('x');
+                }
+                (*boxed + s.len() as u64, thread::cpu().0)
+            })
+        })
+        .collect();
+    let mut seen = 0u32;
+    for (i, h) in handles.into_iter().enumerate() {
+        let (sum, cpu) = join(h);
+        check!(
+            sum == 499_500 * (i as u64 + 1) + 100,
+            "thread {} summed {}",
+            i,
+            sum
+        );
+        seen |= 1 << cpu;
+    }
+    check!(
+        cpus == 1 || seen.count_ones() >= 2,
+        "8 threads on {} processors all ran on {:#b}",
+        cpus,
+        seen
+    );
+    println!(
+        "threads: 8 threads joined, their Vec/Box/String sums exact, run on {} of {} processors",
+        seen.count_ones(),
+        cpus
+    );
+}
+
+/// Thread locals: each thread keeps its own across yields (and moves between processors).
+fn thread_locals() {
+    tls_set(0, 0xAAAA);
+    let handles: Vec<_> = (1..=4usize)
+        .map(|i| {
+            spawned(move || {
+                tls_set(0, i * 1000);
+                tls_set(1, i);
+                for _ in 0..50 {
+                    yield_now();
+                    if tls_get(0) != i * 1000 || tls_get(1) != i {
+                        return false;
+                    }
+                }
+                true
+            })
+        })
+        .collect();
+    for h in handles {
+        check!(join(h), "a thread's locals changed under it");
+    }
+    check!(tls_get(0) == 0xAAAA, "the first thread's local changed");
+    println!("threads: thread locals through FS kept by each of 5 threads");
+}
+
+/// A futex mutex: 6 threads, 2,000 increments each, read-modify-write with a yield inside.
+fn mutex_counter() {
+    let m = Arc::new(Mutex::new(0u64));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let m = m.clone();
+            spawned(move || {
+                for i in 0..2000 {
+                    let mut g = m.lock();
+                    let v = *g;
+                    if i % 100 == 0 {
+                        yield_now();
+                    }
+                    *g = v + 1;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        join(h);
+    }
+    let total = *m.lock();
+    check!(total == 12_000, "the mutex counter is {}", total);
+    println!("threads: futex mutex: 6 x 2000 increments = {}", total);
+}
+
+/// Concurrent first touches: four threads on disjoint pages, then all four on the same pages
+/// (each its own word): every word exact, every page resident once, frames back afterwards.
+fn fault_storm() {
+    const PAGES: usize = 256;
+    let base = global_stats();
+    let disjoint = map(PAGES);
+    let shared = map(PAGES);
+    let handles: Vec<_> = (0..4usize)
+        .map(|t| {
+            spawned(move || {
+                for p in t * PAGES / 4..(t + 1) * PAGES / 4 {
+                    write(disjoint + p * PAGE, (p as u64) << 8 | t as u64);
+                }
+                for p in 0..PAGES {
+                    let p = (p + t * 37) % PAGES;
+                    write(shared + p * PAGE + 8 * t, (p * 10 + t) as u64);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        join(h);
+    }
+    for p in 0..PAGES {
+        let t = p / (PAGES / 4);
+        check!(
+            read(disjoint + p * PAGE) == (p as u64) << 8 | t as u64,
+            "disjoint page {}",
+            p
+        );
+        for t in 0..4 {
+            let v = read(shared + p * PAGE + 8 * t);
+            check!(
+                v == (p * 10 + t) as u64,
+                "shared page {} word {}: {}",
+                p,
+                t,
+                v
+            );
+        }
+    }
+    let mut resident = [0u8; PAGES];
+    for a in [disjoint, shared] {
+        let r = vm().mincore(a, PAGES * PAGE, &mut resident);
+        check!(r.is_ok(), "mincore: {:?}", r);
+        check!(resident.iter().all(|&b| b & 1 == 1), "a page not resident");
+    }
+    let now = global_stats();
+    check!(
+        now.data_frames() >= base.data_frames() + 2 * PAGES as u64,
+        "{} data frames for {} pages touched",
+        now.data_frames() - base.data_frames(),
+        2 * PAGES
+    );
+    unmap(disjoint, PAGES);
+    unmap(shared, PAGES);
+    check_data_frames_back(&base);
+    println!(
+        "threads: fault storm: 4 threads first-touched {} disjoint and {} shared pages, every \
+         word exact, frames back",
+        PAGES, PAGES
+    );
+}
+
+/// The detector's page, the round's value, and what the fault handler did.
+static PAGE_AT: AtomicUsize = AtomicUsize::new(0);
+static FLAG: AtomicU64 = AtomicU64::new(0);
+static ACK: AtomicU64 = AtomicU64::new(0);
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+static STALE: AtomicU64 = AtomicU64::new(0);
+static STOP: AtomicU64 = AtomicU64::new(0);
+/// Processors running the kernel: on one, a waiting thread yields instead of spinning.
+static CPUS: AtomicU32 = AtomicU32::new(1);
+
+/// A round of a wait loop: `pause`, or a yield when the thread waited for runs on this same
+/// processor.
+fn relax() {
+    if CPUS.load(Ordering::Relaxed) == 1 {
+        yield_now();
+    } else {
+        core::hint::spin_loop();
+    }
+}
+
+/// The handler: the page is mapped afresh (after an unmap) or made writable again (after a
+/// protection); the access is retried.
+fn remap(f: &mut FaultFrame) {
+    let page = PAGE_AT.load(Ordering::Acquire);
+    if f.addr as usize & !(PAGE - 1) != page {
+        println!("FAIL threads: a fault at {:#x}, rip {:#x}", f.addr, f.rip);
+        exit(1);
+    }
+    FAULTS.fetch_add(1, Ordering::AcqRel);
+    let r = vm().mmap(page, PAGE, P::READ_WRITE, F::anonymous_private() | F::FIXED);
+    if r.is_err() {
+        println!("FAIL threads: remap {:?}", r);
+        exit(1);
+    }
+}
+
+fn stack() -> &'static mut [u8] {
+    static mut STACK: [u8; 16384] = [0; 16384];
+    // SAFETY: handed once to memd as the handler's stack, never touched by this program.
+    unsafe { &mut *core::ptr::addr_of_mut!(STACK) }
+}
+
+/// The reader or writer of the detector. The reader loads the page in a loop: once it has
+/// seen round `r`'s flag, a load returning `r` (the old frame's value) went through a stale
+/// translation. The writer stores once per round, when it sees a new flag (between rounds it
+/// leaves the page alone, so the writable translation its last store cached is still there
+/// when the protection changes): that store must fault.
+fn detector_thread(write_mode: bool) {
+    let page = PAGE_AT.load(Ordering::Acquire);
+    let mut last = 0;
+    while STOP.load(Ordering::Acquire) == 0 {
+        let flag = FLAG.load(Ordering::Acquire);
+        if write_mode {
+            if flag != last {
+                let before = FAULTS.load(Ordering::Acquire);
+                write(page + 8, flag);
+                if FAULTS.load(Ordering::Acquire) == before {
+                    STALE.fetch_add(1, Ordering::AcqRel);
+                }
+                last = flag;
+                ACK.store(flag, Ordering::Release);
+            }
+        } else {
+            let v = read(page);
+            if flag != 0 && ACK.load(Ordering::Acquire) != flag {
+                if v == flag {
+                    STALE.fetch_add(1, Ordering::AcqRel);
+                }
+                ACK.store(flag, Ordering::Release);
+            }
+        }
+        relax();
+    }
+}
+
+fn wait_ack(round: u64) {
+    while ACK.load(Ordering::Acquire) != round {
+        relax();
+    }
+}
+
+/// Stale-TLB detector, `rounds` each: munmap (the reader must fault), mprotect read-only (the
+/// writer must fault), and a copy-on-write break by this thread (the reader must see the new
+/// frame's value).
+fn stale_tlb(cpus: u32, rounds: u64) {
+    check!(handle_faults(&vm(), remap, stack()).is_ok(), "register");
+    let page = map(1);
+    PAGE_AT.store(page, Ordering::Release);
+    // munmap: round r's value is r; after the unmap the reader's load faults and reads 0.
+    for (mode, name) in [(false, "munmap"), (true, "mprotect")] {
+        FLAG.store(0, Ordering::Release);
+        ACK.store(0, Ordering::Release);
+        STOP.store(0, Ordering::Release);
+        let before = FAULTS.load(Ordering::Acquire);
+        let h = spawned(move || detector_thread(mode));
+        for r in 1..=rounds {
+            if mode {
+                let p = vm().mprotect(page, PAGE, P::READ);
+                check!(p.is_ok(), "mprotect: {:?}", p);
+            } else {
+                write(page, r);
+                let u = vm().munmap(page, PAGE);
+                check!(u.is_ok(), "munmap: {:?}", u);
+            }
+            FLAG.store(r, Ordering::Release);
+            wait_ack(r);
+        }
+        STOP.store(1, Ordering::Release);
+        join(h);
+        let faults = FAULTS.load(Ordering::Acquire) - before;
+        check!(
+            STALE.load(Ordering::Acquire) == 0,
+            "{}: {} accesses went through a stale translation",
+            name,
+            STALE.load(Ordering::Acquire)
+        );
+        check!(
+            faults >= rounds,
+            "{}: {} faults in {} rounds",
+            name,
+            faults,
+            rounds
+        );
+        println!(
+            "threads: stale-TLB detector, {}: {} rounds on {} processors, every access after \
+             the call faulted ({} faults), none stale",
+            name, rounds, cpus, faults
+        );
+    }
+    // Copy-on-write: a child shares the page; this thread's write moves this process to a new
+    // frame; the reader must then see the new value, never the old frame's.
+    FLAG.store(0, Ordering::Release);
+    ACK.store(0, Ordering::Release);
+    STOP.store(0, Ordering::Release);
+    let h = spawned(move || detector_thread(false));
+    let cow_rounds = rounds / 4;
+    for r in 1..=cow_rounds {
+        // The old frame holds r, the new one gets r + 1 << 32: a load of r after the flag
+        // came through a stale translation.
+        write(page, r);
+        let pid = vm().fork();
+        check!(pid.is_ok(), "fork: {:?}", pid);
+        if pid == Ok(0) {
+            // The child holds the old frame until its parent has checked, then leaves.
+            while FLAG.load(Ordering::Acquire) != u64::MAX {
+                yield_now();
+            }
+            exit(0);
+        }
+        write(page, r + (1 << 32));
+        FLAG.store(r, Ordering::Release);
+        wait_ack(r);
+        let k = vm().kill(pid.unwrap_or(0));
+        check!(k.is_ok(), "kill: {:?}", k);
+        let w = vm().wait(pid.unwrap_or(0));
+        check!(w.is_ok(), "wait: {:?}", w);
+    }
+    STOP.store(1, Ordering::Release);
+    join(h);
+    check!(
+        STALE.load(Ordering::Acquire) == 0,
+        "copy-on-write: {} loads went through a stale translation",
+        STALE.load(Ordering::Acquire)
+    );
+    println!(
+        "threads: stale-TLB detector, copy-on-write break: {} rounds, every load after the \
+         write saw the new frame",
+        cow_rounds
+    );
+    unmap(page, 1);
+}
+
+/// fork with threads running: the child has only the caller (the others' counters stand
+/// still in it) and can start threads of its own.
+fn fork_with_threads() {
+    let counters = map(1);
+    let stop = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..3usize)
+        .map(|t| {
+            let stop = stop.clone();
+            spawned(move || {
+                while stop.load(Ordering::Acquire) == 0 {
+                    write(counters + 8 * t, read(counters + 8 * t) + 1);
+                    core::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    while (0..3).any(|t| read(counters + 8 * t) == 0) {
+        yield_now();
+    }
+    let pid = vm().fork();
+    check!(pid.is_ok(), "fork: {:?}", pid);
+    if pid == Ok(0) {
+        let before: Vec<u64> = (0..3).map(|t| read(counters + 8 * t)).collect();
+        for _ in 0..20 {
+            yield_now();
+        }
+        let after: Vec<u64> = (0..3).map(|t| read(counters + 8 * t)).collect();
+        if before != after {
+            println!(
+                "FAIL threads: the child's copies moved: {:?} -> {:?}",
+                before, after
+            );
+            exit(1);
+        }
+        let h = match spawn(|| 7u64) {
+            Ok(h) => h,
+            Err(_) => exit(3),
+        };
+        exit(if h.join().ok().flatten() == Some(7) {
+            0
+        } else {
+            2
+        });
+    }
+    let w = vm().wait(pid.unwrap_or(0));
+    check!(w.map(|w| w.0) == Ok(0), "the forked child: {:?}", w);
+    stop.store(1, Ordering::Release);
+    for h in handles {
+        join(h);
+    }
+    unmap(counters, 1);
+    println!(
+        "threads: fork with 3 threads running: the child has only the caller, and threads of its own"
+    );
+}
+
+/// exit while threads run elsewhere, and a fault refused in one thread: the whole process ends,
+/// its frames come back.
+fn exit_and_kill(cpus: u32) {
+    let base = global_stats();
+    for kill in [false, true] {
+        let pid = vm().fork();
+        check!(pid.is_ok(), "fork: {:?}", pid);
+        if pid == Ok(0) {
+            let m = map(64);
+            for p in 0..64 {
+                write(m + p * PAGE, p as u64);
+            }
+            let running = Arc::new(AtomicU32::new(0));
+            let mut handles = Vec::new();
+            for _ in 0..3 {
+                let running = running.clone();
+                handles.push(spawn(move || {
+                    running.fetch_add(1, Ordering::AcqRel);
+                    loop {
+                        core::hint::spin_loop();
+                    }
+                }));
+            }
+            while running.load(Ordering::Acquire) < 3 {
+                yield_now();
+            }
+            if kill {
+                check!(spawn(|| read(0x10)).is_ok(), "spawn");
+                loop {
+                    yield_now();
+                }
+            }
+            exit(42);
+        }
+        let w = vm().wait(pid.unwrap_or(0));
+        check!(w.is_ok(), "wait: {:?}", w);
+        let status = w.map(|w| w.0).unwrap_or(0);
+        if kill {
+            check!(
+                status & wait_status::KILLED != 0,
+                "a fault refused in one thread: status {:#x}",
+                status
+            );
+        } else {
+            check!(
+                status == 42,
+                "exit with threads running: status {:#x}",
+                status
+            );
+        }
+    }
+    let mut now = global_stats();
+    for _ in 0..100 {
+        if settled(&base, &now) {
+            break;
+        }
+        yield_now();
+        now = global_stats();
+    }
+    check!(
+        settled(&base, &now),
+        "frames {} -> {}",
+        base.data_frames(),
+        now.data_frames()
+    );
+    println!(
+        "threads: exit with 3 threads running on {} processors, and a fault refused in one \
+         thread, each ended the whole process; frames back",
+        cpus
+    );
+}
+
+fn main(_: Start) -> u64 {
+    let (_, cpus) = thread::cpu();
+    CPUS.store(cpus, Ordering::Relaxed);
+    spawn_and_join(cpus);
+    thread_locals();
+    mutex_counter();
+    fault_storm();
+    fork_with_threads();
+    exit_and_kill(cpus);
+    stale_tlb(cpus, 1000);
+    println!("PASS threads");
+    0
+}
