@@ -94,6 +94,12 @@ pub struct Memd<K: Kernel> {
     /// Processes the out-of-memory policy killed that no fault reply names (not the faulting
     /// one), for the server to announce and report to their parents.
     pub(crate) oom_victims: Mutex<alloc::vec::Vec<Pid>>,
+    /// Held while the out-of-memory policy picks and ends a victim: faults that run short at
+    /// once (memd serves from several threads) do not each kill a process for one shortage.
+    pub(crate) oom_lock: Mutex<()>,
+    /// Out-of-memory kills so far: a fault that ran short and then waited for `oom_lock`
+    /// tries again, instead of killing, when another fault's kill freed memory meanwhile.
+    pub(crate) oom_epoch: core::sync::atomic::AtomicU64,
     /// The layouts of new processes.
     pub(crate) aslr: Mutex<Aslr>,
     /// The shared zero frame: the first read of a private anonymous page maps it read-only,
@@ -129,6 +135,8 @@ impl<K: Kernel> Memd<K> {
             table_frames: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
             oom_victims: Mutex::new(alloc::vec::Vec::new()),
+            oom_lock: Mutex::new(()),
+            oom_epoch: core::sync::atomic::AtomicU64::new(0),
             aslr: Mutex::new(Aslr::new(config.aslr_seed)),
             zero,
         }

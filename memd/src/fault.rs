@@ -19,6 +19,7 @@ use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
 use crate::tables::ApplyError;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 use libvm::{ProtectionFlags, VmError};
 
 /// Most pages one fault backs when it continues a sequential walk (fault-around).
@@ -75,6 +76,10 @@ pub enum FaultOutcome {
     },
     /// Kill the process (memd has already released its memory).
     Kill(FaultKill),
+    /// The process was ended meanwhile by something else (another thread's fault made it the
+    /// out-of-memory victim, its exit, its parent's kill): its death is recorded already; the
+    /// thread is only told to die.
+    Gone,
 }
 
 /// Whether `prot` allows `access` (on x86, any present page is readable).
@@ -128,14 +133,11 @@ impl<K: Kernel> Memd<K> {
     /// frames changed nothing: the thread is resumed and faults again.
     pub fn handle_fault(&self, pid: Pid, addr: u64, access: Access, sp: u64) -> FaultOutcome {
         let Ok(process) = self.process(pid) else {
-            return FaultOutcome::Kill(FaultKill {
-                addr,
-                access,
-                reason: FaultReason::MapErr,
-            });
+            return FaultOutcome::Gone;
         };
         let mut kills = 0;
         let reason = loop {
+            let epoch = self.oom_epoch.load(Ordering::Acquire);
             let result = {
                 let mut space = process.lock();
                 let before = cost(&space);
@@ -149,6 +151,11 @@ impl<K: Kernel> Memd<K> {
                 }
                 Err(Unresolved::Kernel(_)) => break FaultReason::OutOfMemory,
                 Err(Unresolved::Refused(FaultReason::OutOfMemory)) if kills < MAX_OOM_KILLS => {
+                    let _oom = self.oom_lock.lock();
+                    if self.oom_epoch.load(Ordering::Acquire) != epoch {
+                        // Another fault's kill freed memory meanwhile: try again.
+                        continue;
+                    }
                     match self.oom_victim() {
                         Some(victim) if victim != pid => {
                             self.oom_kill(victim);
@@ -177,19 +184,27 @@ impl<K: Kernel> Memd<K> {
         if let Some(delivery) = delivery {
             return FaultOutcome::Deliver { delivery, kill };
         }
-        self.kill_for(pid, kill);
-        FaultOutcome::Kill(kill)
+        if self.kill_for(pid, kill) {
+            FaultOutcome::Kill(kill)
+        } else {
+            FaultOutcome::Gone
+        }
     }
 
     /// Kills process `pid` for the refused fault `kill` (counted; its memory returned at
     /// once): what a refused fault does, and what a delivery the kernel refused comes to.
-    pub fn kill_for(&self, pid: Pid, kill: FaultKill) {
+    /// Whether it did: `false` when the process was ended meanwhile by something else
+    /// (nothing counted then).
+    pub fn kill_for(&self, pid: Pid, kill: FaultKill) -> bool {
+        if !self.terminate(pid, Death::Killed(kill)) {
+            return false;
+        }
         match kill.reason {
             FaultReason::MapErr => bump(&self.counters.maperr),
             FaultReason::AccErr => bump(&self.counters.accerr),
             FaultReason::OutOfMemory => {}
         }
-        self.terminate(pid, Death::Killed(kill));
+        true
     }
 
     /// The process the out-of-memory policy kills: the one holding the most memory (resident
@@ -215,14 +230,16 @@ impl<K: Kernel> Memd<K> {
     /// Kills `victim` for the out-of-memory policy: its memory is returned at once, its death
     /// recorded and queued for the server to announce.
     fn oom_kill(&self, victim: Pid) {
-        bump(&self.counters.oom_kills);
         let kill = FaultKill {
             addr: 0,
             access: Access::Read,
             reason: FaultReason::OutOfMemory,
         };
+        // Counted once, by whoever ended it (two faults at once may pick the same victim).
         if self.terminate(victim, Death::Killed(kill)) {
+            bump(&self.counters.oom_kills);
             self.oom_victims.lock().push(victim);
+            self.oom_epoch.fetch_add(1, Ordering::Release);
         }
     }
 

@@ -77,10 +77,6 @@ static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::Lo
 /// The kernel's slots of spaces and threads (`pager_info`): the most processes at once.
 static KERNEL_SLOTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// The top of memd's own stack (0 until `_start` has moved there): the panic handler's
-/// backtrace reads no frame outside `[STACK_TOP - STACK_BYTES, STACK_TOP)`.
-static STACK_TOP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
 /// memd's own heap: bytes in use (as the allocator counts them: whole buddy blocks) and its
 /// size, for `GLOBAL_STATS`.
 pub fn own_memory() -> (u64, u64) {
@@ -94,6 +90,8 @@ pub fn own_memory() -> (u64, u64) {
 /// The entry: rdi = memd's badge, rdx = 1 (the pager).
 #[unsafe(no_mangle)]
 pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
+    // The first of memd's worker threads; its stack is the boot one until the move below.
+    sys::become_worker(0, 0);
     if pager != 1 {
         println!("memd: not started as the pager");
         sys::exit(1);
@@ -144,7 +142,7 @@ pub extern "C" fn _start(badge: u64, _thread: u64, pager: u64) -> ! {
     let ranges = alloc::boxed::Box::leak(ranges.into_boxed_slice());
     println!("memd: pager {:#x}, {} frame ranges", badge, n);
     let stack_top = WINDOW_BASE + start + own;
-    STACK_TOP.store(stack_top, core::sync::atomic::Ordering::Relaxed);
+    sys::become_worker(0, stack_top);
     // SAFETY: switches to memd's own stack (above, mapped and unused) and calls `serve_main`,
     // which never returns; nothing on the boot stack is used afterwards except `ranges`, which
     // lives in the heap. rbp is cleared: the chain of frame pointers ends at `serve_main`.
@@ -223,12 +221,58 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         own_memory().1 / 1024,
         pack_len
     );
-    let mut server = serve::Server::new(memd, pack);
+    let server: &'static serve::Server =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(serve::Server::new(memd, pack)));
+    SERVER.call_once(|| server);
+    let workers = start_workers();
+    log::info!(
+        "memd: {} worker thread{} serving the pager endpoint",
+        workers,
+        if workers == 1 { "" } else { "s" }
+    );
     server.start_index(1);
     if server.alive() == 0 {
         log::warn!("memd: nothing to run");
     }
     server.run()
+}
+
+/// The server every worker runs.
+static SERVER: spin::Once<&'static serve::Server> = spin::Once::new();
+
+/// Starts a worker thread for each processor but the first (whose worker is this thread),
+/// each on a stack of [`STACK_BYTES`] from memd's heap (mapped already: memd never faults);
+/// how many workers there are in all.
+fn start_workers() -> usize {
+    let (_, cpus) = libvm::sys::raw::cpu_info();
+    let mut workers = 1;
+    for index in 1..(cpus as usize).min(sys::MAX_WORKERS) {
+        let stack: &'static mut [u8] =
+            alloc::boxed::Box::leak(alloc::vec![0u8; STACK_BYTES as usize].into_boxed_slice());
+        let top = (stack.as_ptr() as u64 + STACK_BYTES) & !15;
+        let block = sys::worker_block(index, top);
+        let t = sys::call(
+            nr::THREAD_CREATE,
+            worker_main as *const () as u64,
+            top - 8,
+            index as u64,
+            block,
+        );
+        if t < 0 {
+            log::warn!("memd: no worker thread {} (errno {})", index, -t);
+            break;
+        }
+        workers += 1;
+    }
+    workers
+}
+
+/// A worker thread: the server's loop, for good.
+extern "C" fn worker_main(_index: u64) -> ! {
+    match SERVER.get() {
+        Some(server) => server.run(),
+        None => sys::exit(1),
+    }
 }
 
 #[panic_handler]
@@ -253,7 +297,8 @@ fn backtrace() {
         core::arch::asm!("lea {}, [rip]", "mov {}, rbp", out(reg) rip, out(reg) rbp,
                          options(nomem, nostack, preserves_flags))
     };
-    let top = STACK_TOP.load(core::sync::atomic::Ordering::Relaxed);
+    // Only frames of this worker's own stack (none before `_start` moved to memd's stack).
+    let top = sys::stack_top();
     let bottom = top.saturating_sub(STACK_BYTES);
     println!("backtrace (memd):\n  #0 {:#x}", rip);
     for n in 1..MAX_FRAMES {

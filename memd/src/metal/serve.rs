@@ -1,8 +1,15 @@
-//! The receive/reply loop: every message on the pager's endpoint, one at a time.
+//! The receive/reply loop: every message on the pager's endpoint. memd runs one worker thread
+//! per processor, each receiving on the endpoint and serving what it gets; the core's locks
+//! (one per address space, and the frame allocator's) let faults and calls of different
+//! processes proceed at once, and two faults of one page resolve it once (the second finds it
+//! mapped: a spurious fault, resumed). The process records here ([`Procs`]) are behind a lock
+//! held only for a lookup or an update, never across a call into the core or the kernel; the
+//! lifecycle of processes (fork, spawn, exit, kill, wait, a death) is serialized by a second
+//! lock, so the limits on children and processes are checked and charged as one step.
 //!
 //! | message | what memd does |
 //! |---|---|
-//! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down and the thread is told to die (reply 14) |
+//! | fault (token bit `TOKEN_FAULT`), page fault | [`Memd::handle_fault`]: resume (reply 0), or the process is already torn down (by another worker: `FaultOutcome::Gone`) and the thread is told to die (reply 14) |
 //! | fault, page fault of a process with a fault handler, refused | [`Memd::handle_fault`] answers with a delivery: the kernel's `fault_deliver` resumes the thread in the handler; a refused delivery kills the process as a refused fault does |
 //! | fault, general protection, of a process with a fault handler | [`Memd::exception_delivery`]: delivered as `SIGSEGV`/`SI_KERNEL` |
 //! | fault, any other exception | counted ([`Kill::Exception`]), reply with the vector: the kernel kills the thread, the exit notice follows |
@@ -26,7 +33,9 @@ use super::kernel::MetalKernel;
 use super::loader;
 use super::procs::{Answer, Procs, Program as Running, Waiter};
 use super::sys::{self, println};
+use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel_shim::abi::bootpack::{self, Program};
 use kernel_shim::abi::{
     self as nr, ACCESS_EXEC, ACCESS_WRITE, KILLED, PAGE_FAULT, TOKEN_EXIT, TOKEN_FAULT,
@@ -35,6 +44,7 @@ use libvm::VmError;
 use libvm::proto::{self, Request, Sqe, wait_status};
 use memd::stats::Kill;
 use memd::{Access, Delivery, FaultKill, FaultOutcome, FaultReason, Memd, Pid};
+use spin::Mutex;
 
 /// The most bytes of a lent buffer memd copies in and out.
 const MAX_BULK: usize = 16 * 1024;
@@ -44,11 +54,12 @@ const HEAP_CHECK: u64 = 64;
 /// memd on the metal: the core, the processes, the boot pack.
 pub struct Server {
     memd: Memd<MetalKernel>,
-    procs: Procs,
+    procs: Mutex<Procs>,
+    /// Held across each change to the set of processes (see the module doc).
+    life: Mutex<()>,
     pack: &'static [u8],
-    bulk: Vec<u8>,
     /// Messages served.
-    messages: u64,
+    messages: AtomicU64,
 }
 
 fn reply_cqe(token: u64, tag: u32, result: Result<u64, VmError>) {
@@ -77,10 +88,10 @@ impl Server {
     pub fn new(memd: Memd<MetalKernel>, pack: &'static [u8]) -> Server {
         Server {
             memd,
-            procs: Procs::default(),
+            procs: Mutex::new(Procs::default()),
+            life: Mutex::new(()),
             pack,
-            bulk: alloc::vec![0; MAX_BULK],
-            messages: 0,
+            messages: AtomicU64::new(0),
         }
     }
 
@@ -89,8 +100,33 @@ impl Server {
         bootpack::parse(self.pack)?.skip(1).find(|p| p.name == name)
     }
 
+    /// The pid of the process whose space has badge `badge`.
+    /// (A badge not known yet may be a process being made by another worker, which holds the
+    /// lifecycle lock until its record is in: the second look waits for it.)
+    fn pid_of(&self, badge: u64) -> Option<Pid> {
+        if let Some(pid) = self.procs.lock().pid_of(badge) {
+            return Some(pid);
+        }
+        let _life = self.life.lock();
+        self.procs.lock().pid_of(badge)
+    }
+
+    /// The parent of `pid`, if it has one.
+    fn parent(&self, pid: Pid) -> Option<Pid> {
+        self.procs.lock().parent(pid)
+    }
+
+    /// The name of the program `pid` runs (`?` if unknown).
+    fn name(&self, pid: Pid) -> String {
+        self.procs
+            .lock()
+            .program(pid)
+            .map_or_else(|| "?".into(), |p| p.name.clone())
+    }
+
     /// Starts the module at `index` of the pack (for the first program at boot).
-    pub fn start_index(&mut self, index: usize) {
+    pub fn start_index(&self, index: usize) {
+        let _life = self.life.lock();
         let Some(p) = bootpack::parse(self.pack).and_then(|mut it| it.nth(index)) else {
             return;
         };
@@ -101,7 +137,7 @@ impl Server {
     }
 
     fn start(
-        &mut self,
+        &self,
         p: Program<'static>,
         parent: Option<Pid>,
         args: &[u8],
@@ -117,7 +153,7 @@ impl Server {
             name: p.name.into(),
             args: args.to_vec(),
         };
-        self.procs.add(pid, space, parent, program);
+        self.procs.lock().add(pid, space, parent, program);
         Ok(pid)
     }
 
@@ -130,8 +166,9 @@ impl Server {
         }
     }
 
-    /// Serves messages forever.
-    pub fn run(&mut self) -> ! {
+    /// Serves messages forever (each worker thread runs this).
+    pub fn run(&self) -> ! {
+        let mut bulk = alloc::vec![0u8; MAX_BULK];
         loop {
             let m = sys::receive();
             if m.token < 0 {
@@ -144,11 +181,11 @@ impl Server {
             } else if token & TOKEN_EXIT != 0 {
                 self.exited(badge, m.words[nr::EXIT_CODE], m.words[nr::EXIT_RIP]);
             } else {
-                self.request(token, badge, &m.words, m.lend);
+                self.request(token, badge, &m.words, m.lend, &mut bulk);
             }
             self.oom_victims();
-            self.messages = self.messages.wrapping_add(1);
-            if self.messages.is_multiple_of(HEAP_CHECK) {
+            let served = self.messages.fetch_add(1, Ordering::Relaxed) + 1;
+            if served.is_multiple_of(HEAP_CHECK) {
                 super::grow_heap(&self.memd);
             }
         }
@@ -156,8 +193,9 @@ impl Server {
 
     /// Announces the processes the out-of-memory policy killed for another's fault, and
     /// answers their parents.
-    fn oom_victims(&mut self) {
+    fn oom_victims(&self) {
         for pid in self.memd.take_oom_victims() {
+            let _life = self.life.lock();
             log::warn!("memd: killed pid {}: out of memory (largest process)", pid);
             self.died(
                 pid,
@@ -167,12 +205,15 @@ impl Server {
         }
     }
 
-    fn died(&mut self, pid: Pid, status: u64, addr: u64) {
+    /// Records the death of `pid` and answers a parent waiting for it (under the lifecycle
+    /// lock).
+    fn died(&self, pid: Pid, status: u64, addr: u64) {
         // The core's record of the death is not needed: the status is kept here (until the
         // parent waits), so the core's is dropped at once and its table of the dead stays
         // empty.
         self.memd.reap(pid);
-        if let Some(a) = self.procs.died(pid, status, addr) {
+        let answer = self.procs.lock().died(pid, status, addr);
+        if let Some(a) = answer {
             self.answer(a);
         }
     }
@@ -180,19 +221,19 @@ impl Server {
     /// Delivers a `WAIT`'s answer: the fault address into the lent buffer (when 8 bytes are
     /// lent), then the status; the child is reaped. A buffer memd cannot write gets
     /// `BadBuffer` and the child stays a zombie, to be waited for again.
-    fn answer(&mut self, a: Answer) {
+    fn answer(&self, a: Answer) {
         let w = a.waiter;
         if w.lend >= 8 && sys::ipc_write(w.token, 0, &a.addr.to_le_bytes()) < 0 {
             return reply_cqe(w.token, w.tag, Err(VmError::BadBuffer));
         }
-        self.procs.reap(a.child);
+        self.procs.lock().reap(a.child);
         reply_cqe(w.token, w.tag, Ok(a.status));
     }
 
-    fn fault(&mut self, token: u64, badge: u64, w: &[u64; 8]) {
+    fn fault(&self, token: u64, badge: u64, w: &[u64; 8]) {
         let vector = w[nr::FAULT_VECTOR];
         let sp = w[nr::FAULT_SP];
-        let Some(pid) = self.procs.pid_of(badge) else {
+        let Some(pid) = self.pid_of(badge) else {
             sys::reply(token, PAGE_FAULT, 0);
             return;
         };
@@ -228,17 +269,26 @@ impl Server {
             }
             FaultOutcome::Deliver { delivery, kill } => {
                 if !self.deliver(token, pid, &delivery) {
-                    self.memd.kill_for(pid, kill);
-                    self.killed(token, badge, pid, kill);
+                    let _life = self.life.lock();
+                    if self.memd.kill_for(pid, kill) {
+                        self.killed(token, badge, pid, kill);
+                    } else {
+                        sys::reply(token, PAGE_FAULT, 0);
+                    }
                 }
             }
-            FaultOutcome::Kill(kill) => self.killed(token, badge, pid, kill),
+            // Ended by another worker meanwhile, which says so: the thread only dies.
+            FaultOutcome::Gone => sys::reply(token, PAGE_FAULT, 0),
+            FaultOutcome::Kill(kill) => {
+                let _life = self.life.lock();
+                self.killed(token, badge, pid, kill)
+            }
         }
     }
 
     /// Asks the kernel to resume the faulting thread behind `token` in its process's handler;
     /// whether it did (a refusal changed nothing: the thread still waits for a reply).
-    fn deliver(&mut self, token: u64, pid: Pid, d: &Delivery) -> bool {
+    fn deliver(&self, token: u64, pid: Pid, d: &Delivery) -> bool {
         let r = sys::call(nr::FAULT_DELIVER, token, d.entry, d.frame, d.info());
         if r < 0 {
             log::warn!(
@@ -260,8 +310,9 @@ impl Server {
     }
 
     /// Tells the kernel to end the thread behind `token`, whose process memd killed for
-    /// `kill` (its memory is returned already), and answers its parent.
-    fn killed(&mut self, token: u64, badge: u64, pid: Pid, kill: FaultKill) {
+    /// `kill` (its memory is returned already), and answers its parent (under the lifecycle
+    /// lock).
+    fn killed(&self, token: u64, badge: u64, pid: Pid, kill: FaultKill) {
         let (reason, why) = match kill.reason {
             FaultReason::MapErr => (wait_status::MAPERR, "nothing mapped"),
             FaultReason::AccErr => (wait_status::ACCERR, "protection"),
@@ -286,8 +337,9 @@ impl Server {
         self.died(pid, wait_status::fault(reason, acc), kill.addr);
     }
 
-    fn exited(&mut self, badge: u64, code: u64, rip: u64) {
-        let Some(pid) = self.procs.pid_of(badge) else {
+    fn exited(&self, badge: u64, code: u64, rip: u64) {
+        let _life = self.life.lock();
+        let Some(pid) = self.procs.lock().pid_of(badge) else {
             return;
         };
         let killed = code & KILLED != 0;
@@ -298,7 +350,7 @@ impl Server {
         };
         // Said of a process no parent waits for (the first program, an orphan), at every log
         // level: the boot runner reads the first program's exit status here.
-        let name = self.procs.program(pid).map_or("?", |p| p.name.as_str());
+        let name = self.name(pid);
         if killed {
             let vector = code & 0xFF;
             log::warn!(
@@ -310,7 +362,7 @@ impl Server {
                 rip
             );
         }
-        if self.procs.parent(pid).is_none() {
+        if self.parent(pid).is_none() {
             if killed {
                 println!(
                     "memd: pid {} ({}) ended: killed by the kernel: {} (vector {}) at rip {:#x}",
@@ -338,25 +390,30 @@ impl Server {
         self.died(pid, status, if killed { rip } else { 0 });
     }
 
-    fn request(&mut self, token: u64, badge: u64, w: &[u64; 8], lend: u64) {
+    fn request(&self, token: u64, badge: u64, w: &[u64; 8], lend: u64, bulk: &mut [u8]) {
         let sqe: Sqe = proto::sqe_from_words(w);
         let tag = sqe.tag;
-        let Some(pid) = self.procs.pid_of(badge) else {
+        let Some(pid) = self.pid_of(badge) else {
             reply_cqe(token, tag, Err(VmError::NoSuchProcess));
             return;
         };
         let decoded = Request::decode(&sqe);
         log::debug!("memd: pid {} {:?}", pid, decoded);
         match decoded {
-            Ok(Request::Fork) => self.fork(token, tag, pid),
+            Ok(Request::Fork) => {
+                let _life = self.life.lock();
+                self.fork(token, tag, pid)
+            }
             Ok(r @ Request::Spawn { .. }) => {
                 let name = r.spawn_name().unwrap_or("");
                 let mut args = alloc::vec![0u8; (lend as usize).min(proto::MAX_ARGS)];
                 if !args.is_empty() && sys::ipc_read(token, 0, &mut args) < 0 {
                     return reply_cqe(token, tag, Err(VmError::BadBuffer));
                 }
+                let _life = self.life.lock();
+                let room = self.procs.lock().room(Some(pid));
                 let result = match self.module(name) {
-                    Some(p) => self.procs.room(Some(pid)).and_then(|()| {
+                    Some(p) => room.and_then(|()| {
                         self.start(p, Some(pid), &args).map_err(|e| match e {
                             loader::LoadError::Vm(v) => v,
                             loader::LoadError::Thread(_) => VmError::OutOfMemory,
@@ -368,7 +425,11 @@ impl Server {
                 reply_cqe(token, tag, result);
             }
             Ok(Request::Args) => {
-                let args = self.procs.program(pid).map_or(&[][..], |p| &p.args[..]);
+                let args = self
+                    .procs
+                    .lock()
+                    .program(pid)
+                    .map_or_else(Vec::new, |p| p.args.clone());
                 let n = args.len().min(lend as usize);
                 if n > 0 && sys::ipc_write(token, 0, &args[..n]) < 0 {
                     return reply_cqe(token, tag, Err(VmError::BadBuffer));
@@ -376,25 +437,27 @@ impl Server {
                 reply_cqe(token, tag, Ok(n as u64));
             }
             Ok(Request::Wait { pid: child, nohang }) => {
-                let alive =
-                    self.procs.parent(child) == Some(pid) && self.memd.space_of(child).is_ok();
+                let _life = self.life.lock();
+                let alive = self.parent(child) == Some(pid) && self.memd.space_of(child).is_ok();
                 if nohang && alive {
                     return reply_cqe(token, tag, Ok(wait_status::RUNNING));
                 }
                 let waiter = Waiter { token, tag, lend };
-                match self.procs.wait(pid, child, waiter) {
+                let answer = self.procs.lock().wait(pid, child, waiter);
+                match answer {
                     Ok(Some(a)) => self.answer(a),
                     Ok(None) => {}
                     Err(e) => reply_cqe(token, tag, Err(e)),
                 }
             }
             Ok(Request::Kill { pid: child }) => {
+                let _life = self.life.lock();
                 // Only a parent, and only of a live child: a zombie's status stays as it died.
-                if self.procs.parent(child) != Some(pid) || self.memd.exit(child, -1).is_err() {
+                if self.parent(child) != Some(pid) || self.memd.exit(child, -1).is_err() {
                     return reply_cqe(token, tag, Err(VmError::NoSuchProcess));
                 }
                 self.memd.count_kill(Kill::Parent);
-                let name = self.procs.program(child).map_or("?", |p| p.name.as_str());
+                let name = self.name(child);
                 log::warn!(
                     "memd: killed pid {} ({}): its parent, pid {}, asked (KILL)",
                     child,
@@ -419,7 +482,7 @@ impl Server {
                     let (used, total) = super::own_memory();
                     self.memd.set_own_memory(used, total);
                 }
-                let bulk = &mut self.bulk[..n];
+                let bulk = &mut bulk[..n];
                 bulk.fill(0);
                 if writes && n > 0 && sys::ipc_read(token, 0, bulk) < 0 {
                     reply_cqe(token, tag, Err(VmError::BadBuffer));
@@ -427,7 +490,7 @@ impl Server {
                 }
                 let cqe = self.memd.handle_decoded(pid, tag, decoded, bulk);
                 if sqe.opcode == proto::PROCESSES {
-                    name_processes(&self.procs, bulk);
+                    name_processes(&self.procs.lock(), bulk);
                 }
                 if writes
                     && n > 0
@@ -443,8 +506,10 @@ impl Server {
         }
     }
 
-    fn fork(&mut self, token: u64, tag: u32, parent: Pid) {
-        if let Err(e) = self.procs.room(Some(parent)) {
+    /// Forks `parent` (under the lifecycle lock).
+    fn fork(&self, token: u64, tag: u32, parent: Pid) {
+        let room = self.procs.lock().room(Some(parent));
+        if let Err(e) = room {
             return reply_cqe(token, tag, Err(e));
         }
         let child = match self.memd.fork(parent) {
@@ -462,13 +527,15 @@ impl Server {
             self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
-        let program = self.procs.program(parent).cloned().unwrap_or_default();
-        self.procs.add(child, space, Some(parent), program);
+        let mut procs = self.procs.lock();
+        let program = procs.program(parent).cloned().unwrap_or_default();
+        procs.add(child, space, Some(parent), program);
+        drop(procs);
         reply_cqe(token, tag, Ok(child));
     }
 
     /// Processes alive.
     pub fn alive(&self) -> usize {
-        self.procs.alive()
+        self.procs.lock().alive()
     }
 }

@@ -317,9 +317,9 @@ impl System {
                         FaultOutcome::Resolved => {}
                         FaultOutcome::Deliver { delivery, kill } => {
                             if !self.deliver(pid, space, info.addr, access, &delivery) {
-                                self.memd.kill_for(pid, kill);
+                                let own = self.memd.kill_for(pid, kill);
                                 self.handling.lock().unwrap().remove(&pid);
-                                return Err(killed(kill));
+                                return Err(if own { killed(kill) } else { gone(info.addr) });
                             }
                             self.memd.count_handled();
                             return Err(Fault {
@@ -335,10 +335,24 @@ impl System {
                             self.handling.lock().unwrap().remove(&pid);
                             return Err(killed(kill));
                         }
+                        FaultOutcome::Gone => {
+                            self.handling.lock().unwrap().remove(&pid);
+                            return Err(gone(info.addr));
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// The fault of an access by a process another thread ended meanwhile (the out-of-memory
+/// policy for another's fault, or its own exit): it stops as a process killed for want of
+/// memory does; its death is what memd recorded.
+fn gone(addr: u64) -> Fault {
+    Fault {
+        addr,
+        kind: FaultKind::OutOfMemory,
     }
 }
 

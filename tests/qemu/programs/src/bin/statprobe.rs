@@ -50,8 +50,10 @@ fn main(start: Start) -> u64 {
     }
     let child = vm().fork().unwrap_or(u64::MAX);
     if child == 0 {
-        // Let the parent block in its yield loop first, so the copies counted are ours.
-        for _ in 0..10 {
+        // Let the parent reach its yield loop first (it says so in the shared page, after its
+        // own copy-on-write faults of the stack it uses there), so the copies counted are
+        // ours: on several processors it runs meanwhile.
+        while read(sh + 24) == 0 {
             yield_now();
         }
         let c0 = global_stats().cow_copies;
@@ -67,6 +69,8 @@ fn main(start: Start) -> u64 {
         exit(0);
     }
     check!(child != u64::MAX, "fork");
+    yield_now();
+    write(sh + 24, 1);
     while read(sh + 8) == 0 {
         yield_now();
     }

@@ -206,9 +206,23 @@ fn main(_: Start) -> u64 {
         } else {
             check!(status == 0, "parent {}: {:?}", round, w);
         }
-        let listed = vm().processes().unwrap_or_default();
+        // With memd serving from several threads, the exit notice of a child that ended just
+        // before its parent may still be in another worker's hands when the wait is answered
+        // (as Linux's reaping of the zombies reparented to init is asynchronous): the listing
+        // settles within a few yields.
+        let settled = |l: &[libvm::proto::ProcessInfo]| {
+            l.len() as u64 == base.processes && l.iter().all(|p| p.parent == 0)
+        };
+        let mut listed = vm().processes().unwrap_or_default();
+        for _ in 0..1000 {
+            if settled(&listed) {
+                break;
+            }
+            yield_now();
+            listed = vm().processes().unwrap_or_default();
+        }
         check!(
-            listed.len() as u64 == base.processes && listed.iter().all(|p| p.parent == 0),
+            settled(&listed),
             "processes after parent {}: {:?}",
             round,
             listed
