@@ -131,6 +131,25 @@ fn memd_answers_a_fuzzer_right_and_gets_every_frame_back() {
 }
 
 #[test]
+fn memd_serving_from_four_workers_answers_four_fuzzers_at_once_and_gets_every_frame_back() {
+    // Four fuzzing processes (each its own seed, with its chaos children) on four processors,
+    // against memd's four worker threads: every answer checked, every frame back.
+    let mut boot = Boot::new(&["memd", "memdfuzz", "exit7"])
+        .cmdline("aslr=off memdfuzz=11:10000 memdfuzz.workers=4");
+    boot.cpus = 4;
+    boot.timeout = Duration::from_secs(240);
+    let o = boot.run();
+    o.assert_clean()
+        .assert_log("memd: 4 worker threads serving the pager endpoint")
+        .assert_log("memdfuzz: seed 11, 10000 requests, 4 workers")
+        .assert_log("PASS memdfuzz")
+        .assert_no_log("FAIL")
+        .assert_no_log("PANIC");
+    let finished = o.log.matches("memdfuzz: seed 11: ").count();
+    assert_eq!(finished, 4, "{}", o.log);
+}
+
+#[test]
 fn memds_log_level_comes_from_the_kernel_command_line() {
     let debug = Boot::new(&["memd", "aslrprobe"])
         .cmdline("loglevel=debug")

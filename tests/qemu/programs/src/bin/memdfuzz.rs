@@ -5,8 +5,10 @@
 //! and 20,000 requests. The same seed gives the worker the same requests (what its children
 //! do and when depends on the scheduler too).
 //!
-//! This process (the coordinator) measures memd's statistics, forks the worker and waits for
-//! it and for every process it left behind; then the frames and page-table frames in use must
+//! This process (the coordinator) measures memd's statistics, forks the worker (or
+//! `memdfuzz.workers=N` of them, from the kernel command line, each with its own seed: on
+//! several processors they run at once, against memd's workers) and waits for them and for
+//! every process they left behind; then the frames and page-table frames in use must
 //! be back to the baseline, and memd must still serve. The worker sends `COUNT` requests
 //! through the raw IPC call, each checked against what memd must answer:
 //!
@@ -2143,6 +2145,21 @@ fn settings() -> (alloc::string::String, u64) {
     (seed.into(), count.unwrap_or(DEFAULT_COUNT))
 }
 
+/// The most workers at once.
+const MAX_WORKERS: usize = 8;
+
+/// The workers to run at once: `memdfuzz.workers=N` on the kernel command line (1 to
+/// [`MAX_WORKERS`]), else 1.
+fn workers() -> usize {
+    let mut buf = [0u8; 256];
+    cmdline(&mut buf)
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix("memdfuzz.workers="))
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=MAX_WORKERS).contains(n))
+        .unwrap_or(1)
+}
+
 fn main(_: Start) -> u64 {
     let (seed, count) = settings();
     // Nothing is allocated from here on, so only what memd holds for others can change
@@ -2150,23 +2167,34 @@ fn main(_: Start) -> u64 {
     let before = live_pids();
     let base = global_stats();
     let me = vm().process_stats(0).map(|s| s.pid).unwrap_or(0);
-    println!("memdfuzz: seed {}, {} requests", seed, count);
+    let workers = workers();
+    println!(
+        "memdfuzz: seed {}, {} requests, {} worker{}",
+        seed,
+        count,
+        workers,
+        if workers == 1 { "" } else { "s" }
+    );
     let t0 = clock();
-    match vm().fork() {
-        Ok(0) => {
-            let mut fuzz = Fuzz::new(hash(&seed), count, me);
-            fuzz.run();
-            fuzz.finish(&seed, t0);
-            exit(0)
+    let mut forked = [0u64; MAX_WORKERS];
+    for (i, slot) in forked.iter_mut().enumerate().take(workers) {
+        match vm().fork() {
+            Ok(0) => {
+                let mut fuzz = Fuzz::new(hash(&seed).wrapping_add(i as u64), count, me);
+                fuzz.run();
+                fuzz.finish(&seed, t0);
+                exit(0)
+            }
+            Ok(worker) => *slot = worker,
+            Err(e) => {
+                println!("FAIL memdfuzz: fork of worker {}: {:?}", i, e);
+                return 1;
+            }
         }
-        Ok(worker) => {
-            let w = vm().wait(worker);
-            check!(w == Ok((0, 0)), "the worker ended with {:?}", w);
-        }
-        Err(e) => {
-            println!("FAIL memdfuzz: fork of the worker: {:?}", e);
-            return 1;
-        }
+    }
+    for &worker in &forked[..workers] {
+        let w = vm().wait(worker);
+        check!(w == Ok((0, 0)), "worker {} ended with {:?}", worker, w);
     }
     // What chaos children left behind (orphans) finishes its requests and exits.
     let deadline = clock() + 60_000_000_000;
