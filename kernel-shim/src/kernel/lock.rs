@@ -15,6 +15,7 @@ static SERVING: AtomicU32 = AtomicU32::new(0);
 
 /// Takes the lock (interrupts are off in the kernel, so the wait is not interrupted: it
 /// answers shootdowns itself and executes `pause` each round).
+#[inline(always)]
 pub fn acquire() {
     let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
     while SERVING.load(Ordering::Acquire) != ticket {
@@ -24,7 +25,7 @@ pub fn acquire() {
 }
 
 /// Gives the lock back (its holder's writes are visible to the next holder).
+#[inline(always)]
 pub fn release() {
-    let serving = SERVING.load(Ordering::Relaxed);
-    SERVING.store(serving.wrapping_add(1), Ordering::Release);
+    SERVING.fetch_add(1, Ordering::Release);
 }

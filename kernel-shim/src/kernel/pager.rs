@@ -39,6 +39,7 @@ use super::tables::{self, TableMarks, Tables};
 use super::thread::{Fpu, MsgKind};
 use super::trap::TrapFrame;
 use super::usercopy;
+use core::mem::MaybeUninit;
 use kernel_shim::paging::{self, Mapper, PageTableFlags, PagingError, TableAlloc, TableNeed};
 use x86_64::PhysAddr;
 
@@ -266,60 +267,80 @@ fn paging_errno(e: PagingError) -> Errno {
 /// The most operations read from the pager's memory at once.
 const CHUNK: usize = 16;
 
+/// Up to [`CHUNK`] items, written one by one or copied in, without zeroing the rest first
+/// (under `-icount` every word a `memset` writes is an instruction, and a batch's buffers are
+/// most of a small call's work otherwise).
+struct Slots<T: Copy, const N: usize> {
+    items: [MaybeUninit<T>; N],
+    n: usize,
+}
+
+impl<T: Copy, const N: usize> Slots<T, N> {
+    fn new() -> Self {
+        Slots {
+            items: [const { MaybeUninit::uninit() }; N],
+            n: 0,
+        }
+    }
+
+    /// Appends `item` (ignored when full: the callers never push more than `N`).
+    fn push(&mut self, item: T) {
+        if let Some(slot) = self.items.get_mut(self.n) {
+            slot.write(item);
+            self.n += 1;
+        }
+    }
+
+    /// The items written.
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: the first `n` slots were written (`push`, or `read_ops` which sets `n` only
+        // after the copy succeeded), and `MaybeUninit<T>` has `T`'s layout.
+        unsafe { core::slice::from_raw_parts(self.items.as_ptr() as *const T, self.n) }
+    }
+}
+
+/// Operations copied from the pager's memory.
+type Ops = Slots<[u64; 4], CHUNK>;
+
 /// Where a batch's operations are: a few copied in already (one in registers, or a batch of
 /// up to [`CHUNK`]), or `count` in the pager's memory, read [`CHUNK`] at a time on each pass.
-// One per call, on the stack: the copied operations are the point.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Copy)]
-enum Batch {
-    Copied { ops: [[u64; 4]; CHUNK], n: usize },
+enum Batch<'a> {
+    Copied(&'a Ops),
     InMemory { root: u64, ops: u64, count: u64 },
 }
 
-impl Batch {
-    /// The `count` operations at `ops` in the pager's memory (space `root`): copied in at once
-    /// when they are few.
-    fn in_memory(root: u64, ops: u64, count: u64) -> Result<Batch, Errno> {
-        if count as usize > CHUNK {
-            return Ok(Batch::InMemory { root, ops, count });
-        }
-        let mut copied = [[0; 4]; CHUNK];
-        read_ops(root, ops, &mut copied[..count as usize])?;
-        Ok(Batch::Copied {
-            ops: copied,
-            n: count as usize,
-        })
-    }
-
+impl Batch<'_> {
     /// Calls `f` with every operation in order; stops at the first error.
     #[inline(always)]
     fn each(&self, mut f: impl FnMut([u64; 4]) -> Result<(), Errno>) -> Result<(), Errno> {
         let (root, ops, count) = match *self {
-            Batch::Copied { ref ops, n } => return ops[..n].iter().try_for_each(|&op| f(op)),
+            Batch::Copied(copied) => {
+                return copied.as_slice().iter().try_for_each(|&op| f(op));
+            }
             Batch::InMemory { root, ops, count } => (root, ops, count),
         };
         let mut at = 0;
         while at < count {
             let n = (count - at).min(CHUNK as u64) as usize;
-            let mut chunk = [[0; 4]; CHUNK];
-            read_ops(root, ops + at * 32, &mut chunk[..n])?;
-            chunk[..n].iter().try_for_each(|&op| f(op))?;
+            let mut chunk = Ops::new();
+            read_ops(root, ops + at * 32, n, &mut chunk)?;
+            chunk.as_slice().iter().try_for_each(|&op| f(op))?;
             at += n as u64;
         }
         Ok(())
     }
 }
 
-/// Copies `out.len()` operations from `addr` in the pager's space `root`.
-fn read_ops(root: u64, addr: u64, out: &mut [[u64; 4]]) -> Result<(), Errno> {
-    let mut bytes = [0u8; CHUNK * 32];
-    let bytes = &mut bytes[..out.len() * 32];
+/// Copies `n` (at most [`CHUNK`]) operations from `addr` in the pager's space `root` into
+/// `out`, which holds them once the copy succeeded.
+fn read_ops(root: u64, addr: u64, n: usize, out: &mut Ops) -> Result<(), Errno> {
+    let n = n.min(CHUNK);
+    // SAFETY: the first `n` slots are `n * 32` bytes of `[u64; 4]`s, which any bytes make
+    // valid; the kernel runs on x86_64, whose u64s are little-endian as the batch's words are.
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(out.items.as_mut_ptr() as *mut u8, n * 32) };
     usercopy::copy_in(root, addr, bytes)?;
-    for (op, b) in out.iter_mut().zip(bytes.chunks_exact(32)) {
-        for (w, b) in op.iter_mut().zip(b.chunks_exact(8)) {
-            *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        }
-    }
+    out.n = n;
     Ok(())
 }
 
@@ -331,25 +352,32 @@ fn read_ops(root: u64, addr: u64, out: &mut [[u64; 4]]) -> Result<(), Errno> {
 /// (not 0 only if the pager changed its batch between check and perform, or donated one
 /// frame twice in it).
 fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
-    let ranges = k.pager_ranges;
-    let ranges = &ranges[..k.pager_ranges_len];
-    let root = k.spaces[s].root;
-    k.threads[t].frame.rdx = 0;
+    let Kernel {
+        spaces,
+        frames,
+        table_marks,
+        threads,
+        pager_ranges,
+        pager_ranges_len,
+        ..
+    } = k;
+    let ranges = &pager_ranges[..*pager_ranges_len];
+    let root = spaces[s].root;
+    threads[t].frame.rdx = 0;
     // Decode. A batch copied in already is decoded once: nothing can change it.
     let mut need = TableNeed::new();
-    let mut have = match k.spaces[s].reserve {
+    let mut have = match spaces[s].reserve {
         Some(r) => r.spare(),
-        None => k.frames.free_frames() as u64,
+        None => frames.free_frames() as u64,
     };
-    let donated = k.spaces[s].reserve.is_some();
-    let mut decoded = [Op::Unmap { page: 0, pages: 0 }; CHUNK];
-    let mut n = 0;
+    let donated = spaces[s].reserve.is_some();
+    let mut decoded = Slots::<Op, CHUNK>::new();
     let window = pt::window();
     let root_pa = PhysAddr::new(root);
     // The 2 MiB of the last map checked for a huge page (one look per 2 MiB).
     let mut checked = None;
     batch.each(|w| {
-        let op = decode(ranges, &k.table_marks, w)?;
+        let op = decode(ranges, table_marks, w)?;
         match op {
             Op::Map { page, .. } => {
                 let block = page / HUGE_PAGE_SIZE;
@@ -392,20 +420,10 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
                 }
             }
         }
-        if let Some(slot) = decoded.get_mut(n) {
-            *slot = op;
-            n += 1;
-        }
+        decoded.push(op);
         Ok(())
     })?;
     // Perform.
-    let Kernel {
-        spaces,
-        frames,
-        table_marks,
-        threads,
-        ..
-    } = k;
     let mut tables = match spaces[s].reserve.as_mut() {
         Some(reserve) => Tables::Reserve(reserve),
         None => Tables::Pool(frames),
@@ -432,7 +450,8 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
         Ok(())
     };
     let result = match batch {
-        Batch::Copied { .. } => decoded[..n]
+        Batch::Copied(_) => decoded
+            .as_slice()
             .iter()
             .try_for_each(|&op| step(table_marks, op)),
         Batch::InMemory { .. } => batch.each(|w| {
@@ -463,8 +482,12 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     }
     usercopy::check_range(ops, count * 32)?;
     let root = k.spaces[k.threads[t].space].root;
-    let batch = Batch::in_memory(root, ops, count)?;
-    apply(k, t, s, batch)
+    if count as usize > CHUNK {
+        return apply(k, t, s, Batch::InMemory { root, ops, count });
+    }
+    let mut copied = Ops::new();
+    read_ops(root, ops, count as usize, &mut copied)?;
+    apply(k, t, s, Batch::Copied(&copied))
 }
 
 /// `space_apply1(id, kind, page, a, b)`: [`space_apply`] of the one operation `[kind, page,
@@ -533,9 +556,9 @@ fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    let mut ops = [[0; 4]; CHUNK];
-    ops[0] = [f.rsi, f.rdx, f.r10, f.r8];
-    apply(k, t, s, Batch::Copied { ops, n: 1 })
+    let mut ops = Ops::new();
+    ops.push([f.rsi, f.rdx, f.r10, f.r8]);
+    apply(k, t, s, Batch::Copied(&ops))
 }
 
 /// [`space_apply1`] of `[OP_PROTECT, page, 1, prot]`, as [`apply`] performs it — the same

@@ -82,7 +82,7 @@ pub fn flush_page(root: u64, page: u64) {
     } else {
         forget(root);
     }
-    shootdown::flush_elsewhere(root, &[page], false);
+    shootdown::flush_page_elsewhere(root, page);
 }
 
 /// Sets up the window onto physical memory (the kernel tables' physmap). Call once at boot.
@@ -151,11 +151,10 @@ pub fn mapper<A: TableAlloc>(tables: &mut A, root: u64) -> Mapper<'_, A> {
 /// Ends a batch on `root`: one flush for the whole batch if `root` is the active space, else
 /// (if it changed anything) [`forget`] of the space; and one round of shootdown interrupts
 /// to the other processors whose CR3 holds it, waited for ([`shootdown`]).
+#[inline(always)]
 pub fn finish<A: TableAlloc>(m: Mapper<'_, A>, root: u64) {
     let flush = m.finish();
-    if !flush.is_empty() {
-        shootdown::flush_elsewhere(root, flush.pages(), flush.is_full());
-    }
+    shootdown::flush_elsewhere(root, &flush);
     if active() == root {
         flush.flush_local();
     } else {

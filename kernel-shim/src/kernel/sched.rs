@@ -161,7 +161,7 @@ fn pick(k: &mut Kernel) -> Option<usize> {
 /// Sends the reschedule interrupt to one idle processor if a thread waits on the run queue.
 #[inline(always)]
 pub fn wake_idle(k: &mut Kernel) {
-    if k.run_queue.is_empty() || shootdown::running() <= 1 {
+    if shootdown::running() <= 1 || k.run_queue.is_empty() {
         return;
     }
     if let Some(c) = (0..MAX_RUN_CPUS).find(|&c| k.cpus[c].online && k.cpus[c].idle) {

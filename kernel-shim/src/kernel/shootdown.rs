@@ -18,7 +18,7 @@
 
 use super::percpu::{self, MAX_RUN_CPUS};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use kernel_shim::paging::FLUSH_THRESHOLD;
+use kernel_shim::paging::{FLUSH_THRESHOLD, Flush};
 
 /// The interrupt that asks a processor to look at its pending request.
 pub const SHOOTDOWN_VECTOR: u64 = 49;
@@ -119,10 +119,26 @@ fn holders(root: u64) -> u64 {
     mask
 }
 
-/// Invalidates `pages` of space `root` (or everything, when `full`) on every other processor
-/// that holds the space, and waits for all of them. Call with the kernel lock held, after
-/// the page-table change.
-pub fn flush_elsewhere(root: u64, pages: &[x86_64::VirtAddr], full: bool) {
+/// Invalidates what `flush` names of space `root` on every other processor that holds the
+/// space, and waits for all of them. Call with the kernel lock held, after the page-table
+/// change. (On one processor: nothing, at the cost of one load.)
+#[inline(always)]
+pub fn flush_elsewhere(root: u64, flush: &Flush) {
+    if running() > 1 && !flush.is_empty() {
+        flush_pages_elsewhere(root, flush.pages(), flush.is_full());
+    }
+}
+
+/// [`flush_elsewhere`] of `pages` (or everything, when `full`).
+#[inline(always)]
+pub fn flush_page_elsewhere(root: u64, page: x86_64::VirtAddr) {
+    if running() > 1 {
+        flush_pages_elsewhere(root, &[page], false);
+    }
+}
+
+#[inline(never)]
+fn flush_pages_elsewhere(root: u64, pages: &[x86_64::VirtAddr], full: bool) {
     let targets = holders(root);
     if targets == 0 {
         return;
@@ -166,12 +182,17 @@ fn send(root: u64, kind: Kind, targets: u64) {
 /// Answers this processor's pending request, if any: the invalidations, a full flush, or the
 /// switch to the kernel's tables, when its CR3 still holds the space named. Never takes the
 /// kernel lock (its holder may be waiting for this answer).
+#[inline(always)]
 pub fn service() {
     let me = percpu::index();
     let pending = PENDING[me].load(Ordering::Acquire);
-    if pending <= DONE[me].load(Ordering::Relaxed) {
-        return;
+    if pending > DONE[me].load(Ordering::Relaxed) {
+        answer(me, pending);
     }
+}
+
+#[inline(never)]
+fn answer(me: usize, pending: u64) {
     let root = REQUEST.root.load(Ordering::Relaxed);
     if super::pt::active() == root {
         match REQUEST.kind.load(Ordering::Relaxed) {

@@ -63,6 +63,7 @@ impl Flush {
     }
 
     /// Carries out the flush: `page` for each page, or `all` once for a full flush.
+    #[inline(always)]
     pub fn flush_with(self, mut page: impl FnMut(VirtAddr), mut all: impl FnMut()) {
         if self.full {
             all();
@@ -72,11 +73,13 @@ impl Flush {
     }
 
     /// Drops the flush knowingly: no CPU can hold a translation it would invalidate.
+    #[inline(always)]
     pub fn ignore(self) {}
 
     /// Carries out the flush on this CPU, for the address space loaded in CR3: `invlpg` per
     /// page, or a CR3 reload (which keeps global, i.e. kernel, entries).
     #[cfg(target_os = "none")]
+    #[inline(always)]
     pub fn flush_local(self) {
         self.flush_with(
             x86_64::instructions::tlb::flush,

@@ -8,8 +8,8 @@ use super::flush::Flush;
 use super::table_alloc::{TableAlloc, new_table};
 use super::translate::{Translation, page_table_translate};
 use super::window::PhysWindow;
-use x86_64::structures::paging::PageTableFlags;
 use x86_64::structures::paging::page_table::PageTableEntry;
+use x86_64::structures::paging::{PageTable, PageTableFlags};
 use x86_64::{PhysAddr, VirtAddr};
 
 /// Flags of the entries that link tables: the leaf entry decides what an access may do.
@@ -269,6 +269,7 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
     }
 
     /// Ends the batch: the TLB invalidations its changes need.
+    #[inline(always)]
     pub fn finish(self) -> Flush {
         self.flush
     }
@@ -446,9 +447,18 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         Ok(())
     }
 
-    /// Whether every entry of the table at `table` is zero.
+    /// Whether every entry of the table at `table` is zero: the OR of 16 entries at a time,
+    /// stopping at the first group with a bit set (a table that just became empty is read
+    /// whole, in about 1.3 instructions an entry instead of 4).
     fn is_empty(&self, table: PhysAddr) -> Result<bool, PagingError> {
-        self.window.with_table(table, |t| t.is_empty())
+        self.window.with_table(table, |t| {
+            // SAFETY: a `PageTable` is 512 `PageTableEntry`s, each a `repr(transparent)` u64,
+            // so it reads as 512 u64s; the borrow is shared and lives only for this read.
+            let words = unsafe { &*(t as *const PageTable as *const [u64; 512]) };
+            words
+                .chunks_exact(16)
+                .all(|group| group.iter().fold(0, |acc, w| acc | w) == 0)
+        })
     }
 }
 
