@@ -3,7 +3,7 @@
 # QEMU TCG with -icount shift=0 -cpu qemu64 -m 512 -smp 1 (rdtsc counts guest instructions, as
 # the Linux peer was measured), and each figure (median guest instructions per operation) is
 # shown with Linux's (scripts/bench/linux-guest.txt) and the ratio ours/Linux.
-# Usage: scripts/bench.sh [--scaled | --realwork] [--quick]
+# Usage: scripts/bench.sh [--scaled | --realwork | --smp] [--quick]
 #   --scaled    the scaled rows instead (vmscaled: how each cost grows with pages, regions and
 #               processes, and the probes), beside Linux's (scripts/bench/linux-guest-scaled.txt),
 #               then the growth of each family of sized rows from its smallest size to its
@@ -13,10 +13,16 @@
 #               a hashbrown map, alloc's sort, three 64 MiB touch probes): instructions, peak
 #               resident memory and faults beside Linux's (scripts/bench/linux-realwork.txt),
 #               and each checksum checked against Linux's
-#   --quick     a few operations per figure, a smoke run (vmbench_quick, vmscaled_quick;
-#               realwork_quick: small sizes, ours only)
+#   --smp       the multi-CPU rows instead (vmsmp, booted with -smp 4: first-touch faults of 1,
+#               2 and 4 threads or processes at once, munmap/mprotect/fork with 0, 1 and 3 other
+#               threads running, thread create and join, a futex ping-pong on one processor
+#               and across two), each figure the instructions of all processors together,
+#               beside Linux's (scripts/bench/linux-smp.txt), then vmsmp's INFO lines (where
+#               the threads ran, and how our method differs from Linux's)
+#   --quick     a few operations per figure, a smoke run (vmbench_quick, vmscaled_quick,
+#               vmsmp_quick; realwork_quick: small sizes, ours only)
 # The raw serial log is left in target/vmbench.log (target/vmscaled.log with --scaled,
-# target/realwork.log with --realwork).
+# target/realwork.log with --realwork, target/vmsmp.log with --smp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +30,14 @@ program=vmbench
 peer=scripts/bench/linux-guest.txt
 timeout=900
 quick=
+cpus=1
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=_quick ;;
         --scaled) program=vmscaled peer=scripts/bench/linux-guest-scaled.txt timeout=3600 ;;
         --realwork) program=realwork peer=scripts/bench/linux-realwork.txt ;;
-        *) echo "usage: scripts/bench.sh [--scaled | --realwork] [--quick]" >&2; exit 2 ;;
+        --smp) program=vmsmp peer=scripts/bench/linux-smp.txt cpus=4 ;;
+        *) echo "usage: scripts/bench.sh [--scaled | --realwork | --smp] [--quick]" >&2; exit 2 ;;
     esac
 done
 end=VMBENCH_END
@@ -40,7 +48,7 @@ program=$program$quick
 source scripts/setup.sh
 mkdir -p target
 cargo run -q --release -p qemu-tests --bin boot -- --cpu qemu64 --icount --memory 512 \
-    --append aslr=off \
+    --append aslr=off --smp "$cpus" \
     --no-input --timeout "$timeout" memd "$program" >"$log" 2>&1 || {
     tail -40 "$log" >&2
     echo "bench: the boot failed; the log is in $log" >&2
@@ -97,6 +105,45 @@ if [ "$peer" = scripts/bench/linux-realwork.txt ]; then
                     asked, goal, faults, check
             }
             if (probed) print "\n* our peak is the most resident memory the probes saw (a log without hwm_kb)"
+        }
+    ' "$peer" "$log"
+    exit 0
+fi
+
+if [ "$peer" = scripts/bench/linux-smp.txt ]; then
+    # Every row beside Linux's (our IPC round trip to memd beside Linux's pipe ping-pong on one
+    # CPU), then Linux's rows we have no counterpart for, then vmsmp's INFO lines.
+    awk '
+        FNR == NR { if ($0 !~ /^#/ && NF == 2) { linux[$1] = $2; peer[++p] = $1 } next }
+        /RESULT / {
+            sub(/.*RESULT /, "")
+            order[++n] = $1
+            seen[$1] = 1
+            if ($2 ~ /^med_cyc=/) { split($2, m, "="); ours[$1] = m[2] }
+        }
+        /INFO / { sub(/.*INFO /, ""); info[++k] = $0 }
+        function commas(x,   s) {
+            s = sprintf("%d", x)
+            while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]([,]|$)/, ",&", s)
+            return s
+        }
+        # ours (0: the text missing), Linux (0: -), and the ratio
+        function row(label, o, l, missing) {
+            printf "| %-32s | %11s | %11s | %5s |\n", label, (o > 0) ? commas(o) : missing,
+                (l > 0) ? commas(l) : "-", (o > 0 && l > 0) ? sprintf("%.2f", o / l) : "-"
+        }
+        END {
+            printf "| %-32s | %11s | %11s | %5s |\n", "row (instructions, all CPUs)", "ours", "Linux", "ratio"
+            printf "|%s|%s|%s|%s|\n", "----------------------------------", "-------------", "-------------", "-------"
+            for (i = 1; i <= n; i++) {
+                name = order[i]
+                if (name == "m_ipc_rtt_memd") row(name " (vs pipe)", ours[name], linux["m_pipe_rtt_samecpu"], "n/a")
+                else row(name, ours[name], linux[name], "n/a")
+            }
+            for (i = 1; i <= p; i++)
+                if (!(peer[i] in seen)) row(peer[i], 0, linux[peer[i]], "none")
+            if (k) print ""
+            for (i = 1; i <= k; i++) print "INFO " info[i]
         }
     ' "$peer" "$log"
     exit 0

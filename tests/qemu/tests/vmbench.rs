@@ -1,9 +1,10 @@
-//! vmbench and vmscaled on the metal, as `scripts/bench.sh` (and `--scaled`) boots them
-//! (`-cpu qemu64 -icount shift=0`, 512 MiB) but in their quick modes (`vmbench_quick`,
-//! `vmscaled_quick`: a few operations per figure): every figure's `RESULT` line is there with a
-//! positive median. Not timed tests: the figures themselves are `scripts/bench.sh`'s business.
+//! vmbench, vmscaled and vmsmp on the metal, as `scripts/bench.sh` (and `--scaled`, `--smp`)
+//! boots them (`-cpu qemu64 -icount shift=0`, 512 MiB; vmsmp on four processors) but in their
+//! quick modes (`vmbench_quick`, `vmscaled_quick`, `vmsmp_quick`: a few operations per figure):
+//! every figure's `RESULT` line is there with a positive median. Not timed tests: the figures
+//! themselves are `scripts/bench.sh`'s business.
 
-use qemu_runner::Boot;
+use qemu_runner::{Boot, default_cpus};
 use std::time::Duration;
 
 /// Every figure vmbench prints.
@@ -76,6 +77,32 @@ const SCALED_ROWS: &[&str] = &[
     "s_fork_exit_wait_nocow_P24",
 ];
 
+/// Every row vmsmp prints: the Linux peer's multi-CPU rows (but its pipe ping-pong: we have no
+/// pipes), in its order, and our IPC round trip to memd.
+const SMP_ROWS: &[&str] = &[
+    "timer_overhead",
+    "m_fault_threads_1",
+    "m_fault_threads_2",
+    "m_fault_threads_4",
+    "m_fault_procs_1",
+    "m_fault_procs_2",
+    "m_fault_procs_4",
+    "m_munmap_shootdown_1",
+    "m_mprotect_shootdown_1",
+    "m_fork_threads_1",
+    "m_munmap_shootdown_2",
+    "m_mprotect_shootdown_2",
+    "m_fork_threads_2",
+    "m_munmap_shootdown_4",
+    "m_mprotect_shootdown_4",
+    "m_fork_threads_4",
+    "m_thread_create_join",
+    "m_thread_create_join_crosscpu",
+    "m_futex_rtt_samecpu",
+    "m_futex_rtt_crosscpu",
+    "m_ipc_rtt_memd",
+];
+
 /// The `med_cyc` of figure `name` in `log`.
 fn median(log: &str, name: &str) -> Option<u64> {
     log.lines()
@@ -87,10 +114,12 @@ fn median(log: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Boots memd and `program` as `scripts/bench.sh` does (without `aslr=off`) and checks that
-/// it ran to its end and printed every one of `figures` with a positive median.
-fn prints_every_figure(program: &str, figures: &[&str]) {
+/// Boots memd and `program` on `cpus` processors as `scripts/bench.sh` does (without
+/// `aslr=off`) and checks that it ran to its end and printed every one of `figures` with a
+/// positive median.
+fn prints_every_figure(program: &str, cpus: u32, figures: &[&str]) {
     let mut boot = Boot::new(&["memd", program]);
+    boot.cpus = cpus;
     boot.cpu = "qemu64".into();
     boot.icount = true;
     boot.memory_mib = 512;
@@ -112,10 +141,15 @@ fn prints_every_figure(program: &str, figures: &[&str]) {
 
 #[test]
 fn vmbench_prints_every_figure_under_icount_on_qemu64() {
-    prints_every_figure("vmbench_quick", FIGURES);
+    prints_every_figure("vmbench_quick", default_cpus(), FIGURES);
 }
 
 #[test]
 fn vmscaled_prints_every_row_under_icount_on_qemu64() {
-    prints_every_figure("vmscaled_quick", SCALED_ROWS);
+    prints_every_figure("vmscaled_quick", default_cpus(), SCALED_ROWS);
+}
+
+#[test]
+fn vmsmp_prints_every_row_under_icount_on_four_processors() {
+    prints_every_figure("vmsmp_quick", 4, SMP_ROWS);
 }

@@ -26,6 +26,32 @@ pub fn touch(addr: usize, v: u8) {
     unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
 }
 
+/// One timed round trip to memd with a request it decodes and refuses (the bare way through
+/// its receive loop); `FATAL` if the kernel refuses the call.
+pub fn ipc_rtt() -> u64 {
+    let t0 = rdtsc();
+    let (st, _, _) = crate::ipc_call(crate::PAGER_ENDPOINT, &[0; 8], &mut []);
+    let t1 = rdtsc();
+    if st != 0 {
+        fatal("ipc call");
+    }
+    t1 - t0
+}
+
+/// One timed fork, exit of the child at once, and wait for it; `FATAL` if a call fails.
+pub fn fork_exit_wait() -> u64 {
+    let vm = vm();
+    let t0 = rdtsc();
+    let pid = vm.fork().unwrap_or_else(|_| fatal("fork"));
+    if pid == 0 {
+        exit(0);
+    }
+    if vm.wait(pid).is_err() {
+        fatal("wait");
+    }
+    rdtsc() - t0
+}
+
 /// Prints `FATAL what` and ends the program with status 1.
 pub fn fatal(what: &str) -> ! {
     println!("FATAL {}", what);
@@ -86,6 +112,24 @@ pub struct Driver {
     pub target: u64,
     /// ... and at least this many samples (or the sample buffer is full).
     pub min: usize,
+}
+
+impl Driver {
+    /// The peer's fixed rows: no warm-up operation of its own, 20 ms of warm-up, then 0.2 s of
+    /// operations (at one tick per ns).
+    pub const FIXED: Driver = Driver {
+        warm_once: false,
+        warm: 20_000_000,
+        target: 200_000_000,
+        min: 1,
+    };
+    /// A smoke run: every figure, a few operations each.
+    pub const QUICK: Driver = Driver {
+        warm_once: false,
+        warm: 100_000,
+        target: 1_000_000,
+        min: 1,
+    };
 }
 
 /// A figure's driver, its two sample buffers and the TSC rate for the `_ns` columns.

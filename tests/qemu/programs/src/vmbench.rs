@@ -14,7 +14,10 @@
 //! mmap/munmap/mprotect/brk/fork/wait are libvm's calls to memd.
 
 use libvm::{MmapFlags as F, ProtectionFlags as P};
-use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, release, touch, unmap};
+use user_rt::bench::{
+    Bench, Driver, buffer, calibrate, fatal, fork_exit_wait, ipc_rtt, map, rdtsc, release, touch,
+    unmap,
+};
 use user_rt::*;
 
 const PAGE: usize = 4096;
@@ -35,24 +38,14 @@ struct Mode {
 
 /// The full run: the peer's 20 ms warm-up and 0.2 s of measurement (at one tick per ns).
 const FULL: Mode = Mode {
-    driver: Driver {
-        warm_once: false,
-        warm: 20_000_000,
-        target: 200_000_000,
-        min: 1,
-    },
+    driver: Driver::FIXED,
     max_samples: 1 << 18,
     calibrate: true,
 };
 
 /// A smoke run: every figure, a few operations each.
 const QUICK: Mode = Mode {
-    driver: Driver {
-        warm_once: false,
-        warm: 100_000,
-        target: 1_000_000,
-        min: 1,
-    },
+    driver: Driver::QUICK,
     max_samples: 1 << 12,
     calibrate: false,
 };
@@ -85,15 +78,7 @@ pub fn run(quick: bool) -> u64 {
     b.first("h_getppid", n);
 
     // A request memd decodes and refuses: the bare round trip through its receive loop.
-    let n = b.run(|_| {
-        let t0 = rdtsc();
-        let (st, _, _) = ipc_call(PAGER_ENDPOINT, &[0; 8], &mut []);
-        let t1 = rdtsc();
-        if st != 0 {
-            fatal("ipc call");
-        }
-        t1 - t0
-    });
+    let n = b.run(|_| ipc_rtt());
     b.first("g_ipc_rtt_memd", n);
 
     let n = b.run(|_| {
@@ -239,17 +224,7 @@ pub fn run(quick: bool) -> u64 {
         });
         b.first("f_cow_fault_per_page", n);
         b.second("f_fork_cow256_exit_wait", n);
-        let n = b.run(|_| {
-            let t0 = rdtsc();
-            let pid = vm.fork().unwrap_or_else(|_| fatal("fork"));
-            if pid == 0 {
-                exit(0);
-            }
-            if vm.wait(pid).is_err() {
-                fatal("wait");
-            }
-            rdtsc() - t0
-        });
+        let n = b.run(|_| fork_exit_wait());
         b.first("f_fork_exit_wait_nocow", n);
         unmap(buf, len);
         unmap(shm as usize, PAGE);

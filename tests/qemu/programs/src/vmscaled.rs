@@ -20,7 +20,7 @@
 use core::arch::asm;
 use libvm::proto::{MADV_DONTFORK, MADV_HUGEPAGE, MADV_POPULATE_WRITE};
 use libvm::{MmapFlags as F, ProtectionFlags as P};
-use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, map, rdtsc, touch, unmap};
+use user_rt::bench::{Bench, Driver, buffer, calibrate, fatal, ipc_rtt, map, rdtsc, touch, unmap};
 use user_rt::*;
 
 const PAGE: usize = 4096;
@@ -605,15 +605,7 @@ fn processes(b: &mut Bench) {
             core::hint::spin_loop();
         }
         // A request memd decodes and refuses, as `g_ipc_rtt_memd`.
-        let n = b.run(|_| {
-            let t0 = rdtsc();
-            let (st, _, _) = ipc_call(PAGER_ENDPOINT, &[0; 8], &mut []);
-            let t1 = rdtsc();
-            if st != 0 {
-                fatal("ipc call");
-            }
-            t1 - t0
-        });
+        let n = b.run(|_| ipc_rtt());
         b.first(rtt, n);
         let n = fork_exit_wait(b);
         b.first(fork, n);
