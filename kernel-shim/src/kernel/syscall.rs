@@ -25,8 +25,24 @@ enum Done {
     Restored,
 }
 
-/// Runs the system call of thread `t` (its registers are saved in its frame).
+/// Runs the system call of thread `t` (its registers are saved in its frame). `clock`, which
+/// changes nothing and makes no thread ready, is answered on a path of its own, straight back
+/// to the caller; every other call goes through [`handle_call`].
+#[inline(always)]
 pub fn handle(k: &mut Kernel, t: usize) {
+    let f = &mut k.threads[t].frame;
+    if f.rax == nr::CLOCK {
+        f.rax = k.ticks * TICK_NS;
+        // Returns only if the frame cannot go back to ring 3: the scheduler kills the thread.
+        let _refused = super::trap::return_from_syscall(f);
+        return;
+    }
+    handle_call(k, t);
+}
+
+/// [`handle`] of every call but `clock`.
+#[inline(never)]
+fn handle_call(k: &mut Kernel, t: usize) {
     // The number and the one argument read here (not a copy of the whole frame).
     let (number, arg) = (k.threads[t].frame.rax, k.threads[t].frame.rdi);
     let result: Result<Done, Errno> = match number {
@@ -50,7 +66,6 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::CPU_INFO => Ok(Done::Value(
             percpu::index() as u64 | (shootdown::running() as u64) << 32,
         )),
-        nr::CLOCK => Ok(Done::Value(k.ticks * TICK_NS)),
         nr::YIELD => {
             k.cpus[percpu::index()].preempt = true;
             Ok(Done::Value(0))
@@ -91,6 +106,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
 
 /// `thread_create(rip, rsp, arg, tls)`: a new thread of the caller's own space (its stack is
 /// the caller's to provide: memory from its pager), on the run queue; its id.
+#[inline(never)]
 fn thread_create(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let f = k.threads[t].frame;
     if f.rdi >= USER_TOP || f.rsi >= USER_TOP || f.r10 >= USER_TOP {
@@ -104,6 +120,7 @@ fn thread_create(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 }
 
 /// `set_tls(base)`: the caller's FS base, loaded now and at each switch to it.
+#[inline(never)]
 fn set_tls(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let base = k.threads[t].frame.rdi;
     if base >= USER_TOP {
@@ -116,6 +133,7 @@ fn set_tls(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     Ok(0)
 }
 
+#[inline(never)]
 fn debug_write(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let f = k.threads[t].frame;
     let (ptr, len) = (f.rdi, f.rsi);
@@ -136,6 +154,7 @@ fn debug_write(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 }
 
 /// `cmdline(ptr, len)`: copies the kernel command line (cut to `len`); any process may read it.
+#[inline(never)]
 fn cmdline(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let f = k.threads[t].frame;
     usercopy::check_range(f.rdi, f.rsi)?;
@@ -149,6 +168,7 @@ fn cmdline(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     Ok(n as u64)
 }
 
+#[inline(never)]
 fn debug_read(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let f = k.threads[t].frame;
     let (ptr, len) = (f.rdi, f.rsi.min(256));
