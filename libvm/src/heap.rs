@@ -316,6 +316,34 @@ impl Default for VmAllocator {
     }
 }
 
+/// The process's allocator, once its runtime has named it ([`VmAllocator::hold_across_fork`]).
+static FORKED_HEAP: spin::Once<&'static VmAllocator> = spin::Once::new();
+
+impl VmAllocator {
+    /// Names this allocator (the process's global one) as the heap a `fork` must hold: the
+    /// child of a process with threads gets a copy of the heap as it stood at the fork, which
+    /// must not be halfway through another thread's allocation (its lock held by a thread the
+    /// child does not have), as glibc's malloc takes its locks across `fork`. Once per process;
+    /// later calls change nothing.
+    pub fn hold_across_fork(&'static self) {
+        FORKED_HEAP.call_once(|| self);
+    }
+}
+
+/// The process's heap held for a `fork` ([`hold_for_fork`]); dropping it lets the heap go.
+pub struct ForkHold {
+    _held: Option<spin::MutexGuard<'static, Talc<Break>>>,
+}
+
+/// Holds the process's heap (if its runtime named it) until the guard drops: [`crate::Vm::fork`]
+/// keeps it across the `FORK` request, so parent and child each drop their own copy of a
+/// heap no thread is in the middle of. Nothing may allocate while it is held.
+pub fn hold_for_fork() -> ForkHold {
+    ForkHold {
+        _held: FORKED_HEAP.get().map(|heap| heap.heap.lock()),
+    }
+}
+
 impl VmAllocator {
     /// Frees a heap block: its inner pages go back first if it is large enough (it is still
     /// ours then, so nobody can have been handed them), then the top is looked at.

@@ -15,6 +15,7 @@ fn threads(cpus: u32) {
         .assert_log("threads: futex mutex: 6 x 2000 increments = 12000")
         .assert_log("threads: fault storm: 4 threads first-touched 256 disjoint and 256 shared")
         .assert_log("threads: fork with 3 threads running: the child has only the caller")
+        .assert_log("threads: 50 forks while 3 threads allocated")
         .assert_log("each ended the whole process; frames back")
         .assert_log(&format!(
             "threads: stale-TLB detector, munmap: 1000 rounds on {cpus} processors"

@@ -48,6 +48,12 @@ impl Counting {
         }
     }
 
+    /// Names this allocator's heap as the one `fork` holds (libvm's
+    /// [`VmAllocator::hold_across_fork`]).
+    pub fn hold_across_fork(&'static self) {
+        self.heap.hold_across_fork();
+    }
+
     /// The counts now.
     pub fn asked(&self) -> Asked {
         Asked {

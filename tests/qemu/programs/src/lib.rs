@@ -93,6 +93,7 @@ pub fn init() {
         libvm::set_transport(&TRANSPORT).is_ok(),
         "libvm's transport was installed before init"
     );
+    ALLOCATOR.hold_across_fork();
 }
 
 /// errno values the kernel returns (negated in rax).

@@ -469,6 +469,56 @@ fn fork_with_threads() {
     );
 }
 
+/// fork while the other threads allocate: the heap is held across the fork (libvm's
+/// `hold_for_fork`, as glibc's malloc does), so no child gets a heap halfway through another
+/// thread's allocation, whose lock no thread of the child would ever give back.
+fn fork_while_allocating() {
+    let stop = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..3u64)
+        .map(|t| {
+            let stop = stop.clone();
+            spawned(move || {
+                let mut kept = Vec::new();
+                let mut n = 0u64;
+                while stop.load(Ordering::Acquire) == 0 {
+                    kept.push(Box::new([t; 16]));
+                    if kept.len() > 64 {
+                        kept.clear();
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for round in 0..50u64 {
+        let pid = vm().fork();
+        check!(pid.is_ok(), "fork: {:?}", pid);
+        if pid == Ok(0) {
+            // Allocate in the child: a heap left locked by a thread it does not have would
+            // spin here for good.
+            let v: Vec<u64> = (0..100).map(|i| i * round).collect();
+            exit(if v[99] == 99 * round { 0 } else { 1 });
+        }
+        let w = vm().wait(pid.unwrap_or(0));
+        check!(
+            w.map(|w| w.0) == Ok(0),
+            "child {} of a fork while allocating: {:?}",
+            round,
+            w
+        );
+    }
+    stop.store(1, Ordering::Release);
+    let mut allocations = 0;
+    for h in handles {
+        allocations += join(h);
+    }
+    println!(
+        "threads: 50 forks while 3 threads allocated ({} allocations): every child allocated and exited",
+        allocations
+    );
+}
+
 /// exit while threads run elsewhere, and a fault refused in one thread: the whole process ends,
 /// its frames come back.
 fn exit_and_kill(cpus: u32) {
@@ -549,6 +599,7 @@ fn main(_: Start) -> u64 {
     mutex_counter();
     fault_storm();
     fork_with_threads();
+    fork_while_allocating();
     exit_and_kill(cpus);
     stale_tlb(cpus, 1000);
     println!("PASS threads");
