@@ -82,6 +82,18 @@ boot_gdt_ptr:
     .long boot_gdt
 
     .section .boot.text, "ax"
+    // The boot GDT's data segment in DS, ES and SS, and null FS and GS: the first thing both
+    // processors' 64-bit code does.
+    .macro data_segments
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    .endm
+
     .code32
     .global pvh_start
 pvh_start:
@@ -192,13 +204,7 @@ ap_start32:
 
     .code64
 ap_long:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    xor eax, eax
-    mov fs, ax
-    mov gs, ax
+    data_segments
     movabs rax, offset {ap_stack}
     mov rsp, [rax]
     xor ebp, ebp
@@ -210,13 +216,7 @@ ap_long:
 
     .code64
 boot_long:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    xor eax, eax
-    mov fs, ax
-    mov gs, ax
+    data_segments
     movabs rsp, offset kernel_stack_top
     mov edi, esi
     xor ebp, ebp

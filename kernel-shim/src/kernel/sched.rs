@@ -186,16 +186,17 @@ fn switch_to(k: &mut Kernel, t: usize) -> trap::OutsideUserHalf {
         k.cpus[me].fpu_owner = Some(t);
     }
     if k.cpus[me].fs_of != Some(t) {
-        set_fs_base(k.threads[t].fs_base);
-        k.cpus[me].fs_of = Some(t);
+        load_fs_base(k, t);
     }
     pt::activate(k.spaces[k.threads[t].space].root);
     wake_idle(k);
     trap::return_to_user(&mut k.threads[t].frame)
 }
 
-/// Loads the FS base (a thread's TLS pointer) of this processor.
-fn set_fs_base(base: u64) {
+/// Loads thread `t`'s TLS base into this processor's FS base (`t` runs here).
+pub fn load_fs_base(k: &mut Kernel, t: usize) {
+    let base = k.threads[t].fs_base;
+    k.cpus[percpu::index()].fs_of = Some(t);
     // SAFETY: the FS base MSR exists on every x86_64 processor; the kernel never uses FS, and
     // the value is a user address checked when it was set (below the user-half end), so ring 3
     // gets the base it asked for and nothing else changes.

@@ -127,9 +127,8 @@ fn set_tls(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         return Err(EINVAL);
     }
     k.threads[t].fs_base = base;
-    // Loaded at the next switch to the caller, which is this processor's return to it.
-    k.cpus[percpu::index()].fs_of = None;
-    k.cpus[percpu::index()].preempt = true;
+    // The caller runs here: its base is loaded now, as every switch to it does.
+    super::sched::load_fs_base(k, t);
     Ok(0)
 }
 

@@ -97,10 +97,9 @@ pub fn tls_set(slot: usize, value: usize) {
 pub fn futex_wait(word: &AtomicU32, expected: u32) {
     loop {
         let r = raw::futex_wait(word.as_ptr() as u64, expected);
-        // -EFAULT: the word's page is not present yet (never touched): touch it and retry.
-        if r == -14 {
-            let _ = word.load(Ordering::Relaxed);
-            word.fetch_add(0, Ordering::Relaxed);
+        // -EFAULT: the word's page is not present yet (never touched). Reading it brings the
+        // page in; a word that no longer holds `expected` needs no wait at all.
+        if r == -14 && word.load(Ordering::Acquire) == expected {
             continue;
         }
         return;
@@ -277,10 +276,14 @@ impl<T> JoinHandle<T> {
 
     /// Waits for the thread to end, gives back its stack and block, and returns what it
     /// returned (`None` if it ended without returning: `thread_exit`); an error if memd
-    /// refused to unmap the stack (the thread is joined all the same, its result dropped).
+    /// refused to unmap the stack (the thread is joined all the same, its result dropped), or
+    /// the kernel's refusal to join (`InvalidArgument` for a thread joining itself: it still
+    /// runs, and keeps its stack and block).
     pub fn join(self) -> Result<Option<T>, VmError> {
-        while raw::thread_join(self.id) != 0 {
-            core::hint::spin_loop();
+        // The kernel answers once the thread has ended (at once if it has).
+        let r = raw::thread_join(self.id);
+        if r < 0 {
+            return Err(VmError::from_wire((-r) as i32, 0));
         }
         // SAFETY: the thread has ended: the packet and block are only ours now, and nothing
         // runs on the stack.

@@ -528,7 +528,18 @@ impl Server {
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
         let mut procs = self.procs.lock();
-        let program = procs.program(parent).cloned().unwrap_or_default();
+        // The parent's record is there: its call was mapped to it, and records change only
+        // under the lifecycle lock held here. A child takes its parent's name and arguments.
+        let program = match procs.program(parent) {
+            Some(p) => p.clone(),
+            None => {
+                log::error!(
+                    "memd: pid {} forked without a record; its child has no name",
+                    parent
+                );
+                Running::default()
+            }
+        };
         procs.add(child, space, Some(parent), program);
         drop(procs);
         reply_cqe(token, tag, Ok(child));

@@ -23,7 +23,21 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
+
+/// Appends to `out`: a `String` only grows, so there is no `fmt::Write` result to drop.
+macro_rules! out {
+    ($out:expr, $($arg:tt)*) => {
+        $out.push_str(&alloc::format!($($arg)*))
+    };
+}
+
+/// [`out!`], then a line break.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        out!($out, $($arg)*);
+        $out.push('\n');
+    }};
+}
 use libvm::proto::{GlobalStats, ProcessInfo, ProcessStats, RegionInfo};
 use user_rt::*;
 
@@ -135,7 +149,7 @@ fn kib(pages: u64) -> u64 {
 }
 
 fn system_table(out: &mut String, g: &GlobalStats) {
-    let _ = writeln!(
+    outln!(
         out,
         "{:<12} {:>10} {:>10} {:>10} {:>10}\n{:<12} {:>10} {:>10} {:>10} {:>10}\n{:<12} {:>10} {:>10} {:>10} {:>10}",
         "memory",
@@ -154,14 +168,14 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         kib(g.frames_free),
         kib(g.frames_peak),
     );
-    let _ = writeln!(
+    outln!(
         out,
         "page tables  {} frames ({} KiB), counted in \"used\": frames memd lent the kernel to \
          hold the page tables of processes (each process's own: memstat PID)",
         g.page_table_frames,
         kib(g.page_table_frames)
     );
-    let _ = writeln!(
+    outln!(
         out,
         "memd itself  heap {} of {} KiB in use; bookkeeping {} of {} KiB (the part of the heap \
          the regions, pages and page tables of all processes may take)",
@@ -170,7 +184,7 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.bookkeeping_used / 1024,
         g.bookkeeping_total / 1024
     );
-    let _ = writeln!(
+    outln!(
         out,
         "faults       zero-fill {}  cow {}  shared {}  huge pages {}  refused: maperr {}  \
          accerr {}  to the process's handler {}",
@@ -182,14 +196,18 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.faults_accerr,
         g.faults_handled
     );
-    let _ = writeln!(
+    outln!(
         out,
         "kills        out of memory {}  protection {}  unmapped {}  other exceptions {}  by \
          parent {}",
-        g.oom_kills, g.faults_accerr, g.faults_maperr, g.kills_exception, g.kills_parent
+        g.oom_kills,
+        g.faults_accerr,
+        g.faults_maperr,
+        g.kills_exception,
+        g.kills_parent
     );
-    let _ = writeln!(out, "cow copies   {}", g.cow_copies);
-    let _ = writeln!(
+    outln!(out, "cow copies   {}", g.cow_copies);
+    outln!(
         out,
         "calls        mmap {}  munmap {}  mprotect {}  brk {}  madvise {}  fork {}  failed {}",
         g.ops_mmap,
@@ -200,7 +218,7 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.ops_fork,
         g.ops_failed
     );
-    let _ = writeln!(out, "processes    {}", g.processes);
+    outln!(out, "processes    {}", g.processes);
     let limit = |n: u64| {
         if n == 0 {
             String::from("none")
@@ -208,7 +226,7 @@ fn system_table(out: &mut String, g: &GlobalStats) {
             format!("{}", n)
         }
     };
-    let _ = writeln!(
+    outln!(
         out,
         "limits       regions a process {} (max_map_count)  children a process {}  processes \
          {} (memd's records and the kernel's slots)  bookkeeping {} KiB",
@@ -218,7 +236,7 @@ fn system_table(out: &mut String, g: &GlobalStats) {
         g.bookkeeping_total / 1024
     );
     if g.frames_quarantined != 0 {
-        let _ = writeln!(
+        outln!(
             out,
             "quarantined  {} frames (the kernel refused to destroy a space that held them)",
             g.frames_quarantined
@@ -227,15 +245,24 @@ fn system_table(out: &mut String, g: &GlobalStats) {
 }
 
 fn ps_table(out: &mut String, procs: &[Proc]) {
-    let _ = writeln!(
+    outln!(
         out,
         "{:>5} {:>5} {:<12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "PID", "PPID", "NAME", "VSZ", "RSS", "HWM", "SHARED", "PRIVATE", "HEAP", "REGIONS"
+        "PID",
+        "PPID",
+        "NAME",
+        "VSZ",
+        "RSS",
+        "HWM",
+        "SHARED",
+        "PRIVATE",
+        "HEAP",
+        "REGIONS"
     );
     for p in procs {
         let s = &p.stats;
         let name = p.info.name();
-        let _ = writeln!(
+        outln!(
             out,
             "{:>5} {:>5} {:<12} {:>8}K {:>7}K {:>7}K {:>7}K {:>7}K {:>7}K {:>7}",
             p.info.pid,
@@ -290,7 +317,7 @@ fn system_json(out: &mut String, g: &GlobalStats) {
     ];
     out.push('{');
     for (i, (k, v)) in fields.iter().enumerate() {
-        let _ = write!(out, "{}\"{}\":{}", if i > 0 { "," } else { "" }, k, v);
+        out!(out, "{}\"{}\":{}", if i > 0 { "," } else { "" }, k, v);
     }
     out.push('}');
 }
@@ -337,7 +364,7 @@ fn watch(json: bool, secs: u64) -> u64 {
             system_json(&mut out, &g);
             out.push_str("}\n");
         } else {
-            let _ = writeln!(
+            outln!(
                 out,
                 "{:>5}s {:>8} {:>8} {:>7} {:>5} {:>9} {:>6} {:>6} {:>5} {:>8}K",
                 tick * secs,
@@ -368,7 +395,7 @@ fn watch(json: bool, secs: u64) -> u64 {
 
 fn process_json(out: &mut String, p: &Proc) {
     let s = &p.stats;
-    let _ = write!(
+    out!(
         out,
         "{{\"pid\":{},\"ppid\":{},\"name\":\"{}\",\"vsz_pages\":{},\"rss_pages\":{},\
          \"hwm_pages\":{},\"shared_pages\":{},\"private_pages\":{},\"heap_bytes\":{},\
@@ -464,7 +491,7 @@ fn size(bytes: u64) -> String {
 
 fn map(out: &mut String, json: bool, pid: u64) -> bool {
     let (Ok(stats), Ok(regions)) = (vm().process_stats(pid), vm().regions(pid)) else {
-        let _ = writeln!(out, "memstat: no process {}", pid);
+        outln!(out, "memstat: no process {}", pid);
         return false;
     };
     let info = vm()
@@ -482,7 +509,7 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
         process_json(out, &p);
         out.push_str(",\"regions\":[");
         for (i, r) in regions.iter().enumerate() {
-            let _ = write!(
+            out!(
                 out,
                 "{}{{\"start\":{},\"end\":{},\"size\":{},\"prot\":\"{}\",\"kind\":\"{}\",\
                  \"shared\":{},\"resident_pages\":{}}}",
@@ -496,11 +523,11 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
                 r.resident_pages
             );
         }
-        let _ = writeln!(out, "],\"bar\":\"{}\"}}", bar(&regions));
+        outln!(out, "],\"bar\":\"{}\"}}", bar(&regions));
         return true;
     }
     let name = p.info.name();
-    let _ = writeln!(
+    outln!(
         out,
         "pid {} ({}): {} regions, {} mapped, {} resident ({} shared, {} private; peak {}; {} \
          huge pages), heap {}, page tables {}",
@@ -516,13 +543,18 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
         size(stats.heap_bytes),
         size(stats.page_table_frames * PAGE)
     );
-    let _ = writeln!(
+    outln!(
         out,
         "{:<16} {:<16} {:>8} {:<4} {:<6} {:>8}",
-        "START", "END", "SIZE", "PROT", "KIND", "RESIDENT"
+        "START",
+        "END",
+        "SIZE",
+        "PROT",
+        "KIND",
+        "RESIDENT"
     );
     for r in &regions {
-        let _ = writeln!(
+        outln!(
             out,
             "{:016x} {:016x} {:>8} {:<4} {:<6} {:>7}K",
             r.start,
@@ -533,8 +565,8 @@ fn map(out: &mut String, json: bool, pid: u64) -> bool {
             kib(r.resident_pages)
         );
     }
-    let _ = writeln!(out, "[{}]", bar(&regions));
-    let _ = writeln!(
+    outln!(out, "[{}]", bar(&regions));
+    outln!(
         out,
         "bar: low to high address; each region and each hole gets columns by log2 of its size (at \
          least one); c code, d data, h heap, m anon, S shared, s stack, g guard, . hole"

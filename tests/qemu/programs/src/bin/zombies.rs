@@ -213,13 +213,18 @@ fn main(_: Start) -> u64 {
         let settled = |l: &[libvm::proto::ProcessInfo]| {
             l.len() as u64 == base.processes && l.iter().all(|p| p.parent == 0)
         };
-        let mut listed = vm().processes().unwrap_or_default();
+        let list = || {
+            let l = vm().processes();
+            check!(l.is_ok(), "processes: {:?}", l);
+            l.unwrap_or_default()
+        };
+        let mut listed = list();
         for _ in 0..1000 {
             if settled(&listed) {
                 break;
             }
             yield_now();
-            listed = vm().processes().unwrap_or_default();
+            listed = list();
         }
         check!(
             settled(&listed),
