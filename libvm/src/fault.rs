@@ -2,17 +2,21 @@
 //! Linux: the signal numbers and codes memd gives a fault, and the [`FaultFrame`] a handler
 //! gets.
 //!
-//! A process registers an entry point and an alternate stack with memd
-//! ([`crate::Vm::set_fault_handler`]; on the metal `sys::handle_faults` registers libvm's own
-//! entry, which calls a Rust function). A fault memd would kill the process for (nothing
-//! mapped, a protection, a general-protection fault) then resumes the thread at the entry,
-//! on the alternate stack, with a [`FaultFrame`]: the signal and code, the address, the
-//! access, and every register the thread had. The handler may change mappings and return (the
-//! thread goes on with the frame's registers, changed or not: the faulting instruction is
-//! tried again unless `rip` was moved), or exit. A fault while the thread runs on the
-//! alternate stack (inside the handler), or one that leaves no room for the frame on it, kills
-//! the process as if no handler were registered. A fork keeps the handler (the child has the
-//! same memory); a spawned program starts without one.
+//! A process registers an entry point and, for the calling thread, an alternate stack with
+//! memd ([`crate::Vm::set_fault_handler`]; on the metal `sys::handle_faults` registers
+//! libvm's own entry, which calls a Rust function, and `sys::alt_stack` gives another thread a
+//! stack of its own). The entry is the process's; the alternate stack is each thread's, as
+//! Linux's `sigaltstack` (a thread started later has none until it registers one). A fault
+//! memd would kill the process for (nothing mapped, a protection, a general-protection fault)
+//! then resumes the thread at the entry, on its alternate stack (or, with none, on its own
+//! stack below the 128-byte red zone), with a [`FaultFrame`]: the signal and code, the
+//! address, the access, and every register the thread had. The handler may change mappings and
+//! return (the thread goes on with the frame's registers, changed or not: the faulting
+//! instruction is tried again unless `rip` was moved), or exit. A fault while the thread runs
+//! on its alternate stack (inside the handler), or one that leaves no room for the frame,
+//! kills the process as if no handler were registered. A fork keeps the handler and the
+//! forking thread's alternate stack (the child has the same memory); a spawned program starts
+//! without one.
 
 use kernel_shim::abi::fault_frame as ff;
 

@@ -121,6 +121,12 @@ pub fn vm_munmap(addr: *mut u8, length: usize) -> VmResult<()> {
     with_vm(|vm| vm.munmap(addr.addr(), length))
 }
 
+/// Registers the process's fault handler and the calling thread's alternate stack (see
+/// [`Vm::set_fault_handler`]); the entry registered before.
+pub fn vm_set_fault_handler(entry: u64, stack: u64, stack_len: u64) -> VmResult<u64> {
+    with_vm(|vm| vm.set_fault_handler(entry, stack, stack_len))
+}
+
 /// Sets the protection of `[addr, addr + length)` (see [`Vm::mprotect`]).
 pub fn vm_mprotect(addr: *mut u8, length: usize, prot: ProtectionFlags) -> VmResult<()> {
     with_vm(|vm| vm.mprotect(addr.addr(), length, prot))

@@ -438,11 +438,15 @@ impl<T: Transport> Vm<T> {
         self.prlimit(resource, Some((soft, hard))).map(drop)
     }
 
-    /// Registers `entry` as the caller's fault handler, run on the alternate stack `[stack,
-    /// stack + stack_len)` (see [`crate::fault`]); entry 0 removes the handler. An entry or a
-    /// stack outside the user half is `InvalidAddress` (EINVAL), a stack smaller than
-    /// [`crate::fault::MIN_STACK`] `OutOfMemory` (ENOMEM, as `sigaltstack`). Returns the
-    /// entry registered before (0: none).
+    /// Registers `entry` as the process's fault handler, and `[stack, stack + stack_len)` as
+    /// the calling thread's alternate stack, which the handler runs on when this thread
+    /// faults (see [`crate::fault`]); stack and length 0 give the calling thread none (Linux's
+    /// `SS_DISABLE`: the handler runs on its own stack), entry 0 removes the handler and every
+    /// thread's stack. An entry or a stack outside the user half is `InvalidAddress` (EINVAL),
+    /// a stack smaller than [`crate::fault::MIN_STACK`] `OutOfMemory` (ENOMEM, as
+    /// `sigaltstack`), a stack for one thread more than
+    /// [`kernel_shim::abi::MAX_THREADS_PER_SPACE`] have `LimitExceeded`. Returns the entry
+    /// registered before (0: none).
     pub fn set_fault_handler(&self, entry: u64, stack: u64, stack_len: u64) -> VmResult<u64> {
         let request = Request::FaultHandler {
             entry,

@@ -5,6 +5,7 @@
 //! enough to find a process, so clients of different processes never queue behind each other.
 
 use crate::aslr::Aslr;
+use crate::frame_cache::Frames;
 use crate::frames::FrameAllocator;
 use crate::kernel::{FrameAddr, Kernel, SpaceId};
 use crate::shared::SharedObjects;
@@ -74,7 +75,7 @@ pub enum Death {
 /// The memory daemon: every address space, the frames, the shared objects, the statistics.
 pub struct Memd<K: Kernel> {
     pub(crate) kernel: K,
-    pub(crate) frames: Mutex<FrameAllocator>,
+    pub(crate) frames: Frames,
     pub(crate) objects: Mutex<SharedObjects>,
     pub(crate) processes: RwLock<HashMap<Pid, Arc<Mutex<AddressSpace>>>>,
     pub(crate) dead: Mutex<HashMap<Pid, Death>>,
@@ -123,7 +124,7 @@ impl<K: Kernel> Memd<K> {
         }
         Memd {
             kernel,
-            frames: Mutex::new(frames),
+            frames: Frames::new(frames),
             objects: Mutex::new(SharedObjects::default()),
             processes: RwLock::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
@@ -240,10 +241,7 @@ impl<K: Kernel> Memd<K> {
     /// physical address of the first frame, or `None` (nothing changed) when no run of free
     /// frames is that long. The frames are counted in use, memd's own, for good.
     pub fn take_own_memory(&self, bytes: u64, budget: usize) -> Option<FrameAddr> {
-        let start = self
-            .frames
-            .lock()
-            .take_run(bytes / crate::kernel::PAGE_SIZE)?;
+        let start = self.frames.take_run(bytes / crate::kernel::PAGE_SIZE)?;
         self.budget.fetch_add(budget, Ordering::Relaxed);
         Some(start)
     }

@@ -121,9 +121,9 @@ impl From<ApplyError> for Unresolved {
 pub const MAX_OOM_KILLS: usize = 8;
 
 impl<K: Kernel> Memd<K> {
-    /// Resolves a page fault of process `pid` at `addr`, hands it to the process's handler
-    /// (the thread's stack pointer is `sp`: see [`crate::fault_handler`]), or kills the
-    /// process.
+    /// Resolves a page fault of thread `thread` of process `pid` at `addr`, hands it to the
+    /// process's handler (the thread's stack pointer is `sp`: see [`crate::fault_handler`]),
+    /// or kills the process.
     ///
     /// Out of memory, the policy chooses whom to kill: the process holding the most memory
     /// (resident pages and page-table frames; never the exempt one, see
@@ -131,7 +131,14 @@ impl<K: Kernel> Memd<K> {
     /// killed (see [`Memd::take_oom_victims`]) and the fault tried again; if it is the faulting
     /// process, that one is killed. A page-table change the kernel refused for want of table
     /// frames changed nothing: the thread is resumed and faults again.
-    pub fn handle_fault(&self, pid: Pid, addr: u64, access: Access, sp: u64) -> FaultOutcome {
+    pub fn handle_fault(
+        &self,
+        pid: Pid,
+        thread: u64,
+        addr: u64,
+        access: Access,
+        sp: u64,
+    ) -> FaultOutcome {
         let Ok(process) = self.process(pid) else {
             return FaultOutcome::Gone;
         };
@@ -180,7 +187,8 @@ impl<K: Kernel> Memd<K> {
             FaultReason::AccErr => Some(libvm::fault::SEGV_ACCERR),
             FaultReason::OutOfMemory => None,
         };
-        let delivery = code.and_then(|code| self.delivery(pid, libvm::fault::SIGSEGV, code, sp));
+        let delivery =
+            code.and_then(|code| self.delivery(pid, thread, libvm::fault::SIGSEGV, code, sp));
         if let Some(delivery) = delivery {
             return FaultOutcome::Deliver { delivery, kill };
         }
@@ -243,7 +251,7 @@ impl<K: Kernel> Memd<K> {
         }
     }
 
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         space: &mut AddressSpace,
         addr: u64,
@@ -278,18 +286,23 @@ impl<K: Kernel> Memd<K> {
             let index = region.offset + (page - region.start) / PAGE_SIZE;
             let mut objects = self.objects.lock();
             let object = objects.get_mut(region.object).ok_or(FaultReason::MapErr)?;
-            let mut frames = self.frames.lock();
             match object.pages.get(&index) {
                 Some(&frame) => {
-                    frames.share(frame).map_err(|_| FaultReason::OutOfMemory)?;
+                    self.frames
+                        .lock()
+                        .share(frame)
+                        .map_err(|_| FaultReason::OutOfMemory)?;
                     bump(&self.counters.shared);
                     frame
                 }
                 None => {
-                    let frame = frames.alloc().ok_or(FaultReason::OutOfMemory)?;
-                    // The object holds one reference, the mapping another.
-                    frames.share(frame).map_err(|_| FaultReason::OutOfMemory)?;
-                    drop(frames);
+                    let frame = self.alloc_frame().ok_or(FaultReason::OutOfMemory)?;
+                    // The object holds one reference, the mapping another (a fresh frame's
+                    // count cannot overflow).
+                    if self.frames.lock().share(frame).is_err() {
+                        self.release_frame(frame);
+                        return Err(FaultReason::OutOfMemory.into());
+                    }
                     self.kernel.zero_frame(frame);
                     object.pages.insert(index, frame);
                     bump(&self.counters.zero_fill);
@@ -311,7 +324,7 @@ impl<K: Kernel> Memd<K> {
             if self.streaming(space, region, page) {
                 return self.fill_around(space, region, page);
             }
-            let frame = self.frames.lock().alloc().ok_or(FaultReason::OutOfMemory)?;
+            let frame = self.alloc_frame().ok_or(FaultReason::OutOfMemory)?;
             self.kernel.zero_frame(frame);
             bump(&self.counters.zero_fill);
             frame
@@ -411,19 +424,18 @@ impl<K: Kernel> Memd<K> {
         let prot = page_prot(region, 1);
         let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
         let mut n = 0;
-        {
-            let mut frames = self.frames.lock();
-            let mut at = page;
-            while at < end {
-                let Some(frame) = frames.alloc() else { break };
-                ops[n] = PageOp::Map {
-                    page: at,
-                    frame,
-                    prot,
-                };
-                n += 1;
-                at += PAGE_SIZE;
-            }
+        let mut at = page;
+        while at < end {
+            let Some(frame) = self.alloc_frame() else {
+                break;
+            };
+            ops[n] = PageOp::Map {
+                page: at,
+                frame,
+                prot,
+            };
+            n += 1;
+            at += PAGE_SIZE;
         }
         if n == 0 {
             return Err(FaultReason::OutOfMemory.into());
@@ -475,7 +487,7 @@ impl<K: Kernel> Memd<K> {
             self.split_huge(space, page, page + PAGE_SIZE)
                 .map_err(|_| FaultReason::OutOfMemory)?;
         }
-        let mut frames = self.frames.lock();
+        let frames = self.frames.lock();
         let refcount = frames.refcount(frame);
         if access != Access::Write || region.object != 0 || refcount <= 1 {
             let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
@@ -506,13 +518,15 @@ impl<K: Kernel> Memd<K> {
             drop(frames);
             return self.apply(space, &ops[..n]).map_err(Unresolved::from);
         }
-        // The copy comes under the same lock as the count; the zero frame's is a zeroed one.
-        // A fault that continues a walk of copy-on-write faults (at the page right after the
-        // last one copied) copies the shared pages after it in the region in the same batch
-        // too (copy-on-write fault-around, as for first touches): a child writing its memory
-        // through takes a fault in 16; isolated writes copy one page each.
+        // The zero frame's copy is a zeroed frame. A fault that continues a walk of
+        // copy-on-write faults (at the page right after the last one copied) copies the
+        // shared pages after it in the region in the same batch too (copy-on-write
+        // fault-around, as for first touches): a child writing its memory through takes a
+        // fault in 16; isolated writes copy one page each. (A sharer that lets go of a frame
+        // meanwhile only makes its copy one more than needed: this space's reference keeps the
+        // frame.)
         let mut pairs = [(0u64, 0u64, 0u64); FAULT_AROUND as usize];
-        pairs[0] = (page, frame, frames.alloc().ok_or(FaultReason::OutOfMemory)?);
+        pairs[0] = (page, frame, 0);
         let mut n = 1;
         if space.cow_next == page && Some(frame) != self.zero {
             let end = region.end.min(page + FAULT_AROUND * PAGE_SIZE);
@@ -520,12 +534,21 @@ impl<K: Kernel> Memd<K> {
                 if frames.refcount(f) <= 1 || Some(f) == self.zero {
                     break;
                 }
-                let Some(copy) = frames.alloc() else { break };
-                pairs[n] = (next, f, copy);
+                pairs[n] = (next, f, 0);
                 n += 1;
             }
         }
         drop(frames);
+        for (i, pair) in pairs[..n].iter_mut().enumerate() {
+            match self.alloc_frame() {
+                Some(copy) => pair.2 = copy,
+                None if i == 0 => return Err(FaultReason::OutOfMemory.into()),
+                None => {
+                    n = i;
+                    break;
+                }
+            }
+        }
         let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
         for (op, &(at, from, copy)) in ops.iter_mut().zip(&pairs[..n]) {
             if Some(from) == self.zero {
@@ -570,6 +593,12 @@ impl<K: Kernel> Memd<K> {
     /// Drops one mapping's reference on `frame` of `region`.
     pub(crate) fn release_frame(&self, frame: u64) {
         self.frames.lock().drop_ref(frame);
+    }
+
+    /// A free frame (count 1, not zeroed) from the calling thread's cache; `None` when no
+    /// frame is free anywhere. The caller must not hold the frame allocator's lock.
+    pub(crate) fn alloc_frame(&self) -> Option<FrameAddr> {
+        self.frames.alloc(self.kernel.worker())
     }
 
     /// Backs every page of `[start, end)` for `access` now (`MADV_POPULATE_READ`,

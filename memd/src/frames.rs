@@ -13,11 +13,17 @@
 //! (`Kernel::zero_frame`) when it hands the frame to a process, so a frame allocated here
 //! still holds whatever its last user left in it.
 //!
+//! Frames lent to the per-worker caches of [`crate::frame_cache`] hold count 1 here (no other
+//! allocation can take them) and are counted free ([`FrameAllocator::free`]) until a cache
+//! hands them out.
+//!
 //! Misuse (an address memd does not own, releasing or sharing a free frame) is answered with a
 //! [`FrameError`]; nothing here panics.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::kernel::{FrameAddr, PAGE_SIZE};
 
@@ -72,6 +78,9 @@ pub struct FrameAllocator {
     /// The most frames in use as of the last time a frame was freed (see
     /// [`FrameAllocator::peak_used`]).
     peak_used: u64,
+    /// Frames lent to the caches and not handed out yet: free to every count. The caches
+    /// lower it as they hand frames out, without this allocator's lock.
+    cached: Arc<AtomicU64>,
 }
 
 /// Frames in a 2 MiB block.
@@ -142,6 +151,37 @@ impl FrameAllocator {
             block_cursor: 0,
             taken: 0,
             peak_used: 0,
+            cached: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The count of frames lent to caches and not handed out yet (see
+    /// [`FrameAllocator::lend`]), shared with the caches.
+    pub fn cached(&self) -> Arc<AtomicU64> {
+        self.cached.clone()
+    }
+
+    /// Lends up to `out.len()` free frames to a cache: each now has count 1 and is counted
+    /// in [`FrameAllocator::cached`] (still free to every count); how many.
+    pub fn lend(&mut self, out: &mut [FrameAddr]) -> usize {
+        let mut n = 0;
+        while n < out.len()
+            && let Some(frame) = self.alloc()
+        {
+            out[n] = frame;
+            n += 1;
+        }
+        self.cached.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Takes back frames a cache did not hand out (each lent by [`FrameAllocator::lend`]):
+    /// free again.
+    pub fn take_back(&mut self, frames: &[FrameAddr]) {
+        for &frame in frames {
+            // Out of the cached count first: free once, not twice, to `used`.
+            self.cached.fetch_sub(1, Ordering::Relaxed);
+            self.drop_ref(frame);
         }
     }
 
@@ -321,9 +361,9 @@ impl FrameAllocator {
         self.refs.len() as u64 - self.taken
     }
 
-    /// Number of free frames.
+    /// Number of free frames (those lent to caches and not handed out yet included).
     pub fn free(&self) -> u64 {
-        self.free_count
+        self.free_count + self.cached.load(Ordering::Relaxed)
     }
 
     /// Number of frames in use (count above 0).

@@ -13,10 +13,10 @@ use libvm::proto::{self, Cqe, ProcessInfo, RegionInfo, Request, Sqe, Words};
 const MAX_REGIONS_PER_REPLY: usize = 256;
 
 impl<K: Kernel> Memd<K> {
-    /// Serves one request from process `caller` (the kernel's badge); `bulk` is the buffer the
-    /// client lent for the call.
-    pub fn handle(&self, caller: Pid, request: &Sqe, bulk: &mut [u8]) -> Cqe {
-        self.handle_decoded(caller, request.tag, Request::decode(request), bulk)
+    /// Serves one request from thread `thread` (the kernel's id) of process `caller` (the
+    /// kernel's badge); `bulk` is the buffer the client lent for the call.
+    pub fn handle(&self, caller: Pid, thread: u64, request: &Sqe, bulk: &mut [u8]) -> Cqe {
+        self.handle_decoded(caller, thread, request.tag, Request::decode(request), bulk)
     }
 
     /// [`Memd::handle`] of a request its server has decoded already: `decoded` is what
@@ -24,18 +24,25 @@ impl<K: Kernel> Memd<K> {
     pub fn handle_decoded(
         &self,
         caller: Pid,
+        thread: u64,
         tag: u32,
         decoded: Result<Request, VmError>,
         bulk: &mut [u8],
     ) -> Cqe {
-        let result = decoded.and_then(|r| self.perform(caller, r, bulk));
+        let result = decoded.and_then(|r| self.perform(caller, thread, r, bulk));
         if result.is_err() {
             bump(&self.counters.failed);
         }
         proto::encode_reply(tag, result)
     }
 
-    fn perform(&self, caller: Pid, request: Request, bulk: &mut [u8]) -> Result<u64, VmError> {
+    fn perform(
+        &self,
+        caller: Pid,
+        thread: u64,
+        request: Request,
+        bulk: &mut [u8],
+    ) -> Result<u64, VmError> {
         let target = |pid: u64| if pid == 0 { caller } else { pid };
         match request {
             Request::Mmap {
@@ -81,7 +88,7 @@ impl<K: Kernel> Memd<K> {
                 entry,
                 stack,
                 stack_len,
-            } => self.set_fault_handler(caller, entry, stack, stack_len),
+            } => self.set_fault_handler(caller, thread, entry, stack, stack_len),
             Request::Msync { addr, len, flags } => self
                 .msync(caller, addr as u64, len as u64, flags)
                 .map(|()| 0),

@@ -63,7 +63,7 @@ impl<K: Kernel> Memd<K> {
             return None;
         }
         let frame = if region.object == 0 {
-            let frame = self.frames.lock().alloc_huge()?;
+            let frame = self.frames.alloc_huge()?;
             self.zero_huge(frame);
             frame
         } else {
@@ -126,7 +126,9 @@ impl<K: Kernel> Memd<K> {
         }
         // The object holds the count `alloc_huge` gives; the mapping takes one more (a fresh
         // frame's count cannot overflow).
-        let base = frames.alloc_huge()?;
+        drop(frames);
+        let base = self.frames.alloc_huge()?;
+        let mut frames = self.frames.lock();
         for i in 0..HUGE_PAGES {
             if frames.share(base + i * PAGE_SIZE).is_err() {
                 (0..HUGE_PAGES).for_each(|j| frames.drop_ref(base + j * PAGE_SIZE));

@@ -67,7 +67,6 @@ impl<K: Kernel> Memd<K> {
         self.room(pages * PAGE_COST)?;
         let mut frames = Vec::new();
         self.frames
-            .lock()
             .alloc_many(pages, &mut frames)
             .map_err(|_| VmError::OutOfMemory)?;
         let mut ops = Vec::with_capacity(pages);

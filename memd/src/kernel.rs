@@ -226,4 +226,8 @@ pub trait Kernel: Sync + Send {
     /// Writes `bytes` into a frame at `offset` (used to load program images and zero the tail
     /// of a partial page). `offset + bytes.len()` never exceeds a page.
     fn write_frame(&self, frame: FrameAddr, offset: usize, bytes: &[u8]);
+
+    /// Which of memd's threads calls (any number: its frame cache is this modulo
+    /// [`crate::frame_cache::CACHES`]).
+    fn worker(&self) -> usize;
 }

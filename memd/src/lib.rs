@@ -17,6 +17,7 @@ pub mod brk;
 pub mod daemon;
 pub mod fault;
 pub mod fault_handler;
+pub mod frame_cache;
 pub mod frames;
 pub mod gaps;
 pub mod handler;

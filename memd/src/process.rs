@@ -78,7 +78,7 @@ impl<K: Kernel> Memd<K> {
         child.brk = space.brk;
         child.deny_write_exec = space.deny_write_exec;
         child.rlimits = space.rlimits;
-        child.fault_handler = space.fault_handler;
+        child.fault_handler = space.fault_handler.clone();
         child.pages = space.pages.clone();
         // `MADV_DONTFORK`: the child has nothing there; `MADV_WIPEONFORK`: the region, empty
         // (and wiped again at its own forks).

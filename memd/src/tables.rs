@@ -104,19 +104,17 @@ impl<K: Kernel> Memd<K> {
             return Ok(());
         }
         let mut batch = PageOps::new();
-        {
-            let mut frames = self.frames.lock();
-            for _ in 0..deficit {
-                let Some(frame) = frames.alloc() else {
-                    for op in batch.iter() {
-                        if let PageOp::Donate { frame } = *op {
-                            frames.drop_ref(frame);
-                        }
+        for _ in 0..deficit {
+            let Some(frame) = self.alloc_frame() else {
+                let mut frames = self.frames.lock();
+                for op in batch.iter() {
+                    if let PageOp::Donate { frame } = *op {
+                        frames.drop_ref(frame);
                     }
-                    return Err(ApplyError::NoFrames);
-                };
-                batch.push(PageOp::Donate { frame });
-            }
+                }
+                return Err(ApplyError::NoFrames);
+            };
+            batch.push(PageOp::Donate { frame });
         }
         batch.extend(ops.iter().copied());
         if batch.is_incomplete() {
@@ -196,7 +194,7 @@ impl<K: Kernel> Memd<K> {
 
     /// A new kernel space with a PML4 donated from memd's frames, and its tables' record.
     pub(crate) fn create_space(&self) -> Result<(u64, SpaceTables), KernelError> {
-        let root = self.frames.lock().alloc().ok_or(KernelError::OutOfMemory)?;
+        let root = self.alloc_frame().ok_or(KernelError::OutOfMemory)?;
         match self.kernel.create_space(root) {
             Ok(space) => {
                 let mut tables = SpaceTables::default();

@@ -27,8 +27,34 @@ pub fn handle_faults<T: Transport>(
 ) -> VmResult<()> {
     HANDLER.store(handler as usize, Ordering::Release);
     let entry = fault_entry as *const () as u64;
-    vm.set_fault_handler(entry, stack.as_mut_ptr() as u64, stack.len() as u64)
-        .map(drop)
+    vm.set_fault_handler(entry, stack.as_mut_ptr() as u64, stack.len() as u64)?;
+    super::thread::note_alt_stack(true);
+    Ok(())
+}
+
+/// Gives the calling thread its own alternate stack for the handler [`handle_faults`]
+/// registered (`None`: none, and the handler runs on the thread's own stack), as a thread
+/// calls `sigaltstack`. Each thread that may fault while another handles a fault should have
+/// one, or run the handler on its own stack: two threads never share one. A thread
+/// [`super::thread::spawn`] started gives its stack back when it ends. A call before
+/// [`handle_faults`] is `InvalidAddress` (there is no entry to run on it).
+pub fn alt_stack<T: Transport>(vm: &Vm<T>, stack: Option<&'static mut [u8]>) -> VmResult<()> {
+    if HANDLER.load(Ordering::Acquire) == 0 {
+        return Err(crate::error::VmError::InvalidAddress);
+    }
+    let entry = fault_entry as *const () as u64;
+    let (at, len) = stack.map_or((0, 0), |s| (s.as_mut_ptr() as u64, s.len() as u64));
+    vm.set_fault_handler(entry, at, len)?;
+    super::thread::note_alt_stack(len != 0);
+    Ok(())
+}
+
+/// Gives the calling thread's alternate stack back (as the thread ends).
+pub(crate) fn drop_alt_stack() -> VmResult<()> {
+    let entry = fault_entry as *const () as u64;
+    crate::global::vm_set_fault_handler(entry, 0, 0)?;
+    super::thread::note_alt_stack(false);
+    Ok(())
 }
 
 /// Called by [`fault_entry`] with the frame.

@@ -20,7 +20,7 @@ use crate::global::{vm_mmap, vm_munmap};
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// The stack a thread gets from [`spawn`]: 64 KiB (backed page by page as it is touched).
 pub const DEFAULT_STACK: usize = 64 << 10;
@@ -36,6 +36,8 @@ pub struct Block {
     this: u64,
     /// The thread's locals.
     slots: [AtomicUsize; TLS_SLOTS],
+    /// Whether the thread registered an alternate stack for faults (given back as it ends).
+    alt_stack: AtomicBool,
 }
 
 impl Block {
@@ -43,8 +45,14 @@ impl Block {
         Block {
             this: 0,
             slots: [const { AtomicUsize::new(0) }; TLS_SLOTS],
+            alt_stack: AtomicBool::new(false),
         }
     }
+}
+
+/// Notes whether the calling thread has an alternate stack registered with memd.
+pub(crate) fn note_alt_stack(on: bool) {
+    block().alt_stack.store(on, Ordering::Relaxed);
 }
 
 /// The first thread's block (the others' are on the heap).
@@ -198,6 +206,12 @@ extern "C" fn thread_main(job: *mut Box<dyn FnOnce()>) -> ! {
     // SAFETY: `spawn` leaked this box for the thread, which takes it back once.
     let job = unsafe { Box::from_raw(job) };
     job();
+    if block().alt_stack.load(Ordering::Relaxed) {
+        // Refused only when memd no longer knows the process (it is ending): nothing is left
+        // to give back. Were it kept, the entry could apply to no later thread (ids carry a
+        // generation); it would only take room in memd's table.
+        let _ended = super::fault_entry::drop_alt_stack().is_err();
+    }
     raw::thread_exit(0)
 }
 
@@ -272,6 +286,12 @@ impl<T> JoinHandle<T> {
     /// The thread's id (the kernel's).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The thread's stack mapping, its guard page included: `(lowest address, bytes)`, as
+    /// `pthread_attr_getstack` tells it (a program keeps its own requests off it).
+    pub fn stack(&self) -> (usize, usize) {
+        self.stack
     }
 
     /// Waits for the thread to end, gives back its stack and block, and returns what it

@@ -142,4 +142,8 @@ impl Kernel for MetalKernel {
         // SAFETY: as `zero_frame`; the write stays inside the frame (clamped above).
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), window(frame, offset), len) };
     }
+
+    fn worker(&self) -> usize {
+        super::sys::worker()
+    }
 }

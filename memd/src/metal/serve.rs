@@ -233,12 +233,13 @@ impl Server {
     fn fault(&self, token: u64, badge: u64, w: &[u64; 8]) {
         let vector = w[nr::FAULT_VECTOR];
         let sp = w[nr::FAULT_SP];
+        let thread = w[nr::FAULT_THREAD];
         let Some(pid) = self.pid_of(badge) else {
             sys::reply(token, PAGE_FAULT, 0);
             return;
         };
         if vector != PAGE_FAULT {
-            if let Some(d) = self.memd.exception_delivery(pid, vector, sp)
+            if let Some(d) = self.memd.exception_delivery(pid, thread, vector, sp)
                 && self.deliver(token, pid, &d)
             {
                 return;
@@ -257,7 +258,7 @@ impl Server {
         } else {
             Access::Read
         };
-        match self.memd.handle_fault(pid, addr, access, sp) {
+        match self.memd.handle_fault(pid, thread, addr, access, sp) {
             FaultOutcome::Resolved => {
                 log::debug!(
                     "memd: pid {} {:?} fault at {:#x} resolved",
@@ -292,8 +293,10 @@ impl Server {
         let r = sys::call(nr::FAULT_DELIVER, token, d.entry, d.frame, d.info());
         if r < 0 {
             log::warn!(
-                "memd: pid {}: the kernel refused to deliver a fault to its handler (errno {})",
+                "memd: pid {}: the kernel refused to deliver a fault to its handler (frame at \
+                 {:#x}, errno {})",
                 pid,
+                d.frame,
                 -r
             );
             return false;
@@ -488,7 +491,8 @@ impl Server {
                     reply_cqe(token, tag, Err(VmError::BadBuffer));
                     return;
                 }
-                let cqe = self.memd.handle_decoded(pid, tag, decoded, bulk);
+                // The token is the calling thread's id.
+                let cqe = self.memd.handle_decoded(pid, token, tag, decoded, bulk);
                 if sqe.opcode == proto::PROCESSES {
                     name_processes(&self.procs.lock(), bulk);
                 }
@@ -527,6 +531,7 @@ impl Server {
             self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
+        self.memd.forked_thread(child, token, t as u64);
         let mut procs = self.procs.lock();
         // The parent's record is there: its call was mapped to it, and records change only
         // under the lifecycle lock held here. A child takes its parent's name and arguments.

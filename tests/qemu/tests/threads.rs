@@ -24,6 +24,10 @@ fn threads(cpus: u32) {
             "threads: stale-TLB detector, mprotect: 1000 rounds on {cpus} processors"
         ))
         .assert_log("threads: stale-TLB detector, copy-on-write break: 250 rounds")
+        .assert_log(&format!(
+            "threads: fault handlers in 4 threads at once on {cpus} processors, 3 with an \
+             alternate stack of its own and one on its own stack: 200 faults each"
+        ))
         .assert_log("PASS threads")
         .assert_no_log("FAIL");
     if cpus > 1 {

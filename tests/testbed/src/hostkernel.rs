@@ -28,7 +28,7 @@ use libvm::ProtectionFlags;
 use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
 use spin::{Mutex, RwLock};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use x86_64::PhysAddr;
 
 /// The emulated kernel's paging capability, as memd uses it.
@@ -592,6 +592,16 @@ impl Kernel for HostKernel {
             .window()
             .write(frame + offset as u64, bytes)
             .expect("memd's frames lie in RAM");
+    }
+
+    fn worker(&self) -> usize {
+        // Each thread that drives memd here is a worker of its own, numbered as it first
+        // calls.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        INDEX.with(|i| *i)
     }
 }
 

@@ -107,18 +107,22 @@ impl Fault {
     }
 }
 
-/// The transport of one simulated process: stamps its pid as the kernel stamps the badge.
+/// The transport of one simulated process: stamps its pid as the kernel stamps the badge
+/// (and, as the kernel's token does, names the calling thread: [`THREAD`]).
 #[derive(Clone)]
 pub struct ProcessTransport {
     memd: Arc<Memd<HostKernel>>,
     pid: Pid,
 }
 
+/// The thread id of every simulated process's one thread (its requests and faults).
+pub const THREAD: u64 = 1;
+
 impl Transport for ProcessTransport {
     fn call(&self, request: &Sqe, bulk: &mut [u8]) -> Cqe {
         let mut stamped = *request;
         stamped.caller = self.pid;
-        self.memd.handle(self.pid, &stamped, bulk)
+        self.memd.handle(self.pid, THREAD, &stamped, bulk)
     }
 }
 
@@ -313,7 +317,7 @@ impl System {
                     refused_seen = refused;
                     last = Some(info.addr);
                     let sp = self.stack_pointer(pid);
-                    match self.memd.handle_fault(pid, info.addr, access, sp) {
+                    match self.memd.handle_fault(pid, THREAD, info.addr, access, sp) {
                         FaultOutcome::Resolved => {}
                         FaultOutcome::Deliver { delivery, kill } => {
                             if !self.deliver(pid, space, info.addr, access, &delivery) {

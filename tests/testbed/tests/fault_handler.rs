@@ -249,3 +249,109 @@ fn out_of_memory_is_never_delivered() {
     let fault = outcome.unwrap_err();
     assert_eq!(fault.kind, FaultKind::OutOfMemory);
 }
+
+#[test]
+fn each_thread_has_its_own_alternate_stack_and_one_without_gets_the_frame_on_its_own_stack() {
+    // Pins: sigaltstack is per thread. Two threads faulting at once each get the frame at the
+    // top of their own alternate stack (never one frame over the other); a thread without one
+    // gets it below the red zone under its stack pointer, as Linux does; a fault on a thread's
+    // alternate stack kills (inside its handler) while another thread's stack pointer there
+    // is only that thread's business; SS_DISABLE (stack and length 0) takes a thread's stack
+    // away; a fork's child keeps the forking thread's stack only; the table is bounded.
+    use memd::fault_handler::MAX_ALT_STACKS;
+    use memd::{Access, FaultOutcome};
+    let sys = System::new(Config::default());
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let area = vm.mmap(0, 3 * STACK_LEN, P::READ_WRITE, anon()).unwrap() as u64;
+    let (s1, s2, own) = (area, area + STACK_LEN as u64, area + 2 * STACK_LEN as u64);
+    let len = STACK_LEN as u64;
+    let memd = sys.memd();
+    let (t1, t2, t3) = (0x1_0007, 0x2_0009, 0x3_000B);
+    assert_eq!(memd.set_fault_handler(p, t1, ENTRY, s1, len), Ok(0));
+    assert_eq!(memd.set_fault_handler(p, t2, ENTRY, s2, len), Ok(ENTRY));
+    let a = hole(&sys, p) as u64;
+    let frame_of = |thread, sp| match memd.handle_fault(p, thread, a, Access::Read, sp) {
+        FaultOutcome::Deliver { delivery, .. } => Some(delivery.frame),
+        FaultOutcome::Kill(_) => None,
+        other => panic!("{other:?}"),
+    };
+    let top = |s: u64| (s + len - ff::BYTES) & !15;
+    let sp = own + len - 64;
+    assert_eq!(frame_of(t1, sp), Some(top(s1)));
+    assert_eq!(frame_of(t2, sp), Some(top(s2)));
+    assert_eq!(
+        frame_of(t3, sp),
+        Some((sp - 128 - ff::BYTES) & !15),
+        "below the red zone"
+    );
+    // t2 runs its handler: a fault there kills; t1's stack pointer on t2's stack is not on
+    // its own.
+    assert_eq!(frame_of(t1, s2 + 512), Some(top(s1)));
+    assert_eq!(frame_of(t2, s2 + 512), None, "a fault inside the handler");
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let area = vm.mmap(0, 3 * STACK_LEN, P::READ_WRITE, anon()).unwrap() as u64;
+    let (s1, s2, own) = (area, area + len, area + 2 * len);
+    let sp = own + len - 64;
+    let a = hole(&sys, p) as u64;
+    let frame_of = |pid, thread, sp| match memd.handle_fault(pid, thread, a, Access::Read, sp) {
+        FaultOutcome::Deliver { delivery, .. } => Some(delivery.frame),
+        FaultOutcome::Kill(_) => None,
+        other => panic!("{other:?}"),
+    };
+    memd.set_fault_handler(p, t1, ENTRY, s1, len).unwrap();
+    memd.set_fault_handler(p, t2, ENTRY, s2, len).unwrap();
+    // SS_DISABLE: t2 has none, the handler stays.
+    assert_eq!(memd.set_fault_handler(p, t2, ENTRY, 0, 0), Ok(ENTRY));
+    assert_eq!(frame_of(p, t2, sp), Some((sp - 128 - ff::BYTES) & !15));
+    memd.set_fault_handler(p, t2, ENTRY, s2, len).unwrap();
+    // The child of t1's fork runs it as thread 0x5_0001: its stack, and only its.
+    let child = sys.fork(p).unwrap();
+    memd.forked_thread(child, t1, 0x5_0001);
+    assert_eq!(frame_of(child, 0x5_0001, sp), Some(top(s1)));
+    assert_eq!(frame_of(child, t2, sp), Some((sp - 128 - ff::BYTES) & !15));
+    assert_eq!(
+        frame_of(p, t2, sp),
+        Some(top(s2)),
+        "the parent's are its own"
+    );
+    // Bounded: room for MAX_ALT_STACKS threads; one more is refused and changes nothing, a
+    // thread that has one may move it, and one given back makes room.
+    for t in 0..MAX_ALT_STACKS as u64 - 2 {
+        assert_eq!(
+            memd.set_fault_handler(p, 0x100 + t, ENTRY, s1, len),
+            Ok(ENTRY)
+        );
+    }
+    assert_eq!(
+        memd.set_fault_handler(p, t3, ENTRY + 16, s1, len),
+        Err(VmError::LimitExceeded)
+    );
+    assert_eq!(frame_of(p, t3, sp), Some((sp - 128 - ff::BYTES) & !15));
+    assert_eq!(memd.set_fault_handler(p, t2, ENTRY, s1, len), Ok(ENTRY));
+    assert_eq!(frame_of(p, t2, sp), Some(top(s1)), "moved");
+    assert_eq!(memd.set_fault_handler(p, 0x100, ENTRY, 0, 0), Ok(ENTRY));
+    assert_eq!(memd.set_fault_handler(p, t3, ENTRY, s2, len), Ok(ENTRY));
+    assert_eq!(frame_of(p, t3, sp), Some(top(s2)));
+    // Entry 0: no handler, no stack: the fault kills.
+    assert_eq!(memd.set_fault_handler(p, t1, 0, 0, 0), Ok(ENTRY));
+    assert_eq!(frame_of(p, t3, sp), None);
+}
+
+#[test]
+fn a_delivery_makes_an_alternate_stack_page_writable_that_a_fork_left_read_only() {
+    // Pins: after a fork whose child has exited, the stack's pages are the parent's alone
+    // again but still mapped read-only from their shared days; the delivery maps them
+    // writable (as a write fault would) instead of the kernel refusing the frame.
+    let (sys, p, stack) = with_handler();
+    let top = stack + STACK_LEN - PAGE;
+    sys.write(p, top as u64, &[7; 8]).unwrap();
+    let child = sys.fork(p).unwrap();
+    sys.exit(child, 0).unwrap();
+    let a = hole(&sys, p);
+    let (signal, code, frame) = handled(sys.read(p, a as u64, 8).unwrap_err());
+    assert_eq!((signal, code), (SIGSEGV, SEGV_MAPERR));
+    assert!((top as u64..(stack + STACK_LEN) as u64).contains(&frame));
+    assert_eq!(frame_words(&sys, p, frame)[ff::ADDR], a as u64);
+}

@@ -929,14 +929,20 @@ fn processes_lists_every_live_pid_from_the_one_asked_and_args_are_the_metal_side
     assert_eq!(pids, vec![a, c]);
     // From a pid on, and a buffer too small for one entry is refused.
     let mut buf = [0u8; 64];
-    let cqe = sys
-        .memd()
-        .handle(a, &Request::Processes { from: c }.encode(), &mut buf);
+    let cqe = sys.memd().handle(
+        a,
+        testbed::system::THREAD,
+        &Request::Processes { from: c }.encode(),
+        &mut buf,
+    );
     assert_eq!(proto::decode_reply(&cqe), Ok(1));
     assert_eq!(proto::ProcessInfo::read_from(&buf).map(|p| p.pid), Some(c));
-    let cqe = sys
-        .memd()
-        .handle(a, &Request::Processes { from: 0 }.encode(), &mut buf[..63]);
+    let cqe = sys.memd().handle(
+        a,
+        testbed::system::THREAD,
+        &Request::Processes { from: 0 }.encode(),
+        &mut buf[..63],
+    );
     assert_eq!(proto::decode_reply(&cqe), Err(VmError::BadBuffer));
     // The argument string lives with the boot modules, on the metal.
     assert_eq!(sys.client(a).args(), Err(VmError::BadRequest));

@@ -31,6 +31,9 @@
 //! - chaos children (forked, and forking in turn): random requests aimed anywhere in their
 //!   own address space, where they may well kill themselves; only the reply's form is checked.
 //!   A chaos child of the worker unmaps the arena first: its shared pages are the worker's.
+//!   It runs [`CHAOS_THREADS`] more threads, each sending its own chaos (forks included: the
+//!   child has the forking thread only) beside its first thread's, on other processors where
+//!   there are any; their stacks are kept off like the rest of what the child runs on.
 //!
 //! Requests over more than 4 GiB that would unmap or drop resident memory are aimed only
 //! where nothing is resident: memd does not handle the kernel refusing such a range yet.
@@ -40,9 +43,11 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libvm::proto::{
     self, GlobalStats, ProcessInfo, ProcessStats, RegionInfo, Words, wait_status as ws,
 };
+use libvm::sys::thread;
 use libvm::{ProtectionFlags as P, VmError};
 use user_rt::*;
 
@@ -77,6 +82,15 @@ const DEFAULT_COUNT: u64 = 20_000;
 const CHAOS_BUDGET: u64 = 200;
 /// Children of the worker not yet waited for, at most.
 const MAX_PENDING: usize = 4;
+/// Threads a chaos child of the worker runs beside its first.
+const CHAOS_THREADS: usize = 2;
+
+/// The stacks of a chaos child's threads (lowest address and bytes of each, guard page
+/// included): [`vital`]. Written before the threads start ([`GO`]), read only after.
+static STACKS: [[AtomicU64; 2]; CHAOS_THREADS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; CHAOS_THREADS];
+/// Set once [`STACKS`] holds every thread's stack: the threads wait for it (futex).
+static GO: AtomicU32 = AtomicU32::new(0);
 
 // The wire's flag bits (redox_syscall's `MapFlags`).
 const PROT_EXEC: u64 = 0x1_0000;
@@ -198,12 +212,19 @@ fn chaos_allowed(addr: u64, len: u64) -> bool {
 }
 
 /// Whether a valid range reaches what a chaos child runs on (its image, static data and heap
-/// below the mmap area, its stack): zeroing or replacing that would corrupt it rather than
+/// below the mmap area, its stacks): zeroing or replacing that would corrupt it rather than
 /// kill it, and it could print nonsense.
 fn vital(addr: u64, len: u64) -> bool {
     match user_range(addr, len) {
         Err(_) => false,
-        Ok(end) => addr < MMAP_BASE || (addr < STACK_TOP && end > MMAP_END),
+        Ok(end) => {
+            addr < MMAP_BASE
+                || (addr < STACK_TOP && end > MMAP_END)
+                || STACKS.iter().any(|[at, n]| {
+                    let at = at.load(Ordering::Acquire);
+                    addr < at + n.load(Ordering::Acquire) && end > at
+                })
+        }
     }
 }
 
@@ -682,7 +703,10 @@ impl Fuzz {
         let want: Option<Result<u64, VmError>> = match opcode {
             proto::MMAP => return self.mmap(w0, lend, garbage),
             proto::MUNMAP => {
-                let (addr, len) = self.any_range(garbage, false);
+                // With other threads, an unmap of what they run on is a change too: a mapping
+                // made in its place before they touch it again would corrupt them.
+                let threads = self.chaos && GO.load(Ordering::Acquire) != 0;
+                let (addr, len) = self.any_range(garbage, threads);
                 a[..2].copy_from_slice(&[addr, len]);
                 Some(user_range(addr, len).map(|_| 0))
             }
@@ -1417,7 +1441,10 @@ impl Fuzz {
             a[self.rng.below(6) as usize] = 1 + self.rng.below(u64::MAX - 1);
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
+        // As `Vm::fork`: no other thread is inside the heap the child gets a copy of.
+        let heap = libvm::heap::hold_for_fork();
         let reply = self.call(w, lend);
+        drop(heap);
         if a != [0; 6] {
             return self.expect(reply, Err(VmError::BadRequest), &w, lend);
         }
@@ -1649,6 +1676,27 @@ impl Fuzz {
         }
         // A different stream from the parent's.
         self.rng.0 ^= self.me.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let threads = if self.depth == 1 {
+            self.chaos_threads()
+        } else {
+            Vec::new()
+        };
+        self.chaos_loop();
+        let mut total = self.requests;
+        for t in threads {
+            match t.join() {
+                Ok(Some(n)) => total += n,
+                r => {
+                    println!("FAIL memdfuzz: a chaos thread's join: {:?}", r.map(drop));
+                    exit(1)
+                }
+            }
+        }
+        exit(total)
+    }
+
+    /// This chaos child's requests, and stores into its good buffer.
+    fn chaos_loop(&mut self) {
         while self.requests < self.count {
             if self.rng.one_in(4) {
                 // Its own good buffer (it may have unmapped it, and then dies).
@@ -1657,7 +1705,38 @@ impl Fuzz {
             }
             self.hostile();
         }
-        exit(self.requests)
+    }
+
+    /// Starts [`CHAOS_THREADS`] threads running chaos of their own (own stream, own buffers);
+    /// each begins once every thread's stack is in [`STACKS`].
+    fn chaos_threads(&mut self) -> Vec<thread::JoinHandle<u64>> {
+        let mut handles = Vec::new();
+        for (i, slot) in STACKS.iter().enumerate() {
+            let mut twin = Fuzz::new(self.rng.next(), self.count, self.parent);
+            twin.chaos = true;
+            twin.depth = self.depth;
+            twin.rng.0 ^= i as u64;
+            let spawned = thread::spawn(move || {
+                while GO.load(Ordering::Acquire) == 0 {
+                    thread::futex_wait(&GO, 0);
+                }
+                twin.chaos_loop();
+                twin.requests
+            });
+            match spawned {
+                Ok(h) => {
+                    let (at, n) = h.stack();
+                    slot[0].store(at as u64, Ordering::Release);
+                    slot[1].store(n as u64, Ordering::Release);
+                    handles.push(h);
+                }
+                // Chaos may have used up what a thread needs: fewer threads, then.
+                Err(_) => break,
+            }
+        }
+        GO.store(1, Ordering::Release);
+        thread::futex_wake(&GO, u32::MAX);
+        handles
     }
 
     // ---- The arena ----

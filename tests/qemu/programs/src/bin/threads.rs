@@ -4,8 +4,9 @@
 //! the stale-TLB detector (a thread reading or writing a page in a loop while another unmaps
 //! it, makes it read-only, or breaks its copy-on-write: after the call returns, the next
 //! access must fault or see the new frame), fork of a process with threads running (the child
-//! has only the caller), exit of a process whose threads run elsewhere, and a fault refused in
-//! one thread ending the whole process.
+//! has only the caller), exit of a process whose threads run elsewhere, a fault refused in
+//! one thread ending the whole process, and fault handlers run at once by several threads,
+//! each on its own alternate stack (or, without one, on its own stack).
 #![no_std]
 #![no_main]
 
@@ -18,7 +19,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use libvm::fault::FaultFrame;
 use libvm::proto::wait_status;
-use libvm::sys::fault_entry::handle_faults;
+use libvm::sys::fault_entry::{alt_stack, handle_faults};
 use libvm::sys::thread::{self, Mutex, futex_wait, futex_wake, spawn, tls_get, tls_set};
 use libvm::{MmapFlags as F, ProtectionFlags as P};
 use user_rt::*;
@@ -413,6 +414,133 @@ fn stale_tlb(cpus: u32, rounds: u64) {
     unmap(page, 1);
 }
 
+/// Threads of the per-thread handler test with an alternate stack of their own; one more has
+/// none.
+const ALT_THREADS: usize = 3;
+/// Faults each of them takes.
+const ALT_FAULTS: u64 = 200;
+/// The alternate stacks (16 KiB each): one per thread, and the first thread's.
+static mut ALT_STACKS: [[u8; 16384]; ALT_THREADS + 1] = [[0; 16384]; ALT_THREADS + 1];
+/// Each thread's page, faults handled, and frames found off the stack they belong on.
+static ALT_PAGE: [AtomicUsize; ALT_THREADS + 1] = [const { AtomicUsize::new(0) }; ALT_THREADS + 1];
+static ALT_HANDLED: [AtomicU64; ALT_THREADS + 1] = [const { AtomicU64::new(0) }; ALT_THREADS + 1];
+static ALT_MISPLACED: AtomicU64 = AtomicU64::new(0);
+/// The thread-local slot holding a thread's index in the test, plus one.
+const ALT_SLOT: usize = 3;
+
+/// The alternate stack `i` (lowest address, bytes).
+fn alt_range(i: usize) -> (usize, usize) {
+    // SAFETY: only the address is taken.
+    let base = unsafe { core::ptr::addr_of!(ALT_STACKS[i]) } as usize;
+    (base, 16384)
+}
+
+/// The per-thread handler: the frame must be on the faulting thread's alternate stack (for a
+/// thread that has one) or on no alternate stack at all (its own stack); the page is mapped
+/// again and the load retried.
+fn per_thread(f: &mut FaultFrame) {
+    let me = tls_get(ALT_SLOT).wrapping_sub(1);
+    let Some(page) = ALT_PAGE.get(me) else {
+        println!(
+            "FAIL threads: a fault at {:#x} in a thread of no test",
+            f.addr
+        );
+        exit(1);
+    };
+    let at = f as *mut FaultFrame as usize;
+    let on = |i: usize| {
+        let (base, len) = alt_range(i);
+        (base..base + len).contains(&at)
+    };
+    let right = if me < ALT_THREADS {
+        on(me)
+    } else {
+        (0..=ALT_THREADS).all(|i| !on(i))
+    };
+    if !right {
+        ALT_MISPLACED.fetch_add(1, Ordering::AcqRel);
+    }
+    let page = page.load(Ordering::Acquire);
+    if f.addr as usize & !(PAGE - 1) != page {
+        println!(
+            "FAIL threads: thread {} faulted at {:#x}, rip {:#x}",
+            me, f.addr, f.rip
+        );
+        exit(1);
+    }
+    ALT_HANDLED[me].fetch_add(1, Ordering::AcqRel);
+    let r = vm().mmap(page, PAGE, P::READ_WRITE, F::anonymous_private() | F::FIXED);
+    if r.is_err() {
+        println!("FAIL threads: remap {:?}", r);
+        exit(1);
+    }
+}
+
+/// Fault handlers run by several threads at once: each of [`ALT_THREADS`] threads registers
+/// an alternate stack of its own, one more has none; all unmap their own page and load from it
+/// [`ALT_FAULTS`] times, at once. Every frame must be where its thread's rule puts it (two
+/// threads sharing one stack would write one frame over the other), every fault handled once.
+fn per_thread_handlers(cpus: u32) {
+    // SAFETY: the first thread's stack, handed to memd once; nothing else touches it.
+    let first = unsafe { &mut *core::ptr::addr_of_mut!(ALT_STACKS[ALT_THREADS]) };
+    check!(handle_faults(&vm(), per_thread, first).is_ok(), "register");
+    let start = Arc::new(Barrier {
+        arrived: AtomicU32::new(0),
+        n: ALT_THREADS as u32 + 1,
+    });
+    let mut handles = Vec::new();
+    for i in 0..=ALT_THREADS {
+        ALT_PAGE[i].store(map(1), Ordering::Release);
+        let start = start.clone();
+        handles.push(spawned(move || {
+            tls_set(ALT_SLOT, i + 1);
+            if i < ALT_THREADS {
+                // SAFETY: stack `i` is this thread's alone, handed to memd once.
+                let own = unsafe { &mut *core::ptr::addr_of_mut!(ALT_STACKS[i]) };
+                let r = alt_stack(&vm(), Some(own));
+                check!(r.is_ok(), "alt_stack: {:?}", r);
+            }
+            start.wait();
+            let page = ALT_PAGE[i].load(Ordering::Acquire);
+            for round in 1..=ALT_FAULTS {
+                unmap(page, 1);
+                // The handler maps a fresh page: the load reads 0.
+                let v = read(page);
+                check!(v == 0, "thread {} round {}: read {:#x}", i, round, v);
+            }
+        }));
+    }
+    for h in handles {
+        join(h);
+    }
+    for i in 0..=ALT_THREADS {
+        let n = ALT_HANDLED[i].load(Ordering::Acquire);
+        check!(
+            n == ALT_FAULTS,
+            "thread {}: {} faults handled of {}",
+            i,
+            n,
+            ALT_FAULTS
+        );
+        unmap(ALT_PAGE[i].load(Ordering::Acquire), 1);
+    }
+    let misplaced = ALT_MISPLACED.load(Ordering::Acquire);
+    check!(
+        misplaced == 0,
+        "{} frames off their thread's stack",
+        misplaced
+    );
+    println!(
+        "threads: fault handlers in {} threads at once on {} processors, {} with an alternate \
+         stack of its own and one on its own stack: {} faults each, every frame on its thread's \
+         stack",
+        ALT_THREADS + 1,
+        cpus,
+        ALT_THREADS,
+        ALT_FAULTS
+    );
+}
+
 /// fork with threads running: the child has only the caller (the others' counters stand
 /// still in it) and can start threads of its own.
 fn fork_with_threads() {
@@ -602,6 +730,7 @@ fn main(_: Start) -> u64 {
     fork_while_allocating();
     exit_and_kill(cpus);
     stale_tlb(cpus, 1000);
+    per_thread_handlers(cpus);
     println!("PASS threads");
     0
 }
