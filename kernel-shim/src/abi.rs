@@ -292,8 +292,12 @@ pub mod fault_frame {
 
 /// `space_apply` operation kind: map `page` to frame `a` with protection `b`, replacing.
 pub const OP_MAP: u64 = 1;
-/// `space_apply` operation kind: unmap the mapped pages of `a` pages from `page`.
+/// `space_apply` operation kind: unmap the mapped pages of `a` pages from `page`; `b` 0 keeps
+/// the page tables (empty or not: the next mapping near reuses them), [`UNMAP_PRUNE`] then
+/// frees every page table under the range that maps nothing.
 pub const OP_UNMAP: u64 = 2;
+/// `b` of an [`OP_UNMAP`]: free the page tables the range leaves mapping nothing.
+pub const UNMAP_PRUNE: u64 = 1;
 /// `space_apply` operation kind: set protection `b` on the mapped pages of `a` pages.
 pub const OP_PROTECT: u64 = 3;
 /// `space_apply` operation kind: donate frame `a` to the space's reserve of page-table frames.

@@ -30,7 +30,16 @@ pub enum PageOp {
         prot: ProtectionFlags,
     },
     /// Unmap every mapped page of `[page, page + pages * PAGE_SIZE)`; absent pages are skipped.
+    /// The page tables stay, empty or not (the next mapping near reuses them).
     Unmap {
+        /// Page-aligned virtual address.
+        page: u64,
+        /// Number of pages.
+        pages: u64,
+    },
+    /// [`PageOp::Unmap`], then give every page table under the range that maps nothing back
+    /// to the space's spare table frames (and the tables above it left empty).
+    Prune {
         /// Page-aligned virtual address.
         page: u64,
         /// Number of pages.

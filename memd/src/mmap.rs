@@ -192,15 +192,14 @@ impl<K: Kernel> Memd<K> {
         bump(&self.counters.munmap);
         self.with_space(pid, |space| {
             let end = check_user_range(addr, len)?;
+            let Some(first) = space.regions.overlapping(addr, end).next().copied() else {
+                return Ok(());
+            };
             // Only a hole punched inside one region adds one (Linux's munmap can fail so too).
-            if space
-                .regions
-                .find(addr)
-                .is_some_and(|r| r.start < addr && r.end > end)
-            {
+            if first.start < addr && first.end > end {
                 self.region_room(space, 1)?;
             }
-            self.unmap_in(space, addr, end)
+            self.unmap_regions(space, addr, end, first)
         })
     }
 
@@ -213,27 +212,75 @@ impl<K: Kernel> Memd<K> {
         start: u64,
         end: u64,
     ) -> Result<(), VmError> {
-        if space.regions.is_free(start, end) {
-            return Ok(());
+        let first = space.regions.overlapping(start, end).next().copied();
+        match first {
+            Some(first) => self.unmap_regions(space, start, end, first),
+            None => Ok(()),
         }
+    }
+
+    /// [`Memd::unmap_in`], `first` being the first region overlapping `[start, end)`.
+    fn unmap_regions(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        end: u64,
+        first: Region,
+    ) -> Result<(), VmError> {
         self.split_huge_edges(space, start, end)?;
-        // Only resident pages can be in the page tables.
+        // Only resident pages can be in the page tables; the tables of the 2 MiB spans the
+        // unmap leaves without a region go too (see `prune_span`), in the same batch, after
+        // the pages (so that the kernel finds them empty without a walk of their entries).
+        let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; 2];
+        let mut n = 0;
         if space.resident(start, end).next().is_some() {
-            let op = PageOp::Unmap {
+            ops[n] = PageOp::Unmap {
                 page: start,
                 pages: (end - start) / PAGE_SIZE,
             };
-            self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
+            n += 1;
+        }
+        if let Some((lo, hi)) = prune_span(space, start, end) {
+            ops[n] = PageOp::Prune {
+                page: lo,
+                pages: (hi - lo) / PAGE_SIZE,
+            };
+            n += 1;
+        }
+        if n > 0 {
+            self.apply(space, &ops[..n])
+                .map_err(|_| VmError::OutOfMemory)?;
             self.forget_huge(space, start, end);
         }
-        // Region by region: no list of them all (memd's heap may not hold one at once).
-        loop {
-            let next = space.regions.overlapping(start, end).next().copied();
-            let Some(r) = next else {
-                return Ok(());
-            };
+        // Region by region, in address order: no list of them all (memd's heap may not hold
+        // one at once).
+        let mut next = Some(first);
+        while let Some(r) = next {
             let removed = space.remove_regions(r.start.max(start), r.end.min(end));
             self.drop_pages(space, &removed);
+            next = if r.end >= end {
+                None
+            } else {
+                space.regions.overlapping(r.end, end).next().copied()
+            };
+        }
+        Ok(())
+    }
+
+    /// Gives back the page tables of the 2 MiB spans around `[start, end)`, whose regions are
+    /// gone and pages unmapped already, that no region has a byte of (see [`prune_span`]). A
+    /// refusal is logged and does no harm: the tables stay the space's, charged to it, and go
+    /// at its end.
+    pub(crate) fn prune_freed(&self, space: &mut AddressSpace, start: u64, end: u64) {
+        let Some((lo, hi)) = prune_span(space, start, end) else {
+            return;
+        };
+        let op = PageOp::Prune {
+            page: lo,
+            pages: (hi - lo) / PAGE_SIZE,
+        };
+        if let Err(e) = self.apply(space, &[op]) {
+            log::warn!("memd: pid {}: page tables not pruned: {:?}", space.pid, e);
         }
     }
 
@@ -549,4 +596,18 @@ impl<K: Kernel> Memd<K> {
             _ => Err(VmError::InvalidFlags),
         }
     }
+}
+
+/// The whole 2 MiB spans around `[start, end)` (free, or about to be: its regions going)
+/// that no region has a byte of, whose page tables are to be pruned, or `None` when there is no such span (the kernel
+/// then keeps the tables, empty or not, for the next mapping near, as Linux frees page tables
+/// only where no mapping is left).
+fn prune_span(space: &AddressSpace, start: u64, end: u64) -> Option<(u64, u64)> {
+    const SPAN: u64 = kernel_shim::paging::HUGE_PAGE_SIZE;
+    let (free_start, free_end) = space.regions.free_around(start, end);
+    let lo = free_start.next_multiple_of(SPAN).max(start & !(SPAN - 1));
+    let hi = (free_end & !(SPAN - 1))
+        .min(end.next_multiple_of(SPAN))
+        .min(layout::USER_END & !(SPAN - 1));
+    (lo < hi).then_some((lo, hi))
 }

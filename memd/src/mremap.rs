@@ -236,6 +236,9 @@ impl<K: Kernel> Memd<K> {
                 .update_range(old, old + old_len, |r| r.flags.remove(RegionFlags::LOCKED));
         }
         space.add_region(new_region);
+        if !keep_old && old_len != 0 {
+            self.prune_freed(space, old, old + old_len);
+        }
         if locked {
             self.populate_locked(space, to, to + new_len)?;
         }

@@ -260,14 +260,14 @@ impl<K: Kernel> Memd<K> {
     }
 }
 
-/// The operations a list receives, less its `Unmap`s.
+/// The operations a list receives, less its unmaps (`Unmap`, `Prune`).
 struct NoUnmaps(PageOps);
 
 impl Extend<PageOp> for NoUnmaps {
     fn extend<I: IntoIterator<Item = PageOp>>(&mut self, ops: I) {
         self.0.extend(
             ops.into_iter()
-                .filter(|op| !matches!(op, PageOp::Unmap { .. })),
+                .filter(|op| !matches!(op, PageOp::Unmap { .. } | PageOp::Prune { .. })),
         );
     }
 }

@@ -529,6 +529,14 @@ impl RegionMap {
         self.gaps.find(len, lo, hi)
     }
 
+    /// The free extent `[start, end)` would be part of once every region byte in it is
+    /// removed: the range widened by the gaps just below and just above it.
+    pub fn free_around(&self, start: u64, end: u64) -> (u64, u64) {
+        let below = start.checked_sub(1).and_then(|a| self.gaps.containing(a));
+        let above = self.gaps.containing(end);
+        (below.map_or(start, |g| g.0), above.map_or(end, |g| g.1))
+    }
+
     /// The free gaps, in address order (for checks).
     pub fn gaps(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.gaps.iter()

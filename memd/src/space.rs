@@ -174,7 +174,8 @@ pub fn page_prot(region: &Region, refcount: u32) -> ProtectionFlags {
 }
 
 /// Appends the operations that bring the page tables of `[start, end)` in line with the
-/// regions, for pages resident there: one `Unmap` where the protection is `NONE`, and
+/// regions, for pages resident there: one `Prune` where the protection is `NONE` (the page
+/// tables map nothing of it: those under it that then map nothing go back), and
 /// `Protect` ranges (coalesced runs of equal access) or `Map`s elsewhere. `remap` chooses `Map`
 /// (pages not currently in the page tables) over `Protect` (pages that are).
 pub fn sync_ops(
@@ -219,7 +220,7 @@ pub const UNIFORM_MAX_PAGES: u64 = 512;
 /// The one operation that brings the page tables of `[start, end)`, inside `region` (as it is
 /// now in `space`'s map), in line with it when every resident page there gets the region's
 /// own access — what [`sync_region_ops`] would list page by page, with no page looked up: an
-/// `Unmap` of the range for `NONE`, else a `Protect` of the range (the kernel skips the absent
+/// `Prune` of the range for `NONE`, else a `Protect` of the range (the kernel skips the absent
 /// pages). `None` when a resident page's access may differ (write access to private memory
 /// of a space that may hold copy-on-write frames, see [`page_prot`] and
 /// [`AddressSpace::cow`]), when `remap` (the pages are not in the page tables), and for ranges
@@ -234,7 +235,7 @@ pub fn uniform_op(
     debug_assert!(region.start <= start && end <= region.end);
     let pages = (end - start) / PAGE_SIZE;
     if region.prot == ProtectionFlags::NONE {
-        return Some(PageOp::Unmap { page: start, pages });
+        return Some(PageOp::Prune { page: start, pages });
     }
     let cow = space.cow && region.object == 0 && region.prot.contains(ProtectionFlags::WRITE);
     (!remap && !cow && pages <= UNIFORM_MAX_PAGES).then_some(PageOp::Protect {
@@ -263,7 +264,7 @@ fn sync_piece(
     let (lo, hi) = (region.start.max(start), region.end.min(end));
     if region.prot == ProtectionFlags::NONE {
         flush_run(run, ops);
-        ops.extend([PageOp::Unmap {
+        ops.extend([PageOp::Prune {
             page: lo,
             pages: (hi - lo) / PAGE_SIZE,
         }]);

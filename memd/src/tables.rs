@@ -10,7 +10,7 @@
 //! any of it, never stops a batch half-way for want of a table. Donations come from memd's
 //! free frames; with none left the batch is refused before the kernel is asked, and nothing
 //! changes. After the call the space keeps what was not used as spare frames for its next
-//! faults; beyond [`MAX_SPARE`] (tables an unmap emptied) memd takes them back, down to
+//! faults; beyond [`MAX_SPARE`] (tables a prune gave back) memd takes them back, down to
 //! [`KEEP_SPARE`]. When the space is destroyed, every frame donated to it is free again.
 
 use crate::daemon::Memd;
@@ -159,7 +159,7 @@ impl<K: Kernel> Memd<K> {
 
     /// Records the spare table frames of `space` after a batch (the kernel's count), and
     /// takes them back down to [`KEEP_SPARE`] when there are more than [`MAX_SPARE`] (tables
-    /// an unmap emptied). A refusal to give them back leaves them spare (still the space's).
+    /// a prune gave back). A refusal to give them back leaves them spare (still the space's).
     fn spare_tables(&self, space: &mut AddressSpace, spare: u64) {
         space.tables.spare = spare;
         if spare <= MAX_SPARE {

@@ -44,7 +44,9 @@ use kernel_shim::paging::{self, Mapper, PageTableFlags, PagingError, TableAlloc,
 use x86_64::PhysAddr;
 
 pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RECLAIM, WINDOW_BASE};
-use kernel_shim::abi::{OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP};
+use kernel_shim::abi::{
+    OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, UNMAP_PRUNE,
+};
 use kernel_shim::paging::HUGE_PAGE_SIZE;
 
 /// EPERM unless thread `t` is the pager's.
@@ -153,6 +155,7 @@ enum Op {
     Unmap {
         page: u64,
         pages: u64,
+        prune: bool,
     },
     Protect {
         page: u64,
@@ -190,7 +193,16 @@ fn decode(ranges: &[(u64, u64)], marks: &TableMarks, op: [u64; 4]) -> Result<Op,
         }
         OP_UNMAP => {
             check_range(page, a)?;
-            Ok(Op::Unmap { page, pages: a })
+            let prune = match b {
+                0 => false,
+                UNMAP_PRUNE => true,
+                _ => return Err(EINVAL),
+            };
+            Ok(Op::Unmap {
+                page,
+                pages: a,
+                prune,
+            })
         }
         OP_PROTECT => {
             check_range(page, a)?;
@@ -231,8 +243,20 @@ fn perform<A: TableAlloc>(m: &mut Mapper<'_, A>, op: Op) -> Result<(), Errno> {
             .remap(page, PhysAddr::new(frame), flags)
             .map(drop)
             .map_err(paging_errno),
-        Op::Unmap { page, pages } => m
+        Op::Unmap {
+            page,
+            pages,
+            prune: false,
+        } => m
             .unmap_range(page, pages, |_, _| ())
+            .map(drop)
+            .map_err(paging_errno),
+        Op::Unmap {
+            page,
+            pages,
+            prune: true,
+        } => m
+            .unmap_and_prune(page, pages, |_, _| ())
             .map(drop)
             .map_err(paging_errno),
         Op::MapHuge { page, frame, flags } => m
@@ -413,7 +437,7 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
             }
             Op::Donate { .. } if donated => have += 1,
             Op::Donate { .. } => return Err(EINVAL),
-            Op::Unmap { page, pages } | Op::Protect { page, pages, .. } => {
+            Op::Unmap { page, pages, .. } | Op::Protect { page, pages, .. } => {
                 checked = None;
                 if paging::page_table_cuts_huge(window, root_pa, page, pages) {
                     return Err(EINVAL);

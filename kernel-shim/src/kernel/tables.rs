@@ -4,7 +4,8 @@
 //! untyped memory): the PML4 comes with `space_create`, and every other table from the
 //! space's *reserve*, which the pager fills with `OP_DONATE` operations and empties with
 //! `space_reclaim`. So no client can exhaust a kernel pool shared by all: a space's tables
-//! are memory the pager charged to that space. Tables an unmap empties go back to the
+//! are memory the pager charged to that space. Tables an unmap leaves empty stay linked
+//! until the pager prunes them (`OP_UNMAP` with `UNMAP_PRUNE`): then they go back to the
 //! space's reserve; when the space ends, every frame it was given is the pager's again.
 //!
 //! The kernel keeps a mark per frame of the window that is a table or a spare frame of a

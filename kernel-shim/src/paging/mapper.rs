@@ -99,20 +99,44 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
     /// Unmaps every present page of the `pages` pages at `virt`, calling `f` with each page
     /// and its frame, and returns how many there were.
     ///
-    /// Absent tables are skipped whole (a 1 GiB hole costs one entry read), and tables that
-    /// become empty are freed. A huge page the range covers whole goes (its 512 pages given to
-    /// `f`); one it covers in part stops it (`HugePage`), with the pages before unmapped and
-    /// recorded ([`page_table_cuts_huge`](super::page_table_cuts_huge) finds it first).
+    /// Absent tables are skipped whole (a 1 GiB hole costs one entry read). The tables stay,
+    /// empty or not (the next mapping near reuses them, as Linux keeps a table while a mapping
+    /// is near): [`unmap_and_prune`](Mapper::unmap_and_prune) gives them back. A huge page
+    /// the range covers whole goes (its 512 pages given to `f`); one it covers in part stops
+    /// it (`HugePage`), with the pages before unmapped and recorded
+    /// ([`page_table_cuts_huge`](super::page_table_cuts_huge) finds it first).
     pub fn unmap_range(
         &mut self,
         virt: u64,
         pages: u64,
+        f: impl FnMut(VirtAddr, PhysAddr),
+    ) -> Result<u64, PagingError> {
+        self.unmap_with(virt, pages, false, f)
+    }
+
+    /// [`unmap_range`](Mapper::unmap_range), then frees every table under the range that maps
+    /// nothing (one wholly inside the range is looked at without a walk of its entries), and
+    /// the tables above it that it leaves empty.
+    pub fn unmap_and_prune(
+        &mut self,
+        virt: u64,
+        pages: u64,
+        f: impl FnMut(VirtAddr, PhysAddr),
+    ) -> Result<u64, PagingError> {
+        self.unmap_with(virt, pages, true, f)
+    }
+
+    fn unmap_with(
+        &mut self,
+        virt: u64,
+        pages: u64,
+        prune: bool,
         mut f: impl FnMut(VirtAddr, PhysAddr),
     ) -> Result<u64, PagingError> {
         self.last_pt = None;
         let end = user_range(virt, pages)?;
         let mut count = 0;
-        self.unmap_in(self.root, 4, virt, end, &mut f, &mut count)?;
+        self.unmap_in(self.root, 4, virt, end, prune, &mut f, &mut count)?;
         Ok(count)
     }
 
@@ -347,19 +371,20 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
         Ok(old)
     }
 
-    /// Unmaps the present pages of `[start, end)` under the level-`level` table at `table`
-    /// and returns whether any entry of that table was cleared.
+    /// Unmaps the present pages of `[start, end)` under the level-`level` table at `table`;
+    /// with `prune`, frees the tables under it that map nothing after.
+    #[allow(clippy::too_many_arguments)]
     fn unmap_in<F: FnMut(VirtAddr, PhysAddr)>(
         &mut self,
         table: PhysAddr,
         level: u8,
         start: u64,
         end: u64,
+        prune: bool,
         f: &mut F,
         count: &mut u64,
-    ) -> Result<bool, PagingError> {
+    ) -> Result<(), PagingError> {
         let span = entry_span(level);
-        let mut cleared = false;
         let mut at = start;
         while at < end {
             let next = (at & !(span - 1)) + span;
@@ -372,7 +397,6 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
                     self.flush.page(page);
                     f(page, entry.addr());
                     *count += 1;
-                    cleared = true;
                 } else if level == 2 && entry.flags().contains(PageTableFlags::HUGE_PAGE) {
                     // A huge page goes whole, or not at all.
                     if !at.is_multiple_of(span) || next > end {
@@ -387,21 +411,23 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
                         );
                     }
                     *count += span / PAGE_SIZE;
-                    cleared = true;
                 } else {
                     let child = table_of(&entry)?;
-                    if self.unmap_in(child, level - 1, at, next.min(end), f, count)?
-                        && self.is_empty(child)?
-                    {
+                    // An empty table wholly inside a pruned range goes without a walk.
+                    let whole = at.is_multiple_of(span) && next <= end;
+                    let empty = prune && whole && self.is_empty(child)?;
+                    if !empty {
+                        self.unmap_in(child, level - 1, at, next.min(end), prune, f, count)?;
+                    }
+                    if empty || (prune && self.is_empty(child)?) {
                         self.window.put_entry(table, index, PageTableEntry::new())?;
                         self.alloc.free_table(child);
-                        cleared = true;
                     }
                 }
             }
             at = next;
         }
-        Ok(cleared)
+        Ok(())
     }
 
     /// Sets `flags` on the present pages of `[start, end)` under the level-`level` table at
@@ -465,7 +491,7 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
 /// The level-`level` table on the way to `virt` from the PML4 at `root` (1: the PT), when
 /// every entry above it is present; `None` at the first absent one.
 #[inline(always)]
-fn present_table(
+pub(super) fn present_table(
     window: PhysWindow,
     root: PhysAddr,
     virt: u64,

@@ -59,7 +59,7 @@ pub use mapper::Mapper;
 pub use need::{TABLES_PER_MAP, TableNeed, map_table_bound};
 pub use pcid::{CR3_NOFLUSH, PcidTags};
 pub use space::{
-    page_table_create, page_table_cuts_huge, page_table_destroy, page_table_huge_at,
+    page_table_at, page_table_create, page_table_cuts_huge, page_table_destroy, page_table_huge_at,
     page_table_map, page_table_map_page, page_table_protect, page_table_protect_page,
     page_table_unmap,
 };

@@ -157,6 +157,14 @@ pub fn page_table_huge_at(window: PhysWindow, root: PhysAddr, virt: u64) -> bool
     matches!(super::mapper::huge_pd(window, root, virt), Ok(Some(_)))
 }
 
+/// Whether a page table (of 4 KiB pages) covers `virt`, mapping pages or empty.
+pub fn page_table_at(window: PhysWindow, root: PhysAddr, virt: u64) -> bool {
+    matches!(
+        super::mapper::present_table(window, root, virt, 1),
+        Ok(Some(_))
+    )
+}
+
 /// Whether the range of `pages` pages at `virt` covers part of a huge page and not all of it
 /// (then an unmap or protect of it is refused with `HugePage`; split the page first).
 pub fn page_table_cuts_huge(window: PhysWindow, root: PhysAddr, virt: u64, pages: u64) -> bool {

@@ -321,7 +321,7 @@ fn remap_replaces_and_reports_the_old_frame() {
 }
 
 #[test]
-fn unmap_range_skips_holes_and_frees_tables() {
+fn unmap_range_skips_holes_and_keeps_tables_and_a_prune_frees_them() {
     let mut m = Machine::new();
     let start = 0x4000_0000u64; // 1 GiB aligned
     let mapped = [
@@ -360,13 +360,45 @@ fn unmap_range_skips_holes_and_frees_tables() {
         assert_eq!(m.frame_of(page), None);
     }
     assert_eq!(m.frame_of(start + (1 << 30)), Some(data(9)));
-    // The range's PD and its three PTs are gone; the neighbour's PDPT, PD and PT stay.
+    // The tables stay, empty: the next mapping near reuses them.
+    assert_eq!(m.pool.outstanding(), tables_with_neighbour);
+    // Pruned: the range's PD and its three PTs are gone (without a walk of the PTs' entries);
+    // the neighbour's PDPT, PD and PT stay.
+    let mut mapper = m.mapper();
+    let pruned = mapper.unmap_and_prune(start, (1 << 30) / PAGE_SIZE, |_, _| {});
+    assert_eq!(pruned, Ok(0));
+    mapper.finish().ignore();
     assert_eq!(m.pool.outstanding(), tables_with_neighbour - 4);
 
     let mut mapper = m.mapper();
-    assert_eq!(mapper.unmap_range(start, 2 << 18, |_, _| {}), Ok(1));
+    assert_eq!(mapper.unmap_and_prune(start, 2 << 18, |_, _| {}), Ok(1));
     mapper.finish().ignore();
     assert_eq!(m.pool.outstanding(), 1);
+}
+
+#[test]
+fn a_pruned_range_keeps_the_tables_that_map_outside_it() {
+    // A PT holding a page outside the pruned range stays (the range covers it in part); a PT
+    // the range covers whole but that still maps a page inside is walked, unmapped and freed.
+    let mut m = Machine::new();
+    let base = 0x4000_0000u64;
+    m.map(base, data(0), USER_RW).unwrap();
+    m.map(base + 0x1000, data(1), USER_RW).unwrap();
+    m.map(base + (1 << 21), data(2), USER_RW).unwrap();
+    let before = m.pool.outstanding();
+    let mut mapper = m.mapper();
+    assert_eq!(mapper.unmap_and_prune(base + 0x1000, 1, |_, _| {}), Ok(1));
+    mapper.finish().ignore();
+    assert_eq!(m.pool.outstanding(), before, "the PT still maps base");
+    assert_eq!(m.frame_of(base), Some(data(0)));
+    let mut mapper = m.mapper();
+    assert_eq!(
+        mapper.unmap_and_prune(base + (1 << 21), 512, |_, _| {}),
+        Ok(1)
+    );
+    mapper.finish().ignore();
+    assert_eq!(m.pool.outstanding(), before - 1, "the second PT is gone");
+    assert_eq!(m.frame_of(base), Some(data(0)));
 }
 
 #[test]
@@ -376,7 +408,7 @@ fn a_sparse_huge_range_costs_little() {
     let mut mapper = m.mapper();
     // The whole user half: 2^35 pages, nearly all of them absent.
     let count = mapper
-        .unmap_range(0, USER_END / PAGE_SIZE, |_, _| {})
+        .unmap_and_prune(0, USER_END / PAGE_SIZE, |_, _| {})
         .unwrap();
     let flush = mapper.finish();
     assert_eq!(count, 1);
@@ -897,7 +929,7 @@ fn a_huge_page_refuses_what_cannot_be_one_and_is_split_into_pages() {
         mapper.map_huge(base, HUGE_FRAME, USER_RW),
         Err(PagingError::AlreadyMapped)
     );
-    mapper.unmap_range(base, 1, |_, _| ()).unwrap();
+    mapper.unmap_and_prune(base, 1, |_, _| ()).unwrap();
     assert_eq!(mapper.map_huge(base, HUGE_FRAME, USER_RO), Ok(None));
     assert_eq!(
         mapper.split_huge(base + HUGE_PAGE_SIZE),

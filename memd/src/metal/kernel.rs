@@ -6,7 +6,8 @@
 use super::sys::{call, syscall4, syscall5};
 use alloc::vec::Vec;
 use kernel_shim::abi::{
-    self as nr, OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, WINDOW_BASE,
+    self as nr, OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, UNMAP_PRUNE,
+    WINDOW_BASE,
 };
 use libvm::ProtectionFlags;
 use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
@@ -33,6 +34,7 @@ fn encode(op: &PageOp) -> [u64; 4] {
     match *op {
         PageOp::Map { page, frame, prot } => [OP_MAP, page, frame, prot_bits(prot)],
         PageOp::Unmap { page, pages } => [OP_UNMAP, page, pages, 0],
+        PageOp::Prune { page, pages } => [OP_UNMAP, page, pages, UNMAP_PRUNE],
         PageOp::Protect { page, pages, prot } => [OP_PROTECT, page, pages, prot_bits(prot)],
         PageOp::Donate { frame } => [OP_DONATE, 0, frame, 0],
         PageOp::MapHuge { page, frame, prot } => [OP_MAP_HUGE, page, frame, prot_bits(prot)],

@@ -186,6 +186,10 @@ enum Op {
         page: u64,
         pages: u64,
     },
+    Prune {
+        page: u64,
+        pages: u64,
+    },
     Protect {
         page: u64,
         pages: u64,
@@ -281,6 +285,13 @@ impl HostKernel {
         )
     }
 
+    /// Whether a page table of 4 KiB pages covers `virt` in `space` (mapping pages or empty).
+    pub fn page_table_at(&self, space: SpaceId, virt: u64) -> bool {
+        self.root(space).is_some_and(|root| {
+            kernel_shim::paging::page_table_at(self.machine.phys.window(), root, virt)
+        })
+    }
+
     /// Whether the 2 MiB holding `virt` in `space` is one huge page.
     pub fn huge_at(&self, space: SpaceId, virt: u64) -> bool {
         self.root(space)
@@ -348,6 +359,10 @@ impl HostKernel {
                 range(page, pages)?;
                 Op::Unmap { page, pages }
             }
+            PageOp::Prune { page, pages } => {
+                range(page, pages)?;
+                Op::Prune { page, pages }
+            }
             PageOp::Protect { page, pages, prot } => {
                 range(page, pages)?;
                 Op::Protect {
@@ -395,6 +410,7 @@ fn perform(mapper: &mut Mapper<'_, Tables<'_>>, op: Op) -> Result<(), KernelErro
     match op {
         Op::Map { page, frame, flags } => mapper.remap(page, frame, flags).map(drop),
         Op::Unmap { page, pages } => mapper.unmap_range(page, pages, |_, _| {}).map(drop),
+        Op::Prune { page, pages } => mapper.unmap_and_prune(page, pages, |_, _| {}).map(drop),
         Op::Protect { page, pages, flags } => mapper.protect_range(page, pages, flags).map(drop),
         Op::MapHuge { page, frame, flags } => mapper.map_huge(page, frame, flags).map(drop),
         Op::Split { page } => mapper.split_huge(page),
@@ -479,7 +495,9 @@ impl Kernel for HostKernel {
                     need.add_tables(1);
                 }
                 Op::Donate => donations += 1,
-                Op::Unmap { page, pages } | Op::Protect { page, pages, .. } => {
+                Op::Unmap { page, pages }
+                | Op::Prune { page, pages }
+                | Op::Protect { page, pages, .. } => {
                     if page_table_cuts_huge(window, root, page, pages) {
                         return Err(refuse(KernelError::Refused));
                     }
@@ -744,7 +762,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn unmapped_tables_go_back_to_the_reserve_and_are_reclaimed() {
+    fn pruned_tables_go_back_to_the_reserve_and_are_reclaimed() {
         let (k, f) = kernel();
         let s = k.create_space(f).unwrap();
         let ops: Vec<_> = donate((1..4).map(|i| f + i * P))
@@ -756,7 +774,12 @@ pub(crate) mod tests {
             page: 0,
             pages: USER_TOP / P,
         };
-        assert_eq!(k.apply(s, &[unmap]), Ok(3), "the emptied tables are spare");
+        assert_eq!(k.apply(s, &[unmap]), Ok(0), "an unmap keeps the tables");
+        let prune = PageOp::Prune {
+            page: 0,
+            pages: USER_TOP / P,
+        };
+        assert_eq!(k.apply(s, &[prune]), Ok(3), "the pruned tables are spare");
         let mut out = [0; 8];
         assert_eq!(k.reclaim_tables(s, &mut out), Ok(3));
         let mut got = out[..3].to_vec();

@@ -800,6 +800,58 @@ fn a_range_of_any_size_is_unmapped_and_its_frames_are_free_only_after() {
 }
 
 #[test]
+fn an_unmap_keeps_the_page_table_while_a_region_is_near_and_gives_it_back_once_none_is() {
+    // Pins Linux's rule (free_pgtables between the neighbouring mappings): the page table an
+    // unmap empties stays while another region has a byte of its 2 MiB (the next mapping
+    // there reuses it, no donation), and goes once none has; MADV_DONTNEED keeps it, and so
+    // does PROT_NONE while the table maps another page (it gives back only tables that then
+    // map nothing).
+    let sys = system();
+    let p = sys.spawn().unwrap();
+    let vm = sys.client(p);
+    let space = sys.memd().space_of(p).unwrap();
+    let k = sys.memd().kernel();
+    let span = 2u64 << 20;
+    // Two pages in one 2 MiB span, and nothing else in it.
+    let block = vm.mmap(0, 4 * span as usize, P::NONE, anon()).unwrap() as u64;
+    let at = block.next_multiple_of(span) + span / 2;
+    vm.munmap(block as usize, 4 * span as usize).unwrap();
+    let fixed = anon().fixed();
+    vm.mmap(at as usize, PAGE as usize, P::READ_WRITE, fixed)
+        .unwrap();
+    vm.mmap(
+        (at + 8 * PAGE) as usize,
+        PAGE as usize,
+        P::READ_WRITE,
+        fixed,
+    )
+    .unwrap();
+    sys.write(p, at, b"one").unwrap();
+    sys.write(p, at + 8 * PAGE, b"two").unwrap();
+    assert!(k.page_table_at(space, at));
+    vm.madvise(at as usize, PAGE as usize, MADV_DONTNEED)
+        .unwrap();
+    vm.mprotect(at as usize, PAGE as usize, P::NONE).unwrap();
+    assert!(
+        k.page_table_at(space, at),
+        "DONTNEED and PROT_NONE keep it here"
+    );
+    vm.munmap(at as usize, PAGE as usize).unwrap();
+    assert!(k.page_table_at(space, at), "a region is near: kept");
+    let tables = k.stats().page_table_frames;
+    // A map there again needs no table: no donation.
+    vm.mmap(at as usize, PAGE as usize, P::READ_WRITE, fixed)
+        .unwrap();
+    sys.write(p, at, b"three").unwrap();
+    assert_eq!(k.stats().page_table_frames, tables, "the kept table reused");
+    vm.munmap(at as usize, PAGE as usize).unwrap();
+    // The last region of the span goes: so does its table (to the spare frames).
+    vm.munmap((at + 8 * PAGE) as usize, PAGE as usize).unwrap();
+    assert!(!k.page_table_at(space, at), "no region near: given back");
+    assert_eq!(sys.read(p, at, 1), Err(Fault::unmapped(at)));
+}
+
+#[test]
 fn a_hint_is_rounded_down_raised_to_the_minimum_and_falls_back_when_taken() {
     let sys = system();
     let p = sys.spawn().unwrap();
