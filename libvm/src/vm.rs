@@ -165,7 +165,10 @@ impl<T: Transport> Vm<T> {
     /// Copies the caller's address space into a new process (private memory copy-on-write,
     /// shared memory shared). Returns the child's pid.
     pub fn fork(&self) -> VmResult<u64> {
-        // No other thread is inside the heap while it is copied (see `hold_for_fork`).
+        // No other thread is inside the heap, or the graveyard of detached threads, while
+        // they are copied (see `hold_for_fork`).
+        #[cfg(all(target_arch = "x86_64", any(target_os = "none", feature = "metal")))]
+        let _graves = crate::sys::thread::hold_for_fork();
         let _heap = crate::heap::hold_for_fork();
         self.call(Request::Fork, &mut [])
     }

@@ -6,8 +6,11 @@
 //! it (an overflow faults there). Its FS base points at its [`Block`], whose first word points
 //! at itself (the x86_64 TLS convention) and which holds [`TLS_SLOTS`] words of thread locals.
 //! The first [`spawn`] (or thread-local access) of a process gives its first thread a block
-//! too. A joined thread's stack and block are given back; a handle dropped unjoined detaches
-//! the thread, whose stack and block then last as long as the process.
+//! too. A joined thread's stack and block are given back at the join. A handle dropped
+//! unjoined detaches the thread (`pthread_detach`): its result is dropped where it ends, and
+//! its stack and block, which it cannot give back while it runs on them, go to a graveyard of
+//! at most [`kernel_shim::abi::MAX_THREADS_PER_SPACE`] that the next [`spawn`] empties (each
+//! once the kernel says the thread has ended).
 //!
 //! The kernel bounds a process to [`kernel_shim::abi::MAX_THREADS_PER_SPACE`] threads
 //! (`EAGAIN` beyond). The allocator (`VmAllocator`) is behind a lock, so `Vec` and `Box` work
@@ -20,7 +23,7 @@ use crate::global::{vm_mmap, vm_munmap};
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The stack a thread gets from [`spawn`]: 64 KiB (backed page by page as it is touched).
 pub const DEFAULT_STACK: usize = 64 << 10;
@@ -186,6 +189,100 @@ impl<T> Drop for MutexGuard<'_, T> {
 /// What a thread hands its joiner.
 struct Packet<T> {
     result: UnsafeCell<Option<T>>,
+    /// [`RUNNING`], [`FINISHED`] (the result is in) or [`DETACHED`] (the handle is gone).
+    state: AtomicU32,
+    /// The thread's id, its stack and block (for a detached thread to bury itself).
+    id: AtomicU64,
+    stack: (usize, usize),
+    block: *mut Block,
+}
+
+/// [`Packet::state`]: the thread runs and has a handle.
+const RUNNING: u32 = 0;
+/// [`Packet::state`]: the thread has left its result; the handle will take it.
+const FINISHED: u32 = 1;
+/// [`Packet::state`]: the handle was dropped; the thread cleans up after itself.
+const DETACHED: u32 = 2;
+
+/// A detached thread that ended: its id, and the stack and block to give back once the kernel
+/// says it has ended.
+#[derive(Clone, Copy)]
+struct Grave {
+    id: u64,
+    stack: (usize, usize),
+    block: *mut Block,
+}
+
+/// The graves not yet emptied (at most one per thread a process may have), as a stack.
+pub struct Graveyard {
+    graves: [Grave; MAX_THREADS],
+    len: usize,
+}
+// SAFETY: a grave's block is only freed by whoever takes the grave out, under the lock.
+unsafe impl Send for Graveyard {}
+
+/// Threads a process may have (the kernel's bound).
+const MAX_THREADS: usize = kernel_shim::abi::MAX_THREADS_PER_SPACE as usize;
+
+static GRAVEYARD: spin::Mutex<Graveyard> = spin::Mutex::new(Graveyard {
+    graves: [Grave {
+        id: 0,
+        stack: (0, 0),
+        block: core::ptr::null_mut(),
+    }; MAX_THREADS],
+    len: 0,
+});
+
+/// Holds the graveyard until the guard drops: [`crate::Vm::fork`] keeps it across the `FORK`
+/// request, as it keeps the heap, so that a child never inherits it locked by a thread it
+/// does not have.
+pub fn hold_for_fork() -> spin::MutexGuard<'static, Graveyard> {
+    GRAVEYARD.lock()
+}
+
+/// A detached thread about to end puts its stack and block in the graveyard.
+fn bury(grave: Grave) {
+    let mut yard = GRAVEYARD.lock();
+    // There is always room: each grave is a thread that ended, and at most `MAX_THREADS` can
+    // have since the last `spawn` emptied the yard. Were there none, the stack would stay
+    // mapped until the process ends.
+    if yard.len < MAX_THREADS {
+        let n = yard.len;
+        yard.graves[n] = grave;
+        yard.len += 1;
+    }
+}
+
+/// Gives back the stacks and blocks of the detached threads that ended: each once the kernel
+/// says its thread has ended (at once, or as soon as it has left `thread_exit`). A stack memd
+/// would not unmap goes back in the yard for the next time, and is the error returned.
+fn empty_graveyard() -> Result<(), VmError> {
+    let mut left = GRAVEYARD.lock().len;
+    let mut result = Ok(());
+    while left > 0 {
+        left -= 1;
+        let grave = {
+            let mut yard = GRAVEYARD.lock();
+            if yard.len == 0 {
+                break;
+            }
+            yard.len -= 1;
+            yard.graves[yard.len]
+        };
+        // An error is a thread that is not this process's (a fork's child has its parent's
+        // graves): it runs nowhere here.
+        let _gone = raw::thread_join(grave.id);
+        match vm_munmap(grave.stack.0 as *mut u8, grave.stack.1) {
+            // SAFETY: the thread has ended: nothing uses its block any more, and the grave (the
+            // block's last owner) was taken out of the yard above.
+            Ok(()) => drop(unsafe { Box::from_raw(grave.block) }),
+            Err(e) => {
+                bury(grave);
+                result = Err(e);
+            }
+        }
+    }
+    result
 }
 
 /// A thread started by [`spawn`]: [`join`](JoinHandle::join) waits for it and returns what it
@@ -231,6 +328,7 @@ where
     T: Send + 'static,
 {
     main_block();
+    empty_graveyard()?;
     let size = stack.max(GUARD).next_multiple_of(GUARD);
     let base = vm_mmap(
         core::ptr::null_mut(),
@@ -238,18 +336,34 @@ where
         ProtectionFlags::READ_WRITE,
         MmapFlags::PRIVATE | MmapFlags::ANONYMOUS | MmapFlags::STACK,
     )? as usize;
-    let packet = Box::into_raw(Box::new(Packet {
-        result: UnsafeCell::new(None),
-    }));
     let block = Box::into_raw(Box::new(Block::new()));
     // SAFETY: a fresh block no other thread knows yet.
     unsafe { (*block).this = block as u64 };
+    let packet = Box::into_raw(Box::new(Packet {
+        result: UnsafeCell::new(None),
+        state: AtomicU32::new(RUNNING),
+        id: AtomicU64::new(0),
+        stack: (base - GUARD, size + GUARD),
+        block,
+    }));
     let out = packet as usize;
     let job: Box<dyn FnOnce()> = Box::new(move || {
         let r = f();
-        // SAFETY: the packet lives until the joiner has seen this thread end; only this
-        // thread writes it, before it ends.
-        unsafe { *(*(out as *mut Packet<T>)).result.get() = Some(r) };
+        let packet = out as *mut Packet<T>;
+        // SAFETY: the packet lives until the joiner has seen this thread end, or, detached,
+        // until this thread drops it; only this thread writes the result, before it ends.
+        unsafe { *(*packet).result.get() = Some(r) };
+        // SAFETY: as above.
+        if unsafe { (*packet).state.swap(FINISHED, Ordering::AcqRel) } == DETACHED {
+            // SAFETY: detached: nobody else holds the packet any more (the handle set its id
+            // before it could be dropped).
+            let packet = unsafe { Box::from_raw(packet) };
+            bury(Grave {
+                id: packet.id.load(Ordering::Acquire),
+                stack: packet.stack,
+                block: packet.block,
+            });
+        }
     });
     let job = Box::into_raw(Box::new(job));
     // At entry rsp + 8 is 16-byte aligned, as after a call.
@@ -273,6 +387,8 @@ where
         vm_munmap((base - GUARD) as *mut u8, size + GUARD)?;
         return Err(refused);
     }
+    // SAFETY: the packet lives at least until the handle is dropped or joined.
+    unsafe { (*packet).id.store(id as u64, Ordering::Release) };
     Ok(JoinHandle {
         id: id as u64,
         packet,
@@ -303,17 +419,38 @@ impl<T> JoinHandle<T> {
         // The kernel answers once the thread has ended (at once if it has).
         let r = raw::thread_join(self.id);
         if r < 0 {
+            // Not joined: the handle goes, and with it the thread is detached.
             return Err(VmError::from_wire((-r) as i32, 0));
         }
+        let this = core::mem::ManuallyDrop::new(self);
         // SAFETY: the thread has ended: the packet and block are only ours now, and nothing
-        // runs on the stack.
+        // runs on the stack; `this` is not dropped, so nothing else takes them.
         let result = unsafe {
-            let packet = Box::from_raw(self.packet);
-            drop(Box::from_raw(self.block));
+            let packet = Box::from_raw(this.packet);
+            drop(Box::from_raw(this.block));
             packet.result.into_inner()
         };
-        vm_munmap(self.stack.0 as *mut u8, self.stack.1)?;
+        vm_munmap(this.stack.0 as *mut u8, this.stack.1)?;
         Ok(result)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    /// Detaches the thread (`pthread_detach`): a thread still running drops its result and
+    /// buries its stack and block itself as it ends; one that has ended already has its
+    /// result dropped here, and its stack and block buried. The next [`spawn`] gives them back.
+    fn drop(&mut self) {
+        // SAFETY: the packet lives until this handle or, detached, the thread lets it go.
+        if unsafe { (*self.packet).state.swap(DETACHED, Ordering::AcqRel) } != FINISHED {
+            return;
+        }
+        // SAFETY: the thread has left its result and will not touch the packet again.
+        drop(unsafe { Box::from_raw(self.packet) });
+        bury(Grave {
+            id: self.id,
+            stack: self.stack,
+            block: self.block,
+        });
     }
 }
 

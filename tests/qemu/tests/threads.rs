@@ -28,6 +28,7 @@ fn threads(cpus: u32) {
             "threads: fault handlers in 4 threads at once on {cpus} processors, 3 with an \
              alternate stack of its own and one on its own stack: 200 faults each"
         ))
+        .assert_log("threads: 200 detached threads (half dropped running, half finished)")
         .assert_log("PASS threads")
         .assert_no_log("FAIL");
     if cpus > 1 {

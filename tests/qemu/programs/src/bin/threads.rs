@@ -5,8 +5,9 @@
 //! it, makes it read-only, or breaks its copy-on-write: after the call returns, the next
 //! access must fault or see the new frame), fork of a process with threads running (the child
 //! has only the caller), exit of a process whose threads run elsewhere, a fault refused in
-//! one thread ending the whole process, and fault handlers run at once by several threads,
-//! each on its own alternate stack (or, without one, on its own stack).
+//! one thread ending the whole process, fault handlers run at once by several threads,
+//! each on its own alternate stack (or, without one, on its own stack), and detached threads
+//! whose stacks come back.
 #![no_std]
 #![no_main]
 
@@ -647,6 +648,71 @@ fn fork_while_allocating() {
     );
 }
 
+/// Thread stacks mapped now: regions of [`thread::DEFAULT_STACK`] bytes.
+fn thread_stacks() -> usize {
+    let regions = vm().regions(0);
+    check!(regions.is_ok(), "regions: {:?}", regions);
+    regions
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.end - r.start == thread::DEFAULT_STACK as u64)
+        .count()
+}
+
+/// Detached threads (handles dropped unjoined), 200 of them: half dropped while the thread
+/// runs (it buries itself as it ends), half once it has finished (the drop buries it); each
+/// returns a `Vec` that is dropped unseen. The next spawns give every stack back.
+fn detached_threads() {
+    const N: u64 = 200;
+    let before = thread_stacks();
+    let done = Arc::new(AtomicU64::new(0));
+    for i in 0..N {
+        let (d, flag) = (done.clone(), Arc::new(AtomicU64::new(0)));
+        let f = flag.clone();
+        let t = spawned(move || {
+            // The even ones wait until their handle is gone.
+            while i % 2 == 0 && f.load(Ordering::Acquire) == 0 {
+                relax();
+            }
+            d.fetch_add(1, Ordering::AcqRel);
+            f.store(2, Ordering::Release);
+            alloc::vec![i; 64]
+        });
+        if i % 2 == 1 {
+            // The odd ones: dropped once the thread is done (and most likely ended).
+            while flag.load(Ordering::Acquire) != 2 {
+                relax();
+            }
+            for _ in 0..100 {
+                relax();
+            }
+        }
+        drop(t);
+        flag.fetch_max(1, Ordering::AcqRel);
+    }
+    while done.load(Ordering::Acquire) < N {
+        relax();
+    }
+    // A thread buries itself just after it counts itself: spawn and join until every stack
+    // is back (each spawn empties the graveyard).
+    let mut rounds = 0;
+    while thread_stacks() > before {
+        rounds += 1;
+        check!(
+            rounds < 1000,
+            "{} detached stacks never given back",
+            thread_stacks() - before
+        );
+        join(spawned(|| ()));
+        yield_now();
+    }
+    println!(
+        "threads: {} detached threads (half dropped running, half finished): every stack given \
+         back by the next spawns",
+        N
+    );
+}
+
 /// exit while threads run elsewhere, and a fault refused in one thread: the whole process ends,
 /// its frames come back.
 fn exit_and_kill(cpus: u32) {
@@ -731,6 +797,7 @@ fn main(_: Start) -> u64 {
     exit_and_kill(cpus);
     stale_tlb(cpus, 1000);
     per_thread_handlers(cpus);
+    detached_threads();
     println!("PASS threads");
     0
 }
