@@ -922,11 +922,13 @@ impl Fuzz {
                 let any = self.rng.next();
                 let entry = self.rng.pick(&[0, 0x40_1000, USER_END, any]);
                 let stack = self.addr();
-                // A valid entry gets a stack too small: never a handler the worker could run.
+                // A valid entry gets a stack too small, never empty (a stack and a length of
+                // 0 register the handler with no alternate stack: `SS_DISABLE`): never a
+                // handler the worker could run.
                 let len = if entry == 0 || entry >= MAP_END {
                     self.len()
                 } else {
-                    self.rng.below(libvm::fault::MIN_STACK)
+                    1 + self.rng.below(libvm::fault::MIN_STACK - 1)
                 };
                 let bad_stack = stack.checked_add(len).is_none_or(|e| e > MAP_END);
                 a[..3].copy_from_slice(&[entry, stack, len]);

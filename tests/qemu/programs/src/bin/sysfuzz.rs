@@ -29,6 +29,13 @@
 //! its scratch buffer; a `debug_write` the kernel would not refuse writes 0 bytes (no garbage
 //! on the console).
 //!
+//! With memd, `sysfuzz.threads=T` (up to 8) makes T threads fuzz at once, each its own stream
+//! of `N` calls (seed S + its index), on as many processors as there are: the kernel's calls
+//! meet each other's. Their stacks are kept off like the rest of its memory; then no thread
+//! joins another by a random id (the first thread never takes a sibling's), none receives on
+//! an endpoint of its process (only on the pager's and numbers no endpoint has), and each puts
+//! its TLS base back before it ends.
+//!
 //! Seed and count come from the kernel command line: `sysfuzz.seed=S sysfuzz.calls=N`. With
 //! memd it requires afterwards, once everything it mapped is unmapped, memd's data frames
 //! back to their figure before the fuzzing and the page-table frames back within the few spare
@@ -38,12 +45,13 @@
 #![no_main]
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel_shim::abi::{
     ANONYMOUS_FD, BOOTPACK_BASE, PAGER_LOADS_FLAG, REDOX_MAP_SIZE, SYS_FMAP, SYS_FUNMAP,
     SYS_MPROTECT, WINDOW_BASE,
 };
 use libvm::proto;
+use libvm::sys::thread;
 use libvm::{MmapFlags, ProtectionFlags};
 use user_rt::*;
 
@@ -70,13 +78,30 @@ const HOME: [(u64, u64); 2] = [(0, 0x4000_0000), (FIX, FIX_END)];
 /// The stack region with the guard page below it, `[start, end)`: set once at start.
 static STACK: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-/// Every range of this program's own memory.
-fn home() -> [(u64, u64); 3] {
-    let stack = (
-        STACK[0].load(Ordering::Relaxed),
-        STACK[1].load(Ordering::Relaxed),
-    );
-    [HOME[0], HOME[1], stack]
+/// The most threads that fuzz at once.
+const MAX_THREADS: usize = 8;
+/// The stacks of the other threads, `[start, end)` (their guard page included): set before
+/// they start.
+static THREAD_STACKS: [[AtomicU64; 2]; MAX_THREADS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_THREADS];
+/// The other threads' ids (the kernel's), for the first thread's joins to avoid.
+static SIBLINGS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(u64::MAX) }; MAX_THREADS];
+/// Whether other threads fuzz too.
+static THREADED: AtomicBool = AtomicBool::new(false);
+/// With other threads: the heap region `[start, end)`, where their control blocks are (the
+/// heap is not used while they fuzz, nor moved: no `BRK` or `SBRK` then).
+static HEAP: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Every range of this program's own memory: image and heap, fixtures, the first thread's
+/// stack, and with other threads the heap and their stacks.
+fn home() -> [(u64, u64); 4 + MAX_THREADS] {
+    let range = |r: &[AtomicU64; 2]| (r[0].load(Ordering::Relaxed), r[1].load(Ordering::Relaxed));
+    let mut all = [(0, 0); 4 + MAX_THREADS];
+    all[..4].copy_from_slice(&[HOME[0], HOME[1], range(&STACK), range(&HEAP)]);
+    for (slot, stack) in all[4..].iter_mut().zip(&THREAD_STACKS) {
+        *slot = range(stack);
+    }
+    all
 }
 /// Where memory requests aimed at its own memory are moved.
 const PLAYGROUND: u64 = 0x1_0000_0000;
@@ -238,6 +263,8 @@ struct Fuzz {
     inaccessible: [u64; 2],
     /// A page of this program's stack.
     stack: u64,
+    /// Whether this thread may call `thread_join` (only the first, when others fuzz too).
+    joins: bool,
     /// Endpoints this program created.
     own_eps: [u64; 64],
     n_eps: usize,
@@ -252,6 +279,13 @@ struct Fuzz {
 impl Fuzz {
     fn own(addr: u64) -> bool {
         home().iter().any(|&(s, e)| (s..e).contains(&addr))
+    }
+
+    /// Whether `ep` may be an endpoint another thread of this process made (with other
+    /// threads, any number an endpoint can have but the pager's): a receive there would wait
+    /// for good.
+    fn sibling_ep(ep: u64) -> bool {
+        THREADED.load(Ordering::Relaxed) && ep != 0 && ep < 1 << 16
     }
 
     /// A pointer: into its own memory of every kind, the kernel, non-canonical, the top of
@@ -406,7 +440,17 @@ impl Fuzz {
         };
         if hits(*addr, end) {
             *addr = PLAYGROUND + *addr % (1 << 40);
-            *len = (*len).min(FIX - *addr);
+            // Up to its own memory above (with layout randomization, thread stacks may lie in
+            // the playground), and nothing where it starts inside it.
+            let mut room = FIX - *addr;
+            for (s, e) in home() {
+                if s > *addr {
+                    room = room.min(s - *addr);
+                } else if e > *addr {
+                    room = 0;
+                }
+            }
+            *len = (*len).min(room);
         }
     }
 
@@ -507,7 +551,8 @@ impl Fuzz {
             }
         }
         let op = (m[0] & 0xFF) as u8;
-        if op == proto::FORK || op == proto::WAIT {
+        let heap = matches!(op, proto::BRK | proto::SBRK) && THREADED.load(Ordering::Relaxed);
+        if op == proto::FORK || op == proto::WAIT || heap {
             m[0] = (m[0] & !0xFF) | proto::GLOBAL_STATS as u64;
         }
         if matches!(
@@ -586,7 +631,7 @@ impl Fuzz {
             }
             nr::IPC_RECEIVE => {
                 a[0] = self.ep();
-                if self.own_eps[..self.n_eps].contains(&a[0]) {
+                if self.own_eps[..self.n_eps].contains(&a[0]) || Self::sibling_ep(a[0]) {
                     a[0] = 0;
                 }
             }
@@ -600,7 +645,17 @@ impl Fuzz {
             }
             nr::IPC_REPLY_RECEIVE => {
                 a[0] = self.ep();
+                if Self::sibling_ep(a[0]) {
+                    a[0] = 0;
+                }
                 a[1] = self.token();
+            }
+            nr::THREAD_JOIN => {
+                // Never a sibling: the first thread joins them at the end.
+                let id = a[0] & 0xFFFF_FFFF;
+                if SIBLINGS.iter().any(|s| s.load(Ordering::Relaxed) == id) {
+                    a[0] = 0;
+                }
             }
             nr::SPACE_DESTROY
             | nr::SPACE_APPLY
@@ -677,7 +732,11 @@ impl Fuzz {
             ]),
             _ => self.rng.pick(&KNOWN),
         };
-        if n == nr::EXIT || n == nr::THREAD_EXIT || n == nr::THREAD_CREATE || n == nr::FAULT_RETURN
+        if n == nr::EXIT
+            || n == nr::THREAD_EXIT
+            || n == nr::THREAD_CREATE
+            || n == nr::FAULT_RETURN
+            || (n == nr::THREAD_JOIN && !self.joins)
         {
             nr::CLOCK
         } else {
@@ -758,6 +817,146 @@ impl Fuzz {
             self.n_eps += 1;
         }
     }
+}
+
+/// The other fuzzing threads, not yet joined.
+type Crew = [Option<thread::JoinHandle<u64>>; MAX_THREADS];
+
+/// Set once every other thread's stack and id are known: they wait for it (futex).
+static GO: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The calling thread's TLS base (libvm's block: its word 0 is its own address).
+fn tls_base() -> u64 {
+    let at: u64;
+    // SAFETY: every thread of this program has a libvm block under FS (the first one since
+    // its first spawn), whose word 0 holds its address; nothing is written.
+    unsafe {
+        asm!("mov {}, fs:[0]", out(reg) at, options(nostack, readonly, preserves_flags));
+    }
+    at
+}
+
+/// Starts `n` more threads fuzzing like `first` (each its own stream: seed + its index), and
+/// records their stacks and ids before they start. Each thread, `first` included, gets its own
+/// two pages of the scratch buffer: what the kernel or memd writes for one (and a `Map` it
+/// lends `fmap`) is never another's.
+fn start_crew(first: &mut Fuzz, n: usize, seed: u64, calls: u64) -> Crew {
+    let mut crew: Crew = [const { None }; MAX_THREADS];
+    if n == 0 {
+        return crew;
+    }
+    THREADED.store(true, Ordering::Release);
+    let share = SCRATCH_PAGES / MAX_THREADS as u64 * PAGE;
+    let s = first.scratch.0;
+    first.scratch = (s, s + share);
+    for (k, slot) in crew.iter_mut().enumerate().take(n) {
+        let own = s + (k as u64 + 1) * share;
+        let mut f = Fuzz {
+            rng: Rng(seed.wrapping_add(k as u64 + 1)),
+            scratch: (own, own + share),
+            own_eps: [0; 64],
+            n_eps: 0,
+            ok: 0,
+            errors: [0; 134],
+            memd_requests: 0,
+            joins: false,
+            ..*first
+        };
+        let h = thread::spawn(move || {
+            while GO.load(Ordering::Acquire) == 0 {
+                thread::futex_wait(&GO, 0);
+            }
+            let fs = tls_base();
+            let local = 0u64;
+            f.stack = core::hint::black_box(&local) as *const u64 as u64 & !(PAGE - 1);
+            for i in 0..calls {
+                f.one(i);
+            }
+            // Random `set_tls` calls moved FS: back to this thread's block before it ends.
+            check!(
+                libvm::sys::raw::set_tls(fs) == 0,
+                "restoring a thread's TLS base"
+            );
+            calls
+        });
+        check!(
+            h.is_ok(),
+            "spawning fuzzing thread {}: {:?}",
+            k + 1,
+            h.as_ref().err()
+        );
+        if let Ok(h) = h {
+            let (at, len) = h.stack();
+            THREAD_STACKS[k][0].store(at as u64, Ordering::Relaxed);
+            THREAD_STACKS[k][1].store((at + len) as u64, Ordering::Relaxed);
+            SIBLINGS[k].store(h.id() & 0xFFFF_FFFF, Ordering::Relaxed);
+            *slot = Some(h);
+        }
+    }
+    // The first thread's block exists since the first spawn.
+    FIRST_FS.store(tls_base(), Ordering::Relaxed);
+    let brk = vm().brk(0).unwrap_or(0) as u64;
+    let heap = vm()
+        .regions(0)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.start < brk && brk <= r.end);
+    check!(heap.is_some(), "the heap region (break {:#x})", brk);
+    if let Some(r) = heap {
+        HEAP[0].store(r.start, Ordering::Relaxed);
+        HEAP[1].store(r.end, Ordering::Relaxed);
+    }
+    GO.store(1, Ordering::Release);
+    thread::futex_wake(&GO, u32::MAX);
+    crew
+}
+
+/// Starts and joins `n` threads whose closures are the size of the fuzzing ones: the heap then
+/// holds what the fuzzing threads' start and join will take again.
+fn warm_up(n: usize) {
+    let mut crew: Crew = [const { None }; MAX_THREADS];
+    for slot in crew.iter_mut().take(n) {
+        let pad = [0u8; core::mem::size_of::<Fuzz>()];
+        let calls = 0u64;
+        let h = thread::spawn(move || core::hint::black_box(pad)[0] as u64 + calls);
+        check!(
+            h.is_ok(),
+            "spawning a warm-up thread: {:?}",
+            h.as_ref().err()
+        );
+        *slot = h.ok();
+    }
+    join_crew(crew);
+}
+
+/// The first thread's TLS base, when it started others (0: it did not).
+static FIRST_FS: AtomicU64 = AtomicU64::new(0);
+
+/// Joins the other threads (the first thread's TLS base back first: random `set_tls` calls
+/// moved it); the calls they made.
+fn join_crew(crew: Crew) -> u64 {
+    let fs = FIRST_FS.load(Ordering::Relaxed);
+    if fs != 0 {
+        check!(
+            libvm::sys::raw::set_tls(fs) == 0,
+            "restoring the first thread's TLS base"
+        );
+    }
+    let mut calls = 0;
+    for (k, h) in crew.into_iter().enumerate() {
+        let Some(h) = h else { continue };
+        let r = h.join();
+        check!(
+            matches!(r, Ok(Some(_))),
+            "joining fuzzing thread {}: {:?}",
+            k + 1,
+            r
+        );
+        calls += r.ok().flatten().unwrap_or(0);
+        THREAD_STACKS[k][0].store(0, Ordering::Relaxed);
+        THREAD_STACKS[k][1].store(0, Ordering::Relaxed);
+    }
+    calls
 }
 
 /// `name=VALUE` from the kernel command line.
@@ -857,6 +1056,18 @@ fn main(start: Start) -> u64 {
             [USER_TOP - PAGE, 0x1_0000],
         )
     };
+    let threads = option(line, "sysfuzz.threads").unwrap_or(1) as usize;
+    check!(
+        (1..=MAX_THREADS).contains(&threads) && (memd || threads == 1),
+        "sysfuzz.threads={}: 1 to {}, more than one only with memd",
+        threads,
+        MAX_THREADS
+    );
+    if threads > 1 {
+        // The heap first grows to what starting and joining the threads takes, so that the
+        // figures below hold it already.
+        warm_up(threads - 1);
+    }
     let brk0 = if memd { vm().brk(0).ok() } else { None };
     let (frames0, tables0) = if memd { frames_used() } else { (0, 0) };
     println!(
@@ -883,7 +1094,9 @@ fn main(start: Start) -> u64 {
         errors: [0; 134],
         memd_requests: 0,
         tables_peak: tables0,
+        joins: true,
     };
+    let crew = start_crew(&mut f, threads - 1, seed, calls);
     let t0 = clock();
     let step = (calls / 10).max(1);
     for i in 0..calls {
@@ -900,6 +1113,7 @@ fn main(start: Start) -> u64 {
             );
         }
     }
+    let others = join_crew(crew);
     let ms = (clock() - t0) / 1_000_000;
     println!(
         "sysfuzz: {} calls in {} ms ({} a second), {} to the pager's endpoint; {} succeeded",
@@ -909,6 +1123,13 @@ fn main(start: Start) -> u64 {
         f.memd_requests,
         f.ok
     );
+    if threads > 1 {
+        println!(
+            "sysfuzz: {} more threads made {} calls at once, every one checked",
+            threads - 1,
+            others
+        );
+    }
     let names = [
         (errno::EPERM, "EPERM"),
         (errno::ESRCH, "ESRCH"),
