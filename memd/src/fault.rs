@@ -289,7 +289,6 @@ impl<K: Kernel> Memd<K> {
             match object.pages.get(&index) {
                 Some(&frame) => {
                     self.frames
-                        .lock()
                         .share(frame)
                         .map_err(|_| FaultReason::OutOfMemory)?;
                     bump(&self.counters.shared);
@@ -299,7 +298,7 @@ impl<K: Kernel> Memd<K> {
                     let frame = self.alloc_frame().ok_or(FaultReason::OutOfMemory)?;
                     // The object holds one reference, the mapping another (a fresh frame's
                     // count cannot overflow).
-                    if self.frames.lock().share(frame).is_err() {
+                    if self.frames.share(frame).is_err() {
                         self.release_frame(frame);
                         return Err(FaultReason::OutOfMemory.into());
                     }
@@ -373,26 +372,22 @@ impl<K: Kernel> Memd<K> {
         let prot = page_prot(region, 2);
         let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
         let mut n = 0;
-        {
-            let mut frames = self.frames.lock();
-            for at in (page..end).step_by(PAGE_SIZE as usize) {
-                if frames.share(zero).is_err() {
-                    break;
-                }
-                ops[n] = PageOp::Map {
-                    page: at,
-                    frame: zero,
-                    prot,
-                };
-                n += 1;
+        for at in (page..end).step_by(PAGE_SIZE as usize) {
+            if self.frames.share(zero).is_err() {
+                break;
             }
+            ops[n] = PageOp::Map {
+                page: at,
+                frame: zero,
+                prot,
+            };
+            n += 1;
         }
         if n == 0 {
             return Err(FaultReason::OutOfMemory.into());
         }
         if let Err(e) = self.apply(space, &ops[..n]) {
-            let mut frames = self.frames.lock();
-            (0..n).for_each(|_| frames.drop_ref(zero));
+            (0..n).for_each(|_| self.frames.drop_ref(zero));
             return Err(e.into());
         }
         space.cow = true;
@@ -487,7 +482,7 @@ impl<K: Kernel> Memd<K> {
             self.split_huge(space, page, page + PAGE_SIZE)
                 .map_err(|_| FaultReason::OutOfMemory)?;
         }
-        let frames = self.frames.lock();
+        let frames = &self.frames;
         let refcount = frames.refcount(frame);
         if access != Access::Write || region.object != 0 || refcount <= 1 {
             let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; FAULT_AROUND as usize];
@@ -515,7 +510,6 @@ impl<K: Kernel> Memd<K> {
                     n += 1;
                 }
             }
-            drop(frames);
             return self.apply(space, &ops[..n]).map_err(Unresolved::from);
         }
         // The zero frame's copy is a zeroed frame. A fault that continues a walk of
@@ -538,7 +532,6 @@ impl<K: Kernel> Memd<K> {
                 n += 1;
             }
         }
-        drop(frames);
         for (i, pair) in pairs[..n].iter_mut().enumerate() {
             match self.alloc_frame() {
                 Some(copy) => pair.2 = copy,
@@ -563,18 +556,14 @@ impl<K: Kernel> Memd<K> {
             };
         }
         if let Err(e) = self.apply(space, &ops[..n]) {
-            let mut frames = self.frames.lock();
             pairs[..n]
                 .iter()
-                .for_each(|&(_, _, copy)| frames.drop_ref(copy));
+                .for_each(|&(_, _, copy)| self.frames.drop_ref(copy));
             return Err(e.into());
         }
-        {
-            let mut frames = self.frames.lock();
-            pairs[..n]
-                .iter()
-                .for_each(|&(_, from, _)| frames.drop_ref(from));
-        }
+        pairs[..n]
+            .iter()
+            .for_each(|&(_, from, _)| self.frames.drop_ref(from));
         space
             .pages
             .insert_run(pairs[..n].iter().map(|&(at, _, copy)| (at, copy)));
@@ -592,7 +581,7 @@ impl<K: Kernel> Memd<K> {
 
     /// Drops one mapping's reference on `frame` of `region`.
     pub(crate) fn release_frame(&self, frame: u64) {
-        self.frames.lock().drop_ref(frame);
+        self.frames.drop_ref(frame);
     }
 
     /// A free frame (count 1, not zeroed) from the calling thread's cache; `None` when no
@@ -619,7 +608,7 @@ impl<K: Kernel> Memd<K> {
                 Some(frame) => {
                     access == Access::Write
                         && space.regions.find(page).is_some_and(|r| r.object == 0)
-                        && self.frames.lock().refcount(frame) > 1
+                        && self.frames.refcount(frame) > 1
                 }
             };
             if needed && self.resolve(space, page, access).is_err() {

@@ -10,8 +10,9 @@
 //! numbers as without caches. When the allocator runs dry, every cache is drained back into it
 //! before an allocation is refused, so no process is refused or killed for memory a cache
 //! holds; so is a search for a whole 2 MiB block or a run for memd's own memory that failed.
-//! Frames go back to the allocator, not to a cache, when their count falls to 0 (the count
-//! lives under the allocator's lock).
+//! The reference counts are atomics ([`FrameCounts`]): sharing a frame, reading its count and
+//! dropping a reference take no lock; only a frame whose count falls to 0 goes back to the
+//! allocator under its lock.
 //!
 //! Lock order: a cache, then the allocator; nothing takes a cache's lock while holding the
 //! allocator's.
@@ -20,7 +21,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{Mutex, MutexGuard};
 
-use crate::frames::{FrameAllocator, FrameError};
+use crate::frames::{FrameAllocator, FrameCounts, FrameError};
 use crate::kernel::FrameAddr;
 use alloc::vec::Vec;
 
@@ -41,6 +42,8 @@ pub struct Frames {
     caches: [Mutex<Cache>; CACHES],
     /// Frames in the caches (the allocator's [`FrameAllocator::cached`]).
     cached: Arc<AtomicU64>,
+    /// The reference counts (the allocator's [`FrameAllocator::counts`]).
+    counts: Arc<FrameCounts>,
 }
 
 impl Frames {
@@ -48,6 +51,7 @@ impl Frames {
     pub fn new(pool: FrameAllocator) -> Frames {
         Frames {
             cached: pool.cached(),
+            counts: pool.counts(),
             pool: Mutex::new(pool),
             caches: [const {
                 Mutex::new(Cache {
@@ -62,6 +66,27 @@ impl Frames {
     /// fault path.
     pub fn lock(&self) -> MutexGuard<'_, FrameAllocator> {
         self.pool.lock()
+    }
+
+    /// The reference count of `frame` (0: free or not memd's), without a lock.
+    pub fn refcount(&self, frame: FrameAddr) -> u32 {
+        self.counts.refcount(frame)
+    }
+
+    /// Adds a reference to an allocated frame, without a lock; the new count.
+    pub fn share(&self, frame: FrameAddr) -> Result<u32, FrameError> {
+        self.counts.share(frame)
+    }
+
+    /// Drops a reference memd holds on `frame` (see [`FrameAllocator::drop_ref`]): without a
+    /// lock, but for the allocator's when it was the last. The caller must not hold the
+    /// allocator's lock.
+    pub fn drop_ref(&self, frame: FrameAddr) {
+        match self.counts.release(frame) {
+            Ok(0) => self.pool.lock().freed(frame),
+            Ok(_) => {}
+            Err(e) => crate::frames::released_without_a_reference(frame, e),
+        }
     }
 
     /// A free frame for memd thread `worker`, now with count 1, from its cache (refilled when
@@ -222,6 +247,43 @@ mod tests {
         frames.drain();
         assert_eq!(frames.cached.load(Ordering::Relaxed), 0);
         assert_eq!(frames.lock().alloc_many(200, &mut Vec::new()), Ok(()));
+    }
+
+    #[test]
+    fn counts_change_without_the_lock_and_the_last_drop_frees_once() {
+        // Four threads share and drop one frame (a copy-on-write frame, the zero frame) at
+        // once, while a fifth allocates and frees others through the lock.
+        let frames = Frames::new(FrameAllocator::new(&[(P, 65 * P)]));
+        let f = frames.alloc(0).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        assert!(frames.share(f).unwrap() >= 2);
+                        frames.drop_ref(f);
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..1_000 {
+                    let g = frames.alloc(1).unwrap();
+                    assert_ne!(g, f);
+                    frames.drop_ref(g);
+                }
+            });
+        });
+        assert_eq!(frames.refcount(f), 1);
+        let used = frames.lock().used();
+        frames.drop_ref(f);
+        assert_eq!(frames.refcount(f), 0);
+        assert_eq!(frames.lock().used(), used - 1, "freed once");
+        assert_eq!(
+            frames.share(f),
+            Err(FrameError::NotAllocated),
+            "never up from 0"
+        );
+        frames.drain();
+        assert_eq!(frames.lock().used(), 0);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::kernel::{FrameAddr, PAGE_SIZE};
 
@@ -54,12 +54,115 @@ struct FrameRange {
     first: u64,
 }
 
-/// Hands out physical frames and counts their references.
-pub struct FrameAllocator {
+/// The reference count of every managed frame, changed without the allocator's lock: a
+/// count above 0 goes up or down by one atomically ([`FrameCounts::share`],
+/// [`FrameCounts::release`]), never up from 0 (a free frame is the allocator's to hand out).
+/// A count that falls to 0 makes the frame the allocator's again once the releaser hands it
+/// over ([`FrameAllocator::freed`]): until then no allocation finds it (it is in neither the
+/// free list nor its 2 MiB block's free count).
+pub struct FrameCounts {
     /// Managed runs, sorted by address and by index, not overlapping.
     ranges: Vec<FrameRange>,
     /// Reference count of every frame, by index; 0 = free.
-    refs: Vec<u32>,
+    refs: Vec<AtomicU32>,
+}
+
+impl FrameCounts {
+    /// The index of `frame`, if it is a managed frame's address.
+    fn index_of(&self, frame: FrameAddr) -> Option<usize> {
+        if !frame.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        let after = self.ranges.partition_point(|r| r.base <= frame);
+        let run = self.ranges.get(after.checked_sub(1)?)?;
+        let offset = (frame - run.base) / PAGE_SIZE;
+        (offset < run.frames).then(|| (run.first + offset) as usize)
+    }
+
+    /// The address of the frame with index `index`.
+    fn address_of(&self, index: u64) -> Option<FrameAddr> {
+        let after = self.ranges.partition_point(|r| r.first <= index);
+        let run = self.ranges.get(after.checked_sub(1)?)?;
+        let offset = index - run.first;
+        (offset < run.frames).then(|| run.base + offset * PAGE_SIZE)
+    }
+
+    /// The count of frame `index`.
+    fn get(&self, index: usize) -> u32 {
+        self.refs[index].load(Ordering::Acquire)
+    }
+
+    /// Sets the count of frame `index` (the allocator's, under its lock: a free frame taken).
+    fn set(&self, index: usize, count: u32) {
+        self.refs[index].store(count, Ordering::Release);
+    }
+
+    /// Takes free frame `index` (count 0 to 1); whether it was free.
+    fn claim(&self, index: usize) -> bool {
+        self.refs.get(index).is_some_and(|c| {
+            c.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+
+    /// The reference count of `frame`: 0 when it is free or not managed here.
+    pub fn refcount(&self, frame: FrameAddr) -> u32 {
+        self.index_of(frame).map_or(0, |i| self.get(i))
+    }
+
+    /// Adds a reference to an allocated frame; returns the new count.
+    pub fn share(&self, frame: FrameAddr) -> Result<u32, FrameError> {
+        let index = self.index_of(frame).ok_or(FrameError::NotOwned)?;
+        let mut count = self.get(index);
+        loop {
+            match count {
+                0 => return Err(FrameError::NotAllocated),
+                u32::MAX => return Err(FrameError::TooManyRefs),
+                _ => {}
+            }
+            match self.refs[index].compare_exchange_weak(
+                count,
+                count + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(count + 1),
+                Err(now) => count = now,
+            }
+        }
+    }
+
+    /// Drops a reference to an allocated frame; returns the new count. At 0 the caller hands
+    /// the frame to the allocator ([`FrameAllocator::freed`]).
+    pub fn release(&self, frame: FrameAddr) -> Result<u32, FrameError> {
+        let index = self.index_of(frame).ok_or(FrameError::NotOwned)?;
+        let mut count = self.get(index);
+        loop {
+            if count == 0 {
+                return Err(FrameError::NotAllocated);
+            }
+            match self.refs[index].compare_exchange_weak(
+                count,
+                count - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(count - 1),
+                Err(now) => count = now,
+            }
+        }
+    }
+
+    /// Frames managed.
+    fn len(&self) -> usize {
+        self.refs.len()
+    }
+}
+
+/// Hands out physical frames; their counts are [`FrameCounts`], shared.
+pub struct FrameAllocator {
+    /// The reference counts (and the ranges they index).
+    counts: Arc<FrameCounts>,
     /// Indices of the free frames; the next allocation pops the last one. It may also hold
     /// frames that are not free any more (taken whole by [`FrameAllocator::alloc_huge`]) or
     /// twice: the count decides, and `alloc` skips them. Its capacity is twice the frames:
@@ -142,8 +245,10 @@ impl FrameAllocator {
         let mut free_list = Vec::with_capacity(2 * total as usize);
         free_list.extend((0..total).rev());
         FrameAllocator {
-            ranges: runs,
-            refs: alloc::vec![0; total as usize],
+            counts: Arc::new(FrameCounts {
+                ranges: runs,
+                refs: (0..total).map(|_| AtomicU32::new(0)).collect(),
+            }),
             free_list,
             free_count: u64::from(total),
             block_free,
@@ -204,13 +309,13 @@ impl FrameAllocator {
         let base = (self.first_block + b as u64) * BLOCK_FRAMES * PAGE_SIZE;
         for i in 0..BLOCK_FRAMES {
             let index = self.index_of(base + i * PAGE_SIZE)?;
-            if self.refs[index] != 0 {
+            if self.counts.get(index) != 0 {
                 return None;
             }
         }
         for i in 0..BLOCK_FRAMES {
             if let Some(index) = self.index_of(base + i * PAGE_SIZE) {
-                self.refs[index] = 1;
+                self.counts.set(index, 1);
             }
         }
         self.block_free[b] = 0;
@@ -221,8 +326,9 @@ impl FrameAllocator {
     /// Rebuilds the free list from the counts: every free frame once.
     fn compact(&mut self) {
         self.free_list.clear();
-        let free = self.refs.iter().enumerate().rev().filter(|&(_, &c)| c == 0);
-        self.free_list.extend(free.map(|(i, _)| i as u32));
+        let counts = &self.counts;
+        let free = (0..counts.len()).rev().filter(|&i| counts.get(i) == 0);
+        self.free_list.extend(free.map(|i| i as u32));
     }
 
     /// `n` free frames at consecutive addresses (the highest such run), taken for good: off
@@ -233,10 +339,10 @@ impl FrameAllocator {
         if n == 0 {
             return None;
         }
-        let found = self.ranges.iter().rev().find_map(|r| {
+        let found = self.counts.ranges.iter().rev().find_map(|r| {
             let mut run = 0;
             for i in (r.first..r.first + r.frames).rev() {
-                run = if self.refs[i as usize] == 0 {
+                run = if self.counts.get(i as usize) == 0 {
                     run + 1
                 } else {
                     0
@@ -248,7 +354,7 @@ impl FrameAllocator {
             None
         })?;
         let (lo, hi) = (found as u32, (found + n) as u32);
-        self.refs[lo as usize..hi as usize].fill(1);
+        (lo..hi).for_each(|i| self.counts.set(i as usize, 1));
         self.free_list.retain(|&i| i < lo || i >= hi);
         self.taken += n;
         self.free_count -= n;
@@ -266,9 +372,8 @@ impl FrameAllocator {
         loop {
             let index = self.free_list.pop()?;
             // An entry of a frame allocated since (a 2 MiB block, or twice listed) is skipped.
-            match self.refs.get_mut(index as usize) {
-                Some(count) if *count == 0 => *count = 1,
-                _ => continue,
+            if !self.counts.claim(index as usize) {
+                continue;
             }
             self.free_count -= 1;
             let frame = self.address_of(u64::from(index))?;
@@ -296,45 +401,50 @@ impl FrameAllocator {
 
     /// The reference count of `frame`: 0 when it is free or not managed here.
     pub fn refcount(&self, frame: FrameAddr) -> u32 {
-        self.index_of(frame)
-            .and_then(|i| self.refs.get(i).copied())
-            .unwrap_or(0)
+        self.counts.refcount(frame)
+    }
+
+    /// The reference counts, shared (changed without this allocator's lock).
+    pub fn counts(&self) -> Arc<FrameCounts> {
+        self.counts.clone()
     }
 
     /// Adds a reference to an allocated frame; returns the new count.
     pub fn share(&mut self, frame: FrameAddr) -> Result<u32, FrameError> {
-        let count = self.count_mut(frame)?;
-        if *count == u32::MAX {
-            return Err(FrameError::TooManyRefs);
-        }
-        *count += 1;
-        Ok(*count)
+        self.counts.share(frame)
     }
 
     /// Drops a reference to an allocated frame; returns the new count. At 0 the frame is free
     /// again, and the next [`FrameAllocator::alloc`] returns it.
     pub fn release(&mut self, frame: FrameAddr) -> Result<u32, FrameError> {
-        let count = self.count_mut(frame)?;
-        *count -= 1;
-        let now = *count;
-        if now == 0
-            && let Some(index) = self.index_of(frame)
-        {
-            if self.free_list.len() == self.free_list.capacity() {
-                self.compact();
-            }
-            // Index fits a `u32` (at most `MAX_FRAMES` frames); the list has room for twice
-            // the frames and holds at most as many as are free after a compaction, so this
-            // push never allocates.
-            self.free_list.push(index as u32);
-            // Frames in use fall only here: the count so far goes into the high-water mark.
-            self.peak_used = self.peak_used.max(self.used());
-            self.free_count += 1;
-            if let Some(slot) = self.block_slot(frame) {
-                *slot += 1;
-            }
+        let now = self.counts.release(frame)?;
+        if now == 0 {
+            self.freed(frame);
         }
         Ok(now)
+    }
+
+    /// Takes back `frame`, whose count its last holder just dropped to 0
+    /// ([`FrameCounts::release`]): free again, and the next [`FrameAllocator::alloc`] returns
+    /// it.
+    pub fn freed(&mut self, frame: FrameAddr) {
+        let Some(index) = self.counts.index_of(frame) else {
+            return;
+        };
+        if self.free_list.len() == self.free_list.capacity() {
+            self.compact();
+        }
+        // Index fits a `u32` (at most `MAX_FRAMES` frames); the list has room for twice the
+        // frames and holds at most as many as are free after a compaction, so this push never
+        // allocates. (A compaction just now listed the frame already: listed twice, the count
+        // decides.)
+        self.free_list.push(index as u32);
+        // Frames in use fall only here: the count so far goes into the high-water mark.
+        self.peak_used = self.peak_used.max(self.used());
+        self.free_count += 1;
+        if let Some(slot) = self.block_slot(frame) {
+            *slot += 1;
+        }
     }
 
     /// Drops a reference memd holds on `frame` (a mapping's, a shared object's, a page
@@ -343,11 +453,7 @@ impl FrameAllocator {
     /// stop there.
     pub fn drop_ref(&mut self, frame: FrameAddr) {
         if let Err(e) = self.release(frame) {
-            log::error!("memd: frame {frame:#x} released without a reference: {e:?}");
-            debug_assert!(
-                false,
-                "frame {frame:#x} released without a reference: {e:?}"
-            );
+            released_without_a_reference(frame, e);
         }
     }
 
@@ -358,7 +464,7 @@ impl FrameAllocator {
 
     /// Number of frames managed (those taken for good are not).
     pub fn total(&self) -> u64 {
-        self.refs.len() as u64 - self.taken
+        self.counts.len() as u64 - self.taken
     }
 
     /// Number of free frames (those lent to caches and not handed out yet included).
@@ -377,44 +483,35 @@ impl FrameAllocator {
         self.peak_used.max(self.used())
     }
 
-    /// The count of an allocated frame, for changing.
-    fn count_mut(&mut self, frame: FrameAddr) -> Result<&mut u32, FrameError> {
-        let index = self.index_of(frame).ok_or(FrameError::NotOwned)?;
-        match self.refs.get_mut(index) {
-            Some(count) if *count > 0 => Ok(count),
-            Some(_) => Err(FrameError::NotAllocated),
-            None => Err(FrameError::NotOwned),
-        }
-    }
-
     /// The index of `frame`, if it is a managed frame's address.
     fn index_of(&self, frame: FrameAddr) -> Option<usize> {
-        if !frame.is_multiple_of(PAGE_SIZE) {
-            return None;
-        }
-        let after = self.ranges.partition_point(|r| r.base <= frame);
-        let run = self.ranges.get(after.checked_sub(1)?)?;
-        let offset = (frame - run.base) / PAGE_SIZE;
-        (offset < run.frames).then(|| (run.first + offset) as usize)
+        self.counts.index_of(frame)
     }
 
     /// The address of the frame with index `index`.
     fn address_of(&self, index: u64) -> Option<FrameAddr> {
-        let after = self.ranges.partition_point(|r| r.first <= index);
-        let run = self.ranges.get(after.checked_sub(1)?)?;
-        let offset = index - run.first;
-        (offset < run.frames).then(|| run.base + offset * PAGE_SIZE)
+        self.counts.address_of(index)
     }
 }
 
 impl fmt::Debug for FrameAllocator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameAllocator")
-            .field("ranges", &self.ranges)
+            .field("ranges", &self.counts.ranges)
             .field("total", &self.total())
             .field("free", &self.free())
             .finish()
     }
+}
+
+/// Reports a reference memd dropped that did not exist: memd's own records are wrong. Logged,
+/// the frame left as it is (never freed twice); debug builds stop here.
+pub fn released_without_a_reference(frame: FrameAddr, e: FrameError) {
+    log::error!("memd: frame {frame:#x} released without a reference: {e:?}");
+    debug_assert!(
+        false,
+        "frame {frame:#x} released without a reference: {e:?}"
+    );
 }
 
 /// `addr` rounded up to a page boundary, or `None` past the top of the address space.

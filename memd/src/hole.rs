@@ -50,7 +50,7 @@ impl<K: Kernel> Memd<K> {
             self.unmap_holes(pid, holes)?;
         }
         let mut objects = self.objects.lock();
-        let mut frames = self.frames.lock();
+        let frames = &self.frames;
         for hole in holes {
             let Some(object) = objects.get_mut(hole.object) else {
                 continue;
@@ -98,7 +98,7 @@ impl<K: Kernel> Memd<K> {
                 }
             }
             self.apply(space, &ops).map_err(|_| VmError::OutOfMemory)?;
-            let mut frames = self.frames.lock();
+            let frames = &self.frames;
             for page in pages {
                 if let Some(frame) = space.pages.remove(page) {
                     frames.drop_ref(frame);

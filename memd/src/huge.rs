@@ -75,7 +75,7 @@ impl<K: Kernel> Memd<K> {
             prot: region.prot,
         };
         if let Err(e) = self.apply(space, &[op]) {
-            let mut frames = self.frames.lock();
+            let frames = &self.frames;
             (0..HUGE_PAGES).for_each(|i| frames.drop_ref(frame + i * PAGE_SIZE));
             return Some(Err(e.into()));
         }
@@ -104,7 +104,7 @@ impl<K: Kernel> Memd<K> {
         }
         let mut objects = self.objects.lock();
         let object = objects.get_mut(region.object)?;
-        let mut frames = self.frames.lock();
+        let frames = &self.frames;
         if object.huge.contains(&index) {
             let base = *object.pages.get(&index)?;
             for i in 0..HUGE_PAGES {
@@ -126,9 +126,7 @@ impl<K: Kernel> Memd<K> {
         }
         // The object holds the count `alloc_huge` gives; the mapping takes one more (a fresh
         // frame's count cannot overflow).
-        drop(frames);
         let base = self.frames.alloc_huge()?;
-        let mut frames = self.frames.lock();
         for i in 0..HUGE_PAGES {
             if frames.share(base + i * PAGE_SIZE).is_err() {
                 (0..HUGE_PAGES).for_each(|j| frames.drop_ref(base + j * PAGE_SIZE));
@@ -136,7 +134,6 @@ impl<K: Kernel> Memd<K> {
                 return None;
             }
         }
-        drop(frames);
         self.zero_huge(base);
         object
             .pages
@@ -160,7 +157,7 @@ impl<K: Kernel> Memd<K> {
         }
         let block = page & !(HUGE_PAGE_SIZE - 1);
         {
-            let frames = self.frames.lock();
+            let frames = &self.frames;
             let mut pages = space.pages.range(block, block + HUGE_PAGE_SIZE);
             if !pages.all(|(_, f)| frames.refcount(f) == 1) {
                 return None;

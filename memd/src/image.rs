@@ -104,7 +104,7 @@ impl<K: Kernel> Memd<K> {
                     return Err(VmError::OutOfMemory);
                 }
             }
-            let mut allocator = self.frames.lock();
+            let allocator = &self.frames;
             for frame in frames {
                 allocator.drop_ref(frame);
             }

@@ -287,11 +287,10 @@ impl<K: Kernel> Memd<K> {
     /// Releases the resident pages of the removed regions and their share of objects.
     pub(crate) fn drop_pages(&self, space: &mut AddressSpace, removed: &[Region]) {
         let mut objects = self.objects.lock();
-        let mut frames = self.frames.lock();
         for r in removed {
-            space.take_pages(r.start, r.end, |_, frame| frames.drop_ref(frame));
+            space.take_pages(r.start, r.end, |_, frame| self.frames.drop_ref(frame));
             if r.object != 0 {
-                objects.drop_mapped(r.object, r.pages(), &mut frames);
+                objects.drop_mapped(r.object, r.pages(), &mut self.frames.lock());
             }
         }
     }
@@ -324,7 +323,7 @@ impl<K: Kernel> Memd<K> {
             return;
         }
         space.cow_credit = 0;
-        let frames = self.frames.lock();
+        let frames = &self.frames;
         let shared = space.pages.iter().any(|(page, frame)| {
             frames.refcount(frame) > 1 && space.regions.find(page).is_some_and(|r| r.object == 0)
         });
@@ -401,7 +400,7 @@ impl<K: Kernel> Memd<K> {
             } else {
                 let mut ops = PageOps::new();
                 {
-                    let frames = self.frames.lock();
+                    let frames = &self.frames;
                     sync_region_ops(
                         space,
                         &piece,
@@ -449,7 +448,7 @@ impl<K: Kernel> Memd<K> {
         }
         let mut ops = PageOps::new();
         {
-            let frames = self.frames.lock();
+            let frames = &self.frames;
             for old in &pieces {
                 let piece = Region {
                     start: old.start.max(addr),
@@ -550,7 +549,7 @@ impl<K: Kernel> Memd<K> {
                 };
                 self.apply(space, &[op]).map_err(|_| VmError::OutOfMemory)?;
                 self.forget_huge(space, addr, end);
-                let mut frames = self.frames.lock();
+                let frames = &self.frames;
                 space.take_pages(addr, end, |_, frame| frames.drop_ref(frame));
                 Ok(())
             }

@@ -201,7 +201,7 @@ impl<K: Kernel> Memd<K> {
             });
         }
         if region.prot != ProtectionFlags::NONE {
-            let frames = self.frames.lock();
+            let frames = &self.frames;
             for &(page, frame) in &moved {
                 ops.push(PageOp::Map {
                     page: to + (page - old),

@@ -114,7 +114,7 @@ impl<K: Kernel> Memd<K> {
             for r in child.regions.iter().filter(|r| r.object != 0) {
                 objects.add_mapped(r.object, r.pages());
             }
-            let mut frames = self.frames.lock();
+            let frames = &self.frames;
             // A frame that cannot take one more reference (u32::MAX of them) is left to the
             // parent: the child's page is dropped from its map before anything maps it, and
             // the fork refused below, so no reference is ever released that was not taken.
@@ -128,7 +128,6 @@ impl<K: Kernel> Memd<K> {
                 for page in unshared {
                     child.pages.remove(page);
                 }
-                drop(frames);
                 drop(objects);
                 self.bookkeeping_changed(0, cost(&child));
                 drop(space);
@@ -165,7 +164,7 @@ impl<K: Kernel> Memd<K> {
         // regions' unmaps are left out: nothing of them is in its page tables).
         let mut parent_ops = NoUnmaps(PageOps::new());
         {
-            let frames = self.frames.lock();
+            let frames = &self.frames;
             sync_ops(
                 &space,
                 0,

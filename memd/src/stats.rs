@@ -153,7 +153,7 @@ impl<K: Kernel> Memd<K> {
     pub fn process_stats(&self, pid: Pid) -> Result<ProcessStats, VmError> {
         let process = self.process(pid)?;
         let space = process.lock();
-        let frames = self.frames.lock();
+        let frames = &self.frames;
         let shared = space
             .pages
             .iter()

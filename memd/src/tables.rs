@@ -106,7 +106,7 @@ impl<K: Kernel> Memd<K> {
         let mut batch = PageOps::new();
         for _ in 0..deficit {
             let Some(frame) = self.alloc_frame() else {
-                let mut frames = self.frames.lock();
+                let frames = &self.frames;
                 for op in batch.iter() {
                     if let PageOp::Donate { frame } = *op {
                         frames.drop_ref(frame);
@@ -118,7 +118,7 @@ impl<K: Kernel> Memd<K> {
         }
         batch.extend(ops.iter().copied());
         if batch.is_incomplete() {
-            let mut frames = self.frames.lock();
+            let frames = &self.frames;
             for op in batch.iter() {
                 if let PageOp::Donate { frame } = *op {
                     frames.drop_ref(frame);
@@ -133,7 +133,7 @@ impl<K: Kernel> Memd<K> {
             Err(e) => e.done.min(deficit as usize),
         };
         {
-            let mut frames = self.frames.lock();
+            let frames = &self.frames;
             for (i, op) in batch[..deficit as usize].iter().enumerate() {
                 if let PageOp::Donate { frame } = *op {
                     if i < taken {
@@ -177,7 +177,7 @@ impl<K: Kernel> Memd<K> {
                 space.tables.spare = 0;
                 return;
             }
-            let mut frames = self.frames.lock();
+            let frames = &self.frames;
             let mut back = 0;
             for &frame in &out[..n] {
                 // Only a frame memd donated to this space is taken back.
@@ -186,7 +186,6 @@ impl<K: Kernel> Memd<K> {
                     back += 1;
                 }
             }
-            drop(frames);
             space.tables.spare = space.tables.spare.saturating_sub(n as u64);
             self.table_frames.fetch_sub(back, Ordering::Relaxed);
         }
@@ -203,7 +202,7 @@ impl<K: Kernel> Memd<K> {
                 Ok((space, tables))
             }
             Err(e) => {
-                self.frames.lock().drop_ref(root);
+                self.frames.drop_ref(root);
                 Err(e)
             }
         }
@@ -226,7 +225,7 @@ impl<K: Kernel> Memd<K> {
             self.quarantine(n + space.pages.len() as u64);
             return false;
         }
-        let mut frames = self.frames.lock();
+        let frames = &self.frames;
         for frame in donated.frames {
             frames.drop_ref(frame);
         }

@@ -1,9 +1,10 @@
 //! The receive/reply loop: every message on the pager's endpoint. memd runs one worker thread
 //! per processor, each receiving on the endpoint and serving what it gets; the core's locks
-//! (one per address space, and the frame allocator's) let faults and calls of different
-//! processes proceed at once, and two faults of one page resolve it once (the second finds it
-//! mapped: a spurious fault, resumed). The process records here ([`Procs`]) are behind a lock
-//! held only for a lookup or an update, never across a call into the core or the kernel; the
+//! (one per address space, a frame cache per worker, atomic frame counts) let faults and
+//! calls of different processes proceed at once, and two faults of one page resolve it once
+//! (the second finds it mapped: a spurious fault, resumed). The process records here
+//! ([`Procs`]) are behind a read/write lock, read for the lookup every message makes and
+//! written only for an update, never held across a call into the core or the kernel; the
 //! lifecycle of processes (fork, spawn, exit, kill, wait, a death) is serialized by a second
 //! lock, so the limits on children and processes are checked and charged as one step.
 //!
@@ -44,7 +45,7 @@ use libvm::VmError;
 use libvm::proto::{self, Request, Sqe, wait_status};
 use memd::stats::Kill;
 use memd::{Access, Delivery, FaultKill, FaultOutcome, FaultReason, Memd, Pid};
-use spin::Mutex;
+use spin::{Mutex, RwLock};
 
 /// The most bytes of a lent buffer memd copies in and out.
 const MAX_BULK: usize = 16 * 1024;
@@ -54,7 +55,7 @@ const HEAP_CHECK: u64 = 64;
 /// memd on the metal: the core, the processes, the boot pack.
 pub struct Server {
     memd: Memd<MetalKernel>,
-    procs: Mutex<Procs>,
+    procs: RwLock<Procs>,
     /// Held across each change to the set of processes (see the module doc).
     life: Mutex<()>,
     pack: &'static [u8],
@@ -88,7 +89,7 @@ impl Server {
     pub fn new(memd: Memd<MetalKernel>, pack: &'static [u8]) -> Server {
         Server {
             memd,
-            procs: Mutex::new(Procs::default()),
+            procs: RwLock::new(Procs::default()),
             life: Mutex::new(()),
             pack,
             messages: AtomicU64::new(0),
@@ -104,22 +105,22 @@ impl Server {
     /// (A badge not known yet may be a process being made by another worker, which holds the
     /// lifecycle lock until its record is in: the second look waits for it.)
     fn pid_of(&self, badge: u64) -> Option<Pid> {
-        if let Some(pid) = self.procs.lock().pid_of(badge) {
+        if let Some(pid) = self.procs.read().pid_of(badge) {
             return Some(pid);
         }
         let _life = self.life.lock();
-        self.procs.lock().pid_of(badge)
+        self.procs.read().pid_of(badge)
     }
 
     /// The parent of `pid`, if it has one.
     fn parent(&self, pid: Pid) -> Option<Pid> {
-        self.procs.lock().parent(pid)
+        self.procs.read().parent(pid)
     }
 
     /// The name of the program `pid` runs (`?` if unknown).
     fn name(&self, pid: Pid) -> String {
         self.procs
-            .lock()
+            .read()
             .program(pid)
             .map_or_else(|| "?".into(), |p| p.name.clone())
     }
@@ -153,7 +154,7 @@ impl Server {
             name: p.name.into(),
             args: args.to_vec(),
         };
-        self.procs.lock().add(pid, space, parent, program);
+        self.procs.write().add(pid, space, parent, program);
         Ok(pid)
     }
 
@@ -212,7 +213,7 @@ impl Server {
         // parent waits), so the core's is dropped at once and its table of the dead stays
         // empty.
         self.memd.reap(pid);
-        let answer = self.procs.lock().died(pid, status, addr);
+        let answer = self.procs.write().died(pid, status, addr);
         if let Some(a) = answer {
             self.answer(a);
         }
@@ -226,7 +227,7 @@ impl Server {
         if w.lend >= 8 && sys::ipc_write(w.token, 0, &a.addr.to_le_bytes()) < 0 {
             return reply_cqe(w.token, w.tag, Err(VmError::BadBuffer));
         }
-        self.procs.lock().reap(a.child);
+        self.procs.write().reap(a.child);
         reply_cqe(w.token, w.tag, Ok(a.status));
     }
 
@@ -342,7 +343,7 @@ impl Server {
 
     fn exited(&self, badge: u64, code: u64, rip: u64) {
         let _life = self.life.lock();
-        let Some(pid) = self.procs.lock().pid_of(badge) else {
+        let Some(pid) = self.procs.read().pid_of(badge) else {
             return;
         };
         let killed = code & KILLED != 0;
@@ -414,7 +415,7 @@ impl Server {
                     return reply_cqe(token, tag, Err(VmError::BadBuffer));
                 }
                 let _life = self.life.lock();
-                let room = self.procs.lock().room(Some(pid));
+                let room = self.procs.read().room(Some(pid));
                 let result = match self.module(name) {
                     Some(p) => room.and_then(|()| {
                         self.start(p, Some(pid), &args).map_err(|e| match e {
@@ -430,7 +431,7 @@ impl Server {
             Ok(Request::Args) => {
                 let args = self
                     .procs
-                    .lock()
+                    .read()
                     .program(pid)
                     .map_or_else(Vec::new, |p| p.args.clone());
                 let n = args.len().min(lend as usize);
@@ -446,7 +447,7 @@ impl Server {
                     return reply_cqe(token, tag, Ok(wait_status::RUNNING));
                 }
                 let waiter = Waiter { token, tag, lend };
-                let answer = self.procs.lock().wait(pid, child, waiter);
+                let answer = self.procs.write().wait(pid, child, waiter);
                 match answer {
                     Ok(Some(a)) => self.answer(a),
                     Ok(None) => {}
@@ -494,7 +495,7 @@ impl Server {
                 // The token is the calling thread's id.
                 let cqe = self.memd.handle_decoded(pid, token, tag, decoded, bulk);
                 if sqe.opcode == proto::PROCESSES {
-                    name_processes(&self.procs.lock(), bulk);
+                    name_processes(&self.procs.read(), bulk);
                 }
                 if writes
                     && n > 0
@@ -512,7 +513,7 @@ impl Server {
 
     /// Forks `parent` (under the lifecycle lock).
     fn fork(&self, token: u64, tag: u32, parent: Pid) {
-        let room = self.procs.lock().room(Some(parent));
+        let room = self.procs.read().room(Some(parent));
         if let Err(e) = room {
             return reply_cqe(token, tag, Err(e));
         }
@@ -532,7 +533,7 @@ impl Server {
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
         self.memd.forked_thread(child, token, t as u64);
-        let mut procs = self.procs.lock();
+        let mut procs = self.procs.write();
         // The parent's record is there: its call was mapped to it, and records change only
         // under the lifecycle lock held here. A child takes its parent's name and arguments.
         let program = match procs.program(parent) {
@@ -552,6 +553,6 @@ impl Server {
 
     /// Processes alive.
     pub fn alive(&self) -> usize {
-        self.procs.lock().alive()
+        self.procs.read().alive()
     }
 }
