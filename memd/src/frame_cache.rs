@@ -2,9 +2,10 @@
 //! memd's threads in front of it, so that faults served at once on several processors do not
 //! all meet at that lock (as Linux's per-CPU page lists, Zircon's per-CPU PMM caches).
 //!
-//! A thread's cache ([`Kernel::worker`] says which is the caller's) is refilled from the
+//! A thread's cache ([`crate::kernel::Kernel::worker`] says which is the caller's) is refilled from the
 //! allocator [`BATCH`] frames at a time, under the allocator's lock once, and hands them out
-//! one by one under its own lock, which only its thread takes but for a drain. A frame in a
+//! one by one under its own lock, which only its thread takes but for a drain; its count of
+//! them ([`Cached`]) is alone on its cache line. A frame in a
 //! cache has count 1 in the allocator (nothing else can take it) and counts as free
 //! everywhere: the statistics, the out-of-memory policy and the frame tests see the same
 //! numbers as without caches. When the allocator runs dry, every cache is drained back into it
@@ -18,10 +19,9 @@
 //! allocator's.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{Mutex, MutexGuard};
 
-use crate::frames::{FrameAllocator, FrameCounts, FrameError};
+use crate::frames::{Cached, FrameAllocator, FrameCounts, FrameError};
 use crate::kernel::FrameAddr;
 use alloc::vec::Vec;
 
@@ -41,7 +41,7 @@ pub struct Frames {
     pool: Mutex<FrameAllocator>,
     caches: [Mutex<Cache>; CACHES],
     /// Frames in the caches (the allocator's [`FrameAllocator::cached`]).
-    cached: Arc<AtomicU64>,
+    cached: Arc<Cached>,
     /// The reference counts (the allocator's [`FrameAllocator::counts`]).
     counts: Arc<FrameCounts>,
 }
@@ -94,14 +94,15 @@ impl Frames {
     /// hold the allocator's lock.
     pub fn alloc(&self, worker: usize) -> Option<FrameAddr> {
         {
-            let mut cache = self.caches[worker % CACHES].lock();
+            let index = worker % CACHES;
+            let mut cache = self.caches[index].lock();
             if cache.len == 0 {
                 let c = &mut *cache;
-                c.len = self.pool.lock().lend(&mut c.frames);
+                c.len = self.pool.lock().lend(index, &mut c.frames);
             }
             if cache.len > 0 {
                 cache.len -= 1;
-                self.cached.fetch_sub(1, Ordering::Relaxed);
+                self.cached.sub(index, 1);
                 return Some(cache.frames[cache.len]);
             }
         }
@@ -115,7 +116,7 @@ impl Frames {
     /// [`FrameAllocator::alloc_many`]). The caller must not hold the allocator's lock.
     pub fn alloc_many(&self, n: usize, out: &mut Vec<FrameAddr>) -> Result<(), FrameError> {
         match self.pool.lock().alloc_many(n, out) {
-            Err(FrameError::OutOfFrames) if self.cached.load(Ordering::Relaxed) > 0 => {}
+            Err(FrameError::OutOfFrames) if self.cached.total() > 0 => {}
             done => return done,
         }
         self.drain();
@@ -129,7 +130,7 @@ impl Frames {
         if let Some(base) = self.pool.lock().alloc_huge() {
             return Some(base);
         }
-        if self.cached.load(Ordering::Relaxed) == 0 {
+        if self.cached.total() == 0 {
             return None;
         }
         self.drain();
@@ -149,11 +150,11 @@ impl Frames {
 
     /// Every cache's frames back to the allocator.
     pub fn drain(&self) {
-        for cache in &self.caches {
+        for (index, cache) in self.caches.iter().enumerate() {
             let mut cache = cache.lock();
             if cache.len > 0 {
                 let n = cache.len;
-                self.pool.lock().take_back(&cache.frames[..n]);
+                self.pool.lock().take_back(index, &cache.frames[..n]);
                 cache.len = 0;
             }
         }
@@ -174,7 +175,7 @@ mod tests {
         let a = frames.alloc(0).unwrap();
         // One batch lent to cache 0, one frame of it handed out.
         assert_eq!(frames.lock().free(), 99);
-        assert_eq!(frames.cached.load(Ordering::Relaxed), BATCH as u64 - 1);
+        assert_eq!(frames.cached.total(), BATCH as u64 - 1);
         assert_eq!(frames.lock().refcount(a), 1);
         let mut got = alloc::vec![a];
         for w in [1, 2, 0, 3, 1] {
@@ -185,7 +186,7 @@ mod tests {
         assert_eq!(got.len(), 6, "no frame handed out twice");
         assert_eq!(frames.lock().used(), 6);
         frames.drain();
-        assert_eq!(frames.cached.load(Ordering::Relaxed), 0);
+        assert_eq!(frames.cached.total(), 0);
         assert_eq!(frames.lock().free(), 94);
         for f in got {
             assert_eq!(frames.lock().release(f), Ok(0));
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn four_threads_never_get_one_frame_at_once_and_every_frame_comes_back() {
-        use std::sync::atomic::AtomicBool;
+        use std::sync::atomic::{AtomicBool, Ordering};
         // 200 frames for 4 threads holding up to 60 each: the caches run dry and are drained.
         let frames = Frames::new(FrameAllocator::new(&[(P, 201 * P)]));
         let held: Vec<AtomicBool> = (0..202).map(|_| AtomicBool::new(false)).collect();
@@ -245,7 +246,7 @@ mod tests {
         });
         assert_eq!(frames.lock().used(), 0, "cached frames count free");
         frames.drain();
-        assert_eq!(frames.cached.load(Ordering::Relaxed), 0);
+        assert_eq!(frames.cached.total(), 0);
         assert_eq!(frames.lock().alloc_many(200, &mut Vec::new()), Ok(()));
     }
 

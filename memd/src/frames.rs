@@ -159,6 +159,34 @@ impl FrameCounts {
     }
 }
 
+/// Frames lent to each cache of [`crate::frame_cache`] and not handed out yet: one counter per
+/// cache, each on a cache line of its own, so that a worker handing out a frame changes a line
+/// no other processor writes.
+#[derive(Default)]
+pub struct Cached([CacheLine; crate::frame_cache::CACHES]);
+
+/// A counter alone on its cache line.
+#[derive(Default)]
+#[repr(align(64))]
+struct CacheLine(AtomicU64);
+
+impl Cached {
+    /// Cache `cache` holds `n` more.
+    pub fn add(&self, cache: usize, n: u64) {
+        self.0[cache].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Cache `cache` holds `n` fewer.
+    pub fn sub(&self, cache: usize, n: u64) {
+        self.0[cache].0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Frames in all the caches.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// Hands out physical frames; their counts are [`FrameCounts`], shared.
 pub struct FrameAllocator {
     /// The reference counts (and the ranges they index).
@@ -183,7 +211,7 @@ pub struct FrameAllocator {
     peak_used: u64,
     /// Frames lent to the caches and not handed out yet: free to every count. The caches
     /// lower it as they hand frames out, without this allocator's lock.
-    cached: Arc<AtomicU64>,
+    cached: Arc<Cached>,
 }
 
 /// Frames in a 2 MiB block.
@@ -256,19 +284,19 @@ impl FrameAllocator {
             block_cursor: 0,
             taken: 0,
             peak_used: 0,
-            cached: Arc::new(AtomicU64::new(0)),
+            cached: Arc::new(Cached::default()),
         }
     }
 
-    /// The count of frames lent to caches and not handed out yet (see
+    /// The counts of frames lent to caches and not handed out yet (see
     /// [`FrameAllocator::lend`]), shared with the caches.
-    pub fn cached(&self) -> Arc<AtomicU64> {
+    pub fn cached(&self) -> Arc<Cached> {
         self.cached.clone()
     }
 
-    /// Lends up to `out.len()` free frames to a cache: each now has count 1 and is counted
-    /// in [`FrameAllocator::cached`] (still free to every count); how many.
-    pub fn lend(&mut self, out: &mut [FrameAddr]) -> usize {
+    /// Lends up to `out.len()` free frames to cache `cache`: each now has count 1 and is
+    /// counted in [`FrameAllocator::cached`] (still free to every count); how many.
+    pub fn lend(&mut self, cache: usize, out: &mut [FrameAddr]) -> usize {
         let mut n = 0;
         while n < out.len()
             && let Some(frame) = self.alloc()
@@ -276,16 +304,16 @@ impl FrameAllocator {
             out[n] = frame;
             n += 1;
         }
-        self.cached.fetch_add(n as u64, Ordering::Relaxed);
+        self.cached.add(cache, n as u64);
         n
     }
 
-    /// Takes back frames a cache did not hand out (each lent by [`FrameAllocator::lend`]):
-    /// free again.
-    pub fn take_back(&mut self, frames: &[FrameAddr]) {
+    /// Takes back frames cache `cache` did not hand out (each lent by
+    /// [`FrameAllocator::lend`]): free again.
+    pub fn take_back(&mut self, cache: usize, frames: &[FrameAddr]) {
         for &frame in frames {
             // Out of the cached count first: free once, not twice, to `used`.
-            self.cached.fetch_sub(1, Ordering::Relaxed);
+            self.cached.sub(cache, 1);
             self.drop_ref(frame);
         }
     }
@@ -469,7 +497,7 @@ impl FrameAllocator {
 
     /// Number of free frames (those lent to caches and not handed out yet included).
     pub fn free(&self) -> u64 {
-        self.free_count + self.cached.load(Ordering::Relaxed)
+        self.free_count + self.cached.total()
     }
 
     /// Number of frames in use (count above 0).
