@@ -20,7 +20,8 @@
 //! a process keeps at most [`MAX_ALT_STACKS`] alternate stacks. A thread that ends should
 //! take its own back (libvm's threads do); ids carry a generation, so one left behind never
 //! applies to a later thread, it only takes room. A fork's child has the forking thread's
-//! alternate stack only (the host names the child's thread: [`Memd::forked_thread`]).
+//! alternate stack only, its thread's until the host names that thread
+//! ([`Memd::forked_thread`]; a fault of the child before, of its one thread, finds it too).
 
 use crate::daemon::{Memd, Pid, cost};
 use crate::fault::{Access, allows};
@@ -73,10 +74,36 @@ impl AltStack {
     }
 }
 
+/// The thread of a fork's child's alternate stack until the host names the child's thread.
+const FORKED: u64 = u64::MAX;
+
 impl FaultHandler {
-    /// The alternate stack of `thread`, if it registered one.
+    /// The alternate stack of `thread`, if it registered one (a fork's child's one thread: the
+    /// forking thread's, until the host names it).
     pub fn stack_of(&self, thread: u64) -> Option<&AltStack> {
-        self.stacks.iter().find(|s| s.thread == thread)
+        let mut stacks = self.stacks.iter();
+        stacks
+            .clone()
+            .find(|s| s.thread == thread)
+            .or_else(|| stacks.find(|s| s.thread == FORKED))
+    }
+
+    /// The handler of a fork's child, forked by thread `thread`: the same entry, and that
+    /// thread's alternate stack only.
+    pub fn forked(&self, thread: u64) -> FaultHandler {
+        let stacks = self
+            .stacks
+            .iter()
+            .filter(|s| s.thread == thread)
+            .map(|s| AltStack {
+                thread: FORKED,
+                ..*s
+            })
+            .collect();
+        FaultHandler {
+            entry: self.entry,
+            stacks,
+        }
     }
 
     /// Where the frame of a fault of `thread`, whose stack pointer is `sp`, goes; `None` when
@@ -146,7 +173,11 @@ impl<K: Kernel> Memd<K> {
             }
             let mut handler = space.fault_handler.take().unwrap_or_default();
             handler.entry = entry;
-            handler.stacks.retain(|s| s.thread != thread);
+            // A fork's child's thread registering before the host named it replaces the stack
+            // it inherited.
+            handler
+                .stacks
+                .retain(|s| s.thread != thread && s.thread != FORKED);
             let full = handler.stacks.len() >= MAX_ALT_STACKS;
             if !disable && !full {
                 handler.stacks.push(AltStack {
@@ -169,19 +200,17 @@ impl<K: Kernel> Memd<K> {
         })
     }
 
-    /// The child `child` of a fork runs the forking thread `parent_thread` of its parent as
-    /// its thread `child_thread`: that thread's alternate stack is the child thread's, and the
-    /// parent's other threads' are not the child's.
-    pub fn forked_thread(&self, child: Pid, parent_thread: u64, child_thread: u64) {
+    /// The child `child` of a fork runs the forking thread as its thread `child_thread`: the
+    /// forking thread's alternate stack ([`Memd::fork`] kept it) is that thread's.
+    pub fn forked_thread(&self, child: Pid, child_thread: u64) {
         let Ok(process) = self.process(child) else {
             return;
         };
         let mut space = process.lock();
-        if let Some(handler) = space.fault_handler.as_mut() {
-            handler.stacks.retain(|s| s.thread == parent_thread);
-            if let Some(s) = handler.stacks.first_mut() {
-                s.thread = child_thread;
-            }
+        if let Some(handler) = space.fault_handler.as_mut()
+            && let Some(s) = handler.stacks.iter_mut().find(|s| s.thread == FORKED)
+        {
+            s.thread = child_thread;
         }
     }
 

@@ -62,7 +62,7 @@ impl<K: Kernel> Memd<K> {
             Request::Madvise { addr, len, advice } => self
                 .madvise(caller, addr as u64, len as u64, advice)
                 .map(|_| 0),
-            Request::Fork => self.fork(caller),
+            Request::Fork => self.fork(caller, thread),
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
             Request::ClearRefs { value } => self.clear_refs(caller, value).map(|()| 0),
             Request::Mlock { addr, len, unlock } => self

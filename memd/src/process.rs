@@ -43,9 +43,10 @@ impl<K: Kernel> Memd<K> {
         Ok(pid)
     }
 
-    /// Forks process `parent`: private memory becomes copy-on-write in both, shared memory
-    /// stays shared. Returns the child's pid.
-    pub fn fork(&self, parent: Pid) -> Result<Pid, VmError> {
+    /// Forks process `parent`, the call made by its thread `thread` (the child's one thread,
+    /// which keeps that thread's alternate stack for faults): private memory becomes
+    /// copy-on-write in both, shared memory stays shared. Returns the child's pid.
+    pub fn fork(&self, parent: Pid, thread: u64) -> Result<Pid, VmError> {
         bump(&self.counters.fork);
         let process = self.process(parent)?;
         let mut space = process.lock();
@@ -78,7 +79,7 @@ impl<K: Kernel> Memd<K> {
         child.brk = space.brk;
         child.deny_write_exec = space.deny_write_exec;
         child.rlimits = space.rlimits;
-        child.fault_handler = space.fault_handler.clone();
+        child.fault_handler = space.fault_handler.as_ref().map(|h| h.forked(thread));
         child.pages = space.pages.clone();
         // `MADV_DONTFORK`: the child has nothing there; `MADV_WIPEONFORK`: the region, empty
         // (and wiped again at its own forks).

@@ -517,7 +517,7 @@ impl Server {
         if let Err(e) = room {
             return reply_cqe(token, tag, Err(e));
         }
-        let child = match self.memd.fork(parent) {
+        let child = match self.memd.fork(parent, token) {
             Ok(c) => c,
             Err(e) => return reply_cqe(token, tag, Err(e)),
         };
@@ -532,7 +532,7 @@ impl Server {
             self.forget(child);
             return reply_cqe(token, tag, Err(VmError::OutOfMemory));
         }
-        self.memd.forked_thread(child, token, t as u64);
+        self.memd.forked_thread(child, t as u64);
         let mut procs = self.procs.write();
         // The parent's record is there: its call was mapped to it, and records change only
         // under the lifecycle lock held here. A child takes its parent's name and arguments.

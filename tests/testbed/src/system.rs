@@ -239,7 +239,7 @@ impl System {
 
     /// Forks process `pid` (memd's half of fork; a simulated process has no registers).
     pub fn fork(&self, pid: Pid) -> Result<Pid, libvm::VmError> {
-        self.memd.fork(pid)
+        self.memd.fork(pid, THREAD)
     }
 
     /// Process `pid` exits with `status`.

@@ -306,11 +306,24 @@ fn each_thread_has_its_own_alternate_stack_and_one_without_gets_the_frame_on_its
     assert_eq!(memd.set_fault_handler(p, t2, ENTRY, 0, 0), Ok(ENTRY));
     assert_eq!(frame_of(p, t2, sp), Some((sp - 128 - ff::BYTES) & !15));
     memd.set_fault_handler(p, t2, ENTRY, s2, len).unwrap();
-    // The child of t1's fork runs it as thread 0x5_0001: its stack, and only its.
-    let child = sys.fork(p).unwrap();
-    memd.forked_thread(child, t1, 0x5_0001);
+    // The child of t1's fork: its one thread has t1's stack, even before the host names it
+    // (0x5_0001), and only that one; once named, another thread id has none.
+    let child = memd.fork(p, t1).unwrap();
+    assert_eq!(
+        frame_of(child, 0x5_0001, sp),
+        Some(top(s1)),
+        "not named yet"
+    );
+    memd.forked_thread(child, 0x5_0001);
     assert_eq!(frame_of(child, 0x5_0001, sp), Some(top(s1)));
     assert_eq!(frame_of(child, t2, sp), Some((sp - 128 - ff::BYTES) & !15));
+    // A child of t2's fork whose thread registers a stack of its own before it is named: that
+    // one, not the inherited one.
+    let other = memd.fork(p, t2).unwrap();
+    memd.set_fault_handler(other, 0x6_0001, ENTRY, s1, len)
+        .unwrap();
+    memd.forked_thread(other, 0x6_0001);
+    assert_eq!(frame_of(other, 0x6_0001, sp), Some(top(s1)));
     assert_eq!(
         frame_of(p, t2, sp),
         Some(top(s2)),
