@@ -50,6 +50,9 @@ pub const PAGE_COST: usize = 16;
 /// [`crate::pages::CHUNK_PAGES`] slots and its entry: a process whose pages lie far apart
 /// pays for the chunks it makes).
 pub const CHUNK_COST: usize = 576;
+/// Bytes of memd's memory one thread's alternate stack is counted for (its entry in its
+/// process's list).
+pub const ALT_STACK_COST: usize = 32;
 
 impl Default for Config {
     fn default() -> Config {
@@ -280,4 +283,8 @@ pub(crate) fn cost(space: &AddressSpace) -> usize {
     space.regions.len() * REGION_COST
         + (space.pages.len() + space.tables.len()) * PAGE_COST
         + space.pages.chunks() * CHUNK_COST
+        + space
+            .fault_handler
+            .as_ref()
+            .map_or(0, |h| h.stacks() * ALT_STACK_COST)
 }

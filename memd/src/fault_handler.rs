@@ -23,7 +23,7 @@
 //! alternate stack only, its thread's until the host names that thread
 //! ([`Memd::forked_thread`]; a fault of the child before, of its one thread, finds it too).
 
-use crate::daemon::{Memd, Pid, cost};
+use crate::daemon::{ALT_STACK_COST, Memd, Pid, cost};
 use crate::fault::{Access, allows};
 use crate::kernel::{Kernel, PAGE_SIZE};
 use crate::layout::USER_END;
@@ -78,6 +78,11 @@ impl AltStack {
 const FORKED: u64 = u64::MAX;
 
 impl FaultHandler {
+    /// Alternate stacks registered.
+    pub fn stacks(&self) -> usize {
+        self.stacks.len()
+    }
+
     /// The alternate stack of `thread`, if it registered one (a fork's child's one thread: the
     /// forking thread's, until the host names it).
     pub fn stack_of(&self, thread: u64) -> Option<&AltStack> {
@@ -171,32 +176,49 @@ impl<K: Kernel> Memd<K> {
                 space.fault_handler = None;
                 return Ok(old);
             }
-            let mut handler = space.fault_handler.take().unwrap_or_default();
-            handler.entry = entry;
             // A fork's child's thread registering before the host named it replaces the stack
             // it inherited.
-            handler
-                .stacks
-                .retain(|s| s.thread != thread && s.thread != FORKED);
-            let full = handler.stacks.len() >= MAX_ALT_STACKS;
-            if !disable && !full {
+            let replaced = |s: &AltStack| s.thread == thread || s.thread == FORKED;
+            let (now, gone) = space.fault_handler.as_ref().map_or((0, 0), |h| {
+                (
+                    h.stacks.len(),
+                    h.stacks.iter().filter(|s| replaced(s)).count(),
+                )
+            });
+            let after = now - gone + usize::from(!disable);
+            // Decided before anything changes: a refusal changes nothing.
+            if after > MAX_ALT_STACKS {
+                return Err(VmError::LimitExceeded);
+            }
+            if after > now {
+                // Its entry is counted in memd's bookkeeping (`with_space`).
+                self.room(ALT_STACK_COST)?;
+            }
+            let room = usize::from(!disable);
+            let handler = match space.fault_handler.as_mut() {
+                Some(handler) => handler,
+                None => space.fault_handler.insert(FaultHandler {
+                    entry,
+                    stacks: Vec::new(),
+                }),
+            };
+            if handler.stacks.try_reserve(room).is_err() {
+                // The empty handler made just above goes: a refusal changes nothing.
+                if old == 0 {
+                    space.fault_handler = None;
+                }
+                return Err(VmError::OutOfMemory);
+            }
+            handler.entry = entry;
+            handler.stacks.retain(|s| !replaced(s));
+            if !disable {
                 handler.stacks.push(AltStack {
                     thread,
                     stack,
                     len: stack_len,
                 });
             }
-            let refused = !disable && full;
-            if refused {
-                // As it was: the thread's entry was not there (the table is full without it).
-                handler.entry = old;
-            }
-            space.fault_handler = (handler.entry != 0).then_some(handler);
-            if refused {
-                Err(VmError::LimitExceeded)
-            } else {
-                Ok(old)
-            }
+            Ok(old)
         })
     }
 

@@ -2,21 +2,22 @@
 //! memd's threads in front of it, so that faults served at once on several processors do not
 //! all meet at that lock (as Linux's per-CPU page lists, Zircon's per-CPU PMM caches).
 //!
-//! A thread's cache ([`crate::kernel::Kernel::worker`] says which is the caller's) is refilled from the
-//! allocator [`BATCH`] frames at a time, under the allocator's lock once, and hands them out
-//! one by one under its own lock, which only its thread takes but for a drain; its count of
-//! them ([`Cached`]) is alone on its cache line. A frame in a
-//! cache has count 1 in the allocator (nothing else can take it) and counts as free
-//! everywhere: the statistics, the out-of-memory policy and the frame tests see the same
-//! numbers as without caches. When the allocator runs dry, every cache is drained back into it
-//! before an allocation is refused, so no process is refused or killed for memory a cache
-//! holds; so is a search for a whole 2 MiB block or a run for memd's own memory that failed.
+//! A thread's cache ([`crate::kernel::Kernel::worker`] says which is the caller's) is
+//! refilled from the allocator [`BATCH`] frames at a time, under the allocator's lock once,
+//! and hands them out one by one under its own lock, which only its thread takes but for a
+//! drain; its count of them ([`Cached`]) is alone on its cache line. A frame in a cache has
+//! count 1 in the allocator (nothing else can take it) and counts as free everywhere: the
+//! statistics, the out-of-memory policy and the frame tests see the same numbers as without
+//! caches. When the allocator runs dry, every cache is drained back into it before an
+//! allocation is refused, so no process is refused or killed for memory a cache holds; so is
+//! a search for a whole 2 MiB block or a run for memd's own memory that failed.
+//!
 //! The reference counts are atomics ([`FrameCounts`]): sharing a frame, reading its count and
 //! dropping a reference take no lock; only a frame whose count falls to 0 goes back to the
 //! allocator under its lock.
 //!
-//! Lock order: a cache, then the allocator; nothing takes a cache's lock while holding the
-//! allocator's.
+//! Lock order (with the core's): an address space, the shared objects, a cache, the
+//! allocator; nothing takes a cache's lock while holding the allocator's.
 
 use alloc::sync::Arc;
 use spin::{Mutex, MutexGuard};
@@ -62,8 +63,7 @@ impl Frames {
         }
     }
 
-    /// The allocator itself, locked: counts, sharing, releases, and allocations off the
-    /// fault path.
+    /// The allocator itself, locked: its figures, and what it does off the fault path.
     pub fn lock(&self) -> MutexGuard<'_, FrameAllocator> {
         self.pool.lock()
     }

@@ -301,9 +301,16 @@ fn each_thread_has_its_own_alternate_stack_and_one_without_gets_the_frame_on_its
         other => panic!("{other:?}"),
     };
     memd.set_fault_handler(p, t1, ENTRY, s1, len).unwrap();
+    let booked = memd.bookkeeping();
     memd.set_fault_handler(p, t2, ENTRY, s2, len).unwrap();
+    assert_eq!(
+        memd.bookkeeping(),
+        booked + memd::daemon::ALT_STACK_COST,
+        "each stack is counted in memd's bookkeeping"
+    );
     // SS_DISABLE: t2 has none, the handler stays.
     assert_eq!(memd.set_fault_handler(p, t2, ENTRY, 0, 0), Ok(ENTRY));
+    assert_eq!(memd.bookkeeping(), booked);
     assert_eq!(frame_of(p, t2, sp), Some((sp - 128 - ff::BYTES) & !15));
     memd.set_fault_handler(p, t2, ENTRY, s2, len).unwrap();
     // The child of t1's fork: its one thread has t1's stack, even before the host names it
