@@ -9,7 +9,7 @@
 //! | word 0 | word 1 | word 2 | word 3 | meaning |
 //! |---|---|---|---|---|
 //! | 1 (map) | page | frame | prot | map `page` to `frame` with `prot` (1 read, 2 write, 4 exec), replacing |
-//! | 2 (unmap) | page | pages | 0 | unmap the mapped pages of the range |
+//! | 2 (unmap) | page | pages | 0, or 1 (`UNMAP_PRUNE`) | unmap the mapped pages of the range; the page tables stay, or with 1 every table under the range that then maps nothing is freed (to the space's reserve) |
 //! | 3 (protect) | page | pages | prot | set `prot` on the mapped pages of the range |
 //! | 4 (donate) | 0 | frame | 0 | give `frame` to the space's reserve of page-table frames |
 //! | 5 (map huge) | page | frame | prot | map the 2 MiB at `page` to the 512 frames from `frame` as one huge page (both 2 MiB aligned), replacing a huge page; refused where a page table is |
