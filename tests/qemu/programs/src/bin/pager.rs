@@ -56,6 +56,15 @@ fn main(start: Start) -> u64 {
                 let page = addr & !0xFFF;
                 let (r, done) = space_apply(badge, &[[OP_MAP, page, frame, 3]]);
                 check!(r == 0 && done == 1, "map for a fault: {} {}", r, done);
+                // An unmap whose last word is neither 0 nor `UNMAP_PRUNE` is refused whole:
+                // the page stays mapped (the thread resumes without a second fault).
+                let (r, done) = space_apply(badge, &[[OP_UNMAP, page, 1, 2]]);
+                check!(
+                    r == -errno::EINVAL && done == 0,
+                    "an unmap with b = 2: {} {}",
+                    r,
+                    done
+                );
                 println!(
                     "pager: mapped {:#x} for space {:#x} (access {})",
                     page, badge, access
