@@ -2,7 +2,7 @@
 //! reference count.
 //!
 //! A frame is free (count 0) or in use by `count` mappings or owners; copy-on-write and shared
-//! memory raise the count with [`FrameAllocator::share`], and a frame goes back to the free
+//! memory raise the count with [`FrameCounts::share`], and a frame goes back to the free
 //! list when [`FrameAllocator::release`] drops its count to 0. Free frames are kept on a stack
 //! (last freed, first reused), which keeps recently used frames warm in the caches.
 //!
@@ -427,19 +427,9 @@ impl FrameAllocator {
         Ok(())
     }
 
-    /// The reference count of `frame`: 0 when it is free or not managed here.
-    pub fn refcount(&self, frame: FrameAddr) -> u32 {
-        self.counts.refcount(frame)
-    }
-
     /// The reference counts, shared (changed without this allocator's lock).
     pub fn counts(&self) -> Arc<FrameCounts> {
         self.counts.clone()
-    }
-
-    /// Adds a reference to an allocated frame; returns the new count.
-    pub fn share(&mut self, frame: FrameAddr) -> Result<u32, FrameError> {
-        self.counts.share(frame)
     }
 
     /// Drops a reference to an allocated frame; returns the new count. At 0 the frame is free
@@ -577,7 +567,7 @@ mod tests {
         let mut got = Vec::new();
         while let Some(f) = frames.alloc() {
             assert!(frames.owns(f));
-            assert_eq!(frames.refcount(f), 1);
+            assert_eq!(frames.counts().refcount(f), 1);
             got.push(f);
         }
         assert_eq!(got.len() as u64, total);
@@ -596,7 +586,7 @@ mod tests {
         assert_eq!(all.len(), 7);
         for &f in [all[3], all[0], all[6]].iter() {
             assert_eq!(frames.release(f), Ok(0));
-            assert_eq!(frames.refcount(f), 0);
+            assert_eq!(frames.counts().refcount(f), 0);
         }
         assert_eq!(frames.free(), 3);
         assert_eq!(frames.alloc(), Some(all[6]));
@@ -609,9 +599,9 @@ mod tests {
     fn shared_frame_freed_at_zero() {
         let mut frames = FrameAllocator::new(&[(P, 3 * P)]);
         let f = frames.alloc().unwrap();
-        assert_eq!(frames.share(f), Ok(2));
-        assert_eq!(frames.share(f), Ok(3));
-        assert_eq!(frames.refcount(f), 3);
+        assert_eq!(frames.counts().share(f), Ok(2));
+        assert_eq!(frames.counts().share(f), Ok(3));
+        assert_eq!(frames.counts().refcount(f), 3);
         assert_eq!(frames.release(f), Ok(2));
         assert_eq!(frames.release(f), Ok(1));
         assert_eq!(frames.used(), 1);
@@ -624,11 +614,11 @@ mod tests {
     fn misuse_is_an_error() {
         let mut frames = FrameAllocator::new(&[(P, 3 * P)]);
         assert_eq!(frames.release(P), Err(FrameError::NotAllocated));
-        assert_eq!(frames.share(P), Err(FrameError::NotAllocated));
+        assert_eq!(frames.counts().share(P), Err(FrameError::NotAllocated));
         assert_eq!(frames.release(10 * P), Err(FrameError::NotOwned));
-        assert_eq!(frames.share(0), Err(FrameError::NotOwned));
+        assert_eq!(frames.counts().share(0), Err(FrameError::NotOwned));
         assert_eq!(frames.release(P + 8), Err(FrameError::NotOwned));
-        assert_eq!(frames.refcount(10 * P), 0);
+        assert_eq!(frames.counts().refcount(10 * P), 0);
         let f = frames.alloc().unwrap();
         assert_eq!(frames.release(f), Ok(0));
         assert_eq!(frames.release(f), Err(FrameError::NotAllocated));
@@ -693,7 +683,7 @@ mod tests {
         assert_eq!(frames.free(), 4);
         assert_eq!(frames.alloc_many(3, &mut out), Ok(()));
         assert_eq!(out, [0xdead_0000, P, 2 * P, 3 * P]);
-        assert!(out[1..].iter().all(|&f| frames.refcount(f) == 1));
+        assert!(out[1..].iter().all(|&f| frames.counts().refcount(f) == 1));
         assert_eq!(frames.alloc_many(0, &mut out), Ok(()));
         assert_eq!(frames.alloc_many(2, &mut out), Err(FrameError::OutOfFrames));
         assert_eq!(frames.alloc_many(1, &mut out), Ok(()));
@@ -715,8 +705,8 @@ mod tests {
         assert!(!frames.owns(0xF_F000));
         assert_eq!(frames.release(0x10_1000), Ok(0));
         assert_eq!(frames.release(0x3000), Ok(0));
-        assert_eq!(frames.refcount(0x10_1000), 0);
-        assert_eq!(frames.refcount(0x10_2000), 1);
+        assert_eq!(frames.counts().refcount(0x10_1000), 0);
+        assert_eq!(frames.counts().refcount(0x10_2000), 1);
         assert_eq!(frames.alloc(), Some(0x3000));
         assert_eq!(frames.alloc(), Some(0x10_1000));
     }

@@ -229,7 +229,7 @@ impl<K: Kernel> Memd<K> {
     ) -> Result<(), VmError> {
         self.split_huge_edges(space, start, end)?;
         // Only resident pages can be in the page tables; the tables of the 2 MiB spans the
-        // unmap leaves without a region go too (see `prune_span`), in the same batch, after
+        // unmap leaves without a region go too (see `prune_op`), in the same batch, after
         // the pages (so that the kernel finds them empty without a walk of their entries).
         let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; 2];
         let mut n = 0;
@@ -240,11 +240,8 @@ impl<K: Kernel> Memd<K> {
             };
             n += 1;
         }
-        if let Some((lo, hi)) = prune_span(space, start, end) {
-            ops[n] = PageOp::Prune {
-                page: lo,
-                pages: (hi - lo) / PAGE_SIZE,
-            };
+        if let Some(prune) = prune_op(space, start, end) {
+            ops[n] = prune;
             n += 1;
         }
         if n > 0 {
@@ -268,16 +265,12 @@ impl<K: Kernel> Memd<K> {
     }
 
     /// Gives back the page tables of the 2 MiB spans around `[start, end)`, whose regions are
-    /// gone and pages unmapped already, that no region has a byte of (see [`prune_span`]). A
+    /// gone and pages unmapped already, that no region has a byte of (see [`prune_op`]). A
     /// refusal is logged and does no harm: the tables stay the space's, charged to it, and go
     /// at its end.
     pub(crate) fn prune_freed(&self, space: &mut AddressSpace, start: u64, end: u64) {
-        let Some((lo, hi)) = prune_span(space, start, end) else {
+        let Some(op) = prune_op(space, start, end) else {
             return;
-        };
-        let op = PageOp::Prune {
-            page: lo,
-            pages: (hi - lo) / PAGE_SIZE,
         };
         if let Err(e) = self.apply(space, &[op]) {
             log::warn!("memd: pid {}: page tables not pruned: {:?}", space.pid, e);
@@ -597,16 +590,19 @@ impl<K: Kernel> Memd<K> {
     }
 }
 
-/// The whole 2 MiB spans around `[start, end)` (free, or about to be: its regions going)
-/// that no region has a byte of, whose page tables are to be pruned, or `None` when there is no such span (the kernel
-/// then keeps the tables, empty or not, for the next mapping near, as Linux frees page tables
-/// only where no mapping is left).
-fn prune_span(space: &AddressSpace, start: u64, end: u64) -> Option<(u64, u64)> {
+/// The operation that prunes the page tables of the whole 2 MiB spans around `[start, end)`
+/// (free, or about to be: its regions going) that no region has a byte of, or `None` when
+/// there is no such span (the kernel then keeps the tables, empty or not, for the next
+/// mapping near, as Linux frees page tables only where no mapping is left).
+fn prune_op(space: &AddressSpace, start: u64, end: u64) -> Option<PageOp> {
     const SPAN: u64 = kernel_shim::paging::HUGE_PAGE_SIZE;
     let (free_start, free_end) = space.regions.free_around(start, end);
     let lo = free_start.next_multiple_of(SPAN).max(start & !(SPAN - 1));
     let hi = (free_end & !(SPAN - 1))
         .min(end.next_multiple_of(SPAN))
         .min(layout::USER_END & !(SPAN - 1));
-    (lo < hi).then_some((lo, hi))
+    (lo < hi).then(|| PageOp::Prune {
+        page: lo,
+        pages: (hi - lo) / PAGE_SIZE,
+    })
 }

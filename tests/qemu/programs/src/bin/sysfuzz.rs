@@ -862,7 +862,7 @@ fn start_crew(first: &mut Fuzz, n: usize, seed: u64, calls: u64) -> Crew {
             joins: false,
             ..*first
         };
-        let h = thread::spawn(move || {
+        let h = spawn_checked("a fuzzing thread", move || {
             while GO.load(Ordering::Acquire) == 0 {
                 thread::futex_wait(&GO, 0);
             }
@@ -879,13 +879,7 @@ fn start_crew(first: &mut Fuzz, n: usize, seed: u64, calls: u64) -> Crew {
             );
             calls
         });
-        check!(
-            h.is_ok(),
-            "spawning fuzzing thread {}: {:?}",
-            k + 1,
-            h.as_ref().err()
-        );
-        if let Ok(h) = h {
+        if let Some(h) = h {
             let (at, len) = h.stack();
             THREAD_STACKS[k][0].store(at as u64, Ordering::Relaxed);
             THREAD_STACKS[k][1].store((at + len) as u64, Ordering::Relaxed);
@@ -895,17 +889,9 @@ fn start_crew(first: &mut Fuzz, n: usize, seed: u64, calls: u64) -> Crew {
     }
     // The first thread's block exists since the first spawn.
     FIRST_FS.store(tls_base(), Ordering::Relaxed);
-    let brk = vm().brk(0).unwrap_or(0) as u64;
-    let heap = vm()
-        .regions(0)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|r| r.start < brk && brk <= r.end);
-    check!(heap.is_some(), "the heap region (break {:#x})", brk);
-    if let Some(r) = heap {
-        HEAP[0].store(r.start, Ordering::Relaxed);
-        HEAP[1].store(r.end, Ordering::Relaxed);
-    }
+    let heap = heap_region();
+    HEAP[0].store(heap.start, Ordering::Relaxed);
+    HEAP[1].store(heap.end, Ordering::Relaxed);
     GO.store(1, Ordering::Release);
     thread::futex_wake(&GO, u32::MAX);
     crew
@@ -918,13 +904,9 @@ fn warm_up(n: usize) {
     for slot in crew.iter_mut().take(n) {
         let pad = [0u8; core::mem::size_of::<Fuzz>()];
         let calls = 0u64;
-        let h = thread::spawn(move || core::hint::black_box(pad)[0] as u64 + calls);
-        check!(
-            h.is_ok(),
-            "spawning a warm-up thread: {:?}",
-            h.as_ref().err()
-        );
-        *slot = h.ok();
+        *slot = spawn_checked("a warm-up thread", move || {
+            core::hint::black_box(pad)[0] as u64 + calls
+        });
     }
     join_crew(crew);
 }
@@ -983,14 +965,42 @@ fn touch_stack() -> u64 {
 const SPARE_TABLES: u64 = 8;
 
 /// memd's data frames in use, and its page-table frames.
-/// Resident pages of the heap (the region holding the break).
-fn heap_resident() -> u64 {
-    let brk = vm().brk(0).unwrap_or(0) as u64;
-    vm().regions(0)
+/// The heap: the region holding the break.
+fn heap_region() -> proto::RegionInfo {
+    let brk = vm().brk(0);
+    let regions = vm().regions(0);
+    check!(
+        brk.is_ok() && regions.is_ok(),
+        "the break {:?} and the regions {:?}",
+        brk,
+        regions.as_ref().map(|r| r.len())
+    );
+    let brk = brk.unwrap_or(0) as u64;
+    let heap = regions
         .unwrap_or_default()
-        .iter()
-        .find(|r| r.start < brk && brk <= r.end)
-        .map_or(0, |r| r.resident_pages)
+        .into_iter()
+        .find(|r| r.start < brk && brk <= r.end);
+    check!(heap.is_some(), "the heap region (break {:#x})", brk);
+    heap.unwrap_or_default()
+}
+
+/// Resident pages of the heap.
+fn heap_resident() -> u64 {
+    heap_region().resident_pages
+}
+
+/// A thread running `f`; the program ends, saying why, when `what` cannot be started.
+fn spawn_checked(
+    what: &str,
+    f: impl FnOnce() -> u64 + Send + 'static,
+) -> Option<thread::JoinHandle<u64>> {
+    match thread::spawn(f) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            check!(false, "spawning {}: {:?}", what, e);
+            None
+        }
+    }
 }
 
 fn frames_used() -> (u64, u64) {
