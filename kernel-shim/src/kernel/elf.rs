@@ -117,10 +117,11 @@ pub fn load(k: &mut Kernel, bytes: &[u8], pager: bool) -> Result<usize, &'static
     let total = pages + STACK_PAGES;
     let frames = k
         .frames
+        .get_mut()
         .alloc_contiguous(total)
         .ok_or("out of kernel frames")?;
     let Some(s) = k.create_space() else {
-        k.frames.free_contiguous(frames, total);
+        k.frames.get_mut().free_contiguous(frames, total);
         return Err("out of address spaces");
     };
     k.spaces[s].image = Some((frames, total));
@@ -133,7 +134,7 @@ pub fn load(k: &mut Kernel, bytes: &[u8], pager: bool) -> Result<usize, &'static
     }
     let root = k.spaces[s].root;
     let stack_base = STACK_TOP - (STACK_PAGES as u64) * PAGE;
-    let mut m = pt::mapper(&mut k.frames, root);
+    let mut m = pt::mapper(k.frames.get_mut(), root);
     let mut mapped = true;
     for (p, &access) in page_prot[..pages].iter().enumerate() {
         if access != 0 {

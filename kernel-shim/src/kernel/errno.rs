@@ -24,6 +24,10 @@ pub const ENOSYS: Errno = 38;
 /// A length over the limit.
 pub const E2BIG: Errno = 7;
 
+/// Never returned to a process: a call made in a shared entry that must run in an exclusive
+/// one ([`super::lock`]), having changed nothing; the entry runs it again, exclusive.
+pub const EXCLUSIVE: Errno = 0x1_0000;
+
 /// The value of rax for a failed call.
 pub fn to_rax(e: Errno) -> u64 {
     e.wrapping_neg()

@@ -45,8 +45,10 @@ pub use kernel_shim::abi::{ACCESS_EXEC, ACCESS_PRESENT, ACCESS_WRITE};
 /// by `iretq` with every register it asked for.
 pub const RESTORED_VECTOR: u64 = 0x101;
 
-/// Handles exception `vector` of thread `t`, whose registers are saved.
-pub fn user_fault(k: &mut Kernel, t: usize) {
+/// Handles the exception of thread `t` (running here), whose registers are saved: a message to
+/// the pager. `false` when there is no pager: the thread is to be killed, an exclusive
+/// entry's work ([`kill_unserved`]); nothing was changed.
+pub fn user_fault(k: &Kernel, t: usize) -> bool {
     let f = k.threads[t].frame;
     let s = k.threads[t].space;
     let (addr, access) = if f.vector == PAGE_FAULT {
@@ -78,8 +80,7 @@ pub fn user_fault(k: &mut Kernel, t: usize) {
         power::exit(power::EXIT_FATAL);
     }
     if k.pager.is_none() {
-        k.kill(t, f.vector, f.rip, "no pager");
-        return;
+        return false;
     }
     let badge = k.badge(s);
     let tid = k.thread_id(t);
@@ -92,11 +93,20 @@ pub fn user_fault(k: &mut Kernel, t: usize) {
         tid,
         badge
     );
-    let th = &mut k.threads[t];
+    // SAFETY: `t` runs here, so its slot is this entry's; the reference ends before `send`.
+    let th = unsafe { k.threads.slot(t) };
     th.msg = [f.vector, addr, access, f.rip, tid, f.error, f.rsp, badge];
     th.kind = MsgKind::Fault;
     th.lend = (0, 0);
+    // The pager's endpoint is live while there is a pager (both change in exclusive entries).
     ipc::send(k, t, PAGER_ENDPOINT);
+    true
+}
+
+/// Kills thread `t`, running here, for the fault no pager can serve ([`user_fault`]).
+pub fn kill_unserved(k: &mut Kernel, t: usize) {
+    let f = k.threads[t].frame;
+    k.kill(t, f.vector, f.rip, "no pager");
 }
 
 /// The general registers in [`fault_frame`] order from [`ff::RAX`].
@@ -153,7 +163,7 @@ pub fn fault_deliver(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     cf.rdi = at;
     cf.rax = 0;
     cf.rflags = rflags::IF | rflags::FIXED;
-    k.make_ready(c);
+    k.wake(c);
     Ok(0)
 }
 

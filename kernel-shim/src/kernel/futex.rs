@@ -3,8 +3,8 @@
 //! variables without spinning (Linux's private futexes). The key is the word's address in the
 //! space; waiters are queued in [`BUCKETS`] buckets by key, each first come, first woken.
 //!
-//! No wake-up is lost: the check of the word and the queueing happen under the kernel lock,
-//! and so does every wake; a waker stores to the word before it calls.
+//! No wake-up is lost: the check of the word and the queueing happen in an exclusive entry
+//! ([`super::lock`]), and so does every wake; a waker stores to the word before it calls.
 //!
 //! A thread joining another waits in the same buckets under a key no word has (the thread's
 //! id above the user half), woken when that thread ends: the end of a thread is known to the
@@ -47,11 +47,13 @@ pub fn wait(k: &mut Kernel, t: usize) -> Result<(), Errno> {
         return Err(EAGAIN);
     }
     let b = bucket(s, f.rdi);
+    k.park(t);
     let th = &mut k.threads[t];
     th.futex = f.rdi;
-    th.state = State::FutexBlocked(b as u16);
+    th.state.set(State::FutexBlocked(b as u16));
     th.frame.rax = 0;
-    k.futexes[b].push(k.threads, t);
+    // SAFETY: the mode lock is exclusive (`&mut Kernel`): this entry owns every queue.
+    unsafe { k.futexes[b].push(&k.threads, t) };
     Ok(())
 }
 
@@ -70,11 +72,15 @@ pub fn wake_word(k: &mut Kernel, s: usize, addr: u64, count: u64) -> u64 {
     let b = bucket(s, addr);
     let mut woken = 0;
     while woken < count {
-        let Some(w) = k.futexes[b].find(k.threads, |th| th.space == s && th.futex == addr) else {
+        // SAFETY: the mode lock is exclusive (`&mut Kernel`): this entry owns every queue.
+        let found =
+            unsafe { k.futexes[b].find(&k.threads, |th| th.space == s && th.futex == addr) };
+        let Some(w) = found else {
             break;
         };
-        k.futexes[b].remove(k.threads, w);
-        k.make_ready(w);
+        // SAFETY: as above.
+        unsafe { k.futexes[b].remove(&k.threads, w) };
+        k.wake(w);
         woken += 1;
     }
     woken
@@ -96,20 +102,21 @@ pub fn join(k: &mut Kernel, t: usize) -> Result<(), Errno> {
         return Err(EINVAL);
     }
     let (slot, generation) = split_id(id);
-    let live =
-        k.threads.get(slot).is_some_and(|th| {
-            th.state != State::Free && th.generation == generation && th.space == s
-        }) && id >> 32 == 0;
+    let live = k.threads.get(slot).is_some_and(|th| {
+        th.state.get() != State::Free && th.generation == generation && th.space == s
+    }) && id >> 32 == 0;
     k.threads[t].frame.rax = 0;
     if !live {
         return Ok(());
     }
     let key = join_key(id);
     let b = bucket(s, key);
+    k.park(t);
     let th = &mut k.threads[t];
     th.futex = key;
-    th.state = State::FutexBlocked(b as u16);
-    k.futexes[b].push(k.threads, t);
+    th.state.set(State::FutexBlocked(b as u16));
+    // SAFETY: the mode lock is exclusive (`&mut Kernel`): this entry owns every queue.
+    unsafe { k.futexes[b].push(&k.threads, t) };
     Ok(())
 }
 

@@ -1,17 +1,19 @@
 //! A cell for the kernel's global state.
 //!
-//! The kernel runs on one CPU and always with interrupts disabled (they are enabled only in
-//! ring 3 and in the idle loop, which holds no reference into kernel state). So at most one
-//! flow of control is inside the kernel at a time: each entry takes its `&mut` once and passes
-//! it down.
+//! The kernel always runs with interrupts disabled (they are enabled only in ring 3 and in the
+//! idle loop, which holds no reference into kernel state), so nothing interrupts a flow of
+//! control inside the kernel. What several processors may reach at once is each cell's own
+//! rule, said where it is declared: written at boot only (one processor runs then), one slot
+//! per processor written by that processor, or the kernel state under the mode lock
+//! ([`super::lock`]).
 
 use core::cell::UnsafeCell;
 
-/// Global state shared by the kernel's entry points, one at a time.
+/// Global state shared by the kernel's entry points, under each cell's rule.
 pub struct Global<T>(UnsafeCell<T>);
 
-// SAFETY: see the module comment: a single CPU with interrupts off in the kernel means no two
-// accesses are ever concurrent.
+// SAFETY: see the module comment: every cell is reached under its own rule, which keeps
+// accesses from different processors apart (or atomic).
 unsafe impl<T> Sync for Global<T> {}
 
 impl<T> Global<T> {

@@ -22,8 +22,9 @@
 //! `ipc_receive` does.
 
 use super::errno::{E2BIG, EINVAL, EPERM, EPIPE, ESRCH, Errno, to_rax};
+use super::lock::Guard;
 use super::state::Kernel;
-use super::thread::{MsgKind, Queue, State, split_id, thread_id};
+use super::thread::{MsgKind, Queue, State, Thread, split_id, thread_id};
 use super::usercopy;
 
 /// The most endpoints one space may own. Space `s` owns the slots `s * 4 .. s * 4 + 4` of the
@@ -36,7 +37,9 @@ pub use kernel_shim::abi::{TOKEN_EXIT, TOKEN_FAULT};
 pub const MAX_LEND: u64 = 64 << 20;
 
 /// An endpoint: its owner (the only space whose threads may receive on it) and the queues of
-/// waiting senders and receivers.
+/// waiting senders and receivers. Its lock (the table's: [`Kernel::endpoints`]) guards the
+/// queues and every thread blocked on the endpoint (sending, receiving, or waiting for the
+/// reply); only exclusive entries open and close it.
 #[derive(Clone, Copy, Debug)]
 pub struct Endpoint {
     /// Whether the slot is in use.
@@ -67,8 +70,9 @@ pub fn slots_of(s: usize) -> core::ops::Range<usize> {
 /// Opens an endpoint owned by space `owner`; `None` when the space owns
 /// [`MAX_ENDPOINTS_PER_SPACE`] already.
 pub fn open(k: &mut Kernel, owner: usize) -> Option<usize> {
-    let ep = slots_of(owner).find(|&ep| k.endpoints.get(ep).is_some_and(|e| !e.live))?;
-    k.endpoints[ep] = Endpoint {
+    let ep =
+        slots_of(owner).find(|&ep| ep < k.endpoints.len() && !k.endpoints[ep].get_mut().live)?;
+    *k.endpoints[ep].get_mut() = Endpoint {
         live: true,
         owner,
         senders: Queue::EMPTY,
@@ -80,61 +84,89 @@ pub fn open(k: &mut Kernel, owner: usize) -> Option<usize> {
 /// Closes endpoint `ep`: waiting callers fail with EPIPE, waiting faulters are killed, exit
 /// notices are dropped, receivers (of the owner, which is ending) are left to their end.
 pub fn close(k: &mut Kernel, ep: usize) {
-    k.endpoints[ep].live = false;
-    while let Some(r) = k.endpoints[ep].receivers.pop(k.threads) {
+    k.endpoints[ep].get_mut().live = false;
+    // SAFETY (every queue operation below): the mode lock is exclusive (`&mut Kernel`), so
+    // this entry owns every queue and thread.
+    while let Some(r) = unsafe { k.endpoints[ep].get_mut().receivers.pop(&k.threads) } {
         k.threads[r].frame.rax = to_rax(EPIPE);
-        k.make_ready(r);
+        k.wake(r);
     }
     for t in 0..k.threads.len() {
-        let st = k.threads[t].state;
+        let st = k.threads[t].state.get();
         if st == State::SendBlocked(ep as u16) || st == State::ReplyBlocked(ep as u16) {
-            k.endpoints[ep].senders.remove(k.threads, t);
+            // SAFETY: as above.
+            unsafe { k.endpoints[ep].get_mut().senders.remove(&k.threads, t) };
             match k.threads[t].kind {
                 MsgKind::Call => {
                     k.threads[t].frame.rax = to_rax(EPIPE);
-                    k.make_ready(t);
+                    k.wake(t);
                 }
                 MsgKind::Fault => {
-                    k.threads[t].state = State::Running;
+                    k.threads[t].state.set(State::Running);
                     let f = k.threads[t].frame;
                     k.kill(t, f.vector, f.rip, "the pager is gone");
                 }
-                MsgKind::Exit => {
-                    k.threads[t].state = State::Free;
-                    k.threads[t].generation = k.threads[t].generation.wrapping_add(1).max(1);
-                }
+                MsgKind::Exit => free_notice(&mut k.threads[t]),
             }
         }
     }
-    k.endpoints[ep].senders = Queue::EMPTY;
+    k.endpoints[ep].get_mut().senders = Queue::EMPTY;
 }
 
-/// Sends thread `t`'s prepared message (`msg`, `kind`, `lend`) on `ep`: to a waiting
-/// receiver at once, else onto the queue.
-pub fn send(k: &mut Kernel, t: usize, ep: usize) {
-    match k.endpoints[ep].receivers.pop(k.threads) {
+/// Frees the slot of a thread whose exit notice was delivered or dropped.
+fn free_notice(th: &mut Thread) {
+    th.state.set(State::Free);
+    th.generation = th.generation.wrapping_add(1).max(1);
+}
+
+/// The live endpoint `ep`, locked.
+fn endpoint(k: &Kernel, ep: u64) -> Result<(usize, Guard<'_, Endpoint>), Errno> {
+    let ep = usize::try_from(ep).map_err(|_| EINVAL)?;
+    let e = k.endpoints.get(ep).ok_or(EINVAL)?.lock();
+    if !e.live {
+        return Err(EINVAL);
+    }
+    Ok((ep, e))
+}
+
+/// Sends thread `t`'s prepared message (`msg`, `kind`, `lend`) on `ep` (live): to a waiting
+/// receiver at once, else onto the queue. The caller owns `t` (it runs here, or the mode lock
+/// is exclusive); `t` stops running here.
+pub fn send(k: &Kernel, t: usize, ep: usize) {
+    let mut e = k.endpoints[ep].lock();
+    k.park(t);
+    // SAFETY: the endpoint's lock is held.
+    match unsafe { e.receivers.pop(&k.threads) } {
         Some(r) => {
             deliver(k, t, ep, r);
-            k.make_ready(r);
+            drop(e);
+            k.wake(r);
         }
         None => {
-            k.threads[t].state = State::SendBlocked(ep as u16);
-            k.endpoints[ep].senders.push(k.threads, t);
+            // SAFETY: `t` is the caller's until queued.
+            unsafe { k.threads.slot(t) }
+                .state
+                .set(State::SendBlocked(ep as u16));
+            // SAFETY: the endpoint's lock is held; `t` is the caller's.
+            unsafe { e.senders.push(&k.threads, t) };
         }
     }
 }
 
-/// Hands sender `s`'s message to receiver `r` (in `r`'s saved registers).
-fn deliver(k: &mut Kernel, s: usize, ep: usize, r: usize) {
-    let m = k.threads[s].msg;
-    let kind = k.threads[s].kind;
-    let token = thread_id(s, k.threads[s].generation)
+/// Hands sender `s`'s message to receiver `r` (in `r`'s saved registers), under `ep`'s lock:
+/// both are the caller's (taken off the endpoint's queues, or running here).
+fn deliver(k: &Kernel, s: usize, ep: usize, r: usize) {
+    // SAFETY: `s` and `r` are the caller's and distinct (a thread cannot be both).
+    let (sender, receiver) = unsafe { (k.threads.slot(s), k.threads.slot(r)) };
+    let m = sender.msg;
+    let kind = sender.kind;
+    let token = thread_id(s, sender.generation)
         | match kind {
             MsgKind::Call => 0,
             MsgKind::Fault => TOKEN_FAULT,
             MsgKind::Exit => TOKEN_EXIT,
         };
-    let f = &mut k.threads[r].frame;
+    let f = &mut receiver.frame;
     f.rax = token;
     f.rdi = m[0];
     f.rsi = m[1];
@@ -144,36 +176,37 @@ fn deliver(k: &mut Kernel, s: usize, ep: usize, r: usize) {
     f.r9 = m[5];
     f.r12 = m[6];
     f.r13 = m[7];
-    f.r14 = k.threads[s].lend.1;
+    f.r14 = sender.lend.1;
     if kind == MsgKind::Exit {
-        let th = &mut k.threads[s];
-        th.state = State::Free;
-        th.generation = th.generation.wrapping_add(1).max(1);
+        free_notice(sender);
     } else {
-        k.threads[s].state = State::ReplyBlocked(ep as u16);
+        sender.state.set(State::ReplyBlocked(ep as u16));
     }
 }
 
-fn endpoint(k: &Kernel, ep: u64) -> Result<usize, Errno> {
-    let ep = usize::try_from(ep).map_err(|_| EINVAL)?;
-    match k.endpoints.get(ep) {
-        Some(e) if e.live => Ok(ep),
-        _ => Err(EINVAL),
-    }
-}
-
-/// `ipc_call`: decode (endpoint, lent range), then block until the reply.
-pub fn call(k: &mut Kernel, t: usize) -> Result<(), Errno> {
-    let f = k.threads[t].frame;
-    let ep = endpoint(k, f.rdi)?;
+/// `ipc_call`: decode (endpoint, lent range), then block until the reply. Thread `t` runs
+/// here.
+pub fn call(k: &Kernel, t: usize) -> Result<(), Errno> {
+    // SAFETY: `t` runs here; the reference ends before `send`.
+    let th = unsafe { k.threads.slot(t) };
+    let f = th.frame;
     let (lend, lend_len) = (f.r14, f.r15);
     if lend_len > MAX_LEND {
         return Err(E2BIG);
     }
     usercopy::check_range(lend, lend_len)?;
-    let badge = k.badge(k.threads[t].space);
-    let th = &mut k.threads[t];
-    th.msg = [f.rsi, f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13, badge];
+    let (ep, e) = endpoint(k, f.rdi)?;
+    drop(e);
+    th.msg = [
+        f.rsi,
+        f.rdx,
+        f.r10,
+        f.r8,
+        f.r9,
+        f.r12,
+        f.r13,
+        k.badge(th.space),
+    ];
     th.kind = MsgKind::Call;
     th.routed = false;
     th.lend = if lend_len == 0 {
@@ -181,88 +214,156 @@ pub fn call(k: &mut Kernel, t: usize) -> Result<(), Errno> {
     } else {
         (lend, lend_len)
     };
+    // Live still: only an exclusive entry closes an endpoint.
     send(k, t, ep);
     Ok(())
 }
 
-/// `ipc_receive`: only threads of the endpoint's owner may receive.
-pub fn receive(k: &mut Kernel, t: usize) -> Result<(), Errno> {
-    let ep = endpoint(k, k.threads[t].frame.rdi)?;
-    if k.endpoints[ep].owner != k.threads[t].space {
+/// `ipc_receive`: only threads of the endpoint's owner may receive. Thread `t` runs here.
+pub fn receive(k: &Kernel, t: usize) -> Result<(), Errno> {
+    // SAFETY: `t` runs here; the references end before the endpoint is locked.
+    let (rdi, space) = unsafe {
+        let th = k.threads.slot(t);
+        (th.frame.rdi, th.space)
+    };
+    let (ep, mut e) = endpoint(k, rdi)?;
+    if e.owner != space {
         return Err(EPERM);
     }
-    match k.endpoints[ep].senders.pop(k.threads) {
+    // SAFETY: the endpoint's lock is held.
+    match unsafe { e.senders.pop(&k.threads) } {
         Some(s) => deliver(k, s, ep, t),
         None => {
-            k.threads[t].state = State::RecvBlocked(ep as u16);
-            k.endpoints[ep].receivers.push(k.threads, t);
+            k.park(t);
+            // SAFETY: `t` is this entry's until queued.
+            unsafe { k.threads.slot(t) }
+                .state
+                .set(State::RecvBlocked(ep as u16));
+            // SAFETY: the endpoint's lock is held; `t` is this entry's.
+            unsafe { e.receivers.push(&k.threads, t) };
         }
     }
     Ok(())
 }
 
-/// The thread behind `token`, if it waits for a reply from the space of thread `t`.
-pub fn replied_thread(k: &Kernel, t: usize, token: u64) -> Result<usize, Errno> {
+/// The thread behind `token`, waiting for a reply from the space of thread `t` (running
+/// here), with the lock of the endpoint it waits on.
+fn replied(k: &Kernel, t: usize, token: u64) -> Result<(usize, Guard<'_, Endpoint>), Errno> {
     let (c, generation) = split_id(token & !(TOKEN_FAULT | TOKEN_EXIT));
-    let th = k.threads.get(c).ok_or(ESRCH)?;
-    if token >> 32 != (token & (TOKEN_FAULT | TOKEN_EXIT)) >> 32 || th.generation != generation {
+    if token >> 32 != (token & (TOKEN_FAULT | TOKEN_EXIT)) >> 32 {
         return Err(ESRCH);
     }
-    match th.state {
-        State::ReplyBlocked(ep) if k.endpoints[ep as usize].owner == k.threads[t].space => Ok(c),
-        _ => Err(ESRCH),
+    let slot = k.threads.get_ptr(c).ok_or(ESRCH)?;
+    // SAFETY: a shared reference to the slot's state, an atomic any processor may read.
+    let State::ReplyBlocked(ep) = unsafe { &(*slot).state }.get() else {
+        return Err(ESRCH);
+    };
+    let e = k.endpoints[ep as usize].lock();
+    // SAFETY: as above.
+    if unsafe { &(*slot).state }.get() != State::ReplyBlocked(ep) {
+        return Err(ESRCH);
     }
+    // SAFETY: `c` waits on `ep`, whose lock is held: its slot is this entry's; `t` runs here.
+    let (generation_now, space) = unsafe { ((*slot).generation, k.threads.slot(t).space) };
+    if generation_now != generation || e.owner != space {
+        return Err(ESRCH);
+    }
+    Ok((c, e))
+}
+
+/// The thread behind `token`, if it waits for a reply from the space of thread `t` (for
+/// exclusive entries, which need no lock).
+pub fn replied_thread(k: &Kernel, t: usize, token: u64) -> Result<usize, Errno> {
+    replied(k, t, token).map(|(c, _)| c)
+}
+
+/// What a reply did.
+pub enum Replied {
+    /// The thread replied to was made ready.
+    Woken,
+    /// The reply refuses thread `.0`'s fault, which kills its process: an exclusive entry's
+    /// work. Nothing was changed.
+    Kill(usize),
 }
 
 /// `ipc_reply(token, w0, w1)`: a call returns (w0, w1); a fault resumes if w0 is 0, else the
 /// thread is killed for its fault (its exit code names the fault's vector, not w0).
-pub fn reply(k: &mut Kernel, t: usize) -> Result<(), Errno> {
-    let f = k.threads[t].frame;
-    reply_to(k, t, f.rdi, f.rsi, f.rdx)
+pub fn reply(k: &Kernel, t: usize) -> Result<Replied, Errno> {
+    // SAFETY: `t` runs here.
+    let f = unsafe { k.threads.slot(t) }.frame;
+    match reply_to(k, t, f.rdi, f.rsi, f.rdx)? {
+        Reply::Wake(c) => {
+            k.wake(c);
+            Ok(Replied::Woken)
+        }
+        Reply::Kill(c) => Ok(Replied::Kill(c)),
+    }
 }
 
 /// `ipc_reply_receive(ep, token, w0, w1)`: the reply and the next receive in one call (the
 /// server's loop). Both are checked before the reply is performed; a refused reply returns
-/// its error and receives nothing.
-pub fn reply_receive(k: &mut Kernel, t: usize) -> Result<(), Errno> {
-    let f = k.threads[t].frame;
-    let ep = endpoint(k, f.rdi)?;
-    if k.endpoints[ep].owner != k.threads[t].space {
+/// its error and receives nothing. The thread replied to is woken after the receive, so that
+/// it runs here at once when the server waits ([`Kernel::wake`]). On [`Replied::Kill`] nothing
+/// is done: the exclusive caller kills, then receives.
+pub fn reply_receive(k: &Kernel, t: usize) -> Result<Replied, Errno> {
+    // SAFETY: `t` runs here.
+    let (f, space) = unsafe {
+        let th = k.threads.slot(t);
+        (th.frame, th.space)
+    };
+    let (_, e) = endpoint(k, f.rdi)?;
+    if e.owner != space {
         return Err(EPERM);
     }
-    reply_to(k, t, f.rsi, f.rdx, f.r10)?;
-    receive(k, t)
+    drop(e);
+    match reply_to(k, t, f.rsi, f.rdx, f.r10)? {
+        Reply::Kill(c) => Ok(Replied::Kill(c)),
+        Reply::Wake(c) => {
+            // Checked above, and only exclusive entries close an endpoint.
+            let received = receive(k, t);
+            k.wake(c);
+            received.map(|()| Replied::Woken)
+        }
+    }
 }
 
-fn reply_to(k: &mut Kernel, t: usize, token: u64, w0: u64, w1: u64) -> Result<(), Errno> {
-    let c = replied_thread(k, t, token)?;
-    match k.threads[c].kind {
-        MsgKind::Fault if w0 != 0 => {
-            // The exit code names the fault's own vector, not what the pager replied.
-            k.threads[c].state = State::Running;
-            let f = k.threads[c].frame;
-            k.kill(c, f.vector, f.rip, "the pager refused its fault");
-        }
-        MsgKind::Fault => k.make_ready(c),
-        MsgKind::Call if k.threads[c].routed => {
+/// What [`reply_to`] leaves the caller to do.
+enum Reply {
+    /// Wake the thread (its registers set, off every queue: the caller's).
+    Wake(usize),
+    /// Kill the thread's process (nothing done).
+    Kill(usize),
+}
+
+fn reply_to(k: &Kernel, t: usize, token: u64, w0: u64, w1: u64) -> Result<Reply, Errno> {
+    let (c, e) = replied(k, t, token)?;
+    // SAFETY: `c` waits on the endpoint whose lock `e` is: its slot is this entry's.
+    let th = unsafe { k.threads.slot(c) };
+    match th.kind {
+        // The exit code names the fault's own vector, not what the pager replied.
+        MsgKind::Fault if w0 != 0 => return Ok(Reply::Kill(c)),
+        MsgKind::Fault => {}
+        MsgKind::Call if th.routed => {
             // A routed redox call returns the reply's result word, as redox_syscall expects.
-            k.threads[c].frame.rax = w1;
-            k.threads[c].routed = false;
-            k.make_ready(c);
+            th.frame.rax = w1;
+            th.routed = false;
         }
         _ => {
-            let cf = &mut k.threads[c].frame;
+            let cf = &mut th.frame;
             cf.rax = 0;
             cf.rdi = w0;
             cf.rsi = w1;
-            k.make_ready(c);
         }
     }
-    Ok(())
+    // No longer waiting on the endpoint: this entry's until woken.
+    th.state.set(State::Ready);
+    drop(e);
+    Ok(Reply::Wake(c))
 }
 
 /// `ipc_read(token, offset, dst, len)` and `ipc_write(token, offset, src, len)`: copy between
-/// the caller's lent buffer and the receiver's memory; returns `len`.
+/// the caller's lent buffer and the receiver's memory; returns `len` (an exclusive entry: the
+/// copies walk two spaces' tables).
 pub fn transfer(k: &mut Kernel, t: usize, write: bool) -> Result<u64, Errno> {
     let f = k.threads[t].frame;
     let c = replied_thread(k, t, f.rdi)?;

@@ -77,7 +77,7 @@ pub fn split(k: &mut Kernel, info: &BootInfo) {
     let pool_frames = ((total / PAGE / 8) as usize)
         .min(POOL_MAX_FRAMES)
         .min(((le - ls) / PAGE) as usize);
-    k.frames.init(ls, pool_frames);
+    k.frames.get_mut().init(ls, pool_frames);
     pieces[largest].0 = ls + pool_frames as u64 * PAGE;
     log::debug!(
         "kernel-shim: kernel pool {:#x}..{:#x} ({} frames)",

@@ -9,20 +9,24 @@
 //! - **A process cannot make the kernel panic.** Anything a process passes in is an
 //!   *allegation* until checked; every failure is an error code or, for faults, a message to
 //!   the pager. Only the kernel's own bugs stop the machine (with a full report).
-//! - **Simple over clever.** One lock over all kernel state (taken at every entry, given back
-//!   at the return to ring 3: [`lock`]), interrupts off in the kernel, one kernel stack per
-//!   processor, no kernel threads, tables sized at boot, no heap.
+//! - **Simple over clever.** Interrupts off in the kernel, one kernel stack per processor, no
+//!   kernel threads, tables sized at boot, no heap; entries that create or end anything run
+//!   alone ([`lock`]).
 //!
 //! **Many processors.** Every processor the ACPI tables list (up to
 //! [`percpu::MAX_RUN_CPUS`]) runs the kernel: its own stacks, GDT, TSS and per-CPU block
 //! (GS: [`percpu`]), its local APIC timer, and the scheduler's one run queue ([`sched`]).
-//! What guards what: the kernel lock guards every table (spaces, threads, endpoints, the run
-//! queue, futex queues, the frame pool, each processor's scheduler record); a processor's
-//! per-CPU block and TSS are written only by that processor; the TLB shootdown request and
-//! its answers are atomics written by the lock holder and by each target ([`shootdown`]),
-//! which a processor answers without the lock (the holder waits for it). Page tables are
-//! changed only by the lock holder; the other processors running that space are made to
-//! flush (or to leave it, when its threads end) before the change's call returns.
+//! What guards what ([`lock`] has the whole rule): every entry holds the kernel's mode lock,
+//! *shared* for the fault path and IPC (which run on every processor at once) and
+//! *exclusive* for everything else (creating and ending threads, spaces and endpoints,
+//! killing, futexes), which then runs alone. Under a shared hold: an endpoint's lock guards
+//! its queues and the threads blocked on it; a space's lock its page tables and reserve; the
+//! run queue and the kernel pool have a lock each; a processor's scheduler record, per-CPU
+//! block and TSS are written only by that processor; a thread is its runner's, or its queue
+//! lock's. Each processor has its own TLB shootdown request; a processor answers requests
+//! without any lock, also while it spins for one ([`shootdown`]). The other processors running
+//! a space are made to flush (or to leave it, when its threads end) before the change's call
+//! returns.
 //! - **Say what happens, at the level asked for.** The kernel's lines go through the `log`
 //!   facade ([`logger`], `loglevel=` on the command line); only the fatal reports are printed
 //!   whatever the level.
@@ -76,17 +80,30 @@ use global::Global;
 use state::Kernel;
 use trap::TrapFrame;
 
-/// All kernel state. Reached only through [`kernel`], once per entry, with the lock held.
+/// All kernel state. Reached through [`kernel`] (exclusive entries) or [`shared`] (shared
+/// ones), with the mode lock held ([`lock`]).
 static KERNEL: Global<Kernel> = Global::new(Kernel::new());
 
-/// The kernel state, for the one entry in progress.
+/// The kernel state, for the one entry in progress, which holds the mode lock exclusive.
 ///
 /// # Safety
-/// Call once per kernel entry, with the kernel lock held, and keep the reference only until
-/// the lock is given back (interrupts off: no other reference can exist).
+/// Hold the mode lock exclusive (no other entry is in progress), keep the reference only
+/// until the lock is given back, and use no other reference to the state meanwhile.
 unsafe fn kernel() -> &'static mut Kernel {
     // SAFETY: per the function's contract.
     unsafe { &mut *KERNEL.as_ptr() }
+}
+
+/// The kernel state, for an entry holding the mode lock (shared or exclusive): what it
+/// changes is behind the finer locks, or its own ([`lock`]).
+///
+/// # Safety
+/// Hold the mode lock, keep the reference only until it is given back, and hold no
+/// `&mut Kernel` meanwhile.
+unsafe fn shared() -> &'static Kernel {
+    // SAFETY: per the function's contract: the state's fields that shared entries change are
+    // atomics, locks, or slots reached under the locking rule.
+    unsafe { &*KERNEL.as_ptr() }
 }
 
 /// The 64-bit entry from the boot trampoline; `start_info` is the physical address of the PVH
@@ -94,8 +111,8 @@ unsafe fn kernel() -> &'static mut Kernel {
 pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     serial::init();
     percpu::install(0, boot::kernel_stack_top(0));
-    // The booting processor holds the kernel lock until its first return to ring 3: the
-    // others wait for it once they are up.
+    // The booting processor holds the mode lock exclusive until its first return to ring 3:
+    // the others wait for it once they are up.
     lock::acquire();
     // The start info first, for the log level on its command line (the boot tables map the
     // physical window it is read through).
@@ -190,7 +207,9 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     k.cmdline_len = info.cmdline_len;
     pt::init();
     shootdown::online(0, smp::own_id(), k.kernel_root);
-    k.cpus[0].online = true;
+    k.cpus[0]
+        .online
+        .store(true, core::sync::atomic::Ordering::Relaxed);
     let many = cpus.as_ref().is_some_and(|c| c.count > 1);
     log::info!(
         "kernel-shim: PCIDs {}",
@@ -223,7 +242,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     }
     start_programs(k, &info);
     selftest::after_programs(k, &info, protections);
-    sched::run(k)
+    sched::run()
 }
 
 /// Loads the programs of the boot pack (module 0): the first is the pager, which gets the
@@ -286,9 +305,10 @@ fn start_programs(k: &mut Kernel, info: &BootInfo) {
     }
 }
 
-/// The common entry from every stub and from `syscall`, with the frame the entry built: in
-/// the running thread's slot for an entry from ring 3 (see [`trap`]), on the stack it was on
-/// for one from ring 0 or the double-fault stack. Never returns: it resumes a thread or idles.
+/// The common entry from every stub, with the frame the entry built: in the running thread's
+/// slot for an entry from ring 3 (see [`trap`]), on the stack it was on for one from ring 0 or
+/// the double-fault stack. Never returns: it resumes a thread or idles. Interrupts and faults
+/// are shared entries ([`lock`]); a fault with no pager becomes an exclusive one.
 pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
     // SAFETY: the entry built the frame and passes its address; no other reference to it
     // exists while these two words are read.
@@ -299,40 +319,51 @@ pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
         exceptions::kernel_fault(unsafe { &*frame });
     }
     shootdown::service();
-    lock::acquire();
-    // SAFETY: the one reference of this entry, under the lock.
-    let k = unsafe { kernel() };
-    let me = percpu::index();
-    if !user {
-        // Interrupts are on in ring 0 only while a processor idles: it wakes up.
-        k.cpus[me].idle = false;
-        interrupt(k, vector);
-        sched::run(k)
-    }
-    let Some(t) = k.cpus[me].current else {
-        // The thread this processor ran was ended elsewhere (it was made to leave its space
-        // first): whatever it did last is dropped.
+    lock::enter_shared();
+    let t = {
+        // SAFETY: the mode lock is held; the reference ends in this block.
+        let k = unsafe { shared() };
+        if !user {
+            // Interrupts are on in ring 0 only while a processor idles: it wakes up.
+            interrupt(k, vector);
+            sched::run()
+        }
+        let Some(t) = k.current() else {
+            // The thread this processor ran was ended elsewhere (it was made to leave its
+            // space first): whatever it did last is dropped.
+            if vector >= 32 {
+                interrupt(k, vector);
+            }
+            sched::run()
+        };
+        if !core::ptr::eq(frame, &k.threads[t].frame) {
+            // Built elsewhere (the double-fault stack): the thread's registers go to its slot.
+            // SAFETY: `t` runs here, so its slot is this entry's; a frame elsewhere is no part
+            // of the kernel state.
+            unsafe { k.threads.slot(t).frame = frame.read() };
+        }
         if vector >= 32 {
             interrupt(k, vector);
+            sched::run()
         }
-        sched::run(k)
+        if fault::user_fault(k, t) {
+            sched::run()
+        }
+        t
     };
-    if !core::ptr::eq(frame, &k.threads[t].frame) {
-        // Built elsewhere (the double-fault stack): the thread's registers go to its slot.
-        // SAFETY: as above; a frame elsewhere is no part of the kernel state.
-        k.threads[t].frame = unsafe { frame.read() };
+    // No pager: the kill is an exclusive entry's.
+    lock::exclusive();
+    // SAFETY: the mode lock is exclusive; no other reference is used.
+    let k = unsafe { kernel() };
+    if k.current() == Some(t) {
+        fault::kill_unserved(k, t);
     }
-    if vector >= 32 {
-        interrupt(k, vector);
-    } else {
-        fault::user_fault(k, t);
-    }
-    sched::run(k)
+    sched::run()
 }
 
 /// An interrupt: the tick, a reschedule or shootdown interrupt from another processor (the
 /// shootdown was answered before the lock was taken), or a legacy line.
-fn interrupt(k: &mut Kernel, vector: u64) {
+fn interrupt(k: &Kernel, vector: u64) {
     match vector {
         timer::TIMER_VECTOR => sched::tick(k),
         trap::RESCHEDULE_VECTOR | shootdown::SHOOTDOWN_VECTOR => lapic::end_of_interrupt(),
@@ -343,10 +374,35 @@ fn interrupt(k: &mut Kernel, vector: u64) {
 /// The entry of a `syscall` from ring 3 ([`trap::syscall_entry`]), with the frame it built in
 /// the running thread's slot. Never returns: the caller goes back to ring 3 at once if the call
 /// answered at once and nothing else must run ([`sched::resume_caller`]), else the scheduler
-/// picks.
+/// picks. The calls of the fault path and IPC run in a shared entry
+/// ([`syscall::is_shared`]), the others (and a shared call that must) in an exclusive one.
 pub extern "C" fn syscall_dispatch(frame: *mut TrapFrame) -> ! {
-    lock::acquire();
-    // SAFETY: the one reference of this entry, under the lock.
+    // SAFETY: the entry built the frame in the slot of the thread running here, which no
+    // other processor touches before this one spins (an exclusive entry ending the thread
+    // first makes this processor leave: `shootdown`); the read ends at once.
+    let number = unsafe { (*frame).rax };
+    if syscall::is_shared(number) {
+        lock::enter_shared();
+        {
+            // SAFETY: the mode lock is held; the reference ends in this block.
+            let k = unsafe { shared() };
+            match k.current() {
+                Some(t) if core::ptr::eq(frame, &k.threads[t].frame) => {
+                    if syscall::handle_shared(k, t) {
+                        sched::run()
+                    }
+                }
+                // The caller was ended elsewhere while it entered: the call is dropped.
+                None => sched::run(),
+                // SAFETY: the entry built the frame; the report only reads it.
+                Some(_) => exceptions::kernel_fault(unsafe { &*frame }),
+            }
+        }
+        lock::exclusive();
+    } else {
+        lock::acquire();
+    }
+    // SAFETY: the mode lock is exclusive; no other reference is used.
     let k = unsafe { kernel() };
     match k.current() {
         Some(t) if core::ptr::eq(frame, &k.threads[t].frame) => syscall::handle(k, t),
@@ -355,18 +411,20 @@ pub extern "C" fn syscall_dispatch(frame: *mut TrapFrame) -> ! {
         // SAFETY: the entry built the frame and passes its address; the report only reads it.
         Some(_) => exceptions::kernel_fault(unsafe { &*frame }),
     }
-    sched::run(k)
+    sched::run()
 }
 
 /// An application processor's way into the scheduler, once it is set up ([`smp::ap_entry`]):
-/// it takes the lock (the booting processor holds it until its first return to ring 3), says
-/// it is online, and picks a thread or idles.
+/// it takes the mode lock (the booting processor holds it exclusive until its first return to
+/// ring 3), says it is online, and picks a thread or idles.
 pub fn ap_schedule(index: usize) -> ! {
-    lock::acquire();
-    // SAFETY: the one reference of this entry, under the lock.
-    let k = unsafe { kernel() };
-    k.cpus[index].online = true;
-    sched::run(k)
+    lock::enter_shared();
+    // SAFETY: the mode lock is held; the reference ends before `run`.
+    let k = unsafe { shared() };
+    k.cpus[index]
+        .online
+        .store(true, core::sync::atomic::Ordering::Relaxed);
+    sched::run()
 }
 
 #[panic_handler]

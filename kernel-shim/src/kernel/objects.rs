@@ -12,6 +12,7 @@
 use super::boot::phys_to_virt;
 use super::frames::PAGE;
 use super::ipc::{Endpoint, MAX_ENDPOINTS_PER_SPACE};
+use super::lock::SpinLock;
 use super::space::Space;
 use super::state::Kernel;
 use super::thread::Thread;
@@ -26,7 +27,7 @@ const MIN_SLOTS: usize = 64;
 pub const MAX_SLOTS: usize = 1 << 14;
 
 const _: () = assert!(align_of::<Thread>() <= 16 && align_of::<Space>() <= 16);
-const _: () = assert!(align_of::<Endpoint>() <= 16);
+const _: () = assert!(align_of::<SpinLock<Endpoint>>() <= 16);
 const _: () = assert!(MAX_SLOTS * MAX_ENDPOINTS_PER_SPACE <= 1 << 16);
 const _: () = assert!(THREADS_PER_SLOT * MAX_SLOTS <= 1 << 16);
 
@@ -44,7 +45,7 @@ fn offsets(slots: usize) -> (usize, usize, usize) {
     let threads = 0;
     let spaces = (threads + THREADS_PER_SLOT * slots * size_of::<Thread>()).next_multiple_of(16);
     let endpoints = (spaces + slots * size_of::<Space>()).next_multiple_of(16);
-    let end = endpoints + slots * MAX_ENDPOINTS_PER_SPACE * size_of::<Endpoint>();
+    let end = endpoints + slots * MAX_ENDPOINTS_PER_SPACE * size_of::<SpinLock<Endpoint>>();
     (spaces, endpoints, end)
 }
 
@@ -65,18 +66,104 @@ pub fn install(k: &mut Kernel, base: u64, slots: usize) {
     unsafe {
         let threads = at as *mut Thread;
         let spaces = (at + spaces_at) as *mut Space;
-        let endpoints = (at + endpoints_at) as *mut Endpoint;
+        let endpoints = (at + endpoints_at) as *mut SpinLock<Endpoint>;
         for i in 0..slots {
-            spaces.add(i).write(Space::FREE);
+            spaces.add(i).write(Space::free());
         }
         for i in 0..THREADS_PER_SLOT * slots {
-            threads.add(i).write(Thread::FREE);
+            threads.add(i).write(Thread::free());
         }
         for i in 0..slots * MAX_ENDPOINTS_PER_SPACE {
-            endpoints.add(i).write(Endpoint::FREE);
+            endpoints.add(i).write(SpinLock::new(Endpoint::FREE));
         }
-        k.threads = core::slice::from_raw_parts_mut(threads, THREADS_PER_SLOT * slots);
-        k.spaces = core::slice::from_raw_parts_mut(spaces, slots);
-        k.endpoints = core::slice::from_raw_parts_mut(endpoints, slots * MAX_ENDPOINTS_PER_SPACE);
+        k.threads = Table::new(threads, THREADS_PER_SLOT * slots);
+        k.spaces = Table::new(spaces, slots);
+        k.endpoints = Table::new(endpoints, slots * MAX_ENDPOINTS_PER_SPACE);
+    }
+}
+
+/// One of the object tables: slots in memory the kernel keeps for good.
+///
+/// Who may touch a slot is the kernel's locking rule ([`super::lock`]): an exclusive entry
+/// any slot, through `&mut` (`IndexMut`) or `&`; a shared entry only the slots it owns (the
+/// thread it runs, the threads on a queue whose lock it holds) through [`Table::slot`], and
+/// the fields of other slots that only exclusive entries change (a space's root, an
+/// endpoint's owner) or that are atomics or locks.
+pub struct Table<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the slots are reached under the locking rule above; `T` itself moves between
+// processors with its owner.
+unsafe impl<T: Send> Sync for Table<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Table<T> {}
+
+impl<T> Table<T> {
+    /// No slots.
+    pub const EMPTY: Table<T> = Table {
+        ptr: core::ptr::NonNull::dangling().as_ptr(),
+        len: 0,
+    };
+
+    /// The `len` slots at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` points to `len` initialized `T`s that nothing else refers to, for good.
+    unsafe fn new(ptr: *mut T, len: usize) -> Table<T> {
+        Table { ptr, len }
+    }
+
+    /// How many slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Slot `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&T> {
+        (i < self.len).then(|| &self[i])
+    }
+
+    /// Every slot, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        (0..self.len).map(|i| &self[i])
+    }
+
+    /// A pointer to slot `i`, if there is one (to reach an atomic field of a slot another
+    /// processor may own).
+    pub fn get_ptr(&self, i: usize) -> Option<*mut T> {
+        // SAFETY: in range, so inside the slots' memory.
+        (i < self.len).then(|| unsafe { self.ptr.add(i) })
+    }
+
+    /// Slot `i` (in range: panics otherwise, a kernel bug), to change as the locking rule
+    /// allows a shared entry.
+    ///
+    /// # Safety
+    /// The caller owns the slot under the locking rule, and keeps no other reference to it
+    /// while the one returned lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slot(&self, i: usize) -> &mut T {
+        assert!(i < self.len, "object slot out of range");
+        // SAFETY: in range (checked), initialized (`new`), and the caller's (contract).
+        unsafe { &mut *self.ptr.add(i) }
+    }
+}
+
+impl<T> core::ops::Index<usize> for Table<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        assert!(i < self.len, "object slot out of range");
+        // SAFETY: in range and initialized (`new`); what may read it is the locking rule's.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl<T> core::ops::IndexMut<usize> for Table<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        assert!(i < self.len, "object slot out of range");
+        // SAFETY: in range and initialized (`new`); the table is borrowed mutably.
+        unsafe { &mut *self.ptr.add(i) }
     }
 }

@@ -29,13 +29,14 @@
 //! of the user half excepted). The TLB is flushed once, after the batch. Page tables of the
 //! spaces the pager creates are frames it donated ([`super::tables`]).
 
-use super::errno::{E2BIG, EINVAL, ENOMEM, EPERM, ESRCH, Errno};
+use super::errno::{E2BIG, EINVAL, ENOMEM, EPERM, ESRCH, EXCLUSIVE, Errno};
 use super::frames::PAGE;
 use super::ipc;
+use super::lock::{self, Guard, Mode};
 use super::pt::{self, MAP_TOP, USER_TOP};
-use super::space::{self, Space};
+use super::space;
 use super::state::Kernel;
-use super::tables::{self, TableMarks, Tables};
+use super::tables::{self, Reserve, TableMarks, Tables};
 use super::thread::{Fpu, MsgKind};
 use super::trap::TrapFrame;
 use super::usercopy;
@@ -59,7 +60,25 @@ pub fn pager_only(k: &Kernel, t: usize) -> Result<(), Errno> {
 }
 
 fn space_of(k: &Kernel, id: u64) -> Result<usize, Errno> {
-    space::lookup(k.spaces, id).ok_or(ESRCH)
+    space::lookup(&k.spaces, id).ok_or(ESRCH)
+}
+
+/// The lock of space `s`'s tables, for a change in this entry. A space whose tables come
+/// from the kernel pool (the pager's own, a boot program's) changes only in exclusive
+/// entries ([`EXCLUSIVE`] otherwise): so the pager's tables, which shared entries walk to read
+/// batches, never change under them.
+fn lock_tables(k: &Kernel, s: usize) -> Result<Guard<'_, Option<Reserve>>, Errno> {
+    let tables = k.spaces[s].tables.lock();
+    if tables.is_none() && lock::mode() != Mode::Exclusive {
+        return Err(EXCLUSIVE);
+    }
+    Ok(tables)
+}
+
+/// Thread `t`'s rdx (`t` runs here): the count of operations done, for the pager.
+fn set_done(k: &Kernel, t: usize, done: u64) {
+    // SAFETY: `t` runs here, so its slot is this entry's; the reference ends here.
+    unsafe { k.threads.slot(t) }.frame.rdx = done;
 }
 
 /// `space_create(root)`: a new empty space whose PML4 is the donated frame `root` (see
@@ -375,26 +394,23 @@ fn read_ops(root: u64, addr: u64, n: usize, out: &mut Ops) -> Result<(), Errno> 
 /// flush. Returns the space's spare table frames, or the error with rdx = operations done
 /// (not 0 only if the pager changed its batch between check and perform, or donated one
 /// frame twice in it).
-fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
-    let Kernel {
-        spaces,
-        frames,
-        table_marks,
-        threads,
-        pager_ranges,
-        pager_ranges_len,
-        ..
-    } = k;
-    let ranges = &pager_ranges[..*pager_ranges_len];
-    let root = spaces[s].root;
-    threads[t].frame.rdx = 0;
+fn apply(k: &Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
+    let ranges = k.pager_ranges();
+    let table_marks = &k.table_marks;
+    let root = k.spaces[s].root;
+    let mut reserve = lock_tables(k, s)?;
+    // Only an exclusive entry changes a space on the pool (`lock_tables`): the pool's lock is
+    // free, and held to the end of the batch.
+    let mut pool = reserve.is_none().then(|| k.frames.lock());
+    set_done(k, t, 0);
     // Decode. A batch copied in already is decoded once: nothing can change it.
     let mut need = TableNeed::new();
-    let mut have = match spaces[s].reserve {
-        Some(r) => r.spare(),
-        None => frames.free_frames() as u64,
+    let mut have = match (&*reserve, &pool) {
+        (Some(r), _) => r.spare(),
+        (None, Some(p)) => p.free_frames() as u64,
+        (None, None) => 0,
     };
-    let donated = spaces[s].reserve.is_some();
+    let donated = reserve.is_some();
     let mut decoded = Slots::<Op, CHUNK>::new();
     let window = pt::window();
     let root_pa = PhysAddr::new(root);
@@ -448,13 +464,14 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
         Ok(())
     })?;
     // Perform.
-    let mut tables = match spaces[s].reserve.as_mut() {
-        Some(reserve) => Tables::Reserve(reserve),
-        None => Tables::Pool(frames),
+    let mut tables = match (reserve.as_mut(), pool.as_deref_mut()) {
+        (Some(reserve), _) => Tables::Reserve(reserve),
+        (None, Some(pool)) => Tables::Pool(pool),
+        (None, None) => return Err(EXCLUSIVE),
     };
     let mut m = pt::mapper(&mut tables, root);
     let mut done = 0;
-    let mut step = |marks: &mut TableMarks, op: Op| {
+    let mut step = |marks: &TableMarks, op: Op| {
         match (op, m.tables()) {
             // A frame donated earlier in the batch is a table now: neither mapped nor donated.
             (Op::Map { frame, .. } | Op::Donate { frame }, _) if marks.is_marked(frame) => {
@@ -484,19 +501,21 @@ fn apply(k: &mut Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno>
         }),
     };
     pt::finish(m, root);
-    threads[t].frame.rdx = done;
-    result.map(|()| spare(spaces, s))
+    let spare = spare(&reserve);
+    set_done(k, t, done);
+    result.map(|()| spare)
 }
 
-/// The spare table frames of space `s` (0 for a space on the kernel pool).
-fn spare(spaces: &[Space], s: usize) -> u64 {
-    spaces[s].reserve.map_or(0, |r| r.spare())
+/// The spare table frames of a space (0 for a space on the kernel pool), from its locked
+/// tables.
+fn spare(reserve: &Option<Reserve>) -> u64 {
+    reserve.map_or(0, |r| r.spare())
 }
 
 /// `space_apply(id, ops, count)`: applies a batch of `count` operations read from the pager's
 /// memory (see [`apply`]); the space's spare table frames, or -errno with rdx = operations
 /// done.
-pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+pub fn space_apply(k: &Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
@@ -519,7 +538,7 @@ pub fn space_apply(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 /// table exists (most faults) and a protect of one page (an `mprotect` of one page) go
 /// straight to the page's entry ([`space_map1`], [`space_protect1`]).
 #[inline(always)]
-pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+pub fn space_apply1(k: &Kernel, t: usize) -> Result<u64, Errno> {
     let f = &k.threads[t].frame;
     if f.rsi == OP_PROTECT && f.r10 == 1 {
         space_protect1(k, t)
@@ -535,7 +554,7 @@ pub fn space_apply1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 /// replaced in the active space, an `invlpg` of that page. A missing table takes the batch
 /// path, which counts and adds it.
 #[inline(never)]
-fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+fn space_map1(k: &Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
@@ -548,9 +567,10 @@ fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         [OP_MAP, f.rdx, f.r10, f.r8],
     );
     let Ok(Op::Map { page, frame, flags }) = op else {
-        k.threads[t].frame.rdx = 0;
+        set_done(k, t, 0);
         return Err(op.err().unwrap_or(EINVAL));
     };
+    let reserve = lock_tables(k, s)?;
     match paging::page_table_map_page(
         pt::window(),
         PhysAddr::new(root),
@@ -562,12 +582,18 @@ fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
             if replaced.is_some() {
                 pt::flush_page(root, page);
             }
-            k.threads[t].frame.rdx = 1;
-            Ok(spare(k.spaces, s))
+            let spare = spare(&reserve);
+            drop(reserve);
+            set_done(k, t, 1);
+            Ok(spare)
         }
-        Err(PagingError::NotMapped) => space_apply1_batch(k, t),
+        Err(PagingError::NotMapped) => {
+            drop(reserve);
+            space_apply1_batch(k, t)
+        }
         Err(e) => {
-            k.threads[t].frame.rdx = 0;
+            drop(reserve);
+            set_done(k, t, 0);
             Err(paging_errno(e))
         }
     }
@@ -576,7 +602,7 @@ fn space_map1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 /// [`space_apply1`] of any operation: [`apply`] of a batch of one, copied from the
 /// registers (every check of a batch: tables, huge pages).
 #[inline(never)]
-fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+fn space_apply1_batch(k: &Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
@@ -589,12 +615,13 @@ fn space_apply1_batch(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 /// checks, an absent page skipped — with one walk to the page's entry and, if the space is
 /// active, an `invlpg` of that page: no batch, no flush record.
 #[inline(never)]
-fn space_protect1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
+fn space_protect1(k: &Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
     let root = k.spaces[s].root;
     let (page, prot) = (f.rdx, f.r8);
+    let reserve = lock_tables(k, s)?;
     let result = check_range(page, 1).and_then(|()| {
         let p = valid_prot(prot)?;
         let flags = pt::flags(p);
@@ -607,8 +634,10 @@ fn space_protect1(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
             Err(e) => Err(paging_errno(e)),
         }
     });
-    k.threads[t].frame.rdx = u64::from(result.is_ok());
-    result.map(|()| spare(k.spaces, s))
+    let spare = spare(&reserve);
+    drop(reserve);
+    set_done(k, t, u64::from(result.is_ok()));
+    result.map(|()| spare)
 }
 
 /// `space_reclaim(id, buf, max)`: takes up to `max` (at most [`MAX_RECLAIM`]) spare table
@@ -619,15 +648,18 @@ pub fn space_reclaim(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     pager_only(k, t)?;
     let f = k.threads[t].frame;
     let s = space_of(k, f.rdi)?;
-    let n = f.rdx.min(MAX_RECLAIM).min(spare(k.spaces, s));
+    let n = f
+        .rdx
+        .min(MAX_RECLAIM)
+        .min(spare(k.spaces[s].tables.get_mut()));
     usercopy::check_range(f.rsi, n * 8)?;
     let mine = k.spaces[k.threads[t].space].root;
     usercopy::check_writable(mine, f.rsi, n * 8)?;
-    let Some(reserve) = k.spaces[s].reserve.as_mut() else {
+    let Some(reserve) = k.spaces[s].tables.get_mut().as_mut() else {
         return Ok(0);
     };
     let mut frames = [0u64; MAX_RECLAIM as usize];
-    let n = tables::reclaim(&mut k.table_marks, reserve, &mut frames[..n as usize]);
+    let n = tables::reclaim(&k.table_marks, reserve, &mut frames[..n as usize]);
     let mut bytes = [0u8; MAX_RECLAIM as usize * 8];
     for (b, f) in bytes.chunks_exact_mut(8).zip(&frames[..n]) {
         b.copy_from_slice(&f.to_le_bytes());
@@ -704,7 +736,7 @@ pub fn pager_info(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
 pub fn map_window(k: &mut Kernel, s: usize) -> bool {
     let root = k.spaces[s].root;
     let ranges = k.pager_ranges;
-    let mut m = pt::mapper(&mut k.frames, root);
+    let mut m = pt::mapper(k.frames.get_mut(), root);
     let flags = pt::flags(pt::prot::READ | pt::prot::WRITE);
     let mut ok = true;
     for &(start, len) in &ranges[..k.pager_ranges_len] {
@@ -734,7 +766,7 @@ pub fn page_table_frames(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
         .filter(|s| s.live)
         .filter_map(|s| s.image.map(|(_, n)| n))
         .sum();
-    Ok(k.frames.in_use().saturating_sub(images) as u64)
+    Ok(k.frames.get_mut().in_use().saturating_sub(images) as u64)
 }
 
 /// Maps the boot pack `[start, start + len)` (physical, reserved by the kernel, never in the
@@ -743,7 +775,7 @@ pub fn map_bootpack(k: &mut Kernel, s: usize, start: u64, len: u64) -> bool {
     let root = k.spaces[s].root;
     let first = start & !(PAGE - 1);
     let end = (start + len).next_multiple_of(PAGE);
-    let mut m = pt::mapper(&mut k.frames, root);
+    let mut m = pt::mapper(k.frames.get_mut(), root);
     let flags = pt::flags(pt::prot::READ);
     let mut ok = start == first;
     for pa in (first..end).step_by(PAGE as usize) {

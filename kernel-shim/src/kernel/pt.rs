@@ -65,7 +65,8 @@ pub fn enable_pcid() -> bool {
 /// Forgets what the TLB may hold of space `root` under its PCID (a change made while it was
 /// not active, or its end): its next activation flushes that PCID.
 pub fn forget(root: u64) {
-    // SAFETY: one flow of control in the kernel (global.rs); no reference to TAGGED is kept.
+    // SAFETY: PCIDs are on only when one processor runs the kernel (as in `activate`); no
+    // reference to TAGS is kept.
     unsafe {
         if *PCID_ON.as_ptr() {
             (*TAGS.as_ptr()).forget(root);
@@ -196,8 +197,9 @@ pub fn activate(root: u64) {
     if frame.start_address().as_u64() == root {
         return;
     }
-    // SAFETY: one flow of control in the kernel (global.rs); the reference to TAGS ends with
-    // this call.
+    shootdown::loaded(root);
+    // SAFETY: PCIDs are on only when one processor runs the kernel (boot turns them off
+    // otherwise), so one flow of control reaches TAGS; the reference ends with this call.
     let (pcid_on, tags) = unsafe { (*PCID_ON.as_ptr(), &mut *TAGS.as_ptr()) };
     if pcid_on {
         let value = tags.switch_to(root);
@@ -210,7 +212,6 @@ pub fn activate(root: u64) {
         // kernel keeps running unchanged after the switch.
         unsafe { Cr3::write_raw(new, flags) };
     }
-    shootdown::loaded(root);
 }
 
 /// Switches to `kernel_root` if `root` is the active space, and forgets `root`'s PCID tag

@@ -33,7 +33,7 @@ pub fn is_routed(nr: u64) -> bool {
 /// Decodes the routed call `nr` of thread `t` and sends it to the pager; the thread waits for
 /// the reply.
 pub fn route(k: &mut Kernel, t: usize, nr: u64) -> Result<(), Errno> {
-    if k.pager.is_none() || !k.endpoints[PAGER_ENDPOINT].live {
+    if k.pager.is_none() || !k.endpoints[PAGER_ENDPOINT].get_mut().live {
         return Err(ENOSYS);
     }
     let f = k.threads[t].frame;

@@ -126,7 +126,7 @@ pub fn after_programs(k: &Kernel, info: &BootInfo, p: Protections) {
     if !smep && !smap {
         return;
     }
-    let Some(t) = k.threads.iter().find(|t| t.state != State::Free) else {
+    let Some(t) = k.threads.iter().find(|t| t.state.get() != State::Free) else {
         log::warn!("kernel-shim: self test: no program loaded");
         return;
     };

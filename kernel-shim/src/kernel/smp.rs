@@ -81,8 +81,8 @@ pub fn own_id() -> u32 {
 }
 
 /// Starts every processor of `cpus` but this one (xAPIC ids below 255 only, up to
-/// [`MAX_RUN_CPUS`] in all); how many came online. Each waits for the kernel lock, which the
-/// booting processor holds until its first return to ring 3.
+/// [`MAX_RUN_CPUS`] in all); how many came online. Each waits for the mode lock, which the
+/// booting processor holds exclusive until its first return to ring 3.
 pub fn start(cpus: &Cpus) -> usize {
     let me = own_id();
     let others = cpus.ids[..cpus.count.min(cpus.ids.len())]

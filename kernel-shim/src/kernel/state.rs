@@ -1,7 +1,8 @@
 //! The kernel's state and the operations every part shares: creating and ending threads,
 //! ending processes and spaces, and queueing a blocked sender on an endpoint.
 //!
-//! All of it is guarded by the kernel lock ([`super::lock`]). A thread running on another
+//! Who may touch what is the locking rule of [`super::lock`]: creating and ending are
+//! exclusive entries', which reach everything through `&mut Kernel`. A thread running on another
 //! processor is never freed in place: the processors running the threads of a space being
 //! ended are first made to leave it ([`super::shootdown::leave_elsewhere`]), so none of them
 //! touches those slots or tables again.
@@ -10,15 +11,18 @@ use super::errno::{EAGAIN, ENOMEM, Errno};
 use super::frames::FramePool;
 use super::futex;
 use super::ipc::{self, Endpoint, PAGER_ENDPOINT};
+use super::lock::SpinLock;
 use super::objects::MAX_THREADS_PER_SPACE;
+use super::objects::Table;
 use super::percpu::{self, MAX_RUN_CPUS};
 use super::pt;
-use super::sched::Cpu;
+use super::sched::CpuSlot;
 use super::shootdown;
 use super::space::{self, Space};
 use super::tables::{self, Reserve, TableMarks, Tables};
 use super::thread::{MsgKind, Queue, State, Thread, thread_id};
 use super::trap::TrapFrame;
+use core::sync::atomic::AtomicU64;
 use kernel_shim::abi;
 
 /// The most physical ranges handed to the pager.
@@ -28,23 +32,23 @@ pub const MAX_PAGER_RANGES: usize = kernel_shim::abi::MAX_PAGER_RANGES;
 pub struct Kernel {
     /// Frames for the page tables of the pager and of kernel-loaded programs, and for boot
     /// images.
-    pub frames: FramePool,
+    pub frames: SpinLock<FramePool>,
     /// Frames the pager donated as page tables (see [`tables`]).
     pub table_marks: TableMarks,
     /// Address spaces: a table sized from RAM at boot ([`super::objects`]).
-    pub spaces: &'static mut [Space],
-    /// Threads, as many as spaces.
-    pub threads: &'static mut [Thread],
-    /// IPC endpoints, [`ipc::MAX_ENDPOINTS_PER_SPACE`] for each space.
-    pub endpoints: &'static mut [Endpoint],
+    pub spaces: Table<Space>,
+    /// Threads, two slots per space.
+    pub threads: Table<Thread>,
+    /// IPC endpoints, [`ipc::MAX_ENDPOINTS_PER_SPACE`] for each space, each with its lock.
+    pub endpoints: Table<SpinLock<Endpoint>>,
     /// Threads ready to run, for every processor.
-    pub run_queue: Queue,
+    pub run_queue: SpinLock<Queue>,
     /// What the scheduler keeps per processor, by processor index.
-    pub cpus: [Cpu; MAX_RUN_CPUS],
-    /// Threads waiting on futex words (and joiners), by bucket.
+    pub cpus: [CpuSlot; MAX_RUN_CPUS],
+    /// Threads waiting on futex words (and joiners), by bucket (exclusive entries only).
     pub futexes: [Queue; futex::BUCKETS],
     /// Timer ticks since boot (the first processor's).
-    pub ticks: u64,
+    pub ticks: AtomicU64,
     /// The kernel's PML4 (kmap's tables), template of every space's upper half.
     pub kernel_root: u64,
     /// The pager's space.
@@ -65,15 +69,15 @@ impl Kernel {
     /// The state before boot.
     pub const fn new() -> Kernel {
         Kernel {
-            frames: FramePool::new(),
+            frames: SpinLock::new(FramePool::new()),
             table_marks: TableMarks::new(),
-            spaces: &mut [],
-            threads: &mut [],
-            endpoints: &mut [],
-            run_queue: Queue::EMPTY,
-            cpus: [Cpu::OFF; MAX_RUN_CPUS],
+            spaces: Table::EMPTY,
+            threads: Table::EMPTY,
+            endpoints: Table::EMPTY,
+            run_queue: SpinLock::new(Queue::EMPTY),
+            cpus: [const { CpuSlot::off() }; MAX_RUN_CPUS],
             futexes: futex::EMPTY,
-            ticks: 0,
+            ticks: AtomicU64::new(0),
             kernel_root: 0,
             pager: None,
             pager_ranges: [(0, 0); MAX_PAGER_RANGES],
@@ -107,7 +111,7 @@ impl Kernel {
     /// A new empty space with tables from the kernel pool; its slot.
     pub fn create_space(&mut self) -> Option<usize> {
         let s = self.spaces.iter().position(|s| !s.live)?;
-        let root = pt::create(&mut self.frames, self.kernel_root)?;
+        let root = pt::create(self.frames.get_mut(), self.kernel_root)?;
         self.open_space(s, root, None);
         Some(s)
     }
@@ -128,13 +132,8 @@ impl Kernel {
         sp.root = root;
         sp.threads = 0;
         sp.image = None;
-        sp.reserve = reserve;
+        *sp.tables.get_mut() = reserve;
         log::trace!("kernel-shim: space {:#x} created", self.badge(s));
-    }
-
-    /// The thread this processor runs (or ran last in this entry).
-    pub fn current(&self) -> Option<usize> {
-        self.cpus[percpu::index()].current
     }
 
     /// A new thread in space `s` with registers `frame`, FPU state `fpu` and TLS base
@@ -160,7 +159,7 @@ impl Kernel {
         };
         let t = slots
             .clone()
-            .find(|&t| self.threads[t].state == State::Free)
+            .find(|&t| self.threads[t].state.get() == State::Free)
             .ok_or(ENOMEM)?;
         let th = &mut self.threads[t];
         th.space = s;
@@ -174,7 +173,7 @@ impl Kernel {
         th.fs_base = fs_base;
         th.futex = 0;
         self.spaces[s].threads += 1;
-        self.make_ready(t);
+        self.wake(t);
         log::trace!(
             "kernel-shim: thread {:#x} started in space {:#x} at rip {:#x}",
             self.thread_id(t),
@@ -184,49 +183,48 @@ impl Kernel {
         Ok(t)
     }
 
-    /// Puts thread `t` on the run queue.
-    pub fn make_ready(&mut self, t: usize) {
-        self.threads[t].state = State::Ready;
-        self.run_queue.push(self.threads, t);
-    }
-
     /// Takes thread `t` off whatever queue it waits on.
     fn unqueue(&mut self, t: usize) {
-        match self.threads[t].state {
-            State::Ready => {
-                self.run_queue.remove(self.threads, t);
-            }
-            State::SendBlocked(ep) => {
-                self.endpoints[ep as usize].senders.remove(self.threads, t);
-            }
-            State::RecvBlocked(ep) => {
+        let threads = &self.threads;
+        // SAFETY (each queue below): the mode lock is exclusive (`&mut self`), so this entry
+        // owns every queue and thread.
+        match threads[t].state.get() {
+            State::Ready => unsafe {
+                self.run_queue.get_mut().remove(threads, t);
+            },
+            State::SendBlocked(ep) => unsafe {
                 self.endpoints[ep as usize]
+                    .get_mut()
+                    .senders
+                    .remove(threads, t);
+            },
+            State::RecvBlocked(ep) => unsafe {
+                self.endpoints[ep as usize]
+                    .get_mut()
                     .receivers
-                    .remove(self.threads, t);
-            }
-            State::FutexBlocked(b) => {
-                self.futexes[b as usize].remove(self.threads, t);
-            }
+                    .remove(threads, t);
+            },
+            State::FutexBlocked(b) => unsafe {
+                self.futexes[b as usize].remove(threads, t);
+            },
             _ => {}
         }
     }
 
-    /// Frees slot `t`: no processor keeps it as its current thread, FPU owner or TLS owner
-    /// (a thread running elsewhere was made to leave first: [`Kernel::stop_elsewhere`]).
+    /// Frees slot `t`: no processor keeps it as its current thread, hand-off or loaded
+    /// registers (a thread running elsewhere was made to leave first:
+    /// [`Kernel::stop_elsewhere`]).
     fn free_thread(&mut self, t: usize) {
         for cpu in self.cpus.iter_mut() {
-            if cpu.fpu_owner == Some(t) {
-                cpu.fpu_owner = None;
-            }
-            if cpu.fs_of == Some(t) {
-                cpu.fs_of = None;
-            }
-            if cpu.current == Some(t) {
-                cpu.current = None;
+            let cpu = cpu.get_mut();
+            for slot in [&mut cpu.loaded, &mut cpu.current, &mut cpu.handoff] {
+                if *slot == Some(t) {
+                    *slot = None;
+                }
             }
         }
         let th = &mut self.threads[t];
-        th.state = State::Free;
+        th.state.set(State::Free);
         th.generation = th.generation.wrapping_add(1).max(1);
         th.next = None;
     }
@@ -289,11 +287,10 @@ impl Kernel {
     fn stop_elsewhere(&mut self, s: usize) {
         let me = percpu::index();
         let mut mask = 0u64;
-        for (c, cpu) in self.cpus.iter().enumerate() {
+        for (c, cpu) in self.cpus.iter_mut().enumerate() {
             if c != me
-                && let Some(t) = cpu.current
+                && let Some(t) = cpu.get_mut().current
                 && self.threads[t].space == s
-                && self.threads[t].state == State::Running
             {
                 mask |= 1 << c;
             }
@@ -305,9 +302,9 @@ impl Kernel {
         for (c, cpu) in self.cpus.iter_mut().enumerate() {
             if mask & (1 << c) != 0 {
                 // The thread's FPU state there is dropped with the thread.
+                let cpu = cpu.get_mut();
                 cpu.current = None;
-                cpu.fpu_owner = None;
-                cpu.fs_of = None;
+                cpu.loaded = None;
             }
         }
     }
@@ -324,7 +321,11 @@ impl Kernel {
                     break;
                 }
                 let th = &self.threads[u];
-                if u != t && th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {
+                if u != t
+                    && th.state.get() != State::Free
+                    && th.space == s
+                    && th.kind != MsgKind::Exit
+                {
                     self.unqueue(u);
                     self.free_thread(u);
                     self.spaces[s].threads -= 1;
@@ -369,7 +370,7 @@ impl Kernel {
         let mut t = 0;
         while left > 0 && t < self.threads.len() {
             let th = &self.threads[t];
-            if th.state != State::Free && th.space == s && th.kind != MsgKind::Exit {
+            if th.state.get() != State::Free && th.space == s && th.kind != MsgKind::Exit {
                 self.unqueue(t);
                 self.free_thread(t);
                 left -= 1;
@@ -377,31 +378,30 @@ impl Kernel {
             t += 1;
         }
         for ep in ipc::slots_of(s) {
-            if self.endpoints.get(ep).is_some_and(|e| e.live) {
+            if ep < self.endpoints.len() && self.endpoints[ep].get_mut().live {
                 ipc::close(self, ep);
             }
         }
         if self.is_pager(s) {
             self.pager = None;
         }
-        let sp = self.spaces[s];
-        if let Some((first, count)) = sp.image {
-            self.frames.free_contiguous(first, count);
+        let root = self.spaces[s].root;
+        if let Some((first, count)) = self.spaces[s].image {
+            self.frames.get_mut().free_contiguous(first, count);
         }
-        pt::leave(sp.root, self.kernel_root);
-        match sp.reserve {
+        pt::leave(root, self.kernel_root);
+        match self.spaces[s].tables.get_mut().take() {
             Some(mut reserve) => {
                 // Every table and spare frame goes back to the pager (unmarked).
-                pt::destroy(&mut Tables::Release(&mut self.table_marks), sp.root);
-                tables::release_reserve(&mut self.table_marks, &mut reserve);
+                pt::destroy(&mut Tables::Release(&self.table_marks), root);
+                tables::release_reserve(&self.table_marks, &mut reserve);
             }
-            None => pt::destroy(&mut self.frames, sp.root),
+            None => pt::destroy(self.frames.get_mut(), root),
         }
         let sp = &mut self.spaces[s];
         sp.live = false;
         sp.threads = 0;
         sp.image = None;
-        sp.reserve = None;
         sp.generation = sp.generation.wrapping_add(1).max(1);
     }
 }

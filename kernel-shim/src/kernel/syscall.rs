@@ -5,11 +5,13 @@
 //! one definition user space shares; this file dispatches on those numbers. redox_syscall's
 //! `fmap`/`funmap`/`mprotect` numbers are routed to the pager ([`super::redox`]).
 
-use super::errno::{E2BIG, EINVAL, ENOMEM, ENOSYS, Errno, to_rax};
+use super::errno::{E2BIG, EINVAL, ENOMEM, ENOSYS, EXCLUSIVE, Errno, to_rax};
+use super::ipc::Replied;
 use super::pt::USER_TOP;
 use super::state::Kernel;
 use super::timer::TICK_NS;
 use super::{fault, futex, ipc, pager, percpu, redox, serial, shootdown, usercopy};
+use core::sync::atomic::Ordering;
 use kernel_shim::abi as nr;
 
 /// The largest `debug_write`.
@@ -25,27 +27,99 @@ enum Done {
     Restored,
 }
 
-/// Runs the system call of thread `t` (its registers are saved in its frame). `clock`, which
-/// changes nothing and makes no thread ready, is answered on a path of its own, straight back
-/// to the caller; every other call goes through [`handle_call`].
+/// Whether call `number` runs in a shared entry ([`super::lock`]): the calls of the fault
+/// path and of IPC, and those that touch only the caller.
 #[inline(always)]
-pub fn handle(k: &mut Kernel, t: usize) {
-    let f = &mut k.threads[t].frame;
-    if f.rax == nr::CLOCK {
-        f.rax = k.ticks * TICK_NS;
-        // Returns only if the frame cannot go back to ring 3: the scheduler kills the thread.
-        let _refused = super::trap::return_from_syscall(f);
-        return;
-    }
-    handle_call(k, t);
+pub fn is_shared(number: u64) -> bool {
+    matches!(
+        number,
+        nr::CLOCK
+            | nr::CPU_INFO
+            | nr::YIELD
+            | nr::IPC_CALL
+            | nr::IPC_RECEIVE
+            | nr::IPC_REPLY
+            | nr::IPC_REPLY_RECEIVE
+            | nr::SPACE_APPLY
+            | nr::SPACE_APPLY1
+    )
 }
 
-/// [`handle`] of every call but `clock`.
+/// Runs the system call of thread `t` (running here; its registers saved in its frame), one
+/// of [`is_shared`]'s, in a shared entry. `clock`, which changes nothing and makes no thread
+/// ready, is answered on a path of its own, straight back to the caller. Returns `false`
+/// when the call must run in an exclusive entry ([`handle`]): it changed nothing.
+#[inline(always)]
+pub fn handle_shared(k: &Kernel, t: usize) -> bool {
+    // SAFETY: `t` runs here, so its slot is this entry's; the reference ends before the call.
+    let f = &mut unsafe { k.threads.slot(t) }.frame;
+    let number = f.rax;
+    if number == nr::CLOCK {
+        f.rax = k.ticks.load(Ordering::Relaxed) * TICK_NS;
+        // Returns only if the frame cannot go back to ring 3: the scheduler kills the thread.
+        let _refused = super::trap::return_from_syscall(f);
+        return true;
+    }
+    let result = match number {
+        nr::IPC_REPLY => match ipc::reply(k, t) {
+            Ok(Replied::Kill(_)) => return false,
+            r => r.map(|_| Done::Value(0)),
+        },
+        nr::IPC_REPLY_RECEIVE => match ipc::reply_receive(k, t) {
+            Ok(Replied::Kill(_)) => return false,
+            r => r.map(|_| Done::Blocked),
+        },
+        n => common(k, t, n),
+    };
+    if result.as_ref().err() == Some(&EXCLUSIVE) {
+        return false;
+    }
+    finish(k, t, result);
+    true
+}
+
+/// The calls both kinds of entry run the same way.
+#[inline(always)]
+fn common(k: &Kernel, t: usize, number: u64) -> Result<Done, Errno> {
+    match number {
+        nr::CPU_INFO => Ok(Done::Value(
+            percpu::index() as u64 | (shootdown::running() as u64) << 32,
+        )),
+        nr::YIELD => {
+            // SAFETY: this processor's record, no other reference live.
+            unsafe { k.cpu() }.preempt = true;
+            Ok(Done::Value(0))
+        }
+        nr::IPC_CALL => ipc::call(k, t).map(|()| Done::Blocked),
+        nr::IPC_RECEIVE => ipc::receive(k, t).map(|()| Done::Blocked),
+        nr::SPACE_APPLY => pager::space_apply(k, t).map(Done::Value),
+        nr::SPACE_APPLY1 => pager::space_apply1(k, t).map(Done::Value),
+        _ => Err(ENOSYS),
+    }
+}
+
+/// Puts the result of thread `t`'s call in its rax, and goes straight back to it when nothing
+/// else must run ([`super::sched::resume_caller`]); returns otherwise.
+#[inline(always)]
+fn finish(k: &Kernel, t: usize, result: Result<Done, Errno>) {
+    let rax = match result {
+        Ok(Done::Value(v)) => v,
+        Ok(Done::Blocked | Done::Restored) => return,
+        Err(e) => to_rax(e),
+    };
+    // SAFETY: the caller still runs here (a call that answers at once does not block it).
+    unsafe { k.threads.slot(t) }.frame.rax = rax;
+    super::sched::resume_caller(k, t);
+}
+
+/// Runs the system call of thread `t` (running here; its registers saved in its frame) in an
+/// exclusive entry: any call.
 #[inline(never)]
-fn handle_call(k: &mut Kernel, t: usize) {
+pub fn handle(k: &mut Kernel, t: usize) {
     // The number and the one argument read here (not a copy of the whole frame).
     let (number, arg) = (k.threads[t].frame.rax, k.threads[t].frame.rdi);
     let result: Result<Done, Errno> = match number {
+        nr::CLOCK => Ok(Done::Value(k.ticks.load(Ordering::Relaxed) * TICK_NS)),
         nr::DEBUG_WRITE => debug_write(k, t).map(Done::Value),
         nr::DEBUG_READ => debug_read(k, t).map(Done::Value),
         // A process's exit code is 32 bits: the bits above, `KILLED` among them, are the
@@ -63,17 +137,21 @@ fn handle_call(k: &mut Kernel, t: usize) {
         nr::FUTEX_WAKE => futex::wake(k, t).map(Done::Value),
         nr::SET_TLS => set_tls(k, t).map(Done::Value),
         nr::THREAD_CREATE => thread_create(k, t).map(Done::Value),
-        nr::CPU_INFO => Ok(Done::Value(
-            percpu::index() as u64 | (shootdown::running() as u64) << 32,
-        )),
-        nr::YIELD => {
-            k.cpus[percpu::index()].preempt = true;
-            Ok(Done::Value(0))
-        }
-        nr::IPC_CALL => ipc::call(k, t).map(|()| Done::Blocked),
-        nr::IPC_RECEIVE => ipc::receive(k, t).map(|()| Done::Blocked),
-        nr::IPC_REPLY => ipc::reply(k, t).map(|()| Done::Value(0)),
-        nr::IPC_REPLY_RECEIVE => ipc::reply_receive(k, t).map(|()| Done::Blocked),
+        nr::IPC_REPLY => match ipc::reply(k, t) {
+            Ok(Replied::Kill(c)) => {
+                kill_refused(k, c);
+                Ok(Done::Value(0))
+            }
+            r => r.map(|_| Done::Value(0)),
+        },
+        nr::IPC_REPLY_RECEIVE => match ipc::reply_receive(k, t) {
+            Ok(Replied::Kill(c)) => {
+                kill_refused(k, c);
+                // Checked by `reply_receive` already: the endpoint is the caller's.
+                ipc::receive(k, t).map(|()| Done::Blocked)
+            }
+            r => r.map(|_| Done::Blocked),
+        },
         nr::IPC_READ => ipc::transfer(k, t, false).map(Done::Value),
         nr::IPC_WRITE => ipc::transfer(k, t, true).map(Done::Value),
         nr::ENDPOINT_CREATE => ipc::open(k, k.threads[t].space)
@@ -81,8 +159,6 @@ fn handle_call(k: &mut Kernel, t: usize) {
             .ok_or(ENOMEM),
         nr::SPACE_CREATE => pager::space_create(k, t).map(Done::Value),
         nr::SPACE_DESTROY => pager::space_destroy(k, t).map(Done::Value),
-        nr::SPACE_APPLY => pager::space_apply(k, t).map(Done::Value),
-        nr::SPACE_APPLY1 => pager::space_apply1(k, t).map(Done::Value),
         nr::SPACE_RECLAIM => pager::space_reclaim(k, t).map(Done::Value),
         nr::FAULT_DELIVER => fault::fault_deliver(k, t).map(Done::Value),
         nr::FAULT_RETURN => fault::fault_return(k, t).map(|()| Done::Restored),
@@ -93,15 +169,17 @@ fn handle_call(k: &mut Kernel, t: usize) {
         nr::PAGE_TABLE_FRAMES => pager::page_table_frames(k, t).map(Done::Value),
         nr::CMDLINE => cmdline(k, t).map(Done::Value),
         n if redox::is_routed(n) => redox::route(k, t, n).map(|()| Done::Blocked),
-        _ => Err(ENOSYS),
+        n => common(k, t, n),
     };
-    match result {
-        Ok(Done::Value(v)) => k.threads[t].frame.rax = v,
-        Ok(Done::Blocked | Done::Restored) => return,
-        Err(e) => k.threads[t].frame.rax = to_rax(e),
-    }
-    // A call that answered at once: straight back to the caller when nothing else must run.
-    super::sched::resume_caller(k, t);
+    finish(k, t, result);
+}
+
+/// Kills the process of thread `c`, whose fault the pager refused (its exit code names the
+/// fault's own vector, not what the pager replied).
+fn kill_refused(k: &mut Kernel, c: usize) {
+    k.threads[c].state.set(super::thread::State::Running);
+    let f = k.threads[c].frame;
+    k.kill(c, f.vector, f.rip, "the pager refused its fault");
 }
 
 /// `thread_create(rip, rsp, arg, tls)`: a new thread of the caller's own space (its stack is
@@ -128,7 +206,7 @@ fn set_tls(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     }
     k.threads[t].fs_base = base;
     // The caller runs here: its base is loaded now, as every switch to it does.
-    super::sched::load_fs_base(k, t);
+    super::sched::write_fs_base(base);
     Ok(0)
 }
 

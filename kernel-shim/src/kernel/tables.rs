@@ -16,34 +16,43 @@
 
 use super::boot::{PHYS_WINDOW_SIZE, phys_to_virt};
 use super::frames::{FramePool, PAGE};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel_shim::paging::TableAlloc;
 use x86_64::PhysAddr;
 
 const MARK_WORDS: usize = (PHYS_WINDOW_SIZE / PAGE / 64) as usize;
 
 /// Which frames of the window are tables or spare table frames of donated spaces.
-pub struct TableMarks([u64; MARK_WORDS]);
+///
+/// The marks are atomics: spaces change at once on several processors, each under its own
+/// lock. A frame is marked before it becomes a table and unmarked only once no table links it;
+/// a map checks the mark of its frame. A donation and a map of the same frame at once, in two
+/// spaces, would be a pager donating a frame it maps, which the kernel trusts it never to do
+/// (it cannot see where a frame is mapped), on one processor as on many.
+pub struct TableMarks([AtomicU64; MARK_WORDS]);
 
 impl TableMarks {
     /// No frame marked.
     pub const fn new() -> TableMarks {
-        TableMarks([0; MARK_WORDS])
+        TableMarks([const { AtomicU64::new(0) }; MARK_WORDS])
     }
 
     /// Whether `pa` (page aligned, inside the window) is marked.
     pub fn is_marked(&self, pa: u64) -> bool {
         let i = (pa / PAGE) as usize;
-        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.0
+            .get(i / 64)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
     }
 
     /// Marks or unmarks `pa`.
-    pub fn set(&mut self, pa: u64, marked: bool) {
+    pub fn set(&self, pa: u64, marked: bool) {
         let i = (pa / PAGE) as usize;
-        if let Some(w) = self.0.get_mut(i / 64) {
+        if let Some(w) = self.0.get(i / 64) {
             if marked {
-                *w |= 1 << (i % 64);
+                w.fetch_or(1 << (i % 64), Ordering::AcqRel);
             } else {
-                *w &= !(1 << (i % 64));
+                w.fetch_and(!(1 << (i % 64)), Ordering::AcqRel);
             }
         }
     }
@@ -93,13 +102,13 @@ impl Reserve {
 
 /// Takes the frame `pa`, checked by the caller (aligned, one of the pager's, unmarked), into
 /// `reserve`.
-pub fn donate(marks: &mut TableMarks, reserve: &mut Reserve, pa: u64) {
+pub fn donate(marks: &TableMarks, reserve: &mut Reserve, pa: u64) {
     marks.set(pa, true);
     reserve.push(pa);
 }
 
 /// Takes up to `out.len()` spare frames out of `reserve`, unmarked; how many.
-pub fn reclaim(marks: &mut TableMarks, reserve: &mut Reserve, out: &mut [u64]) -> usize {
+pub fn reclaim(marks: &TableMarks, reserve: &mut Reserve, out: &mut [u64]) -> usize {
     let mut n = 0;
     while n < out.len() {
         let Some(pa) = reserve.pop() else { break };
@@ -117,7 +126,7 @@ pub enum Tables<'a> {
     /// The space's reserve of donated frames.
     Reserve(&'a mut Reserve),
     /// The end of a donated space: every table freed is unmarked (the pager's again).
-    Release(&'a mut TableMarks),
+    Release(&'a TableMarks),
     /// One donated frame, for the PML4 of a new space.
     Root(Option<u64>),
 }
@@ -144,7 +153,7 @@ impl TableAlloc for Tables<'_> {
 }
 
 /// Ends a donated space's reserve: every spare frame unmarked (the pager's again).
-pub fn release_reserve(marks: &mut TableMarks, reserve: &mut Reserve) {
+pub fn release_reserve(marks: &TableMarks, reserve: &mut Reserve) {
     while let Some(pa) = reserve.pop() {
         marks.set(pa, false);
     }

@@ -1,8 +1,10 @@
 //! Threads: saved registers, FPU/SSE state, and the queue links the scheduler and the IPC
 //! endpoints thread them on.
 
+use super::objects::Table;
 use super::trap::TrapFrame;
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// What a thread is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +23,58 @@ pub enum State {
     RecvBlocked(u16),
     /// Waiting on the futex word at [`Thread::futex`] of its space, queued in bucket `.0`.
     FutexBlocked(u16),
+}
+
+impl State {
+    const fn encode(self) -> u32 {
+        let (tag, ep) = match self {
+            State::Free => (0, 0),
+            State::Ready => (1, 0),
+            State::Running => (2, 0),
+            State::SendBlocked(e) => (3, e),
+            State::ReplyBlocked(e) => (4, e),
+            State::RecvBlocked(e) => (5, e),
+            State::FutexBlocked(b) => (6, b),
+        };
+        (tag << 16) | ep as u32
+    }
+
+    fn decode(word: u32) -> State {
+        let e = word as u16;
+        match word >> 16 {
+            1 => State::Ready,
+            2 => State::Running,
+            3 => State::SendBlocked(e),
+            4 => State::ReplyBlocked(e),
+            5 => State::RecvBlocked(e),
+            6 => State::FutexBlocked(e),
+            _ => State::Free,
+        }
+    }
+}
+
+/// A thread's [`State`], which any processor may read (an atomic): it is written only by the
+/// thread's owner (see [`super::lock`]), and read elsewhere only to find which lock to take
+/// before it is read again under that lock.
+pub struct StateCell(AtomicU32);
+
+impl StateCell {
+    /// A cell holding `s`.
+    pub const fn new(s: State) -> StateCell {
+        StateCell(AtomicU32::new(s.encode()))
+    }
+
+    /// The state.
+    #[inline(always)]
+    pub fn get(&self) -> State {
+        State::decode(self.0.load(Ordering::Acquire))
+    }
+
+    /// Sets the state (by the thread's owner).
+    #[inline(always)]
+    pub fn set(&self, s: State) {
+        self.0.store(s.encode(), Ordering::Release);
+    }
 }
 
 /// What a blocked sender's message is.
@@ -66,10 +120,9 @@ impl Fpu {
 }
 
 /// One thread.
-#[derive(Clone, Copy)]
 pub struct Thread {
     /// What it is doing.
-    pub state: State,
+    pub state: StateCell,
     /// Bumped when the slot is freed, so stale ids and tokens never match a new thread.
     pub generation: u16,
     /// Index of its address space.
@@ -100,21 +153,23 @@ pub struct Thread {
 
 impl Thread {
     /// An unused slot.
-    pub const FREE: Thread = Thread {
-        state: State::Free,
-        generation: 1,
-        space: 0,
-        frame: TrapFrame::ZERO,
-        fpu: Fpu::initial(),
-        next: None,
-        msg: [0; 8],
-        kind: MsgKind::Call,
-        lend: (0, 0),
-        routed: false,
-        cpu: 0,
-        fs_base: 0,
-        futex: 0,
-    };
+    pub const fn free() -> Thread {
+        Thread {
+            state: StateCell::new(State::Free),
+            generation: 1,
+            space: 0,
+            frame: TrapFrame::ZERO,
+            fpu: Fpu::initial(),
+            next: None,
+            msg: [0; 8],
+            kind: MsgKind::Call,
+            lend: (0, 0),
+            routed: false,
+            cpu: 0,
+            fs_base: 0,
+            futex: 0,
+        }
+    }
 }
 
 /// A thread's id as processes see it: generation and slot.
@@ -142,58 +197,86 @@ impl Queue {
     };
 
     /// Appends thread `t`.
-    pub fn push(&mut self, threads: &mut [Thread], t: usize) {
-        threads[t].next = None;
-        match self.tail {
-            Some(last) => threads[last as usize].next = Some(t as u16),
-            None => self.head = Some(t as u16),
+    ///
+    /// # Safety
+    /// The caller owns the queue and every thread on it, and `t` (see [`super::lock`]): it
+    /// holds the queue's lock, or the mode lock exclusive.
+    pub unsafe fn push(&mut self, threads: &Table<Thread>, t: usize) {
+        // SAFETY: the caller owns `t` and the queue's threads (contract); one slot at a time.
+        unsafe {
+            threads.slot(t).next = None;
+            match self.tail {
+                Some(last) => threads.slot(last as usize).next = Some(t as u16),
+                None => self.head = Some(t as u16),
+            }
         }
         self.tail = Some(t as u16);
     }
 
     /// Takes the first thread.
-    pub fn pop(&mut self, threads: &mut [Thread]) -> Option<usize> {
+    ///
+    /// # Safety
+    /// As [`Queue::push`].
+    pub unsafe fn pop(&mut self, threads: &Table<Thread>) -> Option<usize> {
         let first = self.head? as usize;
-        self.head = threads[first].next;
+        // SAFETY: the caller owns the queue's threads (contract).
+        let th = unsafe { threads.slot(first) };
+        self.head = th.next;
         if self.head.is_none() {
             self.tail = None;
         }
-        threads[first].next = None;
+        th.next = None;
         Some(first)
     }
 
     /// Removes thread `t` wherever it is; whether it was there.
-    pub fn remove(&mut self, threads: &mut [Thread], t: usize) -> bool {
+    ///
+    /// # Safety
+    /// As [`Queue::push`].
+    pub unsafe fn remove(&mut self, threads: &Table<Thread>, t: usize) -> bool {
         let mut prev: Option<usize> = None;
         let mut cur = self.head;
         while let Some(c) = cur {
             let c = c as usize;
+            // SAFETY: the caller owns the queue's threads (contract); one slot at a time.
+            let next = unsafe { threads.slot(c).next };
             if c == t {
-                let next = threads[c].next;
-                match prev {
-                    Some(p) => threads[p].next = next,
-                    None => self.head = next,
+                // SAFETY: as above.
+                unsafe {
+                    match prev {
+                        Some(p) => threads.slot(p).next = next,
+                        None => self.head = next,
+                    }
+                    threads.slot(c).next = None;
                 }
                 if self.tail == Some(c as u16) {
                     self.tail = prev.map(|p| p as u16);
                 }
-                threads[c].next = None;
                 return true;
             }
             prev = Some(c);
-            cur = threads[c].next;
+            cur = next;
         }
         false
     }
 
     /// The first thread for which `f` holds.
-    pub fn find(&self, threads: &[Thread], f: impl Fn(&Thread) -> bool) -> Option<usize> {
+    ///
+    /// # Safety
+    /// As [`Queue::push`].
+    pub unsafe fn find(
+        &self,
+        threads: &Table<Thread>,
+        f: impl Fn(&Thread) -> bool,
+    ) -> Option<usize> {
         let mut cur = self.head;
         while let Some(c) = cur {
-            if f(&threads[c as usize]) {
+            // SAFETY: the caller owns the queue's threads (contract).
+            let th = unsafe { threads.slot(c as usize) };
+            if f(th) {
                 return Some(c as usize);
             }
-            cur = threads[c as usize].next;
+            cur = th.next;
         }
         None
     }

@@ -363,7 +363,7 @@ fn sanitize(frame: &mut TrapFrame) -> Result<(), OutsideUserHalf> {
 }
 
 /// Returns to ring 3 with the registers of `frame`, the slot in the thread table of the
-/// thread this processor runs, [`sanitize`]d first; the kernel lock is given back just before.
+/// thread this processor runs, [`sanitize`]d first; the mode lock is given back just before.
 /// The next entry from ring 3 on this processor builds its frame in the same slot (the per-CPU
 /// frame end, the TSS's `rsp0`). Returns only when `frame`'s RIP is not below the user-half
 /// end: then nothing was changed, the lock is still held, and the caller must kill the thread.
@@ -398,7 +398,7 @@ pub fn return_from_syscall(frame: &mut TrapFrame) -> OutsideUserHalf {
 
 /// Idles this processor: on the top of its kernel stack, interrupts on, halted until one
 /// arrives; its entry (from ring 0) goes to [`super::dispatch`], which never comes back here.
-/// Call without the kernel lock, after loading the kernel's own tables.
+/// Call without the mode lock, after loading the kernel's own tables.
 #[unsafe(naked)]
 pub extern "C" fn idle_wait() -> ! {
     naked_asm!(
