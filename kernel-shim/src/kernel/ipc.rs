@@ -133,7 +133,11 @@ fn endpoint(k: &Kernel, ep: u64) -> Result<(usize, Guard<'_, Endpoint>), Errno> 
 /// receiver at once, else onto the queue. The caller owns `t` (it runs here, or the mode lock
 /// is exclusive); `t` stops running here.
 pub fn send(k: &Kernel, t: usize, ep: usize) {
-    let mut e = k.endpoints[ep].lock();
+    send_locked(k, t, ep, k.endpoints[ep].lock());
+}
+
+/// [`send`], with `ep`'s lock taken.
+fn send_locked(k: &Kernel, t: usize, ep: usize, mut e: Guard<'_, Endpoint>) {
     k.park(t);
     // SAFETY: the endpoint's lock is held.
     match unsafe { e.receivers.pop(&k.threads) } {
@@ -187,16 +191,15 @@ fn deliver(k: &Kernel, s: usize, ep: usize, r: usize) {
 /// `ipc_call`: decode (endpoint, lent range), then block until the reply. Thread `t` runs
 /// here.
 pub fn call(k: &Kernel, t: usize) -> Result<(), Errno> {
-    // SAFETY: `t` runs here; the reference ends before `send`.
-    let th = unsafe { k.threads.slot(t) };
-    let f = th.frame;
+    let f = k.threads[t].frame;
     let (lend, lend_len) = (f.r14, f.r15);
     if lend_len > MAX_LEND {
         return Err(E2BIG);
     }
     usercopy::check_range(lend, lend_len)?;
     let (ep, e) = endpoint(k, f.rdi)?;
-    drop(e);
+    // SAFETY: `t` runs here; the reference ends before `send_locked`.
+    let th = unsafe { k.threads.slot(t) };
     th.msg = [
         f.rsi,
         f.rdx,
@@ -214,22 +217,30 @@ pub fn call(k: &Kernel, t: usize) -> Result<(), Errno> {
     } else {
         (lend, lend_len)
     };
-    // Live still: only an exclusive entry closes an endpoint.
-    send(k, t, ep);
+    send_locked(k, t, ep, e);
     Ok(())
 }
 
 /// `ipc_receive`: only threads of the endpoint's owner may receive. Thread `t` runs here.
 pub fn receive(k: &Kernel, t: usize) -> Result<(), Errno> {
-    // SAFETY: `t` runs here; the references end before the endpoint is locked.
-    let (rdi, space) = unsafe {
-        let th = k.threads.slot(t);
-        (th.frame.rdi, th.space)
-    };
-    let (ep, mut e) = endpoint(k, rdi)?;
-    if e.owner != space {
+    let (ep, e) = owned_endpoint(k, t)?;
+    receive_locked(k, t, ep, e);
+    Ok(())
+}
+
+/// The live endpoint thread `t` (running here) names in rdi, locked: `EPERM` unless its space
+/// owns it.
+fn owned_endpoint(k: &Kernel, t: usize) -> Result<(usize, Guard<'_, Endpoint>), Errno> {
+    let th = &k.threads[t];
+    let (ep, e) = endpoint(k, th.frame.rdi)?;
+    if e.owner != th.space {
         return Err(EPERM);
     }
+    Ok((ep, e))
+}
+
+/// [`receive`] on `ep`, checked, with its lock taken.
+fn receive_locked(k: &Kernel, t: usize, ep: usize, mut e: Guard<'_, Endpoint>) {
     // SAFETY: the endpoint's lock is held.
     match unsafe { e.senders.pop(&k.threads) } {
         Some(s) => deliver(k, s, ep, t),
@@ -243,31 +254,45 @@ pub fn receive(k: &Kernel, t: usize) -> Result<(), Errno> {
             unsafe { e.receivers.push(&k.threads, t) };
         }
     }
-    Ok(())
 }
 
-/// The thread behind `token`, waiting for a reply from the space of thread `t` (running
-/// here), with the lock of the endpoint it waits on.
-fn replied(k: &Kernel, t: usize, token: u64) -> Result<(usize, Guard<'_, Endpoint>), Errno> {
+/// The endpoint the thread behind `token` waits on for a reply, if it does (a hint: read
+/// again under that endpoint's lock).
+fn waits_on(k: &Kernel, token: u64) -> Result<usize, Errno> {
+    let (c, _) = split_id(token & !(TOKEN_FAULT | TOKEN_EXIT));
+    let slot = k.threads.get_ptr(c).ok_or(ESRCH)?;
+    // SAFETY: a shared reference to the slot's state, an atomic any processor may read.
+    match unsafe { &(*slot).state }.get() {
+        State::ReplyBlocked(ep) => Ok(ep as usize),
+        _ => Err(ESRCH),
+    }
+}
+
+/// The thread behind `token`, if it waits for a reply on `ep`, whose lock `e` is, from the
+/// space of thread `t` (running here).
+fn replied_on(k: &Kernel, t: usize, token: u64, ep: usize, e: &Endpoint) -> Result<usize, Errno> {
     let (c, generation) = split_id(token & !(TOKEN_FAULT | TOKEN_EXIT));
     if token >> 32 != (token & (TOKEN_FAULT | TOKEN_EXIT)) >> 32 {
         return Err(ESRCH);
     }
     let slot = k.threads.get_ptr(c).ok_or(ESRCH)?;
-    // SAFETY: a shared reference to the slot's state, an atomic any processor may read.
-    let State::ReplyBlocked(ep) = unsafe { &(*slot).state }.get() else {
-        return Err(ESRCH);
-    };
-    let e = k.endpoints[ep as usize].lock();
-    // SAFETY: as above.
-    if unsafe { &(*slot).state }.get() != State::ReplyBlocked(ep) {
+    // SAFETY: as in `waits_on`.
+    if unsafe { &(*slot).state }.get() != State::ReplyBlocked(ep as u16) {
         return Err(ESRCH);
     }
-    // SAFETY: `c` waits on `ep`, whose lock is held: its slot is this entry's; `t` runs here.
-    let (generation_now, space) = unsafe { ((*slot).generation, k.threads.slot(t).space) };
-    if generation_now != generation || e.owner != space {
+    // SAFETY: `c` waits on `ep`, whose lock the caller holds: its slot is this entry's.
+    if unsafe { (*slot).generation } != generation || e.owner != k.threads[t].space {
         return Err(ESRCH);
     }
+    Ok(c)
+}
+
+/// The thread behind `token`, waiting for a reply from the space of thread `t` (running
+/// here), with the lock of the endpoint it waits on.
+fn replied(k: &Kernel, t: usize, token: u64) -> Result<(usize, Guard<'_, Endpoint>), Errno> {
+    let ep = waits_on(k, token)?;
+    let e = k.endpoints[ep].lock();
+    let c = replied_on(k, t, token, ep, &e)?;
     Ok((c, e))
 }
 
@@ -289,45 +314,50 @@ pub enum Replied {
 /// `ipc_reply(token, w0, w1)`: a call returns (w0, w1); a fault resumes if w0 is 0, else the
 /// thread is killed for its fault (its exit code names the fault's vector, not w0).
 pub fn reply(k: &Kernel, t: usize) -> Result<Replied, Errno> {
-    // SAFETY: `t` runs here.
-    let f = unsafe { k.threads.slot(t) }.frame;
-    match reply_to(k, t, f.rdi, f.rsi, f.rdx)? {
+    let f = k.threads[t].frame;
+    let (c, e) = replied(k, t, f.rdi)?;
+    Ok(match answer(k, c, f.rsi, f.rdx) {
         Reply::Wake(c) => {
+            drop(e);
             k.wake(c);
-            Ok(Replied::Woken)
+            Replied::Woken
         }
-        Reply::Kill(c) => Ok(Replied::Kill(c)),
-    }
+        Reply::Kill(c) => Replied::Kill(c),
+    })
 }
 
 /// `ipc_reply_receive(ep, token, w0, w1)`: the reply and the next receive in one call (the
 /// server's loop). Both are checked before the reply is performed; a refused reply returns
 /// its error and receives nothing. The thread replied to is woken after the receive, so that
 /// it runs here at once when the server waits ([`Kernel::wake`]). On [`Replied::Kill`] nothing
-/// is done: the exclusive caller kills, then receives.
+/// is done: the exclusive caller kills, then receives. When the thread replied to waited on
+/// `ep` itself (a server's usual case), one hold of `ep`'s lock does it all.
 pub fn reply_receive(k: &Kernel, t: usize) -> Result<Replied, Errno> {
-    // SAFETY: `t` runs here.
-    let (f, space) = unsafe {
-        let th = k.threads.slot(t);
-        (th.frame, th.space)
+    let f = k.threads[t].frame;
+    let (ep, e) = owned_endpoint(k, t)?;
+    let (reply, e) = if waits_on(k, f.rsi) == Ok(ep) {
+        let c = replied_on(k, t, f.rsi, ep, &e)?;
+        (answer(k, c, f.rdx, f.r10), e)
+    } else {
+        // Another endpoint's lock is never taken with this one held.
+        drop(e);
+        let (c, other) = replied(k, t, f.rsi)?;
+        let reply = answer(k, c, f.rdx, f.r10);
+        drop(other);
+        (reply, k.endpoints[ep].lock())
     };
-    let (_, e) = endpoint(k, f.rdi)?;
-    if e.owner != space {
-        return Err(EPERM);
-    }
-    drop(e);
-    match reply_to(k, t, f.rsi, f.rdx, f.r10)? {
+    match reply {
         Reply::Kill(c) => Ok(Replied::Kill(c)),
         Reply::Wake(c) => {
             // Checked above, and only exclusive entries close an endpoint.
-            let received = receive(k, t);
+            receive_locked(k, t, ep, e);
             k.wake(c);
-            received.map(|()| Replied::Woken)
+            Ok(Replied::Woken)
         }
     }
 }
 
-/// What [`reply_to`] leaves the caller to do.
+/// What [`answer`] leaves the caller to do.
 enum Reply {
     /// Wake the thread (its registers set, off every queue: the caller's).
     Wake(usize),
@@ -335,13 +365,15 @@ enum Reply {
     Kill(usize),
 }
 
-fn reply_to(k: &Kernel, t: usize, token: u64, w0: u64, w1: u64) -> Result<Reply, Errno> {
-    let (c, e) = replied(k, t, token)?;
-    // SAFETY: `c` waits on the endpoint whose lock `e` is: its slot is this entry's.
+/// Answers thread `c`, which waits for a reply on an endpoint whose lock the caller holds,
+/// with (`w0`, `w1`): its registers are set and it waits no more (the caller's, to wake), or,
+/// for a refused fault, nothing is done.
+fn answer(k: &Kernel, c: usize, w0: u64, w1: u64) -> Reply {
+    // SAFETY: `c` waits on the endpoint whose lock the caller holds: its slot is this entry's.
     let th = unsafe { k.threads.slot(c) };
     match th.kind {
         // The exit code names the fault's own vector, not what the pager replied.
-        MsgKind::Fault if w0 != 0 => return Ok(Reply::Kill(c)),
+        MsgKind::Fault if w0 != 0 => return Reply::Kill(c),
         MsgKind::Fault => {}
         MsgKind::Call if th.routed => {
             // A routed redox call returns the reply's result word, as redox_syscall expects.
@@ -357,8 +389,7 @@ fn reply_to(k: &Kernel, t: usize, token: u64, w0: u64, w1: u64) -> Result<Reply,
     }
     // No longer waiting on the endpoint: this entry's until woken.
     th.state.set(State::Ready);
-    drop(e);
-    Ok(Reply::Wake(c))
+    Reply::Wake(c)
 }
 
 /// `ipc_read(token, offset, dst, len)` and `ipc_write(token, offset, src, len)`: copy between

@@ -18,8 +18,9 @@
 //! pager) changes nothing and is run again, from the start, in exclusive mode.
 //!
 //! The mode lock is a big-reader lock (as Linux's per-CPU rw-semaphore): a shared entry
-//! writes only its processor's own flag, so shared entries never contend for a cache line;
-//! an exclusive entry raises [`EXCLUSIVE`] and waits until every flag is down.
+//! writes only its processor's own mode word (in its per-CPU block), so shared entries never
+//! contend for a cache line; an exclusive entry raises [`EXCLUSIVE`] and waits until no
+//! processor's word says shared.
 //!
 //! A processor that spins here — for the mode lock or for a [`SpinLock`] — keeps answering
 //! TLB shootdowns ([`super::shootdown::service`]): whoever holds what it waits for may be
@@ -32,7 +33,7 @@
 use super::percpu::{self, MAX_RUN_CPUS};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The next ticket of an exclusive entry.
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -41,14 +42,8 @@ static SERVING: AtomicU32 = AtomicU32::new(0);
 /// Raised while an exclusive entry runs or waits for the shared ones to end.
 static EXCLUSIVE: AtomicBool = AtomicBool::new(false);
 
-/// One processor's shared flag, alone on its cache line.
-#[repr(align(64))]
-struct Reader(AtomicBool);
-
-/// Per processor: in a shared entry.
-static READING: [Reader; MAX_RUN_CPUS] = [const { Reader(AtomicBool::new(false)) }; MAX_RUN_CPUS];
-
-/// What a processor holds.
+/// What a processor holds: its per-CPU mode word ([`percpu::mode`]), which is also the flag
+/// an exclusive entry waits on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
     /// Nothing.
@@ -59,21 +54,14 @@ pub enum Mode {
     Exclusive = 2,
 }
 
-/// Per processor: the mode it holds (written only by that processor).
-static MODES: [AtomicU8; MAX_RUN_CPUS] = [const { AtomicU8::new(0) }; MAX_RUN_CPUS];
-
 /// The mode this processor holds.
 #[inline(always)]
 pub fn mode() -> Mode {
-    match MODES[percpu::index()].load(Ordering::Relaxed) {
+    match percpu::mode() {
         1 => Mode::Shared,
         2 => Mode::Exclusive,
         _ => Mode::None,
     }
-}
-
-fn set_mode(m: Mode) {
-    MODES[percpu::index()].store(m as u8, Ordering::Relaxed);
 }
 
 /// One round of a spin: answer shootdowns, `pause`.
@@ -83,17 +71,16 @@ fn spin() {
     core::hint::spin_loop();
 }
 
-/// Takes the mode lock shared (see the module doc).
+/// Takes the mode lock shared (see the module doc): this processor's word says so, then (after
+/// a full fence) no exclusive entry runs or waits.
 #[inline(always)]
 pub fn enter_shared() {
-    let flag = &READING[percpu::index()].0;
     loop {
-        flag.store(true, Ordering::SeqCst);
+        percpu::set_mode_fenced(Mode::Shared as u64);
         if !EXCLUSIVE.load(Ordering::SeqCst) {
-            set_mode(Mode::Shared);
             return;
         }
-        flag.store(false, Ordering::Release);
+        percpu::set_mode(Mode::None as u64);
         while EXCLUSIVE.load(Ordering::Acquire) {
             spin();
         }
@@ -108,12 +95,12 @@ pub fn acquire() {
         spin();
     }
     EXCLUSIVE.store(true, Ordering::SeqCst);
-    for r in READING.iter() {
-        while r.0.load(Ordering::SeqCst) {
+    for c in 0..MAX_RUN_CPUS {
+        while percpu::mode_of(c) == Mode::Shared as u64 {
             spin();
         }
     }
-    set_mode(Mode::Exclusive);
+    percpu::set_mode(Mode::Exclusive as u64);
 }
 
 /// Gives the mode lock back, whichever way it is held (its holder's writes are visible to
@@ -121,14 +108,14 @@ pub fn acquire() {
 #[inline(always)]
 pub fn release() {
     match mode() {
-        Mode::Shared => READING[percpu::index()].0.store(false, Ordering::Release),
+        Mode::Shared => percpu::set_mode(Mode::None as u64),
         Mode::Exclusive => {
+            percpu::set_mode(Mode::None as u64);
             EXCLUSIVE.store(false, Ordering::Release);
             SERVING.fetch_add(1, Ordering::Release);
         }
         Mode::None => {}
     }
-    set_mode(Mode::None);
 }
 
 /// Makes this processor's hold exclusive: a shared hold is given back first, so whatever a

@@ -137,16 +137,17 @@ impl<T> Table<T> {
         (i < self.len).then(|| unsafe { self.ptr.add(i) })
     }
 
-    /// Slot `i` (in range: panics otherwise, a kernel bug), to change as the locking rule
-    /// allows a shared entry.
+    /// Slot `i`, to change as the locking rule allows a shared entry.
     ///
     /// # Safety
-    /// The caller owns the slot under the locking rule, and keeps no other reference to it
-    /// while the one returned lives.
+    /// `i` is a slot of the table (an index the kernel made or checked: a thread on a queue,
+    /// the one running here, one [`Table::get_ptr`] found), the caller owns the slot under the
+    /// locking rule, and keeps no other reference to it while the one returned lives.
     #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
     pub unsafe fn slot(&self, i: usize) -> &mut T {
-        assert!(i < self.len, "object slot out of range");
-        // SAFETY: in range (checked), initialized (`new`), and the caller's (contract).
+        debug_assert!(i < self.len, "object slot out of range");
+        // SAFETY: in range, initialized (`new`), and the caller's (contract).
         unsafe { &mut *self.ptr.add(i) }
     }
 }

@@ -10,6 +10,7 @@
 
 use super::global::Global;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 /// The most processors the kernel runs on (the others the ACPI tables list stay parked); a
@@ -28,6 +29,9 @@ pub struct PerCpu {
     pub user_rsp: u64,
     /// Its index, 0 for the booting processor.
     pub index: u64,
+    /// How it holds the kernel's mode lock ([`super::lock::Mode`]): written by this
+    /// processor, read by one taking the lock exclusive.
+    pub mode: AtomicU64,
 }
 
 /// Offset of [`PerCpu::stack_top`] (for the entry paths' assembly).
@@ -38,15 +42,20 @@ pub const FRAME_END: usize = offset_of!(PerCpu, frame_end);
 pub const USER_RSP: usize = offset_of!(PerCpu, user_rsp);
 /// Offset of [`PerCpu::index`].
 const INDEX: usize = offset_of!(PerCpu, index);
+/// Offset of [`PerCpu::mode`].
+const MODE: usize = offset_of!(PerCpu, mode);
 
-const EMPTY: PerCpu = PerCpu {
-    stack_top: 0,
-    frame_end: 0,
-    user_rsp: 0,
-    index: 0,
-};
-
-static BLOCKS: Global<[PerCpu; MAX_RUN_CPUS]> = Global::new([EMPTY; MAX_RUN_CPUS]);
+static BLOCKS: Global<[PerCpu; MAX_RUN_CPUS]> = Global::new(
+    [const {
+        PerCpu {
+            stack_top: 0,
+            frame_end: 0,
+            user_rsp: 0,
+            index: 0,
+            mode: AtomicU64::new(0),
+        }
+    }; MAX_RUN_CPUS],
+);
 
 /// The GS base MSR (the kernel's while it runs).
 const GS_BASE: u32 = 0xC000_0101;
@@ -84,6 +93,49 @@ pub fn index() -> usize {
     // The mask is a no-op (the index is below the power of two MAX_RUN_CPUS) that lets the
     // compiler drop the bounds checks of the per-CPU tables indexed with it.
     i as usize & (MAX_RUN_CPUS - 1)
+}
+
+/// This processor's mode word ([`super::lock`]'s).
+#[inline(always)]
+pub fn mode() -> u64 {
+    let m: u64;
+    // SAFETY: as in `index`; the word is this processor's own.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{}]", out(reg) m, const MODE,
+                         options(nostack, readonly, preserves_flags))
+    };
+    m
+}
+
+/// Sets this processor's mode word (a release store: what this processor wrote before is
+/// visible to whoever sees the new word).
+#[inline(always)]
+pub fn set_mode(m: u64) {
+    // SAFETY: as in `index`; the word is this processor's own. An aligned `mov` is an atomic
+    // release store on x86_64, and the asm (which may touch memory) orders the compiler too.
+    unsafe {
+        core::arch::asm!("mov gs:[{}], {}", const MODE, in(reg) m,
+                         options(nostack, preserves_flags))
+    };
+}
+
+/// Sets this processor's mode word with a full fence after it (`xchg`): loads this processor
+/// makes next come after the store, for every processor.
+#[inline(always)]
+pub fn set_mode_fenced(m: u64) {
+    // SAFETY: as in `set_mode`; `xchg` with memory is locked, a full barrier.
+    unsafe {
+        core::arch::asm!("xchg gs:[{}], {}", const MODE, inout(reg) m => _,
+                         options(nostack, preserves_flags))
+    };
+}
+
+/// The mode word of processor `cpu` (a sequentially consistent load).
+pub fn mode_of(cpu: usize) -> u64 {
+    // SAFETY: a reference to the atomic word alone (the block's other words are its
+    // processor's); blocks live for good, and `install` (the one `&mut` to a block) runs while
+    // the booting processor holds the mode lock exclusive, before anyone reads the word.
+    unsafe { (*core::ptr::addr_of!((*BLOCKS.as_ptr())[cpu].mode)).load(Ordering::SeqCst) }
 }
 
 /// Sets where this processor's next entry from ring 3 starts pushing its frame.

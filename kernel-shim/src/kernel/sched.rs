@@ -40,10 +40,13 @@ use super::thread::State;
 use super::timer::TIMER_VECTOR;
 use super::trap::{self, GENERAL_PROTECTION, RESCHEDULE_VECTOR};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Timer ticks (about 1 ms each) a thread runs before another ready thread gets the CPU.
 pub const SLICE_TICKS: u32 = 10;
+
+/// Timer ticks since boot (the first processor's), which `clock` reads without any lock.
+pub static TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// What the scheduler keeps per processor, touched only by that processor (or by an
 /// exclusive entry).
@@ -185,7 +188,7 @@ impl Kernel {
 pub fn tick(k: &Kernel) {
     let me = percpu::index();
     if me == 0 {
-        k.ticks.fetch_add(1, Ordering::Relaxed);
+        TICKS.fetch_add(1, Ordering::Relaxed);
     }
     super::timer::end_of_interrupt(TIMER_VECTOR);
     // SAFETY: this processor's record, no other reference live.
@@ -205,11 +208,15 @@ pub fn run() -> ! {
         let k = unsafe { super::shared() };
         let Some(next) = pick(k) else { idle(k) };
         let refused = switch_to(k, next);
-        // Killing is an exclusive entry's: `next` runs here, so it is still this processor's
-        // once the lock is exclusive.
+        // Killing is an exclusive entry's. `next` runs here; an exclusive entry that ran
+        // meanwhile may have ended its process (this processor, made to leave, then names no
+        // thread).
         lock::exclusive();
         // SAFETY: the mode lock is exclusive and `k` is not used again.
         let k = unsafe { super::kernel() };
+        if k.current() != Some(next) {
+            continue;
+        }
         log::warn!(
             "kernel-shim: thread {:#x} cannot return to {:#x}, outside the user half",
             k.thread_id(next),

@@ -90,8 +90,8 @@ pub fn online(cpu: usize, apic_id: u32, kernel_root: u64) {
 /// Notes that this processor's CR3 is about to hold `root` (called before every write of
 /// CR3; the fence orders the note before the write: see the module doc).
 pub fn loaded(root: u64) {
+    // A sequentially consistent store is a locked `xchg`: a full fence.
     LOADED[percpu::index()].store(root, Ordering::SeqCst);
-    core::sync::atomic::fence(Ordering::SeqCst);
 }
 
 /// The kernel's own PML4 (recorded by the first processor's [`online`]).

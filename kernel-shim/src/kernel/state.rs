@@ -22,7 +22,6 @@ use super::space::{self, Space};
 use super::tables::{self, Reserve, TableMarks, Tables};
 use super::thread::{MsgKind, Queue, State, Thread, thread_id};
 use super::trap::TrapFrame;
-use core::sync::atomic::AtomicU64;
 use kernel_shim::abi;
 
 /// The most physical ranges handed to the pager.
@@ -47,8 +46,6 @@ pub struct Kernel {
     pub cpus: [CpuSlot; MAX_RUN_CPUS],
     /// Threads waiting on futex words (and joiners), by bucket (exclusive entries only).
     pub futexes: [Queue; futex::BUCKETS],
-    /// Timer ticks since boot (the first processor's).
-    pub ticks: AtomicU64,
     /// The kernel's PML4 (kmap's tables), template of every space's upper half.
     pub kernel_root: u64,
     /// The pager's space.
@@ -77,7 +74,6 @@ impl Kernel {
             run_queue: SpinLock::new(Queue::EMPTY),
             cpus: [const { CpuSlot::off() }; MAX_RUN_CPUS],
             futexes: futex::EMPTY,
-            ticks: AtomicU64::new(0),
             kernel_root: 0,
             pager: None,
             pager_ranges: [(0, 0); MAX_PAGER_RANGES],

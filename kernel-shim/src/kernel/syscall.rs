@@ -27,40 +27,39 @@ enum Done {
     Restored,
 }
 
+/// `clock`: the time since boot, in the caller's rax, and straight back to it. It reads one
+/// atomic and writes only the caller's frame, so it takes no lock: no other processor touches
+/// the slot of a thread running here before this processor answers it (`shootdown`), which it
+/// does only back in ring 3. Returns only if the frame cannot go back to ring 3.
+#[inline(always)]
+pub fn clock(frame: &mut super::trap::TrapFrame) {
+    frame.rax = super::sched::TICKS.load(Ordering::Relaxed) * TICK_NS;
+    // Returns only if the frame cannot go back to ring 3: the caller then takes the lock and
+    // the scheduler kills the thread.
+    let _refused = super::trap::return_from_syscall(frame);
+}
+
 /// Whether call `number` runs in a shared entry ([`super::lock`]): the calls of the fault
 /// path and of IPC, and those that touch only the caller.
 #[inline(always)]
 pub fn is_shared(number: u64) -> bool {
-    matches!(
-        number,
-        nr::CLOCK
-            | nr::CPU_INFO
-            | nr::YIELD
-            | nr::IPC_CALL
-            | nr::IPC_RECEIVE
-            | nr::IPC_REPLY
-            | nr::IPC_REPLY_RECEIVE
-            | nr::SPACE_APPLY
-            | nr::SPACE_APPLY1
-    )
+    const SHARED: u64 = 1 << nr::CPU_INFO
+        | 1 << nr::YIELD
+        | 1 << nr::IPC_CALL
+        | 1 << nr::IPC_RECEIVE
+        | 1 << nr::IPC_REPLY
+        | 1 << nr::IPC_REPLY_RECEIVE
+        | 1 << nr::SPACE_APPLY
+        | 1 << nr::SPACE_APPLY1;
+    number < 64 && SHARED & (1 << number) != 0
 }
 
 /// Runs the system call of thread `t` (running here; its registers saved in its frame), one
-/// of [`is_shared`]'s, in a shared entry. `clock`, which changes nothing and makes no thread
-/// ready, is answered on a path of its own, straight back to the caller. Returns `false`
-/// when the call must run in an exclusive entry ([`handle`]): it changed nothing.
+/// of [`is_shared`]'s, in a shared entry. Returns `false` when the call must run in an
+/// exclusive entry ([`handle`]): it changed nothing.
 #[inline(always)]
 pub fn handle_shared(k: &Kernel, t: usize) -> bool {
-    // SAFETY: `t` runs here, so its slot is this entry's; the reference ends before the call.
-    let f = &mut unsafe { k.threads.slot(t) }.frame;
-    let number = f.rax;
-    if number == nr::CLOCK {
-        f.rax = k.ticks.load(Ordering::Relaxed) * TICK_NS;
-        // Returns only if the frame cannot go back to ring 3: the scheduler kills the thread.
-        let _refused = super::trap::return_from_syscall(f);
-        return true;
-    }
-    let result = match number {
+    let result = match k.threads[t].frame.rax {
         nr::IPC_REPLY => match ipc::reply(k, t) {
             Ok(Replied::Kill(_)) => return false,
             r => r.map(|_| Done::Value(0)),
@@ -119,7 +118,6 @@ pub fn handle(k: &mut Kernel, t: usize) {
     // The number and the one argument read here (not a copy of the whole frame).
     let (number, arg) = (k.threads[t].frame.rax, k.threads[t].frame.rdi);
     let result: Result<Done, Errno> = match number {
-        nr::CLOCK => Ok(Done::Value(k.ticks.load(Ordering::Relaxed) * TICK_NS)),
         nr::DEBUG_WRITE => debug_write(k, t).map(Done::Value),
         nr::DEBUG_READ => debug_read(k, t).map(Done::Value),
         // A process's exit code is 32 bits: the bits above, `KILLED` among them, are the

@@ -132,6 +132,46 @@ pub fn check_data_frames_back(base: &libvm::proto::GlobalStats) {
     }
 }
 
+/// The system-wide figures of a moment and this process's own frames then, to compare with a
+/// later moment whatever this process's own memory did meanwhile (a coordinator's heap grows
+/// with the listings of the processes it ran, which may have been many at once).
+pub struct Baseline {
+    /// The system-wide figures.
+    pub global: libvm::proto::GlobalStats,
+    /// This process's private data frames and its page-table frames.
+    own: (u64, u64),
+}
+
+impl Baseline {
+    /// The figures now.
+    pub fn now() -> Baseline {
+        Baseline {
+            global: global_stats(),
+            own: own_frames(),
+        }
+    }
+
+    /// The system-wide figures expected now if nothing but this process's own memory changed
+    /// since: the baseline's, plus what this process holds more.
+    pub fn expected(&self) -> libvm::proto::GlobalStats {
+        let (data, tables) = own_frames();
+        let (data, tables) = (
+            data.saturating_sub(self.own.0),
+            tables.saturating_sub(self.own.1),
+        );
+        let mut g = self.global;
+        g.frames_used += data + tables;
+        g.page_table_frames += tables;
+        g
+    }
+}
+
+/// This process's private data frames and page-table frames.
+fn own_frames() -> (u64, u64) {
+    let s = process_stats(0);
+    (s.private_pages, s.page_table_frames)
+}
+
 /// Whether memd is back where `base` was: the same data frames in use and the same processes,
 /// and page-table frames no more than the spare ones a process keeps above.
 pub fn settled(base: &libvm::proto::GlobalStats, now: &libvm::proto::GlobalStats) -> bool {

@@ -65,13 +65,6 @@ fn stats() -> GlobalStats {
     global_stats()
 }
 
-/// This process's own frames: (data frames it alone maps, page-table frames charged to it).
-fn own_frames() -> (u64, u64) {
-    let s = vm().process_stats(0);
-    check!(s.is_ok(), "process_stats: {:?}", s);
-    s.map_or((0, 0), |s| (s.private_pages, s.page_table_frames))
-}
-
 /// Forks until refused (at most `tries` times), each child exiting at once with its number;
 /// the pids and the first error.
 fn flood(tries: usize) -> (alloc::vec::Vec<u64>, Option<VmError>, usize) {
@@ -109,8 +102,8 @@ fn main(_: Start) -> u64 {
         .unwrap_or(0);
     check!(shared != 0, "mmap shared");
     store(shared, 0);
-    let base = stats();
-    let own_base = own_frames();
+    let baseline = Baseline::now();
+    let base = baseline.global;
     let t0 = clock();
     // A child served all through the flood (one of the children).
     let helper_pid = vm().fork();
@@ -248,14 +241,7 @@ fn main(_: Start) -> u64 {
     );
     // This process's own memory may have grown meanwhile (its heap held listings of hundreds
     // of processes): that much more is expected in use, nothing else.
-    let own_after = own_frames();
-    let (data, tables) = (
-        own_after.0.saturating_sub(own_base.0),
-        own_after.1.saturating_sub(own_base.1),
-    );
-    let mut expected = base;
-    expected.frames_used += data + tables;
-    expected.page_table_frames += tables;
+    let expected = baseline.expected();
     let after = stats();
     check!(
         settled(&expected, &after),
