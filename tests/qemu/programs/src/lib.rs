@@ -151,6 +151,11 @@ impl Baseline {
         }
     }
 
+    /// This process's private data frames and page-table frames then.
+    pub fn own(&self) -> (u64, u64) {
+        self.own
+    }
+
     /// The system-wide figures expected now if nothing but this process's own memory changed
     /// since: the baseline's, plus what this process holds more.
     pub fn expected(&self) -> libvm::proto::GlobalStats {

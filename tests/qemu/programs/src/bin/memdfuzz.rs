@@ -2304,6 +2304,15 @@ fn main(_: Start) -> u64 {
         after = global_stats();
         expected = baseline.expected();
     }
+    if !settled(&expected, &after) {
+        println!(
+            "memdfuzz: at the start {:?}, {:?}; now {:?}, {:?}",
+            baseline.global,
+            baseline.own(),
+            after,
+            process_stats(0)
+        );
+    }
     check!(
         settled(&expected, &after),
         "frames {} -> {}, page tables {} -> {}, processes {} -> {} (expected: the start's and this \
