@@ -47,7 +47,7 @@ pub const RESTORED_VECTOR: u64 = 0x101;
 
 /// Handles the exception of thread `t` (running here), whose registers are saved: a message to
 /// the pager. `false` when there is no pager: the thread is to be killed, an exclusive
-/// entry's work ([`kill_unserved`]); nothing was changed.
+/// entry's work ([`Kernel::kill_at_fault`]); nothing was changed.
 pub fn user_fault(k: &Kernel, t: usize) -> bool {
     let f = k.threads[t].frame;
     let s = k.threads[t].space;
@@ -101,12 +101,6 @@ pub fn user_fault(k: &Kernel, t: usize) -> bool {
     // The pager's endpoint is live while there is a pager (both change in exclusive entries).
     ipc::send(k, t, PAGER_ENDPOINT);
     true
-}
-
-/// Kills thread `t`, running here, for the fault no pager can serve ([`user_fault`]).
-pub fn kill_unserved(k: &mut Kernel, t: usize) {
-    let f = k.threads[t].frame;
-    k.kill(t, f.vector, f.rip, "no pager");
 }
 
 /// The general registers in [`fault_frame`] order from [`ff::RAX`].

@@ -24,7 +24,7 @@
 use super::errno::{E2BIG, EINVAL, EPERM, EPIPE, ESRCH, Errno, to_rax};
 use super::lock::Guard;
 use super::state::Kernel;
-use super::thread::{MsgKind, Queue, State, Thread, split_id, thread_id};
+use super::thread::{MsgKind, Queue, State, split_id, thread_id};
 use super::usercopy;
 
 /// The most endpoints one space may own. Space `s` owns the slots `s * 4 .. s * 4 + 4` of the
@@ -101,22 +101,12 @@ pub fn close(k: &mut Kernel, ep: usize) {
                     k.threads[t].frame.rax = to_rax(EPIPE);
                     k.wake(t);
                 }
-                MsgKind::Fault => {
-                    k.threads[t].state.set(State::Running);
-                    let f = k.threads[t].frame;
-                    k.kill(t, f.vector, f.rip, "the pager is gone");
-                }
-                MsgKind::Exit => free_notice(&mut k.threads[t]),
+                MsgKind::Fault => k.kill_at_fault(t, "the pager is gone"),
+                MsgKind::Exit => k.threads[t].vacate(),
             }
         }
     }
     k.endpoints[ep].get_mut().senders = Queue::EMPTY;
-}
-
-/// Frees the slot of a thread whose exit notice was delivered or dropped.
-fn free_notice(th: &mut Thread) {
-    th.state.set(State::Free);
-    th.generation = th.generation.wrapping_add(1).max(1);
 }
 
 /// The live endpoint `ep`, locked.
@@ -182,7 +172,7 @@ fn deliver(k: &Kernel, s: usize, ep: usize, r: usize) {
     f.r13 = m[7];
     f.r14 = sender.lend.1;
     if kind == MsgKind::Exit {
-        free_notice(sender);
+        sender.vacate();
     } else {
         sender.state.set(State::ReplyBlocked(ep as u16));
     }

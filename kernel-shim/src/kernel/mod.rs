@@ -356,7 +356,7 @@ pub extern "C" fn dispatch(frame: *mut TrapFrame) -> ! {
     // SAFETY: the mode lock is exclusive; no other reference is used.
     let k = unsafe { kernel() };
     if k.current() == Some(t) {
-        fault::kill_unserved(k, t);
+        k.kill_at_fault(t, "no pager");
     }
     sched::run()
 }

@@ -220,8 +220,7 @@ impl Kernel {
             }
         }
         let th = &mut self.threads[t];
-        th.state.set(State::Free);
-        th.generation = th.generation.wrapping_add(1).max(1);
+        th.vacate();
         th.next = None;
     }
 
@@ -350,6 +349,14 @@ impl Kernel {
             cause,
         );
         self.end_process(t, abi::KILLED | (vector & 0xFFFF_FFFF), rip);
+    }
+
+    /// Kills the process of thread `t`, stopped at a fault (waiting for the pager, or running
+    /// here), for that fault: its exit code names the fault's own vector.
+    pub fn kill_at_fault(&mut self, t: usize, cause: &str) {
+        self.threads[t].state.set(State::Running);
+        let f = self.threads[t].frame;
+        self.kill(t, f.vector, f.rip, cause);
     }
 
     /// Ends space `s`: its threads end without notice, its endpoints close, its tables (and a

@@ -175,9 +175,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
 /// Kills the process of thread `c`, whose fault the pager refused (its exit code names the
 /// fault's own vector, not what the pager replied).
 fn kill_refused(k: &mut Kernel, c: usize) {
-    k.threads[c].state.set(super::thread::State::Running);
-    let f = k.threads[c].frame;
-    k.kill(c, f.vector, f.rip, "the pager refused its fault");
+    k.kill_at_fault(c, "the pager refused its fault");
 }
 
 /// `thread_create(rip, rsp, arg, tls)`: a new thread of the caller's own space (its stack is

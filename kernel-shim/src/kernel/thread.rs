@@ -172,6 +172,15 @@ impl Thread {
     }
 }
 
+impl Thread {
+    /// Marks the slot free, with a new generation, so stale ids and tokens never match the
+    /// next thread in it.
+    pub fn vacate(&mut self) {
+        self.state.set(State::Free);
+        self.generation = self.generation.wrapping_add(1).max(1);
+    }
+}
+
 /// A thread's id as processes see it: generation and slot.
 pub fn thread_id(index: usize, generation: u16) -> u64 {
     ((generation as u64) << 16) | index as u64
