@@ -15,7 +15,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hashbrown::HashMap;
 use libvm::VmError;
-use spin::{Mutex, RwLock};
+use spin::{Mutex, MutexGuard, RwLock};
 
 /// A process as memd knows it: identified by the badge the kernel stamps on its messages.
 pub type Pid = u64;
@@ -160,9 +160,23 @@ impl<K: Kernel> Memd<K> {
             .ok_or(VmError::NoSuchProcess)
     }
 
+    /// Locks the image of a process found by [`Memd::process`]; `NoSuchProcess` if the
+    /// process ended since. (Another thread may end it between the lookup and the lock: its
+    /// image is then the empty one marked [`AddressSpace::ended`], and nothing done to that one
+    /// would ever be undone: a region, a frame or a page table added there would be lost.)
+    pub(crate) fn lock_live(
+        process: &Mutex<AddressSpace>,
+    ) -> Result<MutexGuard<'_, AddressSpace>, VmError> {
+        let space = process.lock();
+        if space.ended {
+            return Err(VmError::NoSuchProcess);
+        }
+        Ok(space)
+    }
+
     /// The kernel's address space of process `pid`.
     pub fn space_of(&self, pid: Pid) -> Result<SpaceId, VmError> {
-        Ok(self.process(pid)?.lock().space)
+        self.with_space(pid, |s| Ok(s.space))
     }
 
     /// Every live process, in pid order.
@@ -185,8 +199,10 @@ impl<K: Kernel> Memd<K> {
 
     /// Sets the limits of a live process.
     pub fn set_limits(&self, pid: Pid, limits: Limits) -> Result<(), VmError> {
-        self.process(pid)?.lock().limits = limits;
-        Ok(())
+        self.with_space(pid, |s| {
+            s.limits = limits;
+            Ok(())
+        })
     }
 
     /// Runs `f` on the address space of process `pid` under its lock, and keeps the count of
@@ -197,7 +213,7 @@ impl<K: Kernel> Memd<K> {
         f: impl FnOnce(&mut AddressSpace) -> Result<T, VmError>,
     ) -> Result<T, VmError> {
         let process = self.process(pid)?;
-        let mut space = process.lock();
+        let mut space = Self::lock_live(&process)?;
         let before = cost(&space);
         let result = f(&mut space);
         self.bookkeeping_changed(before, cost(&space));

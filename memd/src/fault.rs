@@ -146,7 +146,9 @@ impl<K: Kernel> Memd<K> {
         let reason = loop {
             let epoch = self.oom_epoch.load(Ordering::Acquire);
             let result = {
-                let mut space = process.lock();
+                let Ok(mut space) = Self::lock_live(&process) else {
+                    return FaultOutcome::Gone;
+                };
                 let before = cost(&space);
                 let result = self.resolve(&mut space, addr, access);
                 self.bookkeeping_changed(before, cost(&space));
@@ -227,9 +229,9 @@ impl<K: Kernel> Memd<K> {
         processes
             .into_iter()
             .filter(|&(pid, _)| Some(pid) != self.config.oom_exempt)
-            .map(|(pid, p)| {
-                let space = p.lock();
-                (space.pages.len() + space.tables.len(), pid)
+            .filter_map(|(pid, p)| {
+                let space = Self::lock_live(&p).ok()?;
+                Some((space.pages.len() + space.tables.len(), pid))
             })
             .max()
             .map(|(_, pid)| pid)

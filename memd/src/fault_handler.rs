@@ -228,7 +228,9 @@ impl<K: Kernel> Memd<K> {
         let Ok(process) = self.process(child) else {
             return;
         };
-        let mut space = process.lock();
+        let Ok(mut space) = Self::lock_live(&process) else {
+            return;
+        };
         if let Some(handler) = space.fault_handler.as_mut()
             && let Some(s) = handler.stacks.iter_mut().find(|s| s.thread == FORKED)
         {
@@ -248,7 +250,7 @@ impl<K: Kernel> Memd<K> {
         sp: u64,
     ) -> Option<Delivery> {
         let process = self.process(pid).ok()?;
-        let mut space = process.lock();
+        let mut space = Self::lock_live(&process).ok()?;
         let handler = space.fault_handler.as_ref()?;
         let entry = handler.entry;
         let frame = handler.frame_for(thread, sp)?;

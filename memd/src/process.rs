@@ -49,7 +49,7 @@ impl<K: Kernel> Memd<K> {
     pub fn fork(&self, parent: Pid, thread: u64) -> Result<Pid, VmError> {
         bump(&self.counters.fork);
         let process = self.process(parent)?;
-        let mut space = process.lock();
+        let mut space = Self::lock_live(&process)?;
         self.room(cost(&space))?;
         // The parent's huge pages stay whole across the fork, but for those that meet memory
         // the child gets nothing of (`MADV_DONTFORK`) or an empty copy of
@@ -204,19 +204,21 @@ impl<K: Kernel> Memd<K> {
     /// From now on process `pid` is under W^X: no page writable and executable at once, none
     /// made executable that was not (see [`libvm::Vm::deny_write_exec`]). For good.
     pub fn deny_write_exec(&self, pid: Pid) -> Result<(), VmError> {
-        self.process(pid)?.lock().deny_write_exec = true;
-        Ok(())
+        self.with_space(pid, |s| {
+            s.deny_write_exec = true;
+            Ok(())
+        })
     }
 
     /// Whether process `pid` is under W^X.
     pub fn denies_write_exec(&self, pid: Pid) -> Result<bool, VmError> {
-        Ok(self.process(pid)?.lock().deny_write_exec)
+        self.with_space(pid, |s| Ok(s.deny_write_exec))
     }
 
     /// Where process `pid`'s areas begin (its first thread's stack pointer starts below
     /// `stack_top`).
     pub fn placement(&self, pid: Pid) -> Result<Placement, VmError> {
-        Ok(self.process(pid)?.lock().placement)
+        self.with_space(pid, |s| Ok(s.placement))
     }
 
     /// Process `pid` exited with `status`: every frame it held is returned.
@@ -235,10 +237,9 @@ impl<K: Kernel> Memd<K> {
             return false;
         };
         self.dead.lock().insert(pid, death);
-        let image = core::mem::replace(
-            &mut *process.lock(),
-            AddressSpace::new(pid, 0, self.config.limits, Placement::FIXED, self.zero),
-        );
+        let mut ended = AddressSpace::new(pid, 0, self.config.limits, Placement::FIXED, self.zero);
+        ended.ended = true;
+        let image = core::mem::replace(&mut *process.lock(), ended);
         self.teardown(image);
         true
     }

@@ -81,6 +81,9 @@ pub struct AddressSpace {
     pub fault_handler: Option<crate::fault_handler::FaultHandler>,
     /// The 2 MiB blocks mapped as one huge page each (see [`crate::huge`]).
     pub huge: alloc::collections::BTreeSet<u64>,
+    /// Whether the process has ended: this is the empty image its ending left behind for
+    /// those still holding a handle to it (see [`crate::Memd::lock_live`]). Nothing acts on it.
+    pub ended: bool,
 }
 
 impl AddressSpace {
@@ -114,6 +117,7 @@ impl AddressSpace {
             fault_handler: None,
             huge: alloc::collections::BTreeSet::new(),
             deny_write_exec: false,
+            ended: false,
         }
     }
 

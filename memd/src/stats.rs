@@ -152,7 +152,7 @@ impl<K: Kernel> Memd<K> {
     /// The figures of process `pid`.
     pub fn process_stats(&self, pid: Pid) -> Result<ProcessStats, VmError> {
         let process = self.process(pid)?;
-        let space = process.lock();
+        let space = Self::lock_live(&process)?;
         let frames = &self.frames;
         let shared = space
             .pages
@@ -183,15 +183,17 @@ impl<K: Kernel> Memd<K> {
         if value != CLEAR_REFS_MM_HIWATER_RSS {
             return Err(VmError::InvalidFlags);
         }
-        self.process(pid)?.lock().pages.reset_peak();
-        Ok(())
+        self.with_space(pid, |s| {
+            s.pages.reset_peak();
+            Ok(())
+        })
     }
 
     /// The regions of process `pid` that end above `from`, as many as `out` holds; returns how
     /// many were written.
     pub fn regions(&self, pid: Pid, from: u64, out: &mut [RegionInfo]) -> Result<usize, VmError> {
         let process = self.process(pid)?;
-        let space = process.lock();
+        let space = Self::lock_live(&process)?;
         let mut n = 0;
         for (slot, region) in out.iter_mut().zip(regions_from(&space, from)) {
             *slot = RegionInfo {
