@@ -58,8 +58,14 @@ fn break6_page_tables_are_charged_to_the_attackers_and_the_bystander_completes()
     clean(&o)
         .assert_log("PASS tablehog bystander")
         .assert_log("out of memory (largest process)")
-        .assert_log("tablehog: attacker children:")
         .assert_log("PASS tablehog");
+    // The first attacker waits for the others and says how they ended, unless the policy
+    // picked it (it may hold the most: which attacker does depends on the layout drawn).
+    if o.log.contains("the attacker was killed for memory") {
+        o.assert_no_log("tablehog: attacker children:");
+    } else {
+        o.assert_log("tablehog: attacker children:");
+    }
     let peak: u64 = o
         .log
         .lines()
