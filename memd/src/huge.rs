@@ -28,15 +28,28 @@
 
 use crate::daemon::Memd;
 use crate::fault::{Access, Unresolved};
-use crate::kernel::{FrameAddr, Kernel, PAGE_SIZE, PageOp, PageOps};
+use crate::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, PageOps};
 use crate::region::{Region, RegionFlags};
 use crate::space::AddressSpace;
 use crate::stats::bump;
+use crate::tables::ApplyError;
 use kernel_shim::paging::HUGE_PAGE_SIZE;
 use libvm::VmError;
 
 /// Pages of a huge page.
 pub const HUGE_PAGES: u64 = HUGE_PAGE_SIZE / PAGE_SIZE;
+
+/// Whether the kernel refused a batch for what its page tables hold (a huge page where a
+/// table of 4 KiB pages is).
+fn refused(result: &Result<(), ApplyError>) -> bool {
+    matches!(
+        result,
+        Err(ApplyError::Kernel(BatchError {
+            error: KernelError::Refused,
+            ..
+        }))
+    )
+}
 
 impl<K: Kernel> Memd<K> {
     /// A first touch at `page` of `region` (a write, for private memory): the whole 2 MiB
@@ -74,9 +87,25 @@ impl<K: Kernel> Memd<K> {
             frame,
             prot: region.prot,
         };
-        if let Err(e) = self.apply(space, &[op]) {
+        let mut applied = self.apply(space, &[op]);
+        if refused(&applied) {
+            // A page table of 4 KiB pages is there, mapping nothing of the process (an unmap
+            // or `MADV_DONTNEED` keeps the tables): give it back, then map the block whole.
+            let prune = PageOp::Prune {
+                page: block,
+                pages: HUGE_PAGES,
+            };
+            applied = self
+                .apply(space, &[prune])
+                .and_then(|()| self.apply(space, &[op]));
+        }
+        if let Err(e) = applied {
             let frames = &self.frames;
             (0..HUGE_PAGES).for_each(|i| frames.drop_ref(frame + i * PAGE_SIZE));
+            // Refused still: the fault backs 4 KiB pages.
+            if refused(&Err(e)) {
+                return None;
+            }
             return Some(Err(e.into()));
         }
         space
