@@ -41,6 +41,7 @@
 //! | 29 | `space_apply1` | space, the four words of one `space_apply` operation in rsi, rdx, r10, r8 | as `space_apply` of that one operation, without the copy of a batch | pager |
 //! | 30 | `space_reclaim` | space, buf, max (≤ [`MAX_RECLAIM`]) | spare page-table frames taken back, their addresses written to buf | pager |
 //! | 31 | `fault_deliver` | token of a thread waiting on its fault, entry, frame (16-byte aligned), info (signal \| code << 32) | 0: the thread's [`fault_frame`] is written at frame in its space and it resumes at entry with rsp = rdi = frame | pager |
+//! | 33 | `device_info` | index | the base of the index-th device range of the command line (rdx = its length); `ENODEV` if the kernel refused it or there is none (see [`devices`]) | pager |
 //! | 32 | `fault_return` | frame | does not return: the caller's registers become those of the [`fault_frame`] at frame in its memory | any |
 //! | [`SYS_FMAP`] | redox `fmap` | fd (must be `!0`: anonymous), `&Map`, size of `Map` | address | any (routed to the pager) |
 //! | [`SYS_FUNMAP`] | redox `funmap` | addr, len | 0 | any (routed to the pager) |
@@ -113,6 +114,9 @@ pub const SPACE_RECLAIM: u64 = 30;
 pub const FAULT_DELIVER: u64 = 31;
 /// `fault_return(frame)`: the caller's registers from a [`fault_frame`] in its memory.
 pub const FAULT_RETURN: u64 = 32;
+
+/// `device_info(index)`: the device range the kernel accepted from the command line.
+pub const DEVICE_INFO: u64 = 33;
 
 /// redox_syscall's `SYS_FMAP` (`SYS_CLASS_FILE | SYS_ARG_SLICE | 900`): anonymous `fmap` is
 /// routed to the pager as an `MMAP` request.
@@ -307,6 +311,15 @@ pub const OP_DONATE: u64 = 4;
 pub const OP_MAP_HUGE: u64 = 5;
 /// `space_apply` operation kind: split the huge page at `page` into 512 pages (one table).
 pub const OP_SPLIT: u64 = 6;
+/// `space_apply` operation kind: map `page` to the physical page `a` of a device range the
+/// kernel accepted (see [`devices`]), with protection `b & 7` and the caching `b >> 8`
+/// ([`CACHE_UNCACHED`] or [`CACHE_WRITE_COMBINING`]), replacing.
+pub const OP_MAP_DEVICE: u64 = 7;
+/// Caching of an [`OP_MAP_DEVICE`]: uncached (every access goes to the device, in order).
+pub const CACHE_UNCACHED: u64 = 0;
+/// Caching of an [`OP_MAP_DEVICE`]: write-combining (stores may be merged and reordered, as a
+/// framebuffer wants; loads are uncached).
+pub const CACHE_WRITE_COMBINING: u64 = 1;
 /// Protection bit of a `space_apply` operation: readable.
 pub const PROT_READ: u64 = 1;
 /// Protection bit: writable.
@@ -439,6 +452,92 @@ mod tests {
             for &w in &named {
                 assert!(v == w || vector_name(v) != vector_name(w), "{v} {w}");
             }
+        }
+    }
+}
+
+/// Device ranges: physical memory that is not RAM (memory-mapped I/O, a framebuffer), named on
+/// the kernel command line as `device=NAME:BASE:LEN` (numbers in hex with `0x`, or decimal),
+/// one word per range. The kernel accepts a range that is page aligned, not empty, inside its
+/// physical window and clear of every RAM range of the memory map, and lets the pager map
+/// pages of accepted ranges only ([`OP_MAP_DEVICE`]); the pager names them by the same words
+/// and hands them to the processes holding their capability. One parser for both.
+pub mod devices {
+    /// The most device ranges the command line may name.
+    pub const MAX_DEVICES: usize = 8;
+    /// The most bytes of a device's name.
+    pub const MAX_DEVICE_NAME: usize = 16;
+
+    /// One `device=` word of the command line, as written (not yet checked against memory).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Device<'a> {
+        /// Its name.
+        pub name: &'a str,
+        /// First physical byte.
+        pub base: u64,
+        /// Length in bytes.
+        pub len: u64,
+    }
+
+    fn number(s: &str) -> Option<u64> {
+        match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        }
+    }
+
+    /// The `device=` words of `cmdline`, in order, at most [`MAX_DEVICES`]; a word that does not
+    /// parse (a bad number, an empty or too long name) is `None` in its place, so the indices
+    /// of the kernel and the pager agree.
+    pub fn parse(cmdline: &str) -> impl Iterator<Item = Option<Device<'_>>> {
+        cmdline
+            .split(' ')
+            .filter_map(|w| w.strip_prefix("device="))
+            .take(MAX_DEVICES)
+            .map(|w| {
+                let mut parts = w.split(':');
+                let (name, base, len) = (parts.next()?, parts.next()?, parts.next()?);
+                if parts.next().is_some() || name.is_empty() || name.len() > MAX_DEVICE_NAME {
+                    return None;
+                }
+                Some(Device {
+                    name,
+                    base: number(base)?,
+                    len: number(len)?,
+                })
+            })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn words_parse_in_order_with_bad_ones_kept_as_none() {
+            let d: Vec<_> = parse(
+                "loglevel=info device=vga:0xb8000:0x8000 device=bad:zz:1 x device=fb:4096:8192",
+            )
+            .collect();
+            assert_eq!(
+                d,
+                [
+                    Some(Device {
+                        name: "vga",
+                        base: 0xb8000,
+                        len: 0x8000
+                    }),
+                    None,
+                    Some(Device {
+                        name: "fb",
+                        base: 4096,
+                        len: 8192
+                    }),
+                ]
+            );
+            assert_eq!(parse("device=:1:2 device=a:1 device=a:1:2:3").count(), 3);
+            assert!(parse("device=:1:2 device=a:1 device=a:1:2:3").all(|d| d.is_none()));
+            let many = "device=a:0:4096 ".repeat(12);
+            assert_eq!(parse(&many).count(), MAX_DEVICES);
         }
     }
 }

@@ -4,7 +4,9 @@
 //! `EINVAL`); the reply also carries the precise variant as a one-byte detail, so a client gets
 //! back exactly the `VmError` memd raised.
 
-use syscall::error::{EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH};
+use syscall::error::{
+    EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENODEV, ENOMEM, ENOSYS, EPERM, ESRCH,
+};
 
 /// Result of a memory operation.
 pub type VmResult<T> = Result<T, VmError>;
@@ -43,6 +45,8 @@ pub enum VmError {
     /// Not permitted (`EPERM`): `MAP_FIXED` below the lowest address a process may map, 64 KiB
     /// (as Linux answers below `vm.mmap_min_addr`), or raising a hard resource limit.
     NotPermitted,
+    /// No device range of that name or index (`ENODEV`).
+    NoSuchDevice,
     /// Any other errno, as received.
     Other(i32),
 }
@@ -63,6 +67,7 @@ impl VmError {
             VmError::BadBuffer => EFAULT,
             VmError::ProcessLimit => EAGAIN,
             VmError::NotPermitted => EPERM,
+            VmError::NoSuchDevice => ENODEV,
             VmError::Other(errno) => errno,
         }
     }
@@ -84,6 +89,7 @@ impl VmError {
             VmError::BadBuffer => 12,
             VmError::ProcessLimit => 13,
             VmError::NotPermitted => 14,
+            VmError::NoSuchDevice => 15,
             VmError::Other(_) => 0,
         }
     }
@@ -106,6 +112,7 @@ impl VmError {
             12 => VmError::BadBuffer,
             13 => VmError::ProcessLimit,
             14 => VmError::NotPermitted,
+            15 => VmError::NoSuchDevice,
             _ => return VmError::from(syscall::error::Error::new(errno)),
         };
         if precise.errno() == errno {
@@ -128,6 +135,7 @@ impl From<syscall::error::Error> for VmError {
             EFAULT => VmError::BadBuffer,
             EAGAIN => VmError::ProcessLimit,
             EPERM => VmError::NotPermitted,
+            ENODEV => VmError::NoSuchDevice,
             errno => VmError::Other(errno),
         }
     }
@@ -156,6 +164,7 @@ impl core::fmt::Display for VmError {
             VmError::BadBuffer => "bad buffer",
             VmError::ProcessLimit => "too many processes",
             VmError::NotPermitted => "not permitted",
+            VmError::NoSuchDevice => "no such device",
             VmError::Other(errno) => return write!(f, "errno {errno}"),
         };
         f.write_str(text)
@@ -167,7 +176,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Every variant once (`Other` with an errno no other variant uses).
-    pub(crate) const ALL_ERRORS: [VmError; 15] = [
+    pub(crate) const ALL_ERRORS: [VmError; 16] = [
         VmError::InvalidAddress,
         VmError::InvalidSize,
         VmError::NotAligned,
@@ -182,6 +191,7 @@ pub(crate) mod tests {
         VmError::BadBuffer,
         VmError::ProcessLimit,
         VmError::NotPermitted,
+        VmError::NoSuchDevice,
         VmError::Other(123),
     ];
 

@@ -104,6 +104,30 @@ impl MmapFlags {
     }
 }
 
+/// How a mapping of device memory is cached (see [`crate::Vm::map_device`]); the values are
+/// the kernel's `CACHE_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Caching {
+    /// Every load and store goes to the device, in program order (registers, and the default).
+    #[default]
+    Uncached = 0,
+    /// Stores may be merged and reordered before they reach the device; loads are uncached
+    /// (a framebuffer).
+    WriteCombining = 1,
+}
+
+impl Caching {
+    /// The caching with wire value `v`.
+    pub fn from_wire(v: u64) -> Option<Caching> {
+        match v {
+            0 => Some(Caching::Uncached),
+            1 => Some(Caching::WriteCombining),
+            _ => None,
+        }
+    }
+}
+
 impl ProtectionFlags {
     /// The `PROT_*` bits of redox_syscall's `MapFlags`.
     pub fn to_map_flags(self) -> MapFlags {

@@ -32,7 +32,7 @@ pub mod transport;
 pub mod vm;
 
 pub use error::{VmError, VmResult};
-pub use flags::{MmapFlags, ProtectionFlags};
+pub use flags::{Caching, MmapFlags, ProtectionFlags};
 pub use global::{
     NO_TRANSPORT, get_memory_stats, set_transport, vm_brk, vm_mmap, vm_mprotect, vm_munmap, vm_sbrk,
 };
@@ -40,4 +40,4 @@ pub use global::{
 pub use global::{bind_thread, unbind_thread};
 pub use heap::VmAllocator;
 pub use transport::Transport;
-pub use vm::{MemoryStats, Vm};
+pub use vm::{Device, MemoryStats, Vm};

@@ -39,7 +39,7 @@
 //! is the 2 words of a `Cqe` ([`cqe_to_words`]).
 
 use crate::error::VmError;
-use crate::flags::{MmapFlags, ProtectionFlags};
+use crate::flags::{Caching, MmapFlags, ProtectionFlags};
 use syscall::flag::MapFlags;
 pub use syscall::schemev2::{Cqe, Sqe};
 
@@ -93,6 +93,12 @@ pub const MREMAP: u8 = 22;
 pub const FAULT_HANDLER: u8 = 23;
 /// `CLEAR_REFS`: Linux's `clear_refs` of the caller (5: reset its high-water mark).
 pub const CLEAR_REFS: u8 = 24;
+/// `DEVICE`: a device range by name (the caller need not hold it): its index and length.
+pub const DEVICE: u8 = 25;
+/// `MAP_DEVICE`: map pages of a device range the caller holds the capability of.
+pub const MAP_DEVICE: u8 = 26;
+/// `GRANT_DEVICE`: give a live child the capability of a device range the caller holds.
+pub const GRANT_DEVICE: u8 = 27;
 /// The `CLEAR_REFS` value that resets the high-water mark of resident memory (Linux's 5).
 pub const CLEAR_REFS_MM_HIWATER_RSS: u64 = 5;
 
@@ -383,6 +389,36 @@ pub enum Request {
         /// The module's name, NUL padded (at most [`MAX_NAME`] bytes before the first NUL).
         name: [u8; 48],
     },
+    /// The index and length of the device range named `name`.
+    Device {
+        /// The name, NUL padded (at most [`MAX_NAME`] bytes before the first NUL).
+        name: [u8; 48],
+    },
+    /// Map `len` bytes of device range `device` from byte `offset`, at or near `addr`.
+    MapDevice {
+        /// Hint or fixed address (0: anywhere).
+        addr: usize,
+        /// Length in bytes (rounded up to pages).
+        len: usize,
+        /// Protection.
+        prot: ProtectionFlags,
+        /// `SHARED` or `PRIVATE` (whether a fork's child keeps the mapping), and `FIXED` or
+        /// `FIXED_NOREPLACE`; nothing else.
+        flags: MmapFlags,
+        /// The device's index ([`Request::Device`]).
+        device: u32,
+        /// How the pages are cached.
+        caching: Caching,
+        /// Byte offset in the device range (page aligned).
+        offset: u64,
+    },
+    /// Give live child `pid` the capability of device range `device`.
+    GrantDevice {
+        /// The child.
+        pid: u64,
+        /// The device's index.
+        device: u32,
+    },
     /// Wait until child `pid` has died.
     Wait {
         /// The child.
@@ -480,24 +516,65 @@ pub enum Request {
 impl Request {
     /// A `Spawn` of the module `name`; `None` if it is longer than [`MAX_NAME`] or holds a NUL.
     pub fn spawn(name: &str) -> Option<Request> {
-        if name.len() > MAX_NAME || name.as_bytes().contains(&0) {
-            return None;
-        }
-        let mut n = [0u8; 48];
-        n[..name.len()].copy_from_slice(name.as_bytes());
-        Some(Request::Spawn { name: n })
+        Some(Request::Spawn {
+            name: padded_name(name)?,
+        })
     }
 
-    /// The name of a `Spawn` (up to its first NUL); `None` for other requests or bad UTF-8.
-    pub fn spawn_name(&self) -> Option<&str> {
+    /// A `Device` lookup of `name`; `None` if it is longer than [`MAX_NAME`] or holds a NUL.
+    pub fn device(name: &str) -> Option<Request> {
+        Some(Request::Device {
+            name: padded_name(name)?,
+        })
+    }
+
+    /// The name of a `Spawn` or a `Device` (up to its first NUL); `None` for other requests
+    /// or bad UTF-8.
+    pub fn name(&self) -> Option<&str> {
         match self {
-            Request::Spawn { name } => {
+            Request::Spawn { name } | Request::Device { name } => {
                 let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
                 core::str::from_utf8(&name[..n]).ok()
             }
             _ => None,
         }
     }
+}
+
+/// `name` NUL padded to a request's 48 bytes; `None` if it is longer than [`MAX_NAME`] or
+/// holds a NUL.
+fn padded_name(name: &str) -> Option<[u8; 48]> {
+    if name.len() > MAX_NAME || name.as_bytes().contains(&0) {
+        return None;
+    }
+    let mut n = [0u8; 48];
+    n[..name.len()].copy_from_slice(name.as_bytes());
+    Some(n)
+}
+
+/// A padded name as six message words.
+fn name_words(name: &[u8; 48]) -> [u64; 6] {
+    let mut args = [0u64; 6];
+    for (w, c) in args.iter_mut().zip(name.chunks_exact(8)) {
+        *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    }
+    args
+}
+
+/// A padded name from six message words: not empty, ended by a NUL, only NULs after it.
+fn words_name(a: &[u64; 6]) -> Result<[u8; 48], VmError> {
+    let mut name = [0u8; 48];
+    for (c, w) in name.chunks_exact_mut(8).zip(a) {
+        c.copy_from_slice(&w.to_le_bytes());
+    }
+    let n = name
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(VmError::BadRequest)?;
+    if n == 0 || name[n..].iter().any(|&c| c != 0) {
+        return Err(VmError::BadRequest);
+    }
+    Ok(name)
 }
 
 fn sqe(opcode: u8, args: [u64; 6]) -> Sqe {
@@ -563,12 +640,29 @@ impl Request {
             Request::GlobalStats => sqe(GLOBAL_STATS, [0; 6]),
             Request::ProcessStats { pid } => sqe(PROCESS_STATS, [pid, 0, 0, 0, 0, 0]),
             Request::Regions { pid, from } => sqe(REGIONS, [pid, from as u64, 0, 0, 0, 0]),
-            Request::Spawn { name } => {
-                let mut args = [0u64; 6];
-                for (w, c) in args.iter_mut().zip(name.chunks_exact(8)) {
-                    *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-                }
-                sqe(SPAWN, args)
+            Request::Spawn { name } => sqe(SPAWN, name_words(&name)),
+            Request::Device { name } => sqe(DEVICE, name_words(&name)),
+            Request::MapDevice {
+                addr,
+                len,
+                prot,
+                flags,
+                device,
+                caching,
+                offset,
+            } => sqe(
+                MAP_DEVICE,
+                [
+                    addr as u64,
+                    len as u64,
+                    u64::from(prot.bits()),
+                    u64::from(flags.bits()),
+                    u64::from(device) | (caching as u64) << 32,
+                    offset,
+                ],
+            ),
+            Request::GrantDevice { pid, device } => {
+                sqe(GRANT_DEVICE, [pid, u64::from(device), 0, 0, 0, 0])
             }
             Request::Wait { pid, nohang } => sqe(
                 WAIT,
@@ -724,20 +818,38 @@ impl Request {
                     from: word(a[1])?,
                 })
             }
-            SPAWN => {
-                let mut name = [0u8; 48];
-                for (c, w) in name.chunks_exact_mut(8).zip(a) {
-                    c.copy_from_slice(&w.to_le_bytes());
-                }
-                // A NUL must end the name, and only NULs may follow it.
-                let n = name
-                    .iter()
-                    .position(|&c| c == 0)
-                    .ok_or(VmError::BadRequest)?;
-                if n == 0 || name[n..].iter().any(|&c| c != 0) {
-                    return Err(VmError::BadRequest);
-                }
-                Ok(Request::Spawn { name })
+            SPAWN => Ok(Request::Spawn {
+                name: words_name(&a)?,
+            }),
+            DEVICE => Ok(Request::Device {
+                name: words_name(&a)?,
+            }),
+            MAP_DEVICE => {
+                let prot = u8::try_from(a[2])
+                    .ok()
+                    .and_then(ProtectionFlags::from_bits)
+                    .ok_or(VmError::InvalidFlags)?;
+                let flags = u32::try_from(a[3])
+                    .ok()
+                    .and_then(MmapFlags::from_bits)
+                    .ok_or(VmError::InvalidFlags)?;
+                let caching = Caching::from_wire(a[4] >> 32).ok_or(VmError::InvalidFlags)?;
+                Ok(Request::MapDevice {
+                    addr: word(a[0])?,
+                    len: word(a[1]).map_err(|_| VmError::InvalidSize)?,
+                    prot,
+                    flags,
+                    device: a[4] as u32,
+                    caching,
+                    offset: a[5],
+                })
+            }
+            GRANT_DEVICE => {
+                unused(2)?;
+                Ok(Request::GrantDevice {
+                    pid: a[0],
+                    device: u32::try_from(a[1]).map_err(|_| VmError::NoSuchDevice)?,
+                })
             }
             WAIT => {
                 unused(2)?;
@@ -1225,6 +1337,17 @@ mod tests {
             Request::Processes { from: 2 },
             Request::DenyWriteExec,
             Request::Kill { pid: 4 },
+            Request::device("vga").unwrap(),
+            Request::MapDevice {
+                addr: 0x1000_0000,
+                len: 8192,
+                prot: ProtectionFlags::READ_WRITE,
+                flags: MmapFlags::SHARED | MmapFlags::FIXED_NOREPLACE,
+                device: 2,
+                caching: Caching::WriteCombining,
+                offset: 4096,
+            },
+            Request::GrantDevice { pid: 3, device: 1 },
         ];
         for r in all {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
@@ -1266,10 +1389,7 @@ mod tests {
     fn spawn_names_are_checked() {
         assert!(Request::spawn(core::str::from_utf8(&[b'x'; 48]).unwrap()).is_none());
         assert!(Request::spawn("a\0b").is_none());
-        assert_eq!(
-            Request::spawn("memtest").unwrap().spawn_name(),
-            Some("memtest")
-        );
+        assert_eq!(Request::spawn("memtest").unwrap().name(), Some("memtest"));
         let mut s = Request::spawn("ab").unwrap().encode();
         s.args[5] = 0x41 << 56;
         assert_eq!(Request::decode(&s), Err(VmError::BadRequest));

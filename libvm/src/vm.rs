@@ -24,7 +24,7 @@
 //! | [`Vm::processes`] | `PROCESSES`, repeated | entries written per call |
 
 use crate::error::{VmError, VmResult};
-use crate::flags::{MmapFlags, ProtectionFlags};
+use crate::flags::{Caching, MmapFlags, ProtectionFlags};
 use crate::proto::{self, GlobalStats, ProcessInfo, ProcessStats, RegionInfo, Request, Words};
 use crate::transport::Transport;
 use alloc::vec::Vec;
@@ -45,6 +45,15 @@ const STATS_BYTES: usize = 8 * if GlobalStats::WORDS > ProcessStats::WORDS {
 } else {
     ProcessStats::WORDS
 };
+
+/// A device range, as [`Vm::device`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Its index, for [`Vm::map_device`] and [`Vm::grant_device`].
+    pub index: u32,
+    /// Its length in bytes.
+    pub len: u64,
+}
 
 /// The seed's summary of the caller's memory, taken from its [`ProcessStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -263,6 +272,56 @@ impl<T: Transport> Vm<T> {
             return Ok(None);
         }
         Ok(Some((status, u64::from_le_bytes(addr))))
+    }
+
+    /// The device range named `name` (from the kernel command line's `device=NAME:BASE:LEN`):
+    /// its index, for [`Vm::map_device`] and [`Vm::grant_device`], and its length. Anyone may
+    /// look a device up; only a holder of its capability may map it. `NoSuchDevice` if there
+    /// is none of that name (or the kernel refused its range).
+    pub fn device(&self, name: &str) -> VmResult<Device> {
+        let request = Request::device(name).ok_or(VmError::InvalidSize)?;
+        let v = self.call(request, &mut [])?;
+        Ok(Device {
+            index: (v & 0xFF) as u32,
+            len: v >> 8 << 12,
+        })
+    }
+
+    /// Maps `len` bytes of device range `device` from byte `offset` (page aligned), at or near
+    /// `addr` as `mmap` places (`flags`: `SHARED` or `PRIVATE`, and `FIXED` or
+    /// `FIXED_NOREPLACE`), cached as `caching`. The pages are the device's own: never zeroed,
+    /// never copied on write; `SHARED` decides only whether a fork's child keeps the mapping.
+    /// Refused with `NotPermitted` unless this process holds the device's capability (the
+    /// first program holds every device; a holder may [`Vm::grant_device`] one to a child),
+    /// `NoSuchDevice` for an unknown index, `InvalidSize` for a range past the device's end.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_device(
+        &self,
+        addr: usize,
+        len: usize,
+        prot: ProtectionFlags,
+        flags: MmapFlags,
+        device: u32,
+        offset: u64,
+        caching: Caching,
+    ) -> VmResult<usize> {
+        let request = Request::MapDevice {
+            addr,
+            len,
+            prot,
+            flags,
+            device,
+            caching,
+            offset,
+        };
+        self.call(request, &mut []).map(|a| a as usize)
+    }
+
+    /// Gives live child `pid` the capability of device range `device`, which this process
+    /// holds (`NotPermitted` if it does not; `NoSuchProcess` unless `pid` is a live child).
+    pub fn grant_device(&self, pid: u64, device: u32) -> VmResult<()> {
+        self.call(Request::GrantDevice { pid, device }, &mut [])
+            .map(drop)
     }
 
     /// Ends child `pid` of this process at once (its memory returned, as at an exit); its

@@ -110,6 +110,8 @@ pub struct Memd<K: Kernel> {
     /// the first write replaces it with a frame of its own (`None` only when memd had no
     /// frame to spare for it at start). memd holds one reference, so it is never freed.
     pub(crate) zero: Option<FrameAddr>,
+    /// The device ranges processes may be given (see [`crate::device`]).
+    pub(crate) devices: RwLock<alloc::vec::Vec<crate::device::DeviceRange>>,
 }
 
 impl<K: Kernel> Memd<K> {
@@ -143,6 +145,7 @@ impl<K: Kernel> Memd<K> {
             oom_epoch: core::sync::atomic::AtomicU64::new(0),
             aslr: Mutex::new(Aslr::new(config.aslr_seed)),
             zero,
+            devices: RwLock::new(alloc::vec::Vec::new()),
         }
     }
 

@@ -14,7 +14,7 @@
 use crate::daemon::{CHUNK_COST, Death, Memd, PAGE_COST, Pid, cost};
 use crate::fault_handler::Delivery;
 use crate::kernel::{FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp};
-use crate::region::{Region, RegionFlags};
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::{AddressSpace, page_prot};
 use crate::stats::bump;
 use crate::tables::ApplyError;
@@ -264,6 +264,9 @@ impl<K: Kernel> Memd<K> {
             return Err(FaultReason::AccErr.into());
         }
         let page = addr & !(PAGE_SIZE - 1);
+        if region.kind == RegionKind::Device {
+            return self.fill_device(space, &region, page);
+        }
         match space.pages.get(page) {
             // A new resident page needs room in memd's bookkeeping too.
             None if self.page_room(1) == 0 => Err(FaultReason::OutOfMemory.into()),

@@ -63,6 +63,29 @@ impl<K: Kernel> Memd<K> {
                 .madvise(caller, addr as u64, len as u64, advice)
                 .map(|_| 0),
             Request::Fork => self.fork(caller, thread),
+            Request::Device { .. } => {
+                self.process(caller)?;
+                let (index, len) = self.device(request.name().unwrap_or(""))?;
+                Ok(u64::from(index) | (len / crate::kernel::PAGE_SIZE) << 8)
+            }
+            Request::MapDevice {
+                addr,
+                len,
+                prot,
+                flags,
+                device,
+                caching,
+                offset,
+            } => self.map_device(
+                caller,
+                addr as u64,
+                len as u64,
+                prot,
+                flags,
+                device,
+                offset,
+                caching,
+            ),
             Request::DenyWriteExec => self.deny_write_exec(caller).map(|()| 0),
             Request::ClearRefs { value } => self.clear_refs(caller, value).map(|()| 0),
             Request::Mlock { addr, len, unlock } => self
@@ -104,11 +127,13 @@ impl<K: Kernel> Memd<K> {
             }
             // Boot modules and deferred replies are the metal side's (`metal/serve.rs`); the
             // core alone cannot start a program or block a caller.
-            // Argument strings too: they come with a `SPAWN`; and `KILL`, which needs to know
-            // who is whose parent.
-            Request::Spawn { .. } | Request::Wait { .. } | Request::Args | Request::Kill { .. } => {
-                Err(VmError::BadRequest)
-            }
+            // Argument strings too: they come with a `SPAWN`; and `KILL` and `GRANT_DEVICE`,
+            // which need to know who is whose parent.
+            Request::Spawn { .. }
+            | Request::Wait { .. }
+            | Request::Args
+            | Request::Kill { .. }
+            | Request::GrantDevice { .. } => Err(VmError::BadRequest),
             Request::Processes { from } => {
                 self.process(caller)?;
                 // The core knows pids only; the metal side adds parents and names.

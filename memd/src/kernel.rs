@@ -79,7 +79,22 @@ pub enum PageOp {
         /// 2 MiB-aligned virtual address.
         page: u64,
     },
+    /// Map the page at `page` to the page at physical `phys` of a device range (see
+    /// [`crate::device`]: never one of memd's frames), with `prot` (never `NONE`) and
+    /// `caching`, replacing.
+    MapDevice {
+        /// Page-aligned virtual address.
+        page: u64,
+        /// Page-aligned physical address in a device range.
+        phys: u64,
+        /// Access allowed.
+        prot: ProtectionFlags,
+        /// How the page is cached.
+        caching: Caching,
+    },
 }
+
+pub use libvm::Caching;
 
 /// A list of page operations that keeps its first [`PageOps::INLINE`] on the stack and moves
 /// to the heap only beyond them: most requests (one fault, one `mprotect` of one region) make

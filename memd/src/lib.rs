@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod aslr;
 pub mod brk;
 pub mod daemon;
+pub mod device;
 pub mod fault;
 pub mod fault_handler;
 pub mod frame_cache;

@@ -1,16 +1,30 @@
 //! `mlock`, `munlock`, `mlockall` and `munlockall`: pages locked in are made resident now and
 //! kept so — memd reclaims nothing yet, and `MADV_DONTNEED`/`MADV_FREE` are refused on them,
 //! as on Linux. A region's lock is its [`RegionFlags::LOCKED`]; the pages locked count
-//! against the process's `RLIMIT_MEMLOCK` (ENOMEM past it, nothing locked).
+//! against the process's `RLIMIT_MEMLOCK` (ENOMEM past it, nothing locked). Device memory is
+//! not locked (its pages are the device's, never reclaimed): skipped, as Linux skips
+//! `VM_IO | VM_PFNMAP` mappings.
 
 use crate::daemon::{Memd, Pid};
 use crate::fault::Access;
 use crate::kernel::{Kernel, PAGE_SIZE};
 use crate::layout;
-use crate::region::RegionFlags;
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::AddressSpace;
 use libvm::proto::{MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT};
 use libvm::{ProtectionFlags, VmError};
+
+/// Whether `mlock` locks region `r` (not device memory).
+fn lockable(r: &Region) -> bool {
+    r.kind != RegionKind::Device
+}
+
+/// `r` locked (`lock`) or unlocked, if it is [`lockable`].
+fn set_locked(r: &mut Region, lock: bool) {
+    if lockable(r) {
+        r.flags.set(RegionFlags::LOCKED, lock);
+    }
+}
 
 /// Pages of `space` locked in.
 fn locked_pages(space: &AddressSpace) -> u64 {
@@ -42,19 +56,18 @@ impl<K: Kernel> Memd<K> {
                 return Err(VmError::RegionNotFound);
             }
             if !unlock {
-                let already: u64 = space
+                let more: u64 = space
                     .regions
                     .overlapping(start, end)
-                    .filter(|r| r.flags.contains(RegionFlags::LOCKED))
+                    .filter(|r| lockable(r) && !r.flags.contains(RegionFlags::LOCKED))
                     .map(|r| (r.end.min(end) - r.start.max(start)) / PAGE_SIZE)
                     .sum();
-                let more = (end - start) / PAGE_SIZE - already;
                 self.lock_room(space, more)?;
             }
             self.region_room(space, 2)?;
             space
                 .regions
-                .update_range(start, end, |r| r.flags.set(RegionFlags::LOCKED, !unlock));
+                .update_range(start, end, |r| set_locked(r, !unlock));
             if unlock {
                 return Ok(());
             }
@@ -81,12 +94,15 @@ impl<K: Kernel> Memd<K> {
                 return Err(VmError::InvalidFlags);
             }
             if flags & MCL_CURRENT != 0 {
-                let more = space.mapped_bytes / PAGE_SIZE - locked_pages(space);
+                let more: u64 = space
+                    .regions
+                    .iter()
+                    .filter(|r| lockable(r) && !r.flags.contains(RegionFlags::LOCKED))
+                    .map(|r| r.pages())
+                    .sum();
                 self.lock_room(space, more)?;
                 let end = layout::USER_END;
-                space
-                    .regions
-                    .update_range(0, end, |r| r.flags.insert(RegionFlags::LOCKED));
+                space.regions.update_range(0, end, |r| set_locked(r, true));
                 if flags & MCL_ONFAULT == 0 {
                     self.populate_locked(space, 0, end)?;
                 }
@@ -117,7 +133,7 @@ impl<K: Kernel> Memd<K> {
         let pieces: alloc::vec::Vec<(u64, u64, Access)> = space
             .regions
             .overlapping(start, end)
-            .filter(|r| r.prot != ProtectionFlags::NONE)
+            .filter(|r| r.prot != ProtectionFlags::NONE && lockable(r))
             .map(|r| {
                 let access = if r.prot.contains(ProtectionFlags::WRITE) {
                     Access::Write

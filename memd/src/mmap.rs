@@ -233,7 +233,13 @@ impl<K: Kernel> Memd<K> {
         // the pages (so that the kernel finds them empty without a walk of their entries).
         let mut ops = [PageOp::Unmap { page: 0, pages: 0 }; 2];
         let mut n = 0;
-        if space.resident(start, end).next().is_some() {
+        // (Device pages are never resident: a device region's range is unmapped whole.)
+        if space.resident(start, end).next().is_some()
+            || space
+                .regions
+                .overlapping(start, end)
+                .any(|r| r.kind == RegionKind::Device)
+        {
             ops[n] = PageOp::Unmap {
                 page: start,
                 pages: (end - start) / PAGE_SIZE,
@@ -505,6 +511,21 @@ impl<K: Kernel> Memd<K> {
             return Err(VmError::RegionNotFound);
         }
         let overlapping = || space.regions.overlapping(addr, end);
+        // Device memory has no pages of memd's to drop, or to keep from a fork's child
+        // (Linux refuses these for `VM_IO | VM_PFNMAP` mappings).
+        if matches!(
+            advice,
+            MADV_DONTNEED
+                | MADV_FREE
+                | MADV_REMOVE
+                | MADV_DONTFORK
+                | MADV_DOFORK
+                | MADV_WIPEONFORK
+                | MADV_KEEPONFORK
+        ) && overlapping().any(|r| r.kind == RegionKind::Device)
+        {
+            return Err(VmError::InvalidFlags);
+        }
         match advice {
             // Accepted; nothing changes (no reclaim yet for COLD and PAGEOUT).
             MADV_NORMAL | MADV_RANDOM | MADV_SEQUENTIAL | MADV_COLD | MADV_PAGEOUT => Ok(()),

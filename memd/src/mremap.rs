@@ -8,7 +8,7 @@
 use crate::daemon::{Memd, Pid};
 use crate::kernel::{Kernel, PAGE_SIZE, PageOp};
 use crate::layout;
-use crate::region::{Region, RegionFlags};
+use crate::region::{Region, RegionFlags, RegionKind};
 use crate::space::{AddressSpace, page_prot};
 use alloc::vec::Vec;
 use libvm::proto::{MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
@@ -115,6 +115,15 @@ impl<K: Kernel> Memd<K> {
         if !fixed && !keep_old && old_len != 0 && new_len <= old_len {
             self.unmap_in(space, old + new_len, old + old_len)?;
             return Ok(old);
+        }
+        // Device memory shrinks only: growth is EFAULT as on Linux (`VM_PFNMAP`); a move is
+        // refused too (EINVAL; Linux moves it).
+        if region.kind == RegionKind::Device {
+            return Err(if new_len > old_len {
+                VmError::BadBuffer
+            } else {
+                VmError::InvalidFlags
+            });
         }
         let grow = new_len.saturating_sub(old_len);
         let added = if keep_old || old_len == 0 {

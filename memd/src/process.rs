@@ -99,6 +99,17 @@ impl<K: Kernel> Memd<K> {
                 child.remove_regions(r.start, r.end);
             }
         }
+        // Device memory: nothing of a private mapping is the child's; a shared one maps the
+        // same device pages (at the child's first touch of each).
+        let private_devices: Vec<(u64, u64)> = child
+            .regions
+            .iter()
+            .filter(|r| r.kind == RegionKind::Device && !r.shared)
+            .map(|r| (r.start, r.end))
+            .collect();
+        for (start, end) in private_devices {
+            child.remove_regions(start, end);
+        }
         // The child's high-water mark starts from what it has now (Linux: from its RSS).
         child.pages.reset_peak();
         // The parent's huge pages stay huge, and the child maps the same 512 frames as huge

@@ -117,7 +117,8 @@ pub struct Region {
     /// What a fork's child gets of the region (`MADV_DONTFORK`, `MADV_WIPEONFORK`), and
     /// whether its pages are locked in (`mlock`).
     pub flags: RegionFlags,
-    /// Offset, in pages, of `start` within `object` (meaningless when `object` is 0).
+    /// Offset, in pages, of `start` within `object`; for a device region, the physical page
+    /// number of `start` (meaningless otherwise).
     pub offset: u64,
 }
 
@@ -135,6 +136,8 @@ bitflags::bitflags! {
         const HUGE = 8;
         /// Never backed by huge pages, even in `always` mode (`MADV_NOHUGEPAGE`).
         const NOHUGE = 16;
+        /// Device memory cached write-combining (uncached without it; see [`crate::device`]).
+        const WRITE_COMBINING = 32;
     }
 }
 
@@ -184,8 +187,8 @@ impl Region {
     }
 
     /// Whether `next` starts where `self` ends and the two can be one region: same access,
-    /// kind, sharing and object, and for an object, `next` continues `self`'s pages of it.
-    /// Guard regions never merge.
+    /// kind, sharing and object, and for an object or a device, `next` continues `self`'s
+    /// pages of it. Guard regions never merge.
     pub fn can_merge_with(&self, next: &Region) -> bool {
         self.end == next.start
             && self.prot == next.prot
@@ -194,7 +197,8 @@ impl Region {
             && self.flags == next.flags
             && self.object == next.object
             && self.kind != RegionKind::Guard
-            && (self.object == 0 || self.offset.checked_add(self.pages()) == Some(next.offset))
+            && ((self.object == 0 && self.kind != RegionKind::Device)
+                || self.offset.checked_add(self.pages()) == Some(next.offset))
     }
 
     /// The parts `[start, addr)` and `[addr, end)`; the upper part's object offset is moved on

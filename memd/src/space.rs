@@ -9,7 +9,7 @@ use crate::daemon::Pid;
 use crate::kernel::{FrameAddr, PAGE_SIZE, PageOp, SpaceId};
 use crate::layout::{self, Placement};
 use crate::pages::PageMap;
-use crate::region::{Region, RegionMap};
+use crate::region::{Region, RegionKind, RegionMap};
 use crate::tables::SpaceTables;
 use alloc::vec::Vec;
 use libvm::ProtectionFlags;
@@ -84,6 +84,9 @@ pub struct AddressSpace {
     /// Whether the process has ended: this is the empty image its ending left behind for
     /// those still holding a handle to it (see [`crate::Memd::lock_live`]). Nothing acts on it.
     pub ended: bool,
+    /// The device ranges it holds the capability of (bit `i`: device `i`, see
+    /// [`crate::device`]); a fork's child holds none.
+    pub devices: u32,
 }
 
 impl AddressSpace {
@@ -118,6 +121,7 @@ impl AddressSpace {
             huge: alloc::collections::BTreeSet::new(),
             deny_write_exec: false,
             ended: false,
+            devices: 0,
         }
     }
 
@@ -241,6 +245,15 @@ pub fn uniform_op(
     if region.prot == ProtectionFlags::NONE {
         return Some(PageOp::Prune { page: start, pages });
     }
+    if region.kind == RegionKind::Device {
+        // Device pages are never resident and never copy-on-write: the range is protected
+        // whole (the pages a `PROT_NONE` took away come back at their next fault).
+        return Some(PageOp::Protect {
+            page: start,
+            pages,
+            prot: region.prot,
+        });
+    }
     let cow = space.cow && region.object == 0 && region.prot.contains(ProtectionFlags::WRITE);
     (!remap && !cow && pages <= UNIFORM_MAX_PAGES).then_some(PageOp::Protect {
         page: start,
@@ -266,12 +279,14 @@ fn sync_piece(
     ops: &mut impl Extend<PageOp>,
 ) {
     let (lo, hi) = (region.start.max(start), region.end.min(end));
-    if region.prot == ProtectionFlags::NONE {
+    if region.prot == ProtectionFlags::NONE || region.kind == RegionKind::Device {
         flush_run(run, ops);
-        ops.extend([PageOp::Prune {
-            page: lo,
-            pages: (hi - lo) / PAGE_SIZE,
-        }]);
+        ops.extend([
+            uniform_op(space, region, lo, hi, remap).unwrap_or(PageOp::Prune {
+                page: lo,
+                pages: (hi - lo) / PAGE_SIZE,
+            }),
+        ]);
         return;
     }
     for (page, frame) in space.resident(lo, hi) {

@@ -54,7 +54,7 @@ pub fn table_bound(ops: &[PageOp]) -> u64 {
     let mut need = 0;
     for op in ops {
         match *op {
-            PageOp::Map { page, .. } => {
+            PageOp::Map { page, .. } | PageOp::MapDevice { page, .. } => {
                 need += map_table_bound(prev, page);
                 prev = Some(page);
             }

@@ -15,6 +15,8 @@ pub const EAGAIN: Errno = 11;
 pub const ENOMEM: Errno = 12;
 /// Bad user address.
 pub const EFAULT: Errno = 14;
+/// No such device.
+pub const ENODEV: Errno = 19;
 /// Invalid argument.
 pub const EINVAL: Errno = 22;
 /// The endpoint's owner is gone.

@@ -5,7 +5,7 @@
 use super::boot::phys_to_virt;
 
 /// The registers' physical address.
-const BASE: u64 = 0xFEE0_0000;
+pub const BASE: u64 = 0xFEE0_0000;
 /// End of interrupt.
 const EOI: u64 = 0xB0;
 /// Spurious-interrupt vector register (bit 8: the APIC is enabled).

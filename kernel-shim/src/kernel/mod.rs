@@ -42,6 +42,7 @@ pub mod boot;
 pub mod bootinfo;
 pub mod bootpack;
 pub mod cpus;
+pub mod devices;
 pub mod elf;
 pub mod errno;
 pub mod exceptions;
@@ -128,6 +129,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
          (image r--); guard pages under both stacks"
     );
     let protections = kmap::protect_from_user();
+    devices::init_pat();
     log::info!(
         "kernel-shim: SMEP {}, SMAP {}",
         if protections.smep {
@@ -205,6 +207,7 @@ pub extern "C" fn kmain_entry(start_info: u64) -> ! {
     k.kernel_root = pt::active();
     k.cmdline = info.cmdline;
     k.cmdline_len = info.cmdline_len;
+    k.devices = devices::Devices::accept(info.cmdline(), info.memory());
     pt::init();
     shootdown::online(0, smp::own_id(), k.kernel_root);
     k.cpus[0]

@@ -29,7 +29,8 @@
 //! of the user half excepted). The TLB is flushed once, after the batch. Page tables of the
 //! spaces the pager creates are frames it donated ([`super::tables`]).
 
-use super::errno::{E2BIG, EINVAL, ENOMEM, EPERM, ESRCH, EXCLUSIVE, Errno};
+use super::devices;
+use super::errno::{E2BIG, EINVAL, ENODEV, ENOMEM, EPERM, ESRCH, EXCLUSIVE, Errno};
 use super::frames::PAGE;
 use super::ipc;
 use super::lock::{self, Guard, Mode};
@@ -46,7 +47,7 @@ use x86_64::PhysAddr;
 
 pub use kernel_shim::abi::{BOOTPACK_BASE, MAX_BATCH, MAX_RECLAIM, WINDOW_BASE};
 use kernel_shim::abi::{
-    OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, UNMAP_PRUNE,
+    OP_DONATE, OP_MAP, OP_MAP_DEVICE, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, UNMAP_PRUNE,
 };
 use kernel_shim::paging::HUGE_PAGE_SIZE;
 
@@ -195,9 +196,10 @@ enum Op {
 }
 
 /// Checks the operation `[kind, page, a, b]` in full: user range, protection, and a frame the
-/// pager may map or donate (its own, never a page table).
+/// pager may map or donate (its own, never a page table), or a page of a device range.
 #[inline(always)]
-fn decode(ranges: &[(u64, u64)], marks: &TableMarks, op: [u64; 4]) -> Result<Op, Errno> {
+fn decode(k: &Kernel, op: [u64; 4]) -> Result<Op, Errno> {
+    let (ranges, marks) = (k.pager_ranges(), &k.table_marks);
     let [kind, page, a, b] = op;
     match kind {
         OP_MAP => {
@@ -249,6 +251,19 @@ fn decode(ranges: &[(u64, u64)], marks: &TableMarks, op: [u64; 4]) -> Result<Op,
         OP_SPLIT => {
             check_huge(page)?;
             Ok(Op::Split { page })
+        }
+        OP_MAP_DEVICE => {
+            check_range(page, 1)?;
+            let cache = devices::cache_flags(b >> 8).ok_or(EINVAL)?;
+            let flags = pt::flags(valid_prot(b & 0xFF)?) | cache;
+            if !k.devices.contains_page(a) {
+                return Err(EPERM);
+            }
+            Ok(Op::Map {
+                page,
+                frame: a,
+                flags,
+            })
         }
         _ => Err(EINVAL),
     }
@@ -395,7 +410,6 @@ fn read_ops(root: u64, addr: u64, n: usize, out: &mut Ops) -> Result<(), Errno> 
 /// (not 0 only if the pager changed its batch between check and perform, or donated one
 /// frame twice in it).
 fn apply(k: &Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
-    let ranges = k.pager_ranges();
     let table_marks = &k.table_marks;
     let root = k.spaces[s].root;
     let mut reserve = lock_tables(k, s)?;
@@ -417,7 +431,7 @@ fn apply(k: &Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
     // The 2 MiB of the last map checked for a huge page (one look per 2 MiB).
     let mut checked = None;
     batch.each(|w| {
-        let op = decode(ranges, table_marks, w)?;
+        let op = decode(k, w)?;
         match op {
             Op::Map { page, .. } => {
                 let block = page / HUGE_PAGE_SIZE;
@@ -496,7 +510,7 @@ fn apply(k: &Kernel, t: usize, s: usize, batch: Batch) -> Result<u64, Errno> {
             .iter()
             .try_for_each(|&op| step(table_marks, op)),
         Batch::InMemory { .. } => batch.each(|w| {
-            let op = decode(ranges, table_marks, w)?;
+            let op = decode(k, w)?;
             step(table_marks, op)
         }),
     };
@@ -561,11 +575,7 @@ fn space_map1(k: &Kernel, t: usize) -> Result<u64, Errno> {
     let root = k.spaces[s].root;
     // rdx (the page) is read again by the batch path below: it becomes the count of
     // operations done only once this path has answered.
-    let op = decode(
-        k.pager_ranges(),
-        &k.table_marks,
-        [OP_MAP, f.rdx, f.r10, f.r8],
-    );
+    let op = decode(k, [OP_MAP, f.rdx, f.r10, f.r8]);
     let Ok(Op::Map { page, frame, flags }) = op else {
         set_done(k, t, 0);
         return Err(op.err().unwrap_or(EINVAL));
@@ -730,6 +740,16 @@ pub fn pager_info(k: &mut Kernel, t: usize) -> Result<u64, Errno> {
     let root = k.spaces[k.threads[t].space].root;
     usercopy::copy_out(root, f.rdi, &bytes[..need])?;
     Ok(n as u64 | (k.spaces.len() as u64) << 32)
+}
+
+/// `device_info(index)`: the device range at `index` of the command line, if the kernel
+/// accepted it: its base (rdx = its length).
+pub fn device_info(k: &Kernel, t: usize) -> Result<u64, Errno> {
+    pager_only(k, t)?;
+    let (base, len) = k.devices.get(k.threads[t].frame.rdi).ok_or(ENODEV)?;
+    // The second result goes in rdx, as a batch's count does.
+    set_done(k, t, len);
+    Ok(base)
 }
 
 /// Maps the pager's ranges into its space at [`WINDOW_BASE`] (read/write, never executable).

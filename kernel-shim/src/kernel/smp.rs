@@ -54,6 +54,7 @@ pub extern "C" fn ap_entry() -> ! {
         )
     };
     kmap::protect_from_user();
+    super::devices::init_pat();
     percpu::install(index, boot::kernel_stack_top(index));
     shootdown::loaded(root);
     gdt::init(

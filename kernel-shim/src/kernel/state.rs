@@ -7,6 +7,7 @@
 //! ended are first made to leave it ([`super::shootdown::leave_elsewhere`]), so none of them
 //! touches those slots or tables again.
 
+use super::devices::Devices;
 use super::errno::{EAGAIN, ENOMEM, Errno};
 use super::frames::FramePool;
 use super::futex;
@@ -60,6 +61,8 @@ pub struct Kernel {
     pub cmdline: [u8; 256],
     /// Bytes used in `cmdline`.
     pub cmdline_len: usize,
+    /// The device ranges of the command line the kernel accepted (set at boot, then fixed).
+    pub devices: Devices,
 }
 
 impl Kernel {
@@ -81,6 +84,7 @@ impl Kernel {
             bootpack_len: 0,
             cmdline: [0; 256],
             cmdline_len: 0,
+            devices: Devices::NONE,
         }
     }
 

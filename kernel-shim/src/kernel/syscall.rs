@@ -166,6 +166,7 @@ pub fn handle(k: &mut Kernel, t: usize) {
         nr::BOOTPACK_INFO => pager::bootpack_info(k, t).map(Done::Value),
         nr::PAGE_TABLE_FRAMES => pager::page_table_frames(k, t).map(Done::Value),
         nr::CMDLINE => cmdline(k, t).map(Done::Value),
+        nr::DEVICE_INFO => pager::device_info(k, t).map(Done::Value),
         n if redox::is_routed(n) => redox::route(k, t, n).map(|()| Done::Blocked),
         n => common(k, t, n),
     };

@@ -449,8 +449,9 @@ impl<'a, A: TableAlloc + ?Sized> Mapper<'a, A> {
             let entry = self.window.entry(table, index)?;
             if entry.flags().contains(PageTableFlags::PRESENT) {
                 if level == 1 {
+                    let kept = with_caching(flags, entry.flags());
                     self.window
-                        .with_table(table, |t| t[index].set_flags(flags))?;
+                        .with_table(table, |t| t[index].set_flags(kept))?;
                     self.flush.page(VirtAddr::new(at));
                     *count += 1;
                 } else if level == 2 && entry.flags().contains(PageTableFlags::HUGE_PAGE) {
@@ -544,7 +545,7 @@ pub(super) fn set_page_flags(
         if !old.contains(PageTableFlags::PRESENT) {
             return Err(PagingError::NotMapped);
         }
-        t[index].set_flags(flags);
+        t[index].set_flags(with_caching(flags, old));
         Ok(old)
     })?
 }
@@ -640,6 +641,17 @@ fn leaf_flags(flags: PageTableFlags) -> Result<PageTableFlags, PagingError> {
     } else {
         Err(PagingError::InvalidFlags)
     }
+}
+
+/// The caching bits of a 4 KiB leaf (`PWT`, `PCD`, and `PAT`, bit 7 of a 4 KiB entry).
+const CACHING: PageTableFlags = PageTableFlags::WRITE_THROUGH
+    .union(PageTableFlags::NO_CACHE)
+    .union(PageTableFlags::HUGE_PAGE);
+
+/// Leaf `flags` with the caching of the entry whose flags were `old`: a change of access
+/// keeps how the page is cached (a device page stays uncached).
+fn with_caching(flags: PageTableFlags, old: PageTableFlags) -> PageTableFlags {
+    (flags - CACHING) | (old & CACHING)
 }
 
 /// An entry pointing at the page-aligned `addr` with `flags`.

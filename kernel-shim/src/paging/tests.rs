@@ -438,6 +438,38 @@ fn protect_range_changes_present_pages_only() {
 }
 
 #[test]
+fn a_change_of_access_keeps_how_a_page_is_cached() {
+    let uncached = PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH;
+    let mut m = Machine::new();
+    m.map(0x10_0000, data(0), USER_RW | uncached).unwrap();
+    m.map(0x10_1000, data(1), USER_RW | PageTableFlags::WRITE_THROUGH)
+        .unwrap();
+    m.map(0x10_2000, data(2), USER_RW).unwrap();
+    let mut mapper = m.mapper();
+    assert_eq!(mapper.protect_range(0x10_0000, 3, USER_RO), Ok(3));
+    mapper.finish().ignore();
+    assert_eq!(
+        page_table_protect_page(
+            m.window,
+            m.root,
+            0x10_0000,
+            USER_RW | PageTableFlags::NO_CACHE
+        ),
+        Ok(USER_RO | uncached)
+    );
+    let caching = |virt| m.translate(virt).unwrap().flags & uncached;
+    assert_eq!(
+        caching(0x10_0000),
+        uncached,
+        "the caching asked for is ignored"
+    );
+    assert_eq!(caching(0x10_1000), PageTableFlags::WRITE_THROUGH);
+    assert_eq!(caching(0x10_2000), PageTableFlags::empty());
+    assert!(m.translate(0x10_0000).unwrap().writable);
+    assert!(!m.translate(0x10_1000).unwrap().writable);
+}
+
+#[test]
 fn destroy_returns_every_table_and_leaves_data_alone() {
     let mut m = Machine::new();
     for n in 0..20u64 {

@@ -6,11 +6,13 @@
 use super::sys::{call, syscall4, syscall5};
 use alloc::vec::Vec;
 use kernel_shim::abi::{
-    self as nr, OP_DONATE, OP_MAP, OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, UNMAP_PRUNE,
-    WINDOW_BASE,
+    self as nr, CACHE_UNCACHED, CACHE_WRITE_COMBINING, OP_DONATE, OP_MAP, OP_MAP_DEVICE,
+    OP_MAP_HUGE, OP_PROTECT, OP_SPLIT, OP_UNMAP, UNMAP_PRUNE, WINDOW_BASE,
 };
 use libvm::ProtectionFlags;
-use memd::kernel::{BatchError, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId};
+use memd::kernel::{
+    BatchError, Caching, FrameAddr, Kernel, KernelError, PAGE_SIZE, PageOp, SpaceId,
+};
 
 /// The largest batch encoded on the stack.
 const SMALL: usize = 16;
@@ -39,6 +41,18 @@ fn encode(op: &PageOp) -> [u64; 4] {
         PageOp::Donate { frame } => [OP_DONATE, 0, frame, 0],
         PageOp::MapHuge { page, frame, prot } => [OP_MAP_HUGE, page, frame, prot_bits(prot)],
         PageOp::Split { page } => [OP_SPLIT, page, 0, 0],
+        PageOp::MapDevice {
+            page,
+            phys,
+            prot,
+            caching,
+        } => {
+            let cache = match caching {
+                Caching::Uncached => CACHE_UNCACHED,
+                Caching::WriteCombining => CACHE_WRITE_COMBINING,
+            };
+            [OP_MAP_DEVICE, page, phys, prot_bits(prot) | cache << 8]
+        }
     }
 }
 

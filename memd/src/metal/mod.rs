@@ -197,6 +197,7 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         }
     );
     let memd = memd::Memd::new(kernel::MetalKernel, ranges, config);
+    add_devices(&memd);
     // The limits the core does not keep: children a process may have and processes in all
     // (memd's records, and the kernel's slots: memd itself takes one).
     let slots = KERNEL_SLOTS.load(core::sync::atomic::Ordering::Relaxed);
@@ -235,6 +236,28 @@ extern "C" fn serve_main(ranges: *const (u64, u64), n: usize) -> ! {
         log::warn!("memd: nothing to run");
     }
     server.run()
+}
+
+/// Gives memd the device ranges of the command line the kernel accepted (see
+/// [`memd::device`]), under their names.
+fn add_devices(memd: &memd::Memd<kernel::MetalKernel>) {
+    let line = sys::cmdline();
+    for (i, word) in kernel_shim::abi::devices::parse(&line).enumerate() {
+        let (base, len) = sys::syscall4(nr::DEVICE_INFO, i as u64, 0, 0, 0);
+        let Some(dev) = word.filter(|_| base >= 0) else {
+            continue;
+        };
+        match memd.add_device(dev.name, base as u64, len) {
+            Some(index) => log::info!(
+                "memd: device {} ({}) at {:#x}, {:#x} bytes",
+                index,
+                dev.name,
+                base,
+                len
+            ),
+            None => log::warn!("memd: device {} not kept", dev.name),
+        }
+    }
 }
 
 /// The server every worker runs.

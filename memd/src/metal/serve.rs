@@ -18,6 +18,7 @@
 //! | call `FORK` | [`Memd::fork`], then `thread_clone` of the caller into the child (which returns 0), reply the child's pid; `EAGAIN` past the caller's children limit ([`Procs::room`]) |
 //! | call `SPAWN` | start the named boot module as a child ([`super::loader`]); `EAGAIN` as `FORK` |
 //! | call `WAIT` | answer now if the child is dead (or, with `WAIT_NOHANG`, [`wait_status::RUNNING`] if not), else keep the token and answer when it dies; the fault address goes into the lent buffer, and a buffer memd cannot write gets `EFAULT` with the child left to be waited for again |
+//! | call `GRANT_DEVICE` | [`Memd::grant_device`] to a live child of the caller (else `ESRCH`) |
 //! | call `KILL` | a live child of the caller ends as at its exit ([`Memd::exit`]); its status says [`wait_status::PARENT`] |
 //! | call `ARGS` | the argument string the caller was spawned with (its parent's, after a fork) |
 //! | call `PROCESSES` | [`Memd::handle`] lists the pids; the parents and names are added from [`Procs`] |
@@ -132,7 +133,13 @@ impl Server {
             return;
         };
         match self.start(p, None, &[]) {
-            Ok(pid) => log::info!("memd: started {} as pid {}", p.name, pid),
+            Ok(pid) => {
+                log::info!("memd: started {} as pid {}", p.name, pid);
+                // The first program holds every device's capability.
+                if let Err(e) = self.memd.grant_devices(pid, self.memd.all_devices()) {
+                    log::error!("memd: devices not granted to {}: {:?}", p.name, e);
+                }
+            }
             Err(e) => log::error!("memd: cannot start {}: {}", p.name, e),
         }
     }
@@ -409,7 +416,7 @@ impl Server {
                 self.fork(token, tag, pid)
             }
             Ok(r @ Request::Spawn { .. }) => {
-                let name = r.spawn_name().unwrap_or("");
+                let name = r.name().unwrap_or("");
                 let mut args = alloc::vec![0u8; (lend as usize).min(proto::MAX_ARGS)];
                 if !args.is_empty() && sys::ipc_read(token, 0, &mut args) < 0 {
                     return reply_cqe(token, tag, Err(VmError::BadBuffer));
@@ -453,6 +460,16 @@ impl Server {
                     Ok(None) => {}
                     Err(e) => reply_cqe(token, tag, Err(e)),
                 }
+            }
+            Ok(Request::GrantDevice { pid: child, device }) => {
+                let _life = self.life.lock();
+                // Only to a live child.
+                let result = if self.parent(child) != Some(pid) {
+                    Err(VmError::NoSuchProcess)
+                } else {
+                    self.memd.grant_device(pid, child, device).map(|()| 0)
+                };
+                reply_cqe(token, tag, result);
             }
             Ok(Request::Kill { pid: child }) => {
                 let _life = self.life.lock();

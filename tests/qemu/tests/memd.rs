@@ -121,7 +121,8 @@ fn a_lent_buffer_memd_cannot_write_gets_efault_and_cow_buffers_work_through_libv
 #[test]
 fn memd_answers_a_fuzzer_right_and_gets_every_frame_back() {
     // The fixed layout: the fuzzer keeps its hostile ranges off its own memory by address.
-    let mut boot = Boot::new(&["memd", "memdfuzz", "exit7"]).cmdline("aslr=off");
+    let mut boot =
+        Boot::new(&["memd", "memdfuzz", "exit7"]).cmdline("aslr=off device=vga:0xb8000:0x8000");
     boot.timeout = Duration::from_secs(120);
     let o = boot.run();
     o.assert_clean()

@@ -401,6 +401,34 @@ impl HostKernel {
                 range(page, HUGE_PAGE_SIZE / PAGE_SIZE)?;
                 Op::Split { page }
             }
+            PageOp::MapDevice {
+                page,
+                phys,
+                prot,
+                caching,
+            } => {
+                range(page, 1)?;
+                let device = self.machine.phys.device_range();
+                let inside = device.is_some_and(|(base, len)| {
+                    phys.is_multiple_of(PAGE_SIZE) && phys >= base && phys - base < len
+                });
+                if !inside {
+                    return Err(KernelError::Refused);
+                }
+                // As kernel-shim caches them: uncached is PCD | PWT, write-combining PWT
+                // (its page attribute table's entry 1).
+                let cache = match caching {
+                    memd::kernel::Caching::Uncached => {
+                        PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH
+                    }
+                    memd::kernel::Caching::WriteCombining => PageTableFlags::WRITE_THROUGH,
+                };
+                Op::Map {
+                    page,
+                    frame: PhysAddr::new(phys),
+                    flags: leaf_flags(prot)? | cache,
+                }
+            }
         })
     }
 }

@@ -3,8 +3,10 @@
 //! ```text
 //! 0                          frame 0: never handed out, so physical address 0 is never a frame
 //! 0x1000                     `table_frames` frames: the kernel's page-table pool
-//! 0x1000 * (1 + table_frames) .. ram_bytes
+//! 0x1000 * (1 + table_frames) .. ram_bytes - device_bytes
 //!                            memd's frames, given to it as one free range
+//! ram_bytes - device_bytes .. ram_bytes
+//!                            a device's memory (none by default): never memd's
 //! ```
 //!
 //! RAM starts filled with [`POISON`], as real memory holds whatever it held at boot: a frame
@@ -24,6 +26,7 @@ pub struct PhysMem {
     base: NonNull<u8>,
     layout: Layout,
     table_frames: u64,
+    device_bytes: u64,
 }
 
 // SAFETY: the RAM is a heap allocation owned by this value and reached only through windows
@@ -49,14 +52,22 @@ impl PhysMem {
     /// Panics unless `ram_bytes` is a multiple of the page size that leaves memd at least
     /// one frame.
     pub fn new(ram_bytes: u64, table_frames: u64) -> PhysMem {
+        PhysMem::with_device(ram_bytes, table_frames, 0)
+    }
+
+    /// As [`PhysMem::new`], with the last `device_bytes` (page aligned) a device's memory,
+    /// not memd's.
+    pub fn with_device(ram_bytes: u64, table_frames: u64, device_bytes: u64) -> PhysMem {
         assert!(
             ram_bytes.is_multiple_of(PAGE_SIZE)
+                && device_bytes.is_multiple_of(PAGE_SIZE)
                 && table_frames
                     .checked_add(2)
                     .and_then(|frames| frames.checked_mul(PAGE_SIZE))
+                    .and_then(|needed| needed.checked_add(device_bytes))
                     .is_some_and(|needed| needed <= ram_bytes),
-            "{ram_bytes:#x} bytes of RAM cannot hold frame 0, {table_frames} table frames and \
-             a frame for memd"
+            "{ram_bytes:#x} bytes of RAM cannot hold frame 0, {table_frames} table frames, \
+             {device_bytes:#x} bytes of device and a frame for memd"
         );
         let layout = Layout::from_size_align(ram_bytes as usize, PAGE_SIZE as usize)
             .expect("RAM size fits the address space");
@@ -69,6 +80,7 @@ impl PhysMem {
             base,
             layout,
             table_frames,
+            device_bytes,
         }
     }
 
@@ -93,7 +105,15 @@ impl PhysMem {
 
     /// The frames given to memd, as `(start, end)` physical ranges (end exclusive).
     pub fn memd_ranges(&self) -> Vec<(u64, u64)> {
-        vec![((1 + self.table_frames) * PAGE_SIZE, self.ram_bytes())]
+        vec![(
+            (1 + self.table_frames) * PAGE_SIZE,
+            self.ram_bytes() - self.device_bytes,
+        )]
+    }
+
+    /// The device's memory, as (first byte, length); `None` without one.
+    pub fn device_range(&self) -> Option<(u64, u64)> {
+        (self.device_bytes > 0).then(|| (self.ram_bytes() - self.device_bytes, self.device_bytes))
     }
 }
 

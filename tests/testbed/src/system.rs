@@ -41,7 +41,13 @@ pub struct Config {
     pub aslr_seed: Option<[u8; 32]>,
     /// Huge pages wherever they fit (memd's `Config::huge_always`).
     pub huge_always: bool,
+    /// Bytes at the top of RAM that are a device's memory instead (0: no device), given to
+    /// memd as device 0, named [`DEVICE_NAME`].
+    pub device_bytes: u64,
 }
+
+/// The name of the simulated device (see [`Config::device_bytes`]).
+pub const DEVICE_NAME: &str = "fb";
 
 impl Default for Config {
     fn default() -> Config {
@@ -53,6 +59,7 @@ impl Default for Config {
             oom_exempt: None,
             aslr_seed: None,
             huge_always: false,
+            device_bytes: 0,
         }
     }
 }
@@ -129,6 +136,7 @@ impl Transport for ProcessTransport {
 /// The simulated machine: RAM, kernel, MMU, and memd serving every process.
 pub struct System {
     memd: Arc<Memd<HostKernel>>,
+    phys: Arc<PhysMem>,
     mmu: Mmu,
     /// The processes running their fault handler: the stack pointers they had before each
     /// delivery, innermost last, and the frames.
@@ -142,9 +150,13 @@ const MAX_REFAULTS: u32 = 4;
 impl System {
     /// Builds a machine of `config.ram_bytes` of RAM with memd as its pager.
     pub fn new(config: Config) -> System {
-        let phys = Arc::new(PhysMem::new(config.ram_bytes, config.table_frames));
+        let phys = Arc::new(PhysMem::with_device(
+            config.ram_bytes,
+            config.table_frames,
+            config.device_bytes,
+        ));
         let ranges = phys.memd_ranges();
-        let kernel = HostKernel::new(phys);
+        let kernel = HostKernel::new(Arc::clone(&phys));
         let mmu = kernel.mmu();
         let memd = Arc::new(Memd::new(
             kernel,
@@ -157,11 +169,42 @@ impl System {
                 huge_always: config.huge_always,
             },
         ));
+        if let Some((base, len)) = phys.device_range() {
+            memd.add_device(DEVICE_NAME, base, len)
+                .expect("the first device is taken");
+        }
         System {
             memd,
+            phys,
             mmu,
             handling: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `len` bytes of the device's memory from `offset`, as the device holds them.
+    pub fn device_read(&self, offset: u64, len: usize) -> Vec<u8> {
+        let (base, _) = self.phys.device_range().expect("a device");
+        let mut bytes = vec![0; len];
+        self.phys
+            .window()
+            .read(x86_64::PhysAddr::new(base + offset), &mut bytes)
+            .expect("inside the device");
+        bytes
+    }
+
+    /// The device stores `bytes` at `offset` of its memory.
+    pub fn device_write(&self, offset: u64, bytes: &[u8]) {
+        let (base, _) = self.phys.device_range().expect("a device");
+        self.phys
+            .window()
+            .write(x86_64::PhysAddr::new(base + offset), bytes)
+            .expect("inside the device");
+    }
+
+    /// The leaf page-table flags of `addr` in process `pid` now (no fault), if it is mapped.
+    pub fn page_flags(&self, pid: Pid, addr: u64) -> Option<kernel_shim::paging::PageTableFlags> {
+        let space = self.memd.space_of(pid).ok()?;
+        Some(self.memd.kernel().translate(space, addr)?.flags)
     }
 
     /// The simulated stack pointer of process `pid`: the frame of the handler it runs, else 0

@@ -13,7 +13,8 @@
 //! through the raw IPC call, each checked against what memd must answer:
 //!
 //! - every opcode and random ones (Linux's later calls, `PRLIMIT` to `CLEAR_REFS`, with
-//!   hostile operands kept off the worker itself); random flag and reserved bytes, tags (each reply must carry
+//!   hostile operands kept off the worker itself; the device calls, every map and grant
+//!   refused: no fuzzing process holds a device); random flag and reserved bytes, tags (each reply must carry
 //!   its request's tag, a known errno and the matching detail byte), words in unused
 //!   arguments;
 //! - hostile addresses and lengths: 0, unaligned, overflowing, the kernel half, the top of the
@@ -664,12 +665,15 @@ impl Fuzz {
             proto::MREMAP,
             proto::FAULT_HANDLER,
             proto::CLEAR_REFS,
+            proto::DEVICE,
+            proto::MAP_DEVICE,
+            proto::GRANT_DEVICE,
             0,
         ]);
         let opcode = if opcode == 0 && self.rng.one_in(2) {
             // Anything memd does not know (`DENY_WRITE_EXEC` and `KILL`, which would change the
             // worker's rules or end its children under the model, are left out).
-            proto::CLEAR_REFS + 1 + self.rng.below(u64::from(255 - proto::CLEAR_REFS)) as u8
+            proto::GRANT_DEVICE + 1 + self.rng.below(u64::from(255 - proto::GRANT_DEVICE)) as u8
         } else {
             opcode
         };
@@ -685,6 +689,12 @@ impl Fuzz {
                 | proto::CLEAR_REFS
         ) {
             return self.linux_call(opcode);
+        }
+        if matches!(
+            opcode,
+            proto::DEVICE | proto::MAP_DEVICE | proto::GRANT_DEVICE
+        ) {
+            return self.device_call(opcode);
         }
         let w0 = self.word0(opcode);
         let lend = self.lend();
@@ -792,7 +802,7 @@ impl Fuzz {
         }
         let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
         let reply = self.call(w, lend);
-        if opcode > proto::CLEAR_REFS || opcode == 0 {
+        if opcode > proto::GRANT_DEVICE || opcode == 0 {
             // Refused whatever the mode.
             check!(
                 matches!(
@@ -945,6 +955,52 @@ impl Fuzz {
         let reply = self.call(w, lend);
         if let Some(want) = want {
             self.expect(reply, want, &w, lend);
+        }
+    }
+
+    /// A device call with hostile operands: `DEVICE` (a lookup by name, any name), `MAP_DEVICE`
+    /// and `GRANT_DEVICE`. Neither the worker nor a chaos child holds a device's capability
+    /// (a fork's child holds none), so memd must refuse every map and every grant, and a
+    /// lookup finds only a device the kernel accepted (index below 8, a length of pages).
+    fn device_call(&mut self, opcode: u8) {
+        let w0 = self.word0(opcode);
+        let lend = self.lend();
+        let mut a = [0u64; 6];
+        for x in a.iter_mut() {
+            let any = self.rng.next();
+            *x = self.rng.pick(&[0, 1, 7, any]);
+        }
+        match opcode {
+            proto::DEVICE => {
+                let name =
+                    self.rng
+                        .pick(&[b"fb\0\0\0\0\0\0", b"vga\0\0\0\0\0", b"\0\0\0\0\0\0\0\0"]);
+                if self.rng.one_in(2) {
+                    a = [u64::from_le_bytes(*name), 0, 0, 0, 0, 0];
+                }
+            }
+            proto::MAP_DEVICE => {
+                let (addr, len) = self.range(true);
+                let any = self.rng.next();
+                let flags = self.rng.pick(&[1, 2, 0x11, 0x12, 3, any]);
+                a[..4].copy_from_slice(&[addr, len, self.rng.below(8), flags]);
+            }
+            _ => {
+                a[0] = self.some_pid();
+                if self.rng.one_in(2) {
+                    a[2..].fill(0);
+                }
+            }
+        }
+        let w = [w0, a[0], a[1], a[2], a[3], a[4], a[5], 0];
+        let reply = self.call(w, lend);
+        if let Reply::Memd(v) = reply {
+            let fine = match (opcode, v) {
+                (proto::DEVICE, Ok(v)) => v & 0xFF < 8 && v >> 8 != 0,
+                (proto::DEVICE, Err(e)) => matches!(e, VmError::NoSuchDevice | VmError::BadRequest),
+                (_, v) => v.is_err(),
+            };
+            check!(fine, "{:#x?}: memd answered {:?}", w, v);
         }
     }
 

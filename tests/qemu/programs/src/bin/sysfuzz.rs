@@ -131,7 +131,7 @@ const CANARY: u64 = 0x5AFE_CA11_DEAD_BEEF;
 /// Every number of the kernel's ABI but `exit`, `thread_exit`, `thread_create` (a thread at a
 /// random address would fault, and a fault kills the whole process) and `fault_return`, and
 /// the routed redox calls.
-const KNOWN: [u64; 31] = [
+const KNOWN: [u64; 32] = [
     nr::DEBUG_WRITE,
     nr::DEBUG_READ,
     nr::CLOCK,
@@ -160,6 +160,7 @@ const KNOWN: [u64; 31] = [
     nr::SPACE_APPLY1,
     nr::SPACE_RECLAIM,
     nr::FAULT_DELIVER,
+    nr::DEVICE_INFO,
     SYS_FMAP,
     SYS_FUNMAP,
     SYS_MPROTECT,
@@ -170,6 +171,7 @@ fn pager_only(n: u64) -> bool {
         || n == nr::SPACE_APPLY1
         || n == nr::SPACE_RECLAIM
         || n == nr::FAULT_DELIVER
+        || n == nr::DEVICE_INFO
 }
 
 /// SplitMix64.
